@@ -1,0 +1,3 @@
+from batchledger.cli import entry
+
+entry()

@@ -1,0 +1,252 @@
+"""The OpenAI client: every API call, its log records, and SDK errors turned into ours.
+
+Imported only by commands that talk to the API: importing `openai` costs about a second.
+"""
+
+import json
+import logging
+import os
+import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx2
+import openai
+from openai import OpenAI
+
+from batchledger.errors import BatchledgerError, ExitCode
+
+log = logging.getLogger("batchledger")
+
+DOWNLOAD_CHUNK_BYTES = 1024 * 1024
+# A body that drops midway is not retried by the SDK (it has already returned the
+# response), so downloads retry on their own, a bounded number of times.
+DOWNLOAD_ATTEMPTS = 3
+
+
+def make_client(max_retries: int = 2, timeout: float = 600.0) -> OpenAI:
+    """The one client of a run; the key and base URL come from the environment."""
+    if not os.environ.get("OPENAI_API_KEY"):
+        raise BatchledgerError(
+            "OPENAI_API_KEY is not set; export your API key first", ExitCode.USAGE
+        )
+    return OpenAI(max_retries=max_retries, timeout=timeout)
+
+
+def _log_response(operation: str, payload: Any) -> None:
+    log.info("%s response=%s", operation, json.dumps(payload, sort_keys=True))
+
+
+@contextmanager
+def api_errors(operation: str) -> Iterator[None]:
+    """Turn the SDK's exceptions into a BatchledgerError with a one-line reason."""
+    try:
+        yield
+    except openai.APIStatusError as exc:
+        log.error("%s failed: HTTP %s body=%s", operation, exc.status_code, _body_text(exc))
+        raise BatchledgerError(_status_message(operation, exc)) from exc
+    except openai.APITimeoutError as exc:
+        log.error("%s timed out", operation, exc_info=True)
+        raise BatchledgerError(
+            f"{operation} timed out talking to {_base_url(exc)}; try again or raise --timeout"
+        ) from exc
+    except openai.APIConnectionError as exc:
+        log.error("%s connection failed", operation, exc_info=True)
+        raise BatchledgerError(
+            f"{operation} could not reach {_base_url(exc)} ({_root_cause(exc)}); "
+            "check your network or OPENAI_BASE_URL and try again"
+        ) from exc
+
+
+def _body_text(exc: openai.APIStatusError) -> str:
+    try:
+        return json.dumps(exc.body)
+    except (TypeError, ValueError):
+        return repr(exc.body)
+
+
+def _status_message(operation: str, exc: openai.APIStatusError) -> str:
+    detail = exc.message
+    body = exc.body
+    if isinstance(body, dict):
+        error = body.get("error", body)
+        if isinstance(error, dict) and error.get("message"):
+            detail = str(error["message"])
+    hint = ""
+    if exc.status_code == 401:
+        hint = "; check OPENAI_API_KEY"
+    elif exc.status_code == 429:
+        hint = "; rate limited after retries, wait and try again (or raise --max-retries)"
+    elif exc.status_code >= 500:
+        hint = "; the service failed after retries, try again later"
+    return f"{operation} failed with HTTP {exc.status_code}: {detail}{hint}"
+
+
+def _base_url(exc: openai.APIConnectionError) -> str:
+    url = exc.request.url
+    return f"{url.scheme}://{url.host}" + (f":{url.port}" if url.port else "")
+
+
+def _root_cause(exc: BaseException) -> str:
+    while exc.__cause__ is not None:
+        exc = exc.__cause__
+    return str(exc) or type(exc).__name__
+
+
+def upload_file(client: OpenAI, path: Path) -> str:
+    """Upload a JSONL input (purpose `batch`) and return its file id."""
+    log.info("UPLOAD request=%s", json.dumps({"path": str(path), "purpose": "batch"}))
+    # An open binary file is streamed by the SDK; a Path or bytes would be read whole.
+    with path.open("rb") as stream, api_errors("UPLOAD"):
+        uploaded = client.files.create(file=stream, purpose="batch")
+    _log_response("UPLOAD", uploaded.model_dump(mode="json"))
+    return uploaded.id
+
+
+def create_batch(
+    client: OpenAI,
+    file_id: str,
+    endpoint: str,
+    window: str,
+    metadata: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    request = {
+        "input_file_id": file_id,
+        "endpoint": endpoint,
+        "completion_window": window,
+        "metadata": metadata,
+    }
+    log.info("CREATE_BATCH request=%s", json.dumps(request))
+    with api_errors("CREATE_BATCH"):
+        batch = client.batches.create(
+            input_file_id=file_id,
+            endpoint=endpoint,  # type: ignore[arg-type]  # the CLI passes what the user typed
+            completion_window=window,  # type: ignore[arg-type]
+            metadata=metadata,
+        )
+    result = batch.model_dump(mode="json")
+    _log_response("CREATE_BATCH", result)
+    return result
+
+
+def get_batch_status(client: OpenAI, batch_id: str) -> dict[str, Any]:
+    log.info("GET_STATUS request=%s", json.dumps({"batch_id": batch_id}))
+    with api_errors("GET_STATUS"):
+        batch = client.batches.retrieve(batch_id)
+    result = batch.model_dump(mode="json")
+    _log_response("GET_STATUS", result)
+    return result
+
+
+def download_results(
+    client: OpenAI, file_id: str, out_path: Path, operation: str = "DOWNLOAD_RESULTS"
+) -> int:
+    """Stream file `file_id` to `out_path` atomically and return the bytes written.
+
+    The bytes go to a temporary file beside `out_path`, which is renamed into place only
+    when complete and of the announced size: a failure or Ctrl-C leaves no partial file
+    at `out_path`, and a complete file already there stays as it was.
+    """
+    log.info("%s request=%s", operation, json.dumps({"file_id": file_id, "path": str(out_path)}))
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    for attempt in range(1, DOWNLOAD_ATTEMPTS + 1):
+        part = out_path.with_name(f".{out_path.name}.{secrets.token_hex(4)}.part")
+        try:
+            size = _stream_to(client, file_id, part, operation)
+            os.replace(part, out_path)
+        except _DroppedBody as exc:
+            log.warning("%s attempt %d/%d dropped: %s", operation, attempt, DOWNLOAD_ATTEMPTS, exc)
+            if attempt == DOWNLOAD_ATTEMPTS:
+                raise BatchledgerError(
+                    f"{operation} of {file_id} broke off {DOWNLOAD_ATTEMPTS} times ({exc}); "
+                    "nothing was saved, run the command again"
+                ) from exc
+            continue
+        except OSError as exc:
+            log.error("%s could not write %s", operation, out_path, exc_info=True)
+            raise BatchledgerError(f"could not save {out_path}: {exc.strerror or exc}") from exc
+        finally:
+            part.unlink(missing_ok=True)
+        log.info("%s saved path=%s bytes=%d", operation, out_path, size)
+        return size
+    raise AssertionError("unreachable")
+
+
+class _DroppedBody(Exception):
+    """The response body ended before all its bytes arrived."""
+
+
+def _stream_to(client: OpenAI, file_id: str, part: Path, operation: str) -> int:
+    with (
+        api_errors(operation),
+        client.files.with_streaming_response.content(file_id) as response,
+    ):
+        announced = response.headers.get("content-length")
+        size = 0
+        try:
+            with part.open("xb") as out:
+                for chunk in response.iter_bytes(DOWNLOAD_CHUNK_BYTES):
+                    out.write(chunk)
+                    size += len(chunk)
+                out.flush()
+                os.fsync(out.fileno())
+        except (httpx2.TransportError, openai.APIConnectionError) as exc:
+            raise _DroppedBody(_root_cause(exc) or "connection lost") from exc
+    log.info(
+        "%s response=%s",
+        operation,
+        json.dumps({"file_id": file_id, "status_code": response.status_code, "bytes": size}),
+    )
+    if announced is not None and int(announced) != size:
+        raise _DroppedBody(f"received {size} of {announced} bytes")
+    return size
+
+
+def find_batch_by_ref(client: OpenAI, ref: str, since: float) -> dict[str, Any] | None:
+    """The account's batch tagged with ledger ref `ref`, looking back to `since` (epoch)."""
+    log.info("LIST_BATCHES request=%s", json.dumps({"metadata.batchledger_ref": ref}))
+    seen = 0
+    with api_errors("LIST_BATCHES"):
+        # Newest first: stop paging once batches are older than the submission.
+        for batch in client.batches.list(limit=100):
+            if batch.created_at < since:
+                break
+            if (batch.metadata or {}).get("batchledger_ref") == ref:
+                found = batch.model_dump(mode="json")
+                _log_response("LIST_BATCHES", found)
+                return found
+            seen += 1
+    log.info("LIST_BATCHES response=%s", json.dumps({"match": None, "seen": seen}))
+    return None
+
+
+def find_uploaded_file(client: OpenAI, filename: str, size: int, since: float) -> str | None:
+    """An upload of `filename` with `size` bytes made since `since` whose answer was lost."""
+    log.info(
+        "LIST_FILES request=%s",
+        json.dumps({"purpose": "batch", "filename": filename, "bytes": size}),
+    )
+    with api_errors("LIST_FILES"):
+        for file in client.files.list(purpose="batch", order="desc", limit=100):
+            if file.created_at < since:
+                break
+            if file.filename == filename and file.bytes == size:
+                _log_response("LIST_FILES", file.model_dump(mode="json"))
+                return file.id
+    log.info("LIST_FILES response=%s", json.dumps({"match": None}))
+    return None
+
+
+def file_exists(client: OpenAI, file_id: str) -> bool:
+    log.info("GET_FILE request=%s", json.dumps({"file_id": file_id}))
+    try:
+        with api_errors("GET_FILE"):
+            found = client.files.retrieve(file_id)
+    except BatchledgerError as exc:
+        if isinstance(exc.__cause__, openai.NotFoundError):
+            return False
+        raise
+    _log_response("GET_FILE", found.model_dump(mode="json"))
+    return True

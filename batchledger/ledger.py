@@ -1,0 +1,328 @@
+"""The ledger: a SQLite file of every batch, opened (and migrated) only here."""
+
+import json
+import sqlite3
+import threading
+import uuid
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlite_utils import Database
+
+from batchledger.errors import BatchledgerError
+from migrations import migrations
+
+FINAL_STATUSES = frozenset({"completed", "failed", "expired", "cancelled"})
+# Batches in these states hold no work worth keeping, so the same input may be sent again.
+RESUBMITTABLE_STATUSES = frozenset({"failed", "expired", "cancelled"})
+BATCH_TIMESTAMPS = (
+    "created_at",
+    "in_progress_at",
+    "finalizing_at",
+    "completed_at",
+    "failed_at",
+    "expired_at",
+    "cancelling_at",
+    "cancelled_at",
+    "expires_at",
+)
+BUSY_TIMEOUT_SECONDS = 15.0
+
+Row = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class InputFile:
+    """What the ledger records about a JSONL input."""
+
+    path: Path
+    size: int
+    sha256: str
+
+
+def utc_now() -> str:
+    return iso_utc(datetime.now(UTC))
+
+
+def iso_utc(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def iso_from_epoch(seconds: int | float | None) -> str | None:
+    if seconds is None:
+        return None
+    return iso_utc(datetime.fromtimestamp(seconds, UTC))
+
+
+def open_ledger(path: Path, *, create: bool = True) -> "Ledger | None":
+    """Open the ledger at `path`, migrating it; None if it does not exist and not `create`."""
+    if not create and not path.exists():
+        return None
+    if path.is_dir():
+        raise BatchledgerError(f"ledger {path} is a directory, not a SQLite file")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_SECONDS, check_same_thread=False)
+    except (OSError, sqlite3.Error) as exc:
+        raise BatchledgerError(f"cannot open ledger {path}: {exc}") from exc
+    try:
+        db = Database(conn, execute_plugins=False)
+        conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_SECONDS * 1000)}")
+        if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+            conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA foreign_keys = ON")
+        _refuse_newer_schema(db, path)
+        if migrations.pending(db):
+            migrations.apply(db)
+    except BatchledgerError:
+        conn.close()
+        raise
+    except sqlite3.Error as exc:
+        conn.close()
+        raise BatchledgerError(_describe_sqlite_error(path, exc)) from exc
+    return Ledger(db, path)
+
+
+def _refuse_newer_schema(db: Database, path: Path) -> None:
+    known = {migration.fn.__name__ for migration in migrations._migrations}
+    unknown = [m.name for m in migrations.applied(db) if m.name not in known]
+    if unknown:
+        raise BatchledgerError(
+            f"ledger {path} was written by a newer batchledger (schema {unknown[-1]}); "
+            "upgrade batchledger to use it"
+        )
+
+
+def _describe_sqlite_error(path: Path, exc: sqlite3.Error) -> str:
+    text = str(exc)
+    if "locked" in text or "busy" in text:
+        return f"ledger {path} is locked by another process; try again when it finishes"
+    if "readonly" in text or "read-only" in text:
+        return f"ledger {path} is read-only; check its permissions"
+    if "not a database" in text or "malformed" in text:
+        return f"ledger {path} is not a readable SQLite ledger ({text}); it was left untouched"
+    return f"ledger {path} is unusable: {text}"
+
+
+class Ledger:
+    """Reads and writes batches and their history. Safe to share between threads."""
+
+    def __init__(self, db: Database, path: Path) -> None:
+        self.db = db
+        self.path = path
+        self._lock = threading.RLock()
+
+    def close(self) -> None:
+        self.db.close()
+
+    @contextmanager
+    def _writing(self) -> Iterator[None]:
+        # BEGIN IMMEDIATE takes the write lock up front, so two processes never both
+        # read-then-upgrade and deadlock; the busy timeout makes the loser wait.
+        with self._lock:
+            try:
+                self.db.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise BatchledgerError(_describe_sqlite_error(self.path, exc)) from exc
+            try:
+                yield
+            except BaseException:
+                self.db.rollback()
+                raise
+            try:
+                self.db.commit()
+            except sqlite3.Error as exc:
+                self.db.rollback()
+                raise BatchledgerError(_describe_sqlite_error(self.path, exc)) from exc
+
+    def _rows(self, sql: str, params: tuple[Any, ...] = ()) -> list[Row]:
+        with self._lock:
+            try:
+                return list(self.db.query(sql, params))
+            except sqlite3.Error as exc:
+                raise BatchledgerError(_describe_sqlite_error(self.path, exc)) from exc
+
+    def _history(self, row_id: int, action: str, detail: str, log_file: Path | None) -> None:
+        self.db.table("history").insert(
+            {
+                "batch": row_id,
+                "at": utc_now(),
+                "action": action,
+                "detail": detail,
+                "log_file": str(log_file) if log_file else None,
+            }
+        )
+
+    # --- writes -------------------------------------------------------------------
+
+    def start_submission(
+        self, input_: InputFile, endpoint: str, window: str, log_file: Path | None
+    ) -> Row:
+        """Record the intent to submit `input_` before anything is uploaded."""
+        with self._writing():
+            row_id = (
+                self.db.table("batches")
+                .insert(
+                    {
+                        "ref": f"bl_{uuid.uuid4().hex}",
+                        "origin": "create",
+                        "input_path": str(input_.path),
+                        "input_bytes": input_.size,
+                        "input_sha256": input_.sha256,
+                        "endpoint": endpoint,
+                        "completion_window": window,
+                        "recorded_at": utc_now(),
+                    }
+                )
+                .last_pk
+            )
+            assert isinstance(row_id, int)
+            self._history(row_id, "submit", f"input {input_.path}", log_file)
+        return self.get_row(row_id)
+
+    def record_upload(self, row_id: int, file_id: str, log_file: Path | None) -> None:
+        with self._writing():
+            self.db.table("batches").update(row_id, {"input_file_id": file_id})
+            self._history(row_id, "upload", f"uploaded as {file_id}", log_file)
+
+    def record_batch(
+        self, batch: Mapping[str, Any], log_file: Path | None, *, action: str, row_id: int | None
+    ) -> Row:
+        """Store what the API says of a batch; adds a row if the ledger did not know it."""
+        fields = _fields_from_batch(batch)
+        with self._writing():
+            if row_id is None:
+                existing = self._find_by_batch_id(str(batch["id"]))
+                row_id = existing["id"] if existing else None
+            if row_id is None:
+                row_id = self._insert_foreign(batch, fields)
+            else:
+                self.db.table("batches").update(row_id, fields)
+            self._history(row_id, action, f"status {batch['status']}", log_file)
+        return self.get_row(row_id)
+
+    def _insert_foreign(self, batch: Mapping[str, Any], fields: Row) -> int:
+        """Add a batch this ledger did not create (looked up by its id)."""
+        row_id = (
+            self.db.table("batches")
+            .insert(
+                {
+                    "ref": f"bl_{uuid.uuid4().hex}",
+                    "origin": "lookup",
+                    "input_file_id": batch.get("input_file_id"),
+                    "endpoint": batch.get("endpoint") or "",
+                    "completion_window": batch.get("completion_window") or "",
+                    "recorded_at": utc_now(),
+                    **fields,
+                }
+            )
+            .last_pk
+        )
+        assert isinstance(row_id, int)
+        return row_id
+
+    def record_download(
+        self, row_id: int, kind: str, path: Path, size: int, log_file: Path | None
+    ) -> Row:
+        """Note that the batch's `kind` file ("output" or "error") is saved at `path`."""
+        with self._writing():
+            self.db.table("batches").update(
+                row_id,
+                {f"{kind}_path": str(path), f"{kind}_bytes": size, f"{kind}_saved_at": utc_now()},
+            )
+            self._history(row_id, f"save_{kind}", f"saved {size} bytes to {path}", log_file)
+        return self.get_row(row_id)
+
+    def record_event(self, row_id: int, action: str, detail: str, log_file: Path | None) -> None:
+        with self._writing():
+            self._history(row_id, action, detail, log_file)
+
+    # --- reads --------------------------------------------------------------------
+
+    def get_row(self, row_id: int) -> Row:
+        rows = self._rows("SELECT * FROM batches WHERE id = ?", (row_id,))
+        if not rows:
+            raise BatchledgerError(f"ledger row {row_id} vanished")
+        return rows[0]
+
+    def _find_by_batch_id(self, batch_id: str) -> Row | None:
+        rows = self._rows("SELECT * FROM batches WHERE batch_id = ?", (batch_id,))
+        return rows[0] if rows else None
+
+    def find_batch(self, batch_id: str) -> Row | None:
+        return self._find_by_batch_id(batch_id)
+
+    def find_active_duplicate(self, input_: InputFile, endpoint: str, window: str) -> Row | None:
+        """A batch already sent with the same input bytes and parameters that still counts."""
+        placeholders = ", ".join("?" for _ in RESUBMITTABLE_STATUSES)
+        rows = self._rows(
+            "SELECT * FROM batches WHERE input_sha256 = ? AND endpoint = ? "
+            "AND completion_window = ? AND batch_id IS NOT NULL "
+            f"AND coalesce(status, '') NOT IN ({placeholders}) ORDER BY id DESC LIMIT 1",
+            (input_.sha256, endpoint, window, *sorted(RESUBMITTABLE_STATUSES)),
+        )
+        return rows[0] if rows else None
+
+    def find_unfinished_submission(
+        self, input_: InputFile, endpoint: str, window: str
+    ) -> Row | None:
+        """A create of the same input that stopped before it knew its batch id."""
+        rows = self._rows(
+            "SELECT * FROM batches WHERE input_sha256 = ? AND endpoint = ? "
+            "AND completion_window = ? AND batch_id IS NULL AND origin = 'create' "
+            "ORDER BY id DESC LIMIT 1",
+            (input_.sha256, endpoint, window),
+        )
+        return rows[0] if rows else None
+
+    def batches_to_sweep(self) -> list[Row]:
+        """Batches not yet final, and completed ones whose output is not saved yet."""
+        placeholders = ", ".join("?" for _ in FINAL_STATUSES)
+        return self._rows(
+            "SELECT * FROM batches WHERE batch_id IS NOT NULL AND ("
+            f"coalesce(status, '') NOT IN ({placeholders}) "
+            "OR (status = 'completed' AND ("
+            "(output_file_id IS NOT NULL AND output_path IS NULL) "
+            "OR (error_file_id IS NOT NULL AND error_path IS NULL)))"
+            ") ORDER BY id",
+            tuple(sorted(FINAL_STATUSES)),
+        )
+
+    def list_batches(self, limit: int | None) -> list[Row]:
+        """Newest first; `limit` None means all."""
+        sql = "SELECT * FROM batches ORDER BY recorded_at DESC, id DESC"
+        if limit is not None:
+            return self._rows(sql + " LIMIT ?", (limit,))
+        return self._rows(sql)
+
+    def count_batches(self) -> int:
+        rows = self._rows("SELECT count(*) AS n FROM batches")
+        return int(rows[0]["n"])
+
+    def history(self, row_id: int) -> list[Row]:
+        return self._rows("SELECT * FROM history WHERE batch = ? ORDER BY id", (row_id,))
+
+
+def _fields_from_batch(batch: Mapping[str, Any]) -> Row:
+    """The ledger columns that mirror an API Batch object."""
+    counts = batch.get("request_counts") or {}
+    errors = batch.get("errors") or {}
+    fields: Row = {
+        "batch_id": batch["id"],
+        "status": batch.get("status"),
+        "input_file_id": batch.get("input_file_id"),
+        "requests_total": counts.get("total"),
+        "requests_completed": counts.get("completed"),
+        "requests_failed": counts.get("failed"),
+        "output_file_id": batch.get("output_file_id"),
+        "error_file_id": batch.get("error_file_id"),
+        "errors": json.dumps(errors["data"]) if errors.get("data") else None,
+        "checked_at": utc_now(),
+    }
+    for name in BATCH_TIMESTAMPS:
+        fields[name] = iso_from_epoch(batch.get(name))
+    return fields

@@ -1,0 +1,89 @@
+"""The ledger's schema: sqlite-utils migrations, applied only when the ledger is opened.
+
+Append new migrations at the end; never edit one that has been released.
+"""
+
+from sqlite_utils import Database
+from sqlite_utils.migrations import Migrations
+
+migrations = Migrations("batchledger")
+
+
+@migrations()
+def m001_create_batches(db: Database) -> None:
+    # One row per batch this ledger knows. The row is written before the upload
+    # (batch_id still NULL) so that an interrupted create leaves a trace to resume from;
+    # `ref` is sent as the batch's metadata so that the batch can be found again.
+    db.execute(
+        """
+        CREATE TABLE batches (
+            id INTEGER PRIMARY KEY,
+            ref TEXT NOT NULL UNIQUE,
+            batch_id TEXT UNIQUE,
+            origin TEXT NOT NULL DEFAULT 'create',
+            input_path TEXT,
+            input_bytes INTEGER,
+            input_sha256 TEXT,
+            input_file_id TEXT,
+            endpoint TEXT NOT NULL,
+            completion_window TEXT NOT NULL,
+            status TEXT,
+            created_at TEXT,
+            in_progress_at TEXT,
+            finalizing_at TEXT,
+            completed_at TEXT,
+            failed_at TEXT,
+            expired_at TEXT,
+            cancelling_at TEXT,
+            cancelled_at TEXT,
+            expires_at TEXT,
+            requests_total INTEGER,
+            requests_completed INTEGER,
+            requests_failed INTEGER,
+            output_file_id TEXT,
+            error_file_id TEXT,
+            errors TEXT,
+            output_path TEXT,
+            output_bytes INTEGER,
+            output_saved_at TEXT,
+            error_path TEXT,
+            error_bytes INTEGER,
+            error_saved_at TEXT,
+            recorded_at TEXT NOT NULL,
+            checked_at TEXT
+        )
+        """
+    )
+    db.execute("CREATE INDEX idx_batches_recorded_at ON batches (recorded_at)")
+    db.execute("CREATE INDEX idx_batches_status ON batches (status)")
+    db.execute("CREATE INDEX idx_batches_input ON batches (input_sha256, endpoint)")
+
+
+@migrations()
+def m002_create_history(db: Database) -> None:
+    # Append-only: what was done to each batch, when, and which log file tells more.
+    db.execute(
+        """
+        CREATE TABLE history (
+            id INTEGER PRIMARY KEY,
+            batch INTEGER NOT NULL REFERENCES batches (id),
+            at TEXT NOT NULL,
+            action TEXT NOT NULL,
+            detail TEXT,
+            log_file TEXT
+        )
+        """
+    )
+    db.execute("CREATE INDEX idx_history_batch ON history (batch)")
+    db.execute(
+        """
+        CREATE TRIGGER history_append_only_update BEFORE UPDATE ON history
+        BEGIN SELECT RAISE(ABORT, 'history is append-only'); END
+        """
+    )
+    db.execute(
+        """
+        CREATE TRIGGER history_append_only_delete BEFORE DELETE ON history
+        BEGIN SELECT RAISE(ABORT, 'history is append-only'); END
+        """
+    )

@@ -1,0 +1,164 @@
+"""Every row of the exit-code table: its code and one line on stderr."""
+
+import os
+import socket
+from pathlib import Path
+
+import pytest
+from helpers import api_requests, free_port, ledger_rows, write_jsonl
+
+from batchledger.emulator import EmulatorServer, Fault
+
+
+def assert_one_line_error(result, code: int, *fragments: str) -> None:
+    assert result.code == code, (result.code, result.out, result.err)
+    assert result.out == ""
+    lines = result.err.splitlines()
+    assert len(lines) == 1, result.err
+    assert lines[0].startswith("batchledger: error: "), lines[0]
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["create", "--in", "in.jsonl"],
+        ["status", "--batch-id", "batch_abc"],
+        ["retrieve", "--batch-id", "batch_abc"],
+    ],
+)
+def test_missing_api_key_exits_2(cli, isolated: Path, monkeypatch, args):
+    write_jsonl(isolated / "in.jsonl", 1)
+    monkeypatch.delenv("OPENAI_API_KEY")
+
+    result = cli(*args)
+
+    assert_one_line_error(result, 2, "OPENAI_API_KEY is not set")
+    assert not (isolated.parent / "ledger.db").exists()
+
+
+def test_missing_input_exits_2(cli, isolated: Path):
+    assert_one_line_error(cli("create", "--in", "nope.jsonl"), 2, "nope.jsonl does not exist")
+
+
+def test_directory_input_exits_2(cli, isolated: Path):
+    (isolated / "folder").mkdir()
+    assert_one_line_error(cli("create", "--in", "folder"), 2, "is a directory")
+
+
+def test_unreadable_input_exits_2(cli, isolated: Path):
+    if os.geteuid() == 0:
+        # root reads any file; /proc/self/mem opens but cannot be read at offset 0.
+        path = "/proc/self/mem"
+    else:
+        unreadable = isolated / "secret.jsonl"
+        unreadable.write_text("{}\n")
+        unreadable.chmod(0)
+        path = str(unreadable)
+
+    assert_one_line_error(cli("create", "--in", path), 2, "cannot read input file")
+
+
+def test_empty_input_exits_2(cli, isolated: Path):
+    (isolated / "empty.jsonl").write_bytes(b"")
+    assert_one_line_error(cli("create", "--in", "empty.jsonl"), 2, "is empty")
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        ([], "required: COMMAND"),
+        (["launch"], "invalid choice: 'launch'"),
+        (["create"], "required: --in"),
+        (["status"], "one of the arguments --batch-id --all is required"),
+        (["status", "--batch-id", "b", "--all"], "not allowed with argument"),
+        (["retrieve"], "required: --batch-id"),
+        (["list", "--limit", "0"], "at least 1"),
+        (["create", "--in", "x", "--max-retries", "many"], "whole number"),
+        (["create", "--in", "x", "--bogus"], "unrecognized arguments: --bogus"),
+        (["status", "--all", "--out", "x.jsonl"], "cannot be used with --all"),
+    ],
+)
+def test_bad_arguments_exit_2(cli, args, fragment):
+    assert_one_line_error(cli(*args), 2, fragment)
+
+
+def test_help_exits_0(cli):
+    result = cli("--help")
+    assert result.code == 0
+    for command in ("create", "status", "retrieve", "list"):
+        assert command in result.out
+
+
+def test_unknown_batch_id_is_an_api_error(cli, emulator: EmulatorServer):
+    result = cli("status", "--batch-id", "batch_doesnotexist")
+
+    assert_one_line_error(result, 1, "GET_STATUS failed with HTTP 404", "batch_doesnotexist")
+    assert ledger_rows() == []
+
+
+def test_server_4xx_on_create(cli, emulator: EmulatorServer, isolated: Path):
+    write_jsonl(isolated / "in.jsonl", 1)
+
+    result = cli("create", "--in", "in.jsonl", "--completion-window", "1h")
+
+    assert_one_line_error(result, 1, "CREATE_BATCH failed with HTTP 400")
+    [row] = ledger_rows()  # the upload is recorded, so a retry can find it
+    assert row["batch_id"] is None and row["input_file_id"].startswith("file-")
+
+
+def test_server_5xx_after_retries(cli, emulator: EmulatorServer, isolated: Path):
+    write_jsonl(isolated / "in.jsonl", 1)
+    emulator.state.add_fault(Fault(method="POST", path=r"^/v1/files$", status=500, times=100))
+
+    result = cli("create", "--in", "in.jsonl", "--max-retries", "1")
+
+    assert_one_line_error(result, 1, "UPLOAD failed with HTTP 500", "try again later")
+    assert api_requests(emulator, "POST", "/v1/files") == 2  # one try, one retry
+    assert emulator.state.batches == {}
+
+
+def test_connection_refused(cli, isolated: Path, monkeypatch):
+    monkeypatch.setenv("OPENAI_BASE_URL", f"http://127.0.0.1:{free_port()}/v1")
+
+    result = cli("status", "--batch-id", "batch_abc", "--max-retries", "0")
+
+    assert_one_line_error(result, 1, "GET_STATUS could not reach http://127.0.0.1:")
+    log = next((isolated / "logs").iterdir()).read_text()
+    assert "Traceback" in log  # the stack goes to the log, not the terminal
+
+
+def test_wrong_key_is_401(cli, isolated: Path, monkeypatch):
+    with EmulatorServer(host="127.0.0.1", port=0, api_key="sk-the-right-one") as server:
+        monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
+        result = cli("status", "--batch-id", "batch_abc")
+
+    assert_one_line_error(result, 1, "HTTP 401", "check OPENAI_API_KEY")
+
+
+def test_unusable_ledger_exits_1_and_is_left_alone(cli, isolated: Path, emulator: EmulatorServer):
+    ledger = Path(os.environ["BATCHLEDGER_DB"])
+    ledger.write_bytes(b"this is not a sqlite database, it is a text file" * 100)
+    before = ledger.read_bytes()
+    write_jsonl(isolated / "in.jsonl", 1)
+
+    for args in (["list"], ["create", "--in", "in.jsonl"]):
+        assert_one_line_error(cli(*args), 1, "is not a readable SQLite ledger")
+    assert ledger.read_bytes() == before
+    assert emulator.state.files == {}
+
+
+def test_connection_dropped_without_response(cli, emulator: EmulatorServer, isolated: Path):
+    write_jsonl(isolated / "in.jsonl", 1)
+    emulator.state.add_fault(Fault(method="GET", path=r"^/v1/batches/", drop_request=True, times=9))
+
+    result = cli("status", "--batch-id", "batch_x", "--max-retries", "0")
+
+    assert_one_line_error(result, 1, "GET_STATUS could not reach")
+
+
+def test_socket_helper_port_is_free():
+    port = free_port()
+    with socket.socket() as sock:
+        assert sock.connect_ex(("127.0.0.1", port)) != 0

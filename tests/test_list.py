@@ -1,0 +1,66 @@
+"""`list`: the ledger as a table or JSON, with no key and no network."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from helpers import write_jsonl
+
+from batchledger.emulator import EmulatorServer
+
+
+def test_list_on_a_missing_ledger_creates_nothing(cli, isolated: Path, monkeypatch):
+    monkeypatch.delenv("OPENAI_API_KEY")
+
+    result = cli("list")
+    as_json = cli("list", "--json")
+
+    assert (result.code, result.out, result.err) == (0, "No batches in the ledger yet.\n", "")
+    assert (as_json.code, json.loads(as_json.out)) == (0, [])
+    assert not (isolated.parent / "ledger.db").exists()
+    assert not (isolated / "logs").exists()
+
+
+def test_list_shows_every_batch_newest_first_without_a_key(
+    cli, emulator: EmulatorServer, isolated: Path, monkeypatch: pytest.MonkeyPatch
+):
+    ids = []
+    for lines, name in enumerate(("first", "second", "third"), start=1):
+        write_jsonl(isolated / f"{name}.jsonl", lines)
+        result = cli("create", "--in", f"{name}.jsonl")
+        ids.append(result.field("batch_id"))
+    monkeypatch.delenv("OPENAI_API_KEY")
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:9/v1")  # nothing there
+    requests_before = len(emulator.state.requests)
+
+    result = cli("list")
+
+    assert result.code == 0, result.err
+    header, rule, *rows = result.out.splitlines()
+    assert header.split() == ["batch_id", "status", "recorded", "input", "requests", "saved"]
+    assert set(rule) <= {"-", " "}
+    assert [row.split()[0] for row in rows] == list(reversed(ids))
+    assert "third.jsonl" in rows[0] and "validating" in rows[0]
+    assert len(emulator.state.requests) == requests_before
+
+    as_json = cli("list", "--json")
+    records = json.loads(as_json.out)
+    assert [record["batch_id"] for record in records] == list(reversed(ids))
+    assert records[0]["input_path"] == str(isolated / "third.jsonl")
+
+    limited = cli("list", "--limit", "2")
+    assert [row.split()[0] for row in limited.out.splitlines()[2:]] == ids[:0:-1]
+    assert "showing the newest 2 of 3" in limited.err
+
+
+def test_list_does_not_import_openai(emulator: EmulatorServer, isolated: Path):
+    code = (
+        "import sys; from batchledger.cli import main; rc = main(['list']);"
+        "print('openai' in sys.modules, rc)"
+    )
+    completed = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert completed.stdout.strip().splitlines()[-1] == "False 0"

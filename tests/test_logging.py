@@ -1,0 +1,63 @@
+"""The log file: one record per API call, operation names, no key, no result content."""
+
+import re
+from pathlib import Path
+
+from helpers import API_KEY, advance, ledger_rows, write_jsonl
+
+from batchledger.emulator import EmulatorServer
+
+RECORD = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (INFO|WARNING|ERROR) \S")
+
+
+def test_log_has_every_call_and_nothing_secret(cli, emulator: EmulatorServer, isolated: Path):
+    write_jsonl(isolated / "in.jsonl", 3, instructions="PRIVATE-PROMPT-TEXT")
+    created = cli("create", "--in", "in.jsonl", "--log-file", "logs/create.log")
+    batch_id = created.field("batch_id")
+    advance(emulator, batch_id, 2)
+    status = cli("status", "--batch-id", batch_id, "--log-file", "logs/status.log")
+    assert (created.code, status.code) == (0, 0)
+
+    create_log = (isolated / "logs/create.log").read_text()
+    status_log = (isolated / "logs/status.log").read_text()
+
+    for text in (create_log, status_log):
+        assert all(RECORD.match(line) for line in text.splitlines()), text
+        assert API_KEY not in text and "Bearer" not in text
+        assert "PRIVATE-PROMPT-TEXT" not in text and "request-0" not in text
+    assert re.search(r"UPLOAD request=.*\"purpose\": \"batch\"", create_log)
+    assert re.search(r"UPLOAD response=.*\"id\": \"file-", create_log)
+    assert re.search(rf"CREATE_BATCH response=.*\"id\": \"{batch_id}\"", create_log)
+    assert len(re.findall(r" response=", create_log)) == 2
+    assert re.search(r"GET_STATUS response=.*\"status\": \"completed\"", status_log)
+    saved = isolated / f"results_{batch_id}.jsonl"
+    size = saved.stat().st_size
+    assert f"DOWNLOAD_RESULTS saved path={saved} bytes={size}" in status_log
+    assert len(re.findall(r" response=", status_log)) == 2  # GET_STATUS, DOWNLOAD_RESULTS
+    assert "Say hello" not in status_log  # the output echoes the input; never logged
+    # The ledger's history names the log of each run.
+    by_action = {event["action"]: event["log_file"] for event in ledger_rows("history")}
+    assert by_action["create"] == "logs/create.log"
+    assert by_action["save_output"] == "logs/status.log"
+
+
+def test_default_log_file_is_timestamped_under_logs(cli, emulator: EmulatorServer, isolated: Path):
+    write_jsonl(isolated / "in.jsonl", 1)
+
+    assert cli("create", "--in", "in.jsonl").code == 0
+
+    [log] = (isolated / "logs").iterdir()
+    assert re.fullmatch(r"batch_\d{8}_\d{6}\.log", log.name)
+    assert "CREATE_BATCH response=" in log.read_text()
+
+
+def test_key_appears_nowhere(cli, emulator: EmulatorServer, isolated: Path):
+    write_jsonl(isolated / "in.jsonl", 2)
+    created = cli("create", "--in", "in.jsonl")
+    complete_out = [cli("status", "--batch-id", created.field("batch_id")) for _ in range(3)]
+
+    outputs = created.out + created.err + "".join(r.out + r.err for r in complete_out)
+    ledger_dump = repr(ledger_rows()) + repr(ledger_rows("history"))
+    logs = "".join(p.read_text() for p in (isolated / "logs").iterdir())
+    for text in (outputs, ledger_dump, logs):
+        assert API_KEY not in text
