@@ -6,11 +6,13 @@ Imported only by commands that talk to the API: importing `openai` costs about a
 import json
 import logging
 import os
+import random
 import secrets
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx2
 import openai
@@ -19,7 +21,14 @@ from openai import OpenAI
 from batchledger.errors import BatchledgerError, ExitCode
 
 log = logging.getLogger("batchledger")
+_T = TypeVar("_T")
 
+REF_KEY = "batchledger_ref"  # the batch metadata key that carries the ledger's ref
+# Server and local clocks differ; look back this much further than the local time.
+CLOCK_SKEW_SECONDS = 600
+INITIAL_RETRY_SECONDS = 0.5
+MAX_RETRY_SECONDS = 8.0
+MAX_RETRY_AFTER_SECONDS = 120.0
 DOWNLOAD_CHUNK_BYTES = 1024 * 1024
 # A body that drops midway is not retried by the SDK (it has already returned the
 # response), so downloads retry on their own, a bounded number of times.
@@ -98,11 +107,22 @@ def _root_cause(exc: BaseException) -> str:
 def upload_file(client: OpenAI, path: Path) -> str:
     """Upload a JSONL input (purpose `batch`) and return its file id."""
     log.info("UPLOAD request=%s", json.dumps({"path": str(path), "purpose": "batch"}))
-    # An open binary file is streamed by the SDK; a Path or bytes would be read whole.
-    with path.open("rb") as stream, api_errors("UPLOAD"):
-        uploaded = client.files.create(file=stream, purpose="batch")
-    _log_response("UPLOAD", uploaded.model_dump(mode="json"))
-    return uploaded.id
+    size = path.stat().st_size
+    since = time.time() - CLOCK_SKEW_SECONDS
+
+    def upload() -> str:
+        # An open binary file is streamed by the SDK; a Path or bytes would be read whole.
+        with path.open("rb") as stream:
+            uploaded = _once(client).files.create(file=stream, purpose="batch")
+        _log_response("UPLOAD", uploaded.model_dump(mode="json"))
+        return uploaded.id
+
+    return _retry_without_duplicates(
+        client,
+        "UPLOAD",
+        upload,
+        lambda: find_uploaded_file(client, path.name, size, since),
+    )
 
 
 def create_batch(
@@ -110,8 +130,10 @@ def create_batch(
     file_id: str,
     endpoint: str,
     window: str,
-    metadata: dict[str, str] | None = None,
+    ref: str,
 ) -> dict[str, Any]:
+    """Create a batch tagged with the ledger's `ref`, never two of them for one call."""
+    metadata = {REF_KEY: ref}
     request = {
         "input_file_id": file_id,
         "endpoint": endpoint,
@@ -119,16 +141,84 @@ def create_batch(
         "metadata": metadata,
     }
     log.info("CREATE_BATCH request=%s", json.dumps(request))
-    with api_errors("CREATE_BATCH"):
-        batch = client.batches.create(
+    since = time.time() - CLOCK_SKEW_SECONDS
+
+    def create() -> dict[str, Any]:
+        batch = _once(client).batches.create(
             input_file_id=file_id,
             endpoint=endpoint,  # type: ignore[arg-type]  # the CLI passes what the user typed
             completion_window=window,  # type: ignore[arg-type]
             metadata=metadata,
         )
-    result = batch.model_dump(mode="json")
-    _log_response("CREATE_BATCH", result)
-    return result
+        result = batch.model_dump(mode="json")
+        _log_response("CREATE_BATCH", result)
+        return result
+
+    return _retry_without_duplicates(
+        client,
+        "CREATE_BATCH",
+        create,
+        lambda: find_batches_by_ref(client, {ref}, since).get(ref),
+    )
+
+
+def _once(client: OpenAI) -> OpenAI:
+    return client.with_options(max_retries=0)
+
+
+def _retry_without_duplicates(
+    client: OpenAI,
+    operation: str,
+    call: Callable[[], _T],
+    find_existing: Callable[[], _T | None],
+) -> _T:
+    """Call an API that makes something, retrying like the SDK, but without duplicates.
+
+    The API takes no idempotency keys, so when a response is lost the SDK's own retry
+    would upload a second file or create (and bill) a second batch. Here the SDK does not
+    retry; before each retry we look for what the lost attempt may already have made.
+    """
+    retries = client.max_retries
+    for attempt in range(retries + 1):
+        try:
+            with api_errors(operation):
+                return call()
+        except BatchledgerError as exc:
+            if attempt == retries or not _retryable(exc.__cause__):
+                raise
+            pause = _retry_pause(attempt, exc.__cause__)
+            log.warning(
+                "%s attempt %d/%d failed; checking whether it went through, retrying in %.1fs",
+                operation,
+                attempt + 1,
+                retries + 1,
+                pause,
+            )
+            time.sleep(pause)
+            found = find_existing()
+            if found is not None:
+                log.info("%s found what the failed attempt had made; not repeating it", operation)
+                return found
+    raise AssertionError("unreachable")
+
+
+def _retryable(exc: BaseException | None) -> bool:
+    if isinstance(exc, openai.APIStatusError):
+        return exc.status_code in (408, 409, 429) or exc.status_code >= 500
+    return isinstance(exc, openai.APIConnectionError)
+
+
+def _retry_pause(attempt: int, exc: BaseException | None) -> float:
+    """Seconds to wait: the server's Retry-After if it sent one, else exponential backoff."""
+    if isinstance(exc, openai.APIStatusError):
+        header = exc.response.headers.get("retry-after")
+        try:
+            if header is not None and 0 <= float(header) <= MAX_RETRY_AFTER_SECONDS:
+                return float(header)
+        except ValueError:
+            pass
+    backoff: float = min(INITIAL_RETRY_SECONDS * 2**attempt, MAX_RETRY_SECONDS)
+    return backoff * random.uniform(0.75, 1.0)
 
 
 def get_batch_status(client: OpenAI, batch_id: str) -> dict[str, Any]:
@@ -204,22 +294,22 @@ def _stream_to(client: OpenAI, file_id: str, part: Path, operation: str) -> int:
     return size
 
 
-def find_batch_by_ref(client: OpenAI, ref: str, since: float) -> dict[str, Any] | None:
-    """The account's batch tagged with ledger ref `ref`, looking back to `since` (epoch)."""
-    log.info("LIST_BATCHES request=%s", json.dumps({"metadata.batchledger_ref": ref}))
+def find_batches_by_ref(client: OpenAI, refs: set[str], since: float) -> dict[str, dict[str, Any]]:
+    """The account's batches tagged with any of the ledger `refs`, made since `since`."""
+    log.info("LIST_BATCHES request=%s", json.dumps({"refs": sorted(refs), "since": since}))
+    found: dict[str, dict[str, Any]] = {}
     seen = 0
     with api_errors("LIST_BATCHES"):
-        # Newest first: stop paging once batches are older than the submission.
+        # Newest first: stop paging once batches are older than the submissions.
         for batch in client.batches.list(limit=100):
-            if batch.created_at < since:
+            if batch.created_at < since or len(found) == len(refs):
                 break
-            if (batch.metadata or {}).get("batchledger_ref") == ref:
-                found = batch.model_dump(mode="json")
-                _log_response("LIST_BATCHES", found)
-                return found
             seen += 1
-    log.info("LIST_BATCHES response=%s", json.dumps({"match": None, "seen": seen}))
-    return None
+            ref = (batch.metadata or {}).get(REF_KEY)
+            if ref in refs and ref not in found:
+                found[ref] = batch.model_dump(mode="json")
+    log.info("LIST_BATCHES response=%s", json.dumps({"seen": seen, "found": found}))
+    return found
 
 
 def find_uploaded_file(client: OpenAI, filename: str, size: int, since: float) -> str | None:

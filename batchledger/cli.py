@@ -269,11 +269,19 @@ def sweep_all(run: Run) -> ExitCode:
     from batchledger import workflow
 
     ledger = run.open_ledger(create=False)
-    if ledger is None or not (pending := ledger.batches_to_sweep()):
+    if ledger is None or not (ledger.batches_to_sweep() or ledger.unfinished_submissions()):
         print("No pending batches in the ledger.")
         return ExitCode.OK
     client = run.client()
-    run.start_log().info("SWEEP batches=%d", len(pending))
+    logger = run.start_log()
+    for row in workflow.recover_unfinished(client, ledger, run.log_file):
+        print(
+            f"batchledger: warning: found {row['batch_id']}, created by a create that was cut "
+            "off; it is in the ledger now",
+            file=sys.stderr,
+        )
+    pending = ledger.batches_to_sweep()
+    logger.info("SWEEP batches=%d", len(pending))
     reports = workflow.sweep(
         client,
         ledger,

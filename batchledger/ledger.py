@@ -1,6 +1,7 @@
 """The ledger: a SQLite file of every batch, opened (and migrated) only here."""
 
 import json
+import os
 import sqlite3
 import threading
 import uuid
@@ -13,7 +14,7 @@ from typing import Any
 
 from sqlite_utils import Database
 
-from batchledger.errors import BatchledgerError
+from batchledger.errors import BatchledgerError, ExitCode
 from migrations import migrations
 
 FINAL_STATUSES = frozenset({"completed", "failed", "expired", "cancelled"})
@@ -30,7 +31,8 @@ BATCH_TIMESTAMPS = (
     "cancelled_at",
     "expires_at",
 )
-BUSY_TIMEOUT_SECONDS = 15.0
+LOCK_TIMEOUT_ENV = "BATCHLEDGER_LOCK_TIMEOUT"
+DEFAULT_LOCK_TIMEOUT_SECONDS = 15.0
 
 Row = dict[str, Any]
 
@@ -64,14 +66,15 @@ def open_ledger(path: Path, *, create: bool = True) -> "Ledger | None":
         return None
     if path.is_dir():
         raise BatchledgerError(f"ledger {path} is a directory, not a SQLite file")
+    timeout = lock_timeout()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_SECONDS, check_same_thread=False)
+        conn = sqlite3.connect(path, timeout=timeout, check_same_thread=False)
     except (OSError, sqlite3.Error) as exc:
         raise BatchledgerError(f"cannot open ledger {path}: {exc}") from exc
     try:
         db = Database(conn, execute_plugins=False)
-        conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_SECONDS * 1000)}")
+        conn.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
         if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
             conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("PRAGMA foreign_keys = ON")
@@ -85,6 +88,17 @@ def open_ledger(path: Path, *, create: bool = True) -> "Ledger | None":
         conn.close()
         raise BatchledgerError(_describe_sqlite_error(path, exc)) from exc
     return Ledger(db, path)
+
+
+def lock_timeout() -> float:
+    """Seconds to wait for a ledger that another run is writing to."""
+    text = os.environ.get(LOCK_TIMEOUT_ENV)
+    try:
+        return float(text) if text else DEFAULT_LOCK_TIMEOUT_SECONDS
+    except ValueError:
+        raise BatchledgerError(
+            f"{LOCK_TIMEOUT_ENV} must be a number of seconds, not {text!r}", ExitCode.USAGE
+        ) from None
 
 
 def _refuse_newer_schema(db: Database, path: Path) -> None:
@@ -278,6 +292,13 @@ class Ledger:
             (input_.sha256, endpoint, window),
         )
         return rows[0] if rows else None
+
+    def unfinished_submissions(self) -> list[Row]:
+        """Creates cut off after the upload: their batch may exist on the server."""
+        return self._rows(
+            "SELECT * FROM batches WHERE batch_id IS NULL AND input_file_id IS NOT NULL "
+            "AND origin = 'create' ORDER BY id"
+        )
 
     def batches_to_sweep(self) -> list[Row]:
         """Batches not yet final, and completed ones whose output is not saved yet."""

@@ -20,8 +20,6 @@ if TYPE_CHECKING:
     from openai import OpenAI
 
 HASH_CHUNK_BYTES = 1024 * 1024
-# Server and local clocks differ; look back this much further than the ledger row's time.
-CLOCK_SKEW_SECONDS = 600
 
 
 @dataclass(frozen=True)
@@ -103,8 +101,8 @@ def submit(
         row = ledger.start_submission(input_, endpoint, window, log_file)
     else:
         ledger.record_event(row["id"], "resume", "resuming an interrupted create", log_file)
-        since = epoch_of(row["recorded_at"]) - CLOCK_SKEW_SECONDS
-        found = api.find_batch_by_ref(client, row["ref"], since)
+        since = epoch_of(row["recorded_at"]) - api.CLOCK_SKEW_SECONDS
+        found = api.find_batches_by_ref(client, {row["ref"]}, since).get(row["ref"])
         if found is not None:
             row = ledger.record_batch(found, log_file, action="recover", row_id=row["id"])
             return Submitted(file_id=found["input_file_id"], batch=found, row=row, recovered=True)
@@ -120,9 +118,7 @@ def submit(
         ledger.record_upload(row["id"], file_id, log_file)
     # The ledger's ref travels with the batch, so the batch can be found again by
     # listing the account's batches if the response to this request is lost.
-    batch = api.create_batch(
-        client, file_id, endpoint, window, metadata={"batchledger_ref": row["ref"]}
-    )
+    batch = api.create_batch(client, file_id, endpoint, window, row["ref"])
     row = ledger.record_batch(batch, log_file, action="create", row_id=row["id"])
     return Submitted(file_id=file_id, batch=batch, row=row)
 
@@ -203,6 +199,20 @@ def save_results(
         ledger.record_download(row["id"], kind, path, size, log_file)
         saved.append(SavedFile(kind=kind, path=path, size=size, replaced=replaced))
     return saved
+
+
+def recover_unfinished(client: "OpenAI", ledger: Ledger, log_file: Path) -> list[Row]:
+    """Record the batches that cut-off creates made on the server; the rows it recovered."""
+    rows = ledger.unfinished_submissions()
+    if not rows:
+        return []
+    since = min(epoch_of(row["recorded_at"]) for row in rows) - api.CLOCK_SKEW_SECONDS
+    found = api.find_batches_by_ref(client, {row["ref"] for row in rows}, since)
+    return [
+        ledger.record_batch(found[row["ref"]], log_file, action="recover", row_id=row["id"])
+        for row in rows
+        if row["ref"] in found
+    ]
 
 
 def sweep(

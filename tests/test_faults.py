@@ -1,0 +1,317 @@
+"""The fault matrix: each injected failure, its exit code and message, and that nothing is lost."""
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from helpers import api_requests, complete, ledger_rows, server_bytes, write_jsonl
+
+from batchledger.emulator import EmulatorServer, Fault
+
+
+def cli_process(*args: str, cwd: Path, preamble: str = "") -> subprocess.Popen[str]:
+    """The CLI as a child process (so it can be signalled or limited)."""
+    code = f"{preamble}\nimport sys\nfrom batchledger.cli import main\nsys.exit(main(sys.argv[1:]))"
+    return subprocess.Popen(
+        [sys.executable, "-c", code, *args],
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def created(cli, path: Path, lines: int = 3) -> str:
+    write_jsonl(path, lines)
+    result = cli("create", "--in", str(path))
+    assert result.code == 0, result.err
+    return result.field("batch_id")
+
+
+def no_part_files(folder: Path) -> bool:
+    return not list(folder.rglob("*.part"))
+
+
+# --- create ---------------------------------------------------------------------------
+
+
+def test_upload_response_lost_is_found_not_uploaded_again(
+    cli, emulator: EmulatorServer, isolated: Path
+):
+    write_jsonl(isolated / "in.jsonl", 3)
+    emulator.state.add_fault(Fault(method="POST", path=r"^/v1/files$", drop_request=True))
+
+    result = cli("create", "--in", "in.jsonl")
+
+    assert result.code == 0, result.err
+    assert len(emulator.state.files) == 1  # the lost upload was found by listing
+    assert api_requests(emulator, "POST", "/v1/files") == 1
+    [row] = ledger_rows()
+    assert row["input_file_id"] == result.field("file_id") == next(iter(emulator.state.files))
+
+
+def test_drop_after_upload_before_create_reuses_the_upload(
+    cli, emulator: EmulatorServer, isolated: Path
+):
+    write_jsonl(isolated / "in.jsonl", 3)
+    emulator.state.add_fault(Fault(method="POST", path=r"^/v1/batches$", status=503, times=None))
+
+    failed = cli("create", "--in", "in.jsonl", "--max-retries", "0")
+
+    assert failed.code == 1 and "CREATE_BATCH failed with HTTP 503" in failed.err
+    [row] = ledger_rows()
+    assert row["batch_id"] is None and row["input_file_id"] in emulator.state.files
+    emulator.state.clear_faults()
+
+    again = cli("create", "--in", "in.jsonl")
+
+    assert again.code == 0, again.err
+    assert again.field("file_id") == row["input_file_id"]
+    assert api_requests(emulator, "POST", "/v1/files") == 1
+    assert len(emulator.state.batches) == 1
+    [row] = ledger_rows()  # the same row, finished
+    assert row["batch_id"] == again.field("batch_id")
+
+
+def test_create_response_lost_is_found_by_its_ref_within_the_run(
+    cli, emulator: EmulatorServer, isolated: Path
+):
+    write_jsonl(isolated / "in.jsonl", 3)
+    emulator.state.add_fault(Fault(method="POST", path=r"^/v1/batches$", drop_request=True))
+
+    result = cli("create", "--in", "in.jsonl")
+
+    assert result.code == 0, result.err
+    assert len(emulator.state.batches) == 1  # not a second, paid-for batch
+    assert api_requests(emulator, "POST", "/v1/batches") == 1
+    assert ledger_rows()[0]["batch_id"] == result.field("batch_id")
+
+
+@pytest.mark.parametrize("next_command", [["create", "--in", "in.jsonl"], ["status", "--all"]])
+def test_create_response_lost_then_next_run_recovers_it(
+    cli, emulator: EmulatorServer, isolated: Path, next_command: list[str]
+):
+    write_jsonl(isolated / "in.jsonl", 3)
+    emulator.state.add_fault(Fault(method="POST", path=r"^/v1/batches$", drop_request=True))
+
+    lost = cli("create", "--in", "in.jsonl", "--max-retries", "0")
+
+    assert lost.code == 1 and "CREATE_BATCH could not reach" in lost.err
+    [server_batch] = emulator.state.batches.values()
+    assert ledger_rows()[0]["batch_id"] is None
+
+    recovered = cli(*next_command)
+
+    assert recovered.code == 0, recovered.err
+    assert f"found {server_batch.id}" in recovered.err or server_batch.id in recovered.err
+    assert len(emulator.state.batches) == 1
+    [row] = ledger_rows()
+    assert row["batch_id"] == server_batch.id
+
+
+def test_killed_create_is_resumed_without_a_second_batch(
+    cli, emulator: EmulatorServer, isolated: Path
+):
+    write_jsonl(isolated / "in.jsonl", 3)
+    # The server takes its time answering the create; the process dies meanwhile.
+    emulator.state.add_fault(Fault(method="POST", path=r"^/v1/batches$", delay=5))
+    child = cli_process("create", "--in", "in.jsonl", cwd=isolated)
+    deadline = time.monotonic() + 10
+    while not emulator.state.batches and time.monotonic() < deadline:
+        time.sleep(0.02)
+    child.kill()
+    child.wait()
+    assert len(emulator.state.batches) == 1
+    emulator.state.clear_faults()
+
+    result = cli("create", "--in", "in.jsonl")
+
+    assert result.code == 0, result.err
+    assert len(emulator.state.batches) == 1
+    assert api_requests(emulator, "POST", "/v1/files") == 1
+    assert [row["batch_id"] for row in ledger_rows()] == [next(iter(emulator.state.batches))]
+
+
+# --- downloads ------------------------------------------------------------------------
+
+
+def test_drop_mid_download_is_retried(cli, emulator: EmulatorServer, isolated: Path):
+    batch_id = created(cli, isolated / "in.jsonl", lines=50)
+    complete(emulator, batch_id)
+    emulator.state.add_fault(Fault(path=r"/content$", drop_after_bytes=100, times=2))
+
+    result = cli("retrieve", "--batch-id", batch_id)
+
+    assert result.code == 0, result.err
+    output_file_id = emulator.state.batches[batch_id].output_file_id
+    target = isolated / f"results_{batch_id}.jsonl"
+    assert target.read_bytes() == server_bytes(emulator, output_file_id)
+    assert api_requests(emulator, "GET", f"/v1/files/{output_file_id}/content") == 4
+    assert no_part_files(isolated)
+
+
+def test_drop_mid_download_exhausted_keeps_the_previous_file(
+    cli, emulator: EmulatorServer, isolated: Path
+):
+    batch_id = created(cli, isolated / "in.jsonl", lines=50)
+    complete(emulator, batch_id)
+    target = isolated / "out.jsonl"
+    target.write_bytes(b"an earlier complete result\n")
+    emulator.state.add_fault(Fault(path=r"/content$", drop_after_bytes=100, times=None))
+
+    result = cli("retrieve", "--batch-id", batch_id, "--out", "out.jsonl")
+
+    assert result.code == 1
+    assert "broke off 3 times" in result.err and "nothing was saved" in result.err
+    assert target.read_bytes() == b"an earlier complete result\n"
+    assert no_part_files(isolated)
+    [row] = ledger_rows()
+    assert row["output_path"] is None
+    assert ledger_rows("history")[-1]["action"] == "save_output_failed"
+
+
+def test_sigint_mid_download_leaves_no_file(cli, emulator: EmulatorServer, isolated: Path):
+    batch_id = created(cli, isolated / "in.jsonl", lines=200)
+    complete(emulator, batch_id)
+    emulator.state.add_fault(Fault(path=r"/content$", stall_after_bytes=1000, delay=30))
+    child = cli_process("retrieve", "--batch-id", batch_id, cwd=isolated)
+    deadline = time.monotonic() + 10
+    while not list(isolated.glob(".*.part")) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert list(isolated.glob(".*.part")), "the download never started"
+
+    child.send_signal(signal.SIGINT)
+    _, err = child.communicate(timeout=10)
+
+    assert child.returncode == 130
+    assert err == "batchledger: interrupted\n"
+    assert not (isolated / f"results_{batch_id}.jsonl").exists()
+    assert no_part_files(isolated)
+    assert ledger_rows("history")[-1]["action"] == "save_output_interrupted"
+    assert ledger_rows()[0]["output_path"] is None
+
+
+def test_disk_full_while_saving(cli, emulator: EmulatorServer, isolated: Path):
+    batch_id = created(cli, isolated / "in.jsonl", lines=2000)
+    complete(emulator, batch_id)
+    # Files may grow to 200 KB: enough for the ledger and the log, not for the output.
+    limit = (
+        "import resource, signal\n"
+        "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))"
+    )
+    child = cli_process("retrieve", "--batch-id", batch_id, cwd=isolated, preamble=limit)
+    out, err = child.communicate(timeout=60)
+
+    assert child.returncode == 1, err
+    assert err.startswith("batchledger: error: could not save ") and "File too large" in err
+    assert out == ""
+    assert not (isolated / f"results_{batch_id}.jsonl").exists()
+    assert no_part_files(isolated)
+    assert ledger_rows("history")[-1]["action"] == "save_output_failed"
+
+
+# --- rate limits and outages ----------------------------------------------------------
+
+
+def test_429_twice_then_success_honours_retry_after(cli, emulator: EmulatorServer, isolated: Path):
+    batch_id = created(cli, isolated / "in.jsonl")
+    emulator.state.add_fault(
+        Fault(method="GET", path=r"^/v1/batches/", status=429, retry_after=1, times=2)
+    )
+
+    started = time.monotonic()
+    result = cli("status", "--batch-id", batch_id)
+    elapsed = time.monotonic() - started
+
+    assert result.code == 0, result.err
+    assert result.field("status") == "in_progress"
+    assert api_requests(emulator, "GET", f"/v1/batches/{batch_id}") == 3
+    assert elapsed >= 2  # two waits of the server's Retry-After: 1
+
+
+def test_500_on_every_attempt(cli, emulator: EmulatorServer, isolated: Path):
+    batch_id = created(cli, isolated / "in.jsonl")
+    emulator.state.add_fault(Fault(method="GET", path=r"^/v1/batches/", status=500, times=None))
+
+    result = cli("status", "--batch-id", batch_id, "--max-retries", "2")
+
+    assert result.code == 1
+    assert result.err.startswith("batchledger: error: GET_STATUS failed with HTTP 500")
+    assert "try again later" in result.err
+    assert api_requests(emulator, "GET", f"/v1/batches/{batch_id}") == 3
+    assert ledger_rows()[0]["status"] == "validating"  # the last state actually seen
+
+
+# --- the ledger -----------------------------------------------------------------------
+
+
+def test_concurrent_runs_leave_a_consistent_ledger(cli, emulator: EmulatorServer, isolated: Path):
+    ids = [created(cli, isolated / f"in{n}.jsonl", lines=n + 1) for n in range(6)]
+    for batch_id in ids[:3]:
+        complete(emulator, batch_id)
+    write_jsonl(isolated / "new.jsonl", 9)
+    emulator.state.add_fault(Fault(method="GET", path=r"^/v1/batches/", delay=0.05, times=None))
+
+    children = [
+        cli_process("status", "--all", cwd=isolated),
+        cli_process("status", "--all", cwd=isolated),
+        cli_process("create", "--in", "new.jsonl", cwd=isolated),
+    ]
+    results = [(child.wait(timeout=60), child.communicate()) for child in children]
+
+    for code, (_, err) in results:
+        assert code == 0, err
+    rows = ledger_rows()
+    assert len(rows) == 7 and len({row["batch_id"] for row in rows}) == 7
+    for batch_id in ids[:3]:
+        output_file_id = emulator.state.batches[batch_id].output_file_id
+        saved = isolated / f"results_{batch_id}.jsonl"
+        assert saved.read_bytes() == server_bytes(emulator, output_file_id)
+    assert no_part_files(isolated)
+    conn = sqlite3.connect(os.environ["BATCHLEDGER_DB"])
+    assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_locked_ledger_exits_1(cli, emulator: EmulatorServer, isolated: Path, monkeypatch):
+    created(cli, isolated / "in.jsonl")
+    monkeypatch.setenv("BATCHLEDGER_LOCK_TIMEOUT", "0.5")
+    holder = sqlite3.connect(os.environ["BATCHLEDGER_DB"], isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        write_jsonl(isolated / "other.jsonl", 5)
+        result = cli("create", "--in", "other.jsonl")
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+
+    assert result.code == 1
+    assert result.err.startswith("batchledger: error: ledger ")
+    assert "is locked by another process" in result.err
+    assert len(emulator.state.files) == 1  # nothing uploaded while the ledger was locked
+    assert len(ledger_rows()) == 1
+
+
+def test_newer_schema_is_refused_and_left_alone(cli, emulator: EmulatorServer, isolated: Path):
+    created(cli, isolated / "in.jsonl")
+    ledger = Path(os.environ["BATCHLEDGER_DB"])
+    conn = sqlite3.connect(ledger)
+    conn.execute(
+        "INSERT INTO _sqlite_migrations (migration_set, name, applied_at) "
+        "VALUES ('batchledger', 'm999_from_the_future', '2030-01-01')"
+    )
+    conn.commit()
+    conn.close()
+    before = ledger.read_bytes()
+
+    result = cli("list")
+
+    assert result.code == 1
+    assert "was written by a newer batchledger" in result.err
+    assert ledger.read_bytes() == before
