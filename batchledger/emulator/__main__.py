@@ -1,0 +1,69 @@
+"""python -m batchledger.emulator: serve the emulator until Ctrl-C or SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+from collections.abc import Sequence
+from types import FrameType
+
+from .server import EmulatorServer
+from .state import DEFAULT_MAX_INPUT_BYTES, DEFAULT_MAX_INPUT_LINES
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m batchledger.emulator",
+        description="Serve a local emulator of the OpenAI Files and Batches API.",
+    )
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8000, help="0 picks a free port")
+    parser.add_argument("--data-dir", help="where file bytes live (default: a temporary dir)")
+    parser.add_argument("--api-key", help="accept only this bearer token (default: any)")
+    parser.add_argument(
+        "--step-seconds",
+        type=float,
+        help="advance batches one step per N seconds (default: one step per retrieve)",
+    )
+    parser.add_argument("--max-input-bytes", type=int, default=DEFAULT_MAX_INPUT_BYTES)
+    parser.add_argument("--max-input-lines", type=int, default=DEFAULT_MAX_INPUT_LINES)
+    parser.add_argument("--verbose", action="store_true", help="log every request to stderr")
+    return parser
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    """Stop on SIGINT and SIGTERM alike, along the clean path that removes a temp data dir."""
+    raise KeyboardInterrupt
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    server = EmulatorServer(
+        host=args.host,
+        port=args.port,
+        data_dir=args.data_dir,
+        api_key=args.api_key,
+        step_seconds=args.step_seconds,
+        max_input_bytes=args.max_input_bytes,
+        max_input_lines=args.max_input_lines,
+        verbose=args.verbose,
+    )
+    # Set explicitly: a shell script's `&` starts us with SIGINT ignored, and scripts that
+    # stop the emulator with kill -INT should still work.
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, _interrupt)
+    try:
+        server.start()
+        print(f"batchledger emulator listening on {server.base_url}", flush=True)
+        while True:
+            # A join with a timeout stays responsive to signals.
+            server.wait(timeout=1.0)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

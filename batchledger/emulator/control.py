@@ -1,0 +1,85 @@
+"""The /_emulator/ routes: test controls for processes that only reach the emulator by HTTP.
+
+They need no Authorization, are not recorded and are never subject to faults.
+"""
+
+from __future__ import annotations
+
+from .errors import batch_not_found, invalid_request
+from .faults import fault_from_json
+from .routing import Request, Route, read_json, read_json_object, route
+from .state import EmulatorState
+from .wire import Response, json_response
+
+
+def _outcome(request: Request) -> str:
+    outcome = read_json_object(request).get("outcome")
+    if not isinstance(outcome, str):
+        raise invalid_request('Expected a JSON body like {"outcome": "expired"}.')
+    return outcome
+
+
+def set_batch_outcome(state: EmulatorState, request: Request) -> Response:
+    batch_id = request.params["batch_id"]
+    outcome = _outcome(request)
+    try:
+        state.set_outcome(batch_id, outcome)
+    except KeyError:
+        raise batch_not_found(batch_id) from None
+    except ValueError as exc:
+        raise invalid_request(str(exc), param="outcome") from None
+    with state.lock:
+        return json_response(state.batches[batch_id].to_json())
+
+
+def set_default_outcome(state: EmulatorState, request: Request) -> Response:
+    outcome = _outcome(request)
+    try:
+        state.set_default_outcome(outcome)
+    except ValueError as exc:
+        raise invalid_request(str(exc), param="outcome") from None
+    return json_response({"default_outcome": outcome})
+
+
+def advance_batch(state: EmulatorState, request: Request) -> Response:
+    with state.lock:
+        return json_response(state.advance(request.params["batch_id"]).to_json())
+
+
+def list_requests(state: EmulatorState, request: Request) -> Response:
+    with state.lock:
+        data = [recorded.to_json() for recorded in state.requests]
+    return json_response({"object": "list", "data": data})
+
+
+def clear_requests(state: EmulatorState, request: Request) -> Response:
+    state.clear_requests()
+    return json_response({"deleted": True})
+
+
+def list_faults(state: EmulatorState, request: Request) -> Response:
+    return json_response({"object": "list", "data": [f.to_json() for f in state.faults]})
+
+
+def add_fault(state: EmulatorState, request: Request) -> Response:
+    fault = fault_from_json(read_json(request))
+    state.add_fault(fault)
+    return json_response(fault.to_json())
+
+
+def clear_faults(state: EmulatorState, request: Request) -> Response:
+    state.clear_faults()
+    return json_response({"deleted": True})
+
+
+_BATCH = r"/_emulator/batches/(?P<batch_id>[^/]+)"
+ROUTES: tuple[Route, ...] = (
+    route("POST", _BATCH + "/outcome", set_batch_outcome),
+    route("POST", _BATCH + "/advance", advance_batch),
+    route("POST", r"/_emulator/outcome", set_default_outcome),
+    route("GET", r"/_emulator/requests", list_requests),
+    route("DELETE", r"/_emulator/requests", clear_requests),
+    route("GET", r"/_emulator/faults", list_faults),
+    route("POST", r"/_emulator/faults", add_fault),
+    route("DELETE", r"/_emulator/faults", clear_faults),
+)

@@ -1,0 +1,332 @@
+"""The HTTP side: one thread per connection, HTTP/1.1 keep-alive, quiet unless verbose."""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import socket
+import tempfile
+import threading
+import time
+import traceback
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from os import PathLike
+from pathlib import Path
+from typing import Any, cast
+from urllib.parse import parse_qsl, urlsplit
+
+from . import api, control
+from .errors import ApiError, injected, invalid_request, invalid_url
+from .faults import Fault
+from .models import RECORDED_HEADERS, RecordedRequest
+from .routing import Request, Route, resolve
+from .state import DEFAULT_MAX_INPUT_BYTES, DEFAULT_MAX_INPUT_LINES, EmulatorState
+from .wire import BodyError, RequestBody, Response, error_response, new_request_id
+
+
+class _HTTPServer(ThreadingHTTPServer):
+    """Carries the emulator's settings to handlers and can close idle keep-alive sockets."""
+
+    daemon_threads = True
+
+    def __init__(
+        self, address: tuple[str, int], state: EmulatorState, api_key: str | None, verbose: bool
+    ) -> None:
+        self.state = state
+        self.api_key = api_key
+        self.verbose = verbose
+        self._connections: set[socket.socket] = set()
+        self._connections_lock = threading.Lock()
+        super().__init__(address, _Handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self._connections_lock:
+            self._connections.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request: Any) -> None:
+        with self._connections_lock:
+            self._connections.discard(request)
+        super().shutdown_request(request)
+
+    def close_connections(self) -> None:
+        """Wake handler threads blocked on idle keep-alive connections so they end."""
+        with self._connections_lock:
+            connections = list(self._connections)
+        for connection in connections:
+            with contextlib.suppress(OSError):
+                connection.shutdown(socket.SHUT_RDWR)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # Clients that vanish mid-request are routine here (faults drop connections on
+        # purpose), so tracebacks only show when asked for.
+        if self.verbose:
+            super().handle_error(request, client_address)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "batchledger-emulator"
+    sys_version = ""
+
+    @property
+    def _emulator(self) -> _HTTPServer:
+        return cast(_HTTPServer, self.server)
+
+    def setup(self) -> None:
+        super().setup()
+        # Headers and body go out in separate writes; without TCP_NODELAY, Nagle's algorithm
+        # meets the client's delayed ACK and every keep-alive response waits ~40 ms.
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def do_GET(self) -> None:
+        self._dispatch()
+
+    def do_POST(self) -> None:
+        self._dispatch()
+
+    def do_DELETE(self) -> None:
+        self._dispatch()
+
+    def do_PUT(self) -> None:
+        self._dispatch()
+
+    def do_PATCH(self) -> None:
+        self._dispatch()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        if self._emulator.verbose:
+            super().log_message(format, *args)
+
+    def _dispatch(self) -> None:
+        url = urlsplit(self.path)
+        try:
+            request = Request(
+                method=self.command,
+                path=url.path,
+                query=dict(parse_qsl(url.query, keep_blank_values=True)),
+                headers=self.headers,
+                body=RequestBody(self.rfile, self.headers),
+                params={},
+            )
+            if url.path.startswith("/_emulator/"):
+                self._serve_control(request)
+            elif url.path == "/v1" or url.path.startswith("/v1/"):
+                self._serve_api(request)
+            else:
+                request.body.drain()
+                self._send(error_response(invalid_url(request.method, request.path)))
+        except BodyError as exc:
+            # The framing is broken, so nothing more can be read from this connection.
+            error = invalid_request(f"Malformed request body: {exc}")
+            self._send(error_response(error), close=True)
+        except OSError:
+            self.close_connection = True
+
+    def _handle(self, request: Request, routes: tuple[Route, ...], auth: bool) -> Response:
+        """Run the route's handler; errors become OpenAI error responses."""
+        try:
+            if auth:
+                api.check_auth(request.headers, self._emulator.api_key)
+            handler, request.params = resolve(routes, request.method, request.path)
+            return handler(self._emulator.state, request)
+        except ApiError as exc:
+            return error_response(exc)
+        except (BodyError, OSError):
+            raise
+        except Exception:
+            if self._emulator.verbose:
+                traceback.print_exc()
+            return error_response(injected(500, None))
+
+    def _serve_control(self, request: Request) -> None:
+        response = self._handle(request, control.ROUTES, auth=False)
+        request.body.drain()
+        self._send(response)
+
+    def _serve_api(self, request: Request) -> None:
+        fault = self._emulator.state.take_fault(request.method, request.path)
+        if fault is not None and fault.status is not None:
+            response = _fault_response(fault)
+        else:
+            response = self._handle(request, api.ROUTES, auth=True)
+        request.body.drain()
+        response.headers.setdefault("x-request-id", new_request_id())
+        if fault is not None and fault.delay and fault.stall_after_bytes is None:
+            time.sleep(fault.delay)
+        dropped = fault is not None and fault.drop_request
+        # Recorded before the response goes out, so a client that has its answer always
+        # finds its request in state.requests.
+        self._record(request, None if dropped else response.status, fault)
+        if dropped:
+            response.close()
+            self._abort()
+            return
+        self._send(response, fault=fault)
+
+    def _record(self, request: Request, status: int | None, fault: Fault | None) -> None:
+        headers = {
+            name: value
+            for name in RECORDED_HEADERS
+            if (value := self.headers.get(name)) is not None
+        }
+        self._emulator.state.record(
+            RecordedRequest(
+                method=request.method,
+                path=request.path,
+                query=dict(request.query),
+                status=status,
+                headers=headers,
+                has_authorization="Authorization" in self.headers,
+                fault=None if fault is None else fault.action,
+                at=time.time(),
+            )
+        )
+
+    def _send(self, response: Response, close: bool = False, fault: Fault | None = None) -> None:
+        """Send a response, cut or stalled midway as `fault` says."""
+        try:
+            self.send_response(response.status)
+            self.send_header("Content-Type", response.content_type)
+            self.send_header("Content-Length", str(response.content_length))
+            for name, value in response.headers.items():
+                self.send_header(name, value)
+            if close:
+                self.send_header("Connection", "close")
+            self.end_headers()
+            self._write_body(response, fault)
+        except OSError:
+            self.close_connection = True
+        finally:
+            response.close()
+
+    def _write_body(self, response: Response, fault: Fault | None) -> None:
+        limit = None if fault is None else fault.drop_after_bytes
+        stall = None if fault is None else fault.stall_after_bytes
+        sent = 0
+        for chunk in response.chunks():
+            if stall is not None and sent + len(chunk) > stall:
+                assert fault is not None
+                self.wfile.write(chunk[: stall - sent])
+                self.wfile.flush()
+                time.sleep(fault.delay)
+                chunk, sent, stall = chunk[stall - sent :], stall, None
+            if limit is not None and sent + len(chunk) > limit:
+                self.wfile.write(chunk[: limit - sent])
+                self._abort()
+                return
+            self.wfile.write(chunk)
+            sent += len(chunk)
+
+    def _abort(self) -> None:
+        """Close the connection at once, whatever was or was not sent."""
+        self.close_connection = True
+        try:
+            self.wfile.flush()
+            self.connection.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+
+def _fault_response(fault: Fault) -> Response:
+    assert fault.status is not None
+    response = error_response(injected(fault.status, fault.message))
+    if fault.retry_after is not None:
+        seconds = fault.retry_after
+        response.headers["Retry-After"] = (
+            str(int(seconds)) if seconds == int(seconds) else str(seconds)
+        )
+    return response
+
+
+class EmulatorServer:
+    """The emulator on a local port, served from a daemon thread; also a context manager.
+
+    With data_dir=None the files live in a fresh temporary directory that stop() deletes.
+    """
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        data_dir: str | PathLike[str] | None = None,
+        api_key: str | None = None,
+        step_seconds: float | None = None,
+        max_input_bytes: int = DEFAULT_MAX_INPUT_BYTES,
+        max_input_lines: int = DEFAULT_MAX_INPUT_LINES,
+        verbose: bool = False,
+    ) -> None:
+        self.host = host
+        self.api_key = api_key
+        self.verbose = verbose
+        self._requested_port = port
+        self._owns_data_dir = data_dir is None
+        if data_dir is None:
+            self.data_dir = Path(tempfile.mkdtemp(prefix="batchledger-emulator-"))
+        else:
+            self.data_dir = Path(data_dir)
+        self.state = EmulatorState(
+            self.data_dir,
+            step_seconds=step_seconds,
+            max_input_bytes=max_input_bytes,
+            max_input_lines=max_input_lines,
+        )
+        self._httpd: _HTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> EmulatorServer:
+        """Bind and serve in a daemon thread; returns self."""
+        if self._httpd is not None:
+            raise RuntimeError("the emulator is already running")
+        httpd = _HTTPServer(
+            (self.host, self._requested_port), self.state, self.api_key, self.verbose
+        )
+        self._httpd = httpd
+        self._thread = threading.Thread(
+            target=httpd.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name=f"batchledger-emulator-{self.port}",
+            daemon=True,
+        )
+        self._thread.start()
+        return self
+
+    @property
+    def port(self) -> int:
+        if self._httpd is None:
+            raise RuntimeError("the emulator is not running; call start() first")
+        return int(self._httpd.socket.getsockname()[1])
+
+    @property
+    def url(self) -> str:
+        """The server root, where /_emulator/ routes live."""
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def base_url(self) -> str:
+        """What to give the OpenAI client as base_url."""
+        return f"{self.url}/v1"
+
+    def wait(self, timeout: float | None = None) -> None:
+        """Block until the serving thread ends (after stop() from elsewhere)."""
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def stop(self) -> None:
+        """Stop serving, end open connections, and delete the data_dir if it was our own."""
+        httpd, thread = self._httpd, self._thread
+        self._httpd = self._thread = None
+        if httpd is not None:
+            httpd.shutdown()
+            httpd.close_connections()
+            httpd.server_close()
+        if thread is not None:
+            thread.join(timeout=5)
+        if self._owns_data_dir:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
+
+    def __enter__(self) -> EmulatorServer:
+        return self if self._httpd is not None else self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()

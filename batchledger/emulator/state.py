@@ -1,0 +1,436 @@
+"""The emulator's objects and the batch lifecycle; safe to use from many threads.
+
+Lifecycle: validating -> in_progress -> finalizing -> completed, or a branch chosen by the
+batch's outcome (set_outcome): "failed" fails at validation, "expired" goes from in_progress
+to expired, "cancelled" goes from in_progress to cancelling and then cancelled. Expired and
+cancelled batches run the first half of their lines; the rest land in the error file.
+
+Without step_seconds every retrieve (GET /v1/batches/{id}) moves its batch one step before
+answering and listing moves nothing. With step_seconds=N a batch moves one step per N seconds
+since its last transition, computed lazily whenever it is read; retrieves then do not step.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import string
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Protocol, TypeVar
+
+from .errors import ApiError, batch_not_found, file_not_found, invalid_request
+from .faults import Fault, FaultBook
+from .lifecycle import (
+    CANCELLED,
+    EXPIRED,
+    Interruption,
+    Limits,
+    RunPlan,
+    Written,
+    execute,
+    first_model,
+    forced_failure,
+    validate_input,
+)
+from .models import (
+    OUTCOMES,
+    BatchError,
+    BatchResult,
+    RecordedRequest,
+    StoredBatch,
+    StoredFile,
+)
+
+DEFAULT_MAX_INPUT_BYTES = 200 * 1024 * 1024
+DEFAULT_MAX_INPUT_LINES = 50_000
+BATCH_FILE_TTL = 30 * 24 * 3600
+COMPLETION_WINDOW_SECONDS = 24 * 3600
+_ALNUM = string.ascii_letters + string.digits
+
+
+class _HasId(Protocol):
+    id: str
+
+
+_T = TypeVar("_T", bound=_HasId)
+
+
+def page_after(items: Sequence[_T], after: str | None, limit: int) -> tuple[list[_T], bool]:
+    """The up to `limit` items after the one with id `after`, and whether more follow.
+
+    An unknown `after` id yields an empty last page rather than an error.
+    """
+    start = 0
+    if after is not None:
+        ids = [item.id for item in items]
+        if after not in ids:
+            return [], False
+        start = ids.index(after) + 1
+    page = list(items[start : start + limit])
+    return page, start + limit < len(items)
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    # A hard link costs nothing for a 200 MB input; copy where the filesystem has none.
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copyfile(source, target)
+
+
+class EmulatorState:
+    """Files, batches, recorded requests and pending faults of one emulator."""
+
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        step_seconds: float | None = None,
+        max_input_bytes: int = DEFAULT_MAX_INPUT_BYTES,
+        max_input_lines: int = DEFAULT_MAX_INPUT_LINES,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.data_dir = Path(data_dir)
+        self._files_dir = self.data_dir / "files"
+        self._inputs_dir = self.data_dir / "batch_inputs"
+        self._files_dir.mkdir(parents=True, exist_ok=True)
+        self._inputs_dir.mkdir(parents=True, exist_ok=True)
+        self.step_seconds = step_seconds
+        self.limits = Limits(max_bytes=max_input_bytes, max_lines=max_input_lines)
+        self.files: dict[str, StoredFile] = {}
+        self.batches: dict[str, StoredBatch] = {}
+        self.requests: list[RecordedRequest] = []
+        self.default_outcome = "completed"
+        """Outcome given to batches created from now on."""
+        self.lock = threading.RLock()
+        """Held by every method; hold it too while reading several fields at once."""
+        self._faults = FaultBook()
+        self._clock = clock
+
+    # Requests and faults
+
+    def record(self, request: RecordedRequest) -> None:
+        with self.lock:
+            self.requests.append(request)
+
+    def clear_requests(self) -> None:
+        with self.lock:
+            self.requests.clear()
+
+    def add_fault(self, fault: Fault) -> None:
+        self._faults.add(fault)
+
+    def clear_faults(self) -> None:
+        self._faults.clear()
+
+    @property
+    def faults(self) -> list[Fault]:
+        return self._faults.pending()
+
+    def take_fault(self, method: str, path: str) -> Fault | None:
+        return self._faults.take(method, path)
+
+    # Outcomes
+
+    @staticmethod
+    def _check_outcome(outcome: str) -> None:
+        if outcome not in OUTCOMES:
+            raise ValueError(f"outcome must be one of {', '.join(OUTCOMES)}, not {outcome!r}")
+
+    def set_outcome(self, batch_id: str, outcome: str) -> None:
+        """Choose how a batch ends; no effect once it is final. KeyError if unknown."""
+        self._check_outcome(outcome)
+        with self.lock:
+            self.batches[batch_id].outcome = outcome
+
+    def set_default_outcome(self, outcome: str) -> None:
+        self._check_outcome(outcome)
+        with self.lock:
+            self.default_outcome = outcome
+
+    # Files
+
+    def _new_file_id(self) -> str:
+        while True:
+            file_id = "file-" + "".join(secrets.choice(_ALNUM) for _ in range(24))
+            if file_id not in self.files:
+                return file_id
+
+    def new_upload(self) -> tuple[str, Path]:
+        """Reserve a file id and the temporary path its upload streams to."""
+        with self.lock:
+            file_id = self._new_file_id()
+        return file_id, self._files_dir / f"{file_id}.part"
+
+    def add_file(
+        self,
+        file_id: str,
+        written: Path,
+        *,
+        filename: str,
+        purpose: str,
+        size: int,
+        lines: int,
+        expires_after: int | None,
+    ) -> StoredFile:
+        """Register a fully written file; batch files expire after 30 days by default."""
+        now = int(self._clock())
+        if expires_after is None and purpose == "batch":
+            expires_after = BATCH_FILE_TTL
+        path = self._files_dir / file_id
+        written.replace(path)
+        stored = StoredFile(
+            id=file_id,
+            filename=filename,
+            purpose=purpose,
+            bytes=size,
+            lines=lines,
+            created_at=now,
+            expires_at=None if expires_after is None else now + expires_after,
+            path=path,
+        )
+        with self.lock:
+            self.files[file_id] = stored
+        return stored
+
+    def get_file(self, file_id: str) -> StoredFile:
+        with self.lock:
+            stored = self.files.get(file_id)
+        if stored is None:
+            raise file_not_found(file_id)
+        return stored
+
+    def delete_file(self, file_id: str) -> StoredFile:
+        with self.lock:
+            stored = self.files.pop(file_id, None)
+        if stored is None:
+            raise file_not_found(file_id)
+        stored.path.unlink(missing_ok=True)
+        return stored
+
+    def list_files(
+        self, *, purpose: str | None, after: str | None, limit: int, newest_first: bool
+    ) -> tuple[list[StoredFile], bool]:
+        with self.lock:
+            items = [f for f in self.files.values() if purpose is None or f.purpose == purpose]
+        if newest_first:
+            items.reverse()
+        return page_after(items, after, limit)
+
+    # Batches
+
+    def _batch(self, batch_id: str) -> StoredBatch:
+        batch = self.batches.get(batch_id)
+        if batch is None:
+            raise batch_not_found(batch_id)
+        return batch
+
+    def create_batch(
+        self,
+        *,
+        input_file_id: str,
+        endpoint: str,
+        completion_window: str,
+        metadata: dict[str, str] | None,
+        output_expires_after: int | None,
+    ) -> StoredBatch:
+        """Create a batch in status validating; the input file must exist with purpose batch."""
+        with self.lock:
+            source = self.files.get(input_file_id)
+            if source is None:
+                raise invalid_request(
+                    f"No such File object: {input_file_id}", param="input_file_id"
+                )
+            if source.purpose != "batch":
+                raise invalid_request(
+                    f"The input file {input_file_id} has purpose {source.purpose!r}; a batch"
+                    " input file must be uploaded with purpose 'batch'.",
+                    param="input_file_id",
+                )
+            batch_id = f"batch_{secrets.token_hex(16)}"
+            input_path = self._inputs_dir / batch_id
+            _link_or_copy(source.path, input_path)
+            now = self._clock()
+            batch = StoredBatch(
+                id=batch_id,
+                endpoint=endpoint,
+                input_file_id=input_file_id,
+                completion_window=completion_window,
+                created_at=int(now),
+                expires_at=int(now) + COMPLETION_WINDOW_SECONDS,
+                metadata=metadata,
+                model=first_model(input_path),
+                output_expires_after=output_expires_after,
+                input_path=input_path,
+                input_bytes=source.bytes,
+                input_lines=source.lines,
+                outcome=self.default_outcome,
+                last_step_at=now,
+            )
+            self.batches[batch_id] = batch
+            return batch
+
+    def retrieve_batch(self, batch_id: str) -> StoredBatch:
+        """The batch after moving it: one step, or as far as the clock says in time mode."""
+        with self.lock:
+            batch = self._batch(batch_id)
+            if self.step_seconds is None:
+                if not batch.is_final:
+                    self._step(batch, self._clock())
+            else:
+                self._catch_up(batch)
+            return batch
+
+    def list_batches(self, *, after: str | None, limit: int) -> tuple[list[StoredBatch], bool]:
+        """Newest first; moves batches only in time mode, where time alone moves them."""
+        with self.lock:
+            items = list(reversed(self.batches.values()))
+            for batch in items:
+                self._catch_up(batch)
+            return page_after(items, after, limit)
+
+    def advance(self, batch_id: str) -> StoredBatch:
+        """Move a batch one step now, whatever the mode; no effect on a final batch."""
+        with self.lock:
+            batch = self._batch(batch_id)
+            if not batch.is_final:
+                self._step(batch, self._clock())
+            return batch
+
+    def cancel_batch(self, batch_id: str) -> StoredBatch:
+        """Start cancelling; 409 unless validating, in_progress or already cancelling."""
+        with self.lock:
+            batch = self._batch(batch_id)
+            self._catch_up(batch)
+            if batch.status == "cancelling":
+                return batch
+            if batch.status not in ("validating", "in_progress"):
+                raise ApiError(409, f"Cannot cancel a batch with status '{batch.status}'.")
+            now = self._clock()
+            batch.status = "cancelling"
+            batch.cancelling_at = int(now)
+            batch.last_step_at = now
+            return batch
+
+    # Lifecycle steps; callers hold the lock.
+
+    def _catch_up(self, batch: StoredBatch) -> None:
+        if self.step_seconds is None:
+            return
+        now = self._clock()
+        while not batch.is_final and now - batch.last_step_at >= self.step_seconds:
+            self._step(batch, batch.last_step_at + self.step_seconds)
+
+    def _step(self, batch: StoredBatch, at: float) -> None:
+        batch.last_step_at = at
+        now = int(at)
+        if batch.status == "validating":
+            self._leave_validating(batch, now)
+        elif batch.status == "in_progress":
+            self._leave_in_progress(batch, now)
+        elif batch.status == "finalizing":
+            batch.status = "completed"
+            batch.completed_at = now
+            self._publish(batch)
+        elif batch.status == "cancelling":
+            if batch.in_progress_at is not None:
+                self._run(batch, now, CANCELLED)
+            batch.status = "cancelled"
+            batch.cancelled_at = now
+            self._publish(batch)
+
+    def _leave_validating(self, batch: StoredBatch, now: int) -> None:
+        assert batch.input_path is not None, "a batch keeps its input until it is final"
+        if batch.outcome == "failed":
+            errors = [forced_failure(batch.model)]
+        else:
+            errors = validate_input(
+                batch.input_path, batch.input_bytes, batch.input_lines, batch.endpoint, self.limits
+            )
+        if errors:
+            self._fail(batch, now, errors)
+            return
+        batch.status = "in_progress"
+        batch.in_progress_at = now
+        batch.request_counts.total = batch.input_lines
+
+    def _leave_in_progress(self, batch: StoredBatch, now: int) -> None:
+        if batch.outcome == "failed":
+            self._fail(batch, now, [forced_failure(batch.model)])
+        elif batch.outcome == "cancelled":
+            batch.status = "cancelling"
+            batch.cancelling_at = now
+        elif batch.outcome == "expired":
+            self._run(batch, now, EXPIRED)
+            batch.status = "expired"
+            batch.expired_at = now
+            self._publish(batch)
+        else:
+            self._run(batch, now, None)
+            batch.status = "finalizing"
+            batch.finalizing_at = now
+
+    def _fail(self, batch: StoredBatch, now: int, errors: list[BatchError]) -> None:
+        batch.status = "failed"
+        batch.failed_at = now
+        batch.errors = errors
+        self._release_input(batch)
+
+    def _run(self, batch: StoredBatch, now: int, interruption: Interruption | None) -> None:
+        """Execute the batch into output and error files; counts show at once, ids on publish."""
+        assert batch.input_path is not None, "a batch keeps its input until it is final"
+        output_id, output_tmp = self.new_upload()
+        error_id, error_tmp = self.new_upload()
+        plan = RunPlan(
+            batch_id=batch.id,
+            endpoint=batch.endpoint,
+            input_path=batch.input_path,
+            output_path=output_tmp,
+            error_path=error_tmp,
+            created=now,
+            executed=None if interruption is None else batch.input_lines // 2,
+            interruption=interruption,
+        )
+        run = execute(plan)
+        batch.request_counts = run.counts
+        batch.usage = run.usage
+        batch.result = BatchResult(
+            counts=run.counts,
+            usage=run.usage,
+            output_file_id=self._keep_output(batch, output_id, output_tmp, run.output, "output"),
+            error_file_id=self._keep_output(batch, error_id, error_tmp, run.errors, "error"),
+        )
+
+    def _keep_output(
+        self, batch: StoredBatch, file_id: str, path: Path, written: Written, kind: str
+    ) -> str | None:
+        """Register a result file if it has lines; an empty one is deleted, like live."""
+        if written.lines == 0:
+            path.unlink(missing_ok=True)
+            return None
+        self.add_file(
+            file_id,
+            path,
+            filename=f"{batch.id}_{kind}.jsonl",
+            purpose="batch_output",
+            size=written.bytes,
+            lines=written.lines,
+            expires_after=batch.output_expires_after,
+        )
+        return file_id
+
+    def _publish(self, batch: StoredBatch) -> None:
+        if batch.result is not None:
+            batch.output_file_id = batch.result.output_file_id
+            batch.error_file_id = batch.result.error_file_id
+        self._release_input(batch)
+
+    @staticmethod
+    def _release_input(batch: StoredBatch) -> None:
+        if batch.input_path is not None:
+            batch.input_path.unlink(missing_ok=True)
+            batch.input_path = None
