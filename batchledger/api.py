@@ -3,6 +3,7 @@
 Imported only by commands that talk to the API: importing `openai` costs about a second.
 """
 
+import hashlib
 import json
 import logging
 import os
@@ -12,7 +13,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import httpx2
 import openai
@@ -230,21 +231,29 @@ def get_batch_status(client: OpenAI, batch_id: str) -> dict[str, Any]:
     return result
 
 
+class Download(NamedTuple):
+    size: int
+    sha256: str
+
+
 def download_results(
     client: OpenAI, file_id: str, out_path: Path, operation: str = "DOWNLOAD_RESULTS"
-) -> int:
-    """Stream file `file_id` to `out_path` atomically and return the bytes written.
+) -> Download:
+    """Stream file `file_id` to `out_path` atomically; its byte count and sha256.
 
     The bytes go to a temporary file beside `out_path`, which is renamed into place only
     when complete and of the announced size: a failure or Ctrl-C leaves no partial file
     at `out_path`, and a complete file already there stays as it was.
     """
     log.info("%s request=%s", operation, json.dumps({"file_id": file_id, "path": str(out_path)}))
-    out_path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BatchledgerError(f"could not create {out_path.parent}: {exc.strerror}") from exc
     for attempt in range(1, DOWNLOAD_ATTEMPTS + 1):
         part = out_path.with_name(f".{out_path.name}.{secrets.token_hex(4)}.part")
         try:
-            size = _stream_to(client, file_id, part, operation)
+            download = _stream_to(client, file_id, part, operation)
             os.replace(part, out_path)
         except _DroppedBody as exc:
             log.warning("%s attempt %d/%d dropped: %s", operation, attempt, DOWNLOAD_ATTEMPTS, exc)
@@ -259,8 +268,8 @@ def download_results(
             raise BatchledgerError(f"could not save {out_path}: {exc.strerror or exc}") from exc
         finally:
             part.unlink(missing_ok=True)
-        log.info("%s saved path=%s bytes=%d", operation, out_path, size)
-        return size
+        log.info("%s saved path=%s bytes=%d", operation, out_path, download.size)
+        return download
     raise AssertionError("unreachable")
 
 
@@ -268,7 +277,8 @@ class _DroppedBody(Exception):
     """The response body ended before all its bytes arrived."""
 
 
-def _stream_to(client: OpenAI, file_id: str, part: Path, operation: str) -> int:
+def _stream_to(client: OpenAI, file_id: str, part: Path, operation: str) -> Download:
+    digest = hashlib.sha256()
     with (
         api_errors(operation),
         client.files.with_streaming_response.content(file_id) as response,
@@ -279,6 +289,7 @@ def _stream_to(client: OpenAI, file_id: str, part: Path, operation: str) -> int:
             with part.open("xb") as out:
                 for chunk in response.iter_bytes(DOWNLOAD_CHUNK_BYTES):
                     out.write(chunk)
+                    digest.update(chunk)
                     size += len(chunk)
                 out.flush()
                 os.fsync(out.fileno())
@@ -291,7 +302,30 @@ def _stream_to(client: OpenAI, file_id: str, part: Path, operation: str) -> int:
     )
     if announced is not None and int(announced) != size:
         raise _DroppedBody(f"received {size} of {announced} bytes")
-    return size
+    return Download(size=size, sha256=digest.hexdigest())
+
+
+def cancel_batch(client: OpenAI, batch_id: str) -> dict[str, Any]:
+    log.info("CANCEL_BATCH request=%s", json.dumps({"batch_id": batch_id}))
+    with api_errors("CANCEL_BATCH"):
+        batch = client.batches.cancel(batch_id)
+    result = batch.model_dump(mode="json")
+    _log_response("CANCEL_BATCH", result)
+    return result
+
+
+def list_batches(client: OpenAI) -> Iterator[dict[str, Any]]:
+    """Every batch of the account, newest first, page by page."""
+    log.info("LIST_BATCHES request=%s", json.dumps({"limit": 100}))
+    with api_errors("LIST_BATCHES"):
+        page = client.batches.list(limit=100)
+        while True:
+            batches = [batch.model_dump(mode="json") for batch in page.data]
+            _log_response("LIST_BATCHES", {"data": batches, "has_more": page.has_more})
+            yield from batches
+            if not page.has_next_page():
+                return
+            page = page.get_next_page()
 
 
 def find_batches_by_ref(client: OpenAI, refs: set[str], since: float) -> dict[str, dict[str, Any]]:

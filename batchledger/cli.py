@@ -4,20 +4,31 @@ import argparse
 import logging
 import sys
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
 from batchledger import __version__
 from batchledger.errors import BatchledgerError, ExitCode
-from batchledger.ledger import Ledger, open_ledger
+from batchledger.ledger import (
+    FINAL_STATUSES,
+    BatchFilter,
+    Ledger,
+    iso_utc,
+    open_ledger,
+    resolve_batch_id,
+)
 from batchledger.logs import close_logger, setup_logger
 from batchledger.paths import default_log_path, ledger_path
 from batchledger.render import (
+    Progress,
     display_path,
     json_text,
     list_table,
+    missing_requests,
     requests_text,
+    row_json,
+    show_lines,
     status_lines,
     sweep_table,
 )
@@ -25,7 +36,7 @@ from batchledger.render import (
 if TYPE_CHECKING:
     from openai import OpenAI
 
-    from batchledger.workflow import BatchReport, SavedFile
+    from batchledger.workflow import BatchReport
 
 DEFAULT_ENDPOINT = "/v1/responses"
 DEFAULT_WINDOW = "24h"
@@ -33,6 +44,8 @@ DEFAULT_LIST_LIMIT = 50
 DEFAULT_CONCURRENCY = 8
 DEFAULT_MAX_RETRIES = 2
 DEFAULT_TIMEOUT = 600.0
+DEFAULT_WATCH_INTERVAL = 10.0
+DEFAULT_WATCH_MAX_INTERVAL = 300.0
 
 
 class Parser(argparse.ArgumentParser):
@@ -93,20 +106,49 @@ def common_options() -> Parser:
     return common
 
 
+def since_moment(text: str) -> str:
+    """`--since`: an age like 7d, 12h, 30m, 2w, or a date / ISO time; as ISO 8601 UTC."""
+    units = {"m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+    if len(text) > 1 and text[-1] in units and text[:-1].isdigit():
+        return iso_utc(datetime.now(UTC) - timedelta(seconds=int(text[:-1]) * units[text[-1]]))
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected an age like 7d, 12h, 30m or a date like 2026-11-01, got {text!r}"
+        ) from None
+    return iso_utc(moment if moment.tzinfo else moment.replace(tzinfo=UTC))
+
+
 def build_parser() -> Parser:
     common = common_options()
     parser = Parser(
         prog="batchledger",
         description="Drive the OpenAI Batch API and keep a local ledger of every batch.",
+        epilog="A batch ID may be a full id, a unique prefix of one in the ledger, or 'last'.",
         parents=[common],
     )
     parser.add_argument("--version", action="version", version=f"batchledger {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     commands.required = True
 
-    create = commands.add_parser(
-        "create", parents=[common], help="upload a JSONL file and create a batch"
-    )
+    def command(name: str, help_: str, handler: Callable[["Run"], ExitCode]) -> Parser:
+        sub: Parser = commands.add_parser(name, parents=[common], help=help_, description=help_)
+        sub.set_defaults(handler=handler)
+        return sub
+
+    def json_option(sub: Parser) -> None:
+        sub.add_argument("--json", action="store_true", help="print JSON instead of text")
+
+    def auto_save_option(sub: Parser) -> None:
+        sub.add_argument(
+            "--auto-save",
+            action=argparse.BooleanOptionalAction,
+            default=True,
+            help="save the results of a finished batch (default: on)",
+        )
+
+    create = command("create", "upload a JSONL file and create a batch", cmd_create)
     create.add_argument("--in", dest="input", required=True, metavar="PATH", help="JSONL input")
     create.add_argument(
         "--endpoint", default=DEFAULT_ENDPOINT, help=f"API endpoint (default: {DEFAULT_ENDPOINT})"
@@ -120,22 +162,17 @@ def build_parser() -> Parser:
     create.add_argument(
         "--force", action="store_true", help="submit even if the same input is already in flight"
     )
-    create.set_defaults(handler=cmd_create)
+    json_option(create)
 
-    status = commands.add_parser(
-        "status", parents=[common], help="check a batch (or all pending), saving finished results"
+    status = command(
+        "status", "check a batch (or all pending ones), saving finished results", cmd_status
     )
     which = status.add_mutually_exclusive_group(required=True)
     which.add_argument("--batch-id", metavar="ID", help="the batch to check")
     which.add_argument(
         "--all", action="store_true", help="check every ledger batch not final or not saved"
     )
-    status.add_argument(
-        "--auto-save",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="save the results of a completed batch (default: on)",
-    )
+    auto_save_option(status)
     status.add_argument(
         "--out", metavar="PATH", help="where to save results (default: results_<batch_id>.jsonl)"
     )
@@ -146,20 +183,60 @@ def build_parser() -> Parser:
         metavar="N",
         help=f"batches checked at once with --all (default: {DEFAULT_CONCURRENCY})",
     )
-    status.set_defaults(handler=cmd_status)
+    json_option(status)
 
-    retrieve = commands.add_parser(
-        "retrieve", parents=[common], help="save the results of a completed batch"
-    )
+    retrieve = command("retrieve", "save the results of a finished batch", cmd_retrieve)
     retrieve.add_argument("--batch-id", required=True, metavar="ID", help="the batch")
     retrieve.add_argument(
         "--out", metavar="PATH", help="where to save (default: results_<batch_id>.jsonl)"
     )
-    retrieve.set_defaults(handler=cmd_retrieve)
-
-    list_ = commands.add_parser(
-        "list", parents=[common], help="show the batches in the ledger (no API key needed)"
+    retrieve.add_argument(
+        "--force", action="store_true", help="download again even if already saved and unchanged"
     )
+
+    watch = command("watch", "follow batches until they finish, then save them", cmd_watch)
+    followed = watch.add_mutually_exclusive_group(required=True)
+    followed.add_argument("--batch-id", metavar="ID", help="the batch to follow")
+    followed.add_argument("--all", action="store_true", help="follow every unfinished batch")
+    auto_save_option(watch)
+    watch.add_argument(
+        "--interval",
+        type=positive_float,
+        default=DEFAULT_WATCH_INTERVAL,
+        metavar="SECONDS",
+        help=f"first pause between checks (default: {DEFAULT_WATCH_INTERVAL:g})",
+    )
+    watch.add_argument(
+        "--max-interval",
+        type=positive_float,
+        default=DEFAULT_WATCH_MAX_INTERVAL,
+        metavar="SECONDS",
+        help=f"longest pause while nothing changes (default: {DEFAULT_WATCH_MAX_INTERVAL:g})",
+    )
+
+    cancel = command("cancel", "cancel a batch and wait until it is cancelled", cmd_cancel)
+    cancel.add_argument("--batch-id", required=True, metavar="ID", help="the batch")
+    cancel.add_argument(
+        "--wait",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="wait until the batch is cancelled (default: on)",
+    )
+    cancel.add_argument(
+        "--interval",
+        type=positive_float,
+        default=DEFAULT_WATCH_INTERVAL,
+        metavar="SECONDS",
+        help=f"pause between checks while waiting (default: {DEFAULT_WATCH_INTERVAL:g})",
+    )
+
+    command("sync", "add the account's batches to the ledger (also those made elsewhere)", cmd_sync)
+
+    show = command("show", "everything the ledger knows about one batch", cmd_show)
+    show.add_argument("batch_id", metavar="ID", help="the batch")
+    json_option(show)
+
+    list_ = command("list", "show the batches in the ledger (no API key needed)", cmd_list)
     shown = list_.add_mutually_exclusive_group()
     shown.add_argument(
         "--limit",
@@ -169,8 +246,21 @@ def build_parser() -> Parser:
         help=f"show the newest N batches (default: {DEFAULT_LIST_LIMIT})",
     )
     shown.add_argument("--all", action="store_true", help="show every batch")
-    list_.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    list_.set_defaults(handler=cmd_list)
+    list_.add_argument(
+        "--status",
+        action="append",
+        default=[],
+        metavar="STATUS",
+        help="only batches in this status (repeat, or separate with commas)",
+    )
+    list_.add_argument(
+        "--since",
+        type=since_moment,
+        metavar="AGE|DATE",
+        help="only batches recorded since then: 7d, 12h, 30m, 2w, or a date",
+    )
+    list_.add_argument("--endpoint", help="only batches sent to this endpoint")
+    json_option(list_)
     return parser
 
 
@@ -207,6 +297,15 @@ class Run:
             timeout=getattr(self.args, "timeout", DEFAULT_TIMEOUT),
         )
 
+    def start_api_command(self) -> tuple["OpenAI", Ledger]:
+        """The client (failing early on a missing key), the log, and the ledger."""
+        client = self.client()
+        self.start_log()
+        return client, self.writable_ledger()
+
+    def batch_id(self, text: str) -> str:
+        return resolve_batch_id(self.ledger, text)
+
     def close(self) -> None:
         if self.ledger is not None:
             self.ledger.close()
@@ -214,15 +313,18 @@ class Run:
             close_logger(self.logger)
 
 
+def out_path(run: Run) -> Path | None:
+    return Path(run.args.out) if run.args.out else None
+
+
 def cmd_create(run: Run) -> ExitCode:
     from batchledger import workflow
 
     input_ = workflow.read_input(run.args.input)
-    client = run.client()
-    run.start_log()
+    client, ledger = run.start_api_command()
     submitted = workflow.submit(
         client,
-        run.writable_ledger(),
+        ledger,
         input_,
         run.args.endpoint,
         run.args.completion_window,
@@ -230,13 +332,15 @@ def cmd_create(run: Run) -> ExitCode:
         force=run.args.force,
     )
     if submitted.recovered:
-        print(
-            f"batchledger: warning: {submitted.batch['id']} was created by an earlier run that "
-            "was cut off; recorded it instead of creating another batch",
-            file=sys.stderr,
+        warn(
+            f"{submitted.batch['id']} was created by an earlier run that was cut off; "
+            "recorded it instead of creating another batch"
         )
-    print(f"file_id: {submitted.file_id}")
-    print(f"batch_id: {submitted.batch['id']}")
+    if run.args.json:
+        print(json_text(row_json(submitted.row)))
+    else:
+        print(f"file_id: {submitted.file_id}")
+        print(f"batch_id: {submitted.batch['id']}")
     return ExitCode.OK
 
 
@@ -249,19 +353,16 @@ def cmd_status(run: Run) -> ExitCode:
                 "--out names one file; it cannot be used with --all", ExitCode.USAGE
             )
         return sweep_all(run)
-    client = run.client()
-    run.start_log()
+    client, ledger = run.start_api_command()
     report = workflow.check_status(
         client,
-        run.writable_ledger(),
-        run.args.batch_id,
+        ledger,
+        run.batch_id(run.args.batch_id),
         run.log_file,
         auto_save=run.args.auto_save,
-        out=Path(run.args.out) if run.args.out else None,
+        out=out_path(run),
     )
-    assert report.row is not None
-    print("\n".join(status_lines(report.row)))
-    print_saved(report.saved)
+    print_report(report, as_json=run.args.json)
     return ExitCode.OK
 
 
@@ -270,16 +371,12 @@ def sweep_all(run: Run) -> ExitCode:
 
     ledger = run.open_ledger(create=False)
     if ledger is None or not (ledger.batches_to_sweep() or ledger.unfinished_submissions()):
-        print("No pending batches in the ledger.")
+        print("[]" if run.args.json else "No pending batches in the ledger.")
         return ExitCode.OK
     client = run.client()
     logger = run.start_log()
     for row in workflow.recover_unfinished(client, ledger, run.log_file):
-        print(
-            f"batchledger: warning: found {row['batch_id']}, created by a create that was cut "
-            "off; it is in the ledger now",
-            file=sys.stderr,
-        )
+        warn(f"found {row['batch_id']}, created by a create that was cut off; recorded it")
     pending = ledger.batches_to_sweep()
     logger.info("SWEEP batches=%d", len(pending))
     reports = workflow.sweep(
@@ -290,9 +387,12 @@ def sweep_all(run: Run) -> ExitCode:
         auto_save=run.args.auto_save,
         concurrency=run.args.concurrency,
     )
-    print(sweep_table(sweep_entry(report) for report in reports))
+    if run.args.json:
+        print(json_text([row_json(report.row) for report in reports if report.row]))
+    else:
+        print(sweep_table(sweep_entry(report) for report in reports))
     for report in reports:
-        print_saved(report.saved, to_stdout=False)
+        warn_saved(report)
     failures = [report for report in reports if report.error]
     for report in failures:
         assert report.error is not None
@@ -303,52 +403,183 @@ def sweep_all(run: Run) -> ExitCode:
 def sweep_entry(report: "BatchReport") -> tuple[str, str, str, str, str]:
     row = report.row or {}
     saved = ", ".join(display_path(item.path) for item in report.saved if item.kind == "output")
-    note = "error: see below" if report.error else ""
     if not saved and row.get("output_path"):
         saved = display_path(row["output_path"])
+    note = "error: see below" if report.error else ""
+    if not note and report.saved and any(item.kind == "error" for item in report.saved):
+        note = "errors saved"
     return (report.batch_id, row.get("status") or "", requests_text(row), saved, note)
 
 
-def print_saved(saved: Sequence["SavedFile"], *, to_stdout: bool = True) -> None:
-    for item in saved:
-        if item.replaced:
-            print(
-                f"batchledger: warning: overwrote existing file {display_path(item.path)}",
-                file=sys.stderr,
-            )
-        if to_stdout:
+def print_report(report: "BatchReport", *, as_json: bool) -> None:
+    """A checked batch on stdout: its status lines and saved files, or one JSON object."""
+    assert report.row is not None
+    if as_json:
+        print(json_text(row_json(report.row)))
+    else:
+        print("\n".join(status_lines(report.row)))
+        for item in report.saved:
             label = "saved" if item.kind == "output" else "saved errors"
             print(f"{label}: {display_path(item.path)} ({item.size} bytes)")
+    warn_saved(report)
+
+
+def warn_saved(report: "BatchReport") -> None:
+    """Warnings about what was saved: overwritten files, a batch that ended early."""
+    for item in report.saved:
+        if item.replaced:
+            warn(f"overwrote existing file {display_path(item.path)}")
+    row = report.row or {}
+    if report.saved and row.get("status") in ("expired", "cancelled"):
+        warn(
+            f"{report.batch_id} is {row['status']}: saved the results it finished; "
+            f"{missing_requests(row)} of {row.get('requests_total') or 0} requests have none"
+        )
+
+
+def warn(message: str) -> None:
+    print(f"batchledger: warning: {message}", file=sys.stderr)
 
 
 def cmd_retrieve(run: Run) -> ExitCode:
     from batchledger import workflow
 
-    client = run.client()
-    run.start_log()
+    client, ledger = run.start_api_command()
     report = workflow.retrieve(
         client,
-        run.writable_ledger(),
-        run.args.batch_id,
-        Path(run.args.out) if run.args.out else None,
+        ledger,
+        run.batch_id(run.args.batch_id),
+        out_path(run),
         run.log_file,
+        again=run.args.force,
     )
-    print_saved(report.saved)
+    if report.already_saved:
+        assert report.row is not None
+        for kind in ("output", "error"):
+            if report.row[f"{kind}_path"]:
+                label = "already saved" if kind == "output" else "already saved errors"
+                path, size = report.row[f"{kind}_path"], report.row[f"{kind}_bytes"]
+                print(f"{label}: {display_path(path)} ({size} bytes)")
+        warn("unchanged since it was saved; not downloaded again (--force to download anyway)")
+        return ExitCode.OK
+    for item in report.saved:
+        label = "saved" if item.kind == "output" else "saved errors"
+        print(f"{label}: {display_path(item.path)} ({item.size} bytes)")
+    warn_saved(report)
+    return ExitCode.OK
+
+
+def cmd_watch(run: Run) -> ExitCode:
+    from batchledger import workflow
+
+    client, ledger = run.start_api_command()
+    if run.args.all:
+        batch_ids = [row["batch_id"] for row in ledger.batches_to_sweep()]
+        if not batch_ids:
+            print("No pending batches in the ledger.")
+            return ExitCode.OK
+    else:
+        batch_ids = [run.batch_id(run.args.batch_id)]
+    progress = Progress(sys.stderr)
+    try:
+        for report in workflow.follow(
+            client,
+            ledger,
+            batch_ids,
+            run.log_file,
+            auto_save=run.args.auto_save,
+            interval=run.args.interval,
+            max_interval=run.args.max_interval,
+        ):
+            assert report.batch is not None
+            progress.show(report.batch)
+            if report.batch["status"] in FINAL_STATUSES:
+                progress.end_line()
+                print_report(report, as_json=False)
+    except KeyboardInterrupt:
+        progress.end_line()
+        print(
+            "batchledger: stopped watching; the batches keep running on the server",
+            file=sys.stderr,
+        )
+        return ExitCode.INTERRUPTED
+    return ExitCode.OK
+
+
+def cmd_cancel(run: Run) -> ExitCode:
+    from batchledger import workflow
+
+    client, ledger = run.start_api_command()
+    report = workflow.cancel(client, ledger, run.batch_id(run.args.batch_id), run.log_file)
+    assert report.batch is not None
+    print(f"batch_id: {report.batch_id}")
+    print(f"status: {report.batch['status']}")
+    if not run.args.wait or report.batch["status"] in FINAL_STATUSES:
+        return ExitCode.OK
+    for checked in workflow.follow(
+        client,
+        ledger,
+        [report.batch_id],
+        run.log_file,
+        auto_save=False,
+        interval=run.args.interval,
+        max_interval=max(run.args.interval, DEFAULT_WATCH_MAX_INTERVAL),
+    ):
+        assert checked.batch is not None
+        if checked.batch["status"] != report.batch["status"]:
+            print(f"status: {checked.batch['status']}")
+            report = checked
+    return ExitCode.OK
+
+
+def cmd_sync(run: Run) -> ExitCode:
+    from batchledger import workflow
+
+    client, ledger = run.start_api_command()
+    report = workflow.sync(client, ledger, run.log_file)
+    print(f"added: {len(report.added)}")
+    print(f"updated: {len(report.updated)}")
+    print(f"recovered: {len(report.recovered)}")
+    print(f"unchanged: {report.unchanged}")
+    return ExitCode.OK
+
+
+def cmd_show(run: Run) -> ExitCode:
+    ledger = run.open_ledger(create=False)
+    if ledger is None:
+        print("No batches in the ledger yet.")
+        return ExitCode.OK
+    batch_id = run.batch_id(run.args.batch_id)
+    row = ledger.find_batch(batch_id)
+    if row is None:
+        raise BatchledgerError(
+            f"{batch_id} is not in the ledger; 'batchledger status --batch-id {batch_id}' "
+            "or 'batchledger sync' adds it",
+            ExitCode.USAGE,
+        )
+    history = ledger.history(row["id"])
+    if run.args.json:
+        print(json_text({**row_json(row), "history": history}))
+    else:
+        print("\n".join(show_lines(row, history)))
     return ExitCode.OK
 
 
 def cmd_list(run: Run) -> ExitCode:
     ledger = run.open_ledger(create=False)
+    statuses = tuple(s.strip() for text in run.args.status for s in text.split(",") if s.strip())
+    filters = BatchFilter(statuses=statuses, since=run.args.since, endpoint=run.args.endpoint)
     limit = None if run.args.all else run.args.limit
-    rows = ledger.list_batches(limit) if ledger is not None else []
+    rows = ledger.list_batches(filters, limit) if ledger is not None else []
     if run.args.json:
-        print(json_text(rows))
+        print(json_text([row_json(row) for row in rows]))
     elif not rows:
-        print("No batches in the ledger yet.")
+        print("No batches in the ledger yet." if ledger is None else "No batches match.")
     else:
         print(list_table(rows))
-        total = ledger.count_batches() if ledger is not None else 0
-        if len(rows) < total:
+    if ledger is not None and limit is not None and len(rows) == limit:
+        total = ledger.count_batches(filters)
+        if total > len(rows):
             print(
                 f"batchledger: showing the newest {len(rows)} of {total} batches; "
                 "use --all or --limit N for more",

@@ -204,29 +204,35 @@ class Ledger:
             self._history(row_id, "upload", f"uploaded as {file_id}", log_file)
 
     def record_batch(
-        self, batch: Mapping[str, Any], log_file: Path | None, *, action: str, row_id: int | None
+        self,
+        batch: Mapping[str, Any],
+        log_file: Path | None,
+        *,
+        action: str,
+        row_id: int | None,
+        origin: str = "lookup",
     ) -> Row:
-        """Store what the API says of a batch; adds a row if the ledger did not know it."""
+        """Store what the API says of a batch; adds a row (from `origin`) if it is new."""
         fields = _fields_from_batch(batch)
         with self._writing():
             if row_id is None:
                 existing = self._find_by_batch_id(str(batch["id"]))
                 row_id = existing["id"] if existing else None
             if row_id is None:
-                row_id = self._insert_foreign(batch, fields)
+                row_id = self._insert_foreign(batch, fields, origin)
             else:
                 self.db.table("batches").update(row_id, fields)
             self._history(row_id, action, f"status {batch['status']}", log_file)
         return self.get_row(row_id)
 
-    def _insert_foreign(self, batch: Mapping[str, Any], fields: Row) -> int:
-        """Add a batch this ledger did not create (looked up by its id)."""
+    def _insert_foreign(self, batch: Mapping[str, Any], fields: Row, origin: str) -> int:
+        """Add a batch this ledger did not create."""
         row_id = (
             self.db.table("batches")
             .insert(
                 {
                     "ref": f"bl_{uuid.uuid4().hex}",
-                    "origin": "lookup",
+                    "origin": origin,
                     "input_file_id": batch.get("input_file_id"),
                     "endpoint": batch.get("endpoint") or "",
                     "completion_window": batch.get("completion_window") or "",
@@ -240,13 +246,18 @@ class Ledger:
         return row_id
 
     def record_download(
-        self, row_id: int, kind: str, path: Path, size: int, log_file: Path | None
+        self, row_id: int, kind: str, path: Path, size: int, sha256: str, log_file: Path | None
     ) -> Row:
         """Note that the batch's `kind` file ("output" or "error") is saved at `path`."""
         with self._writing():
             self.db.table("batches").update(
                 row_id,
-                {f"{kind}_path": str(path), f"{kind}_bytes": size, f"{kind}_saved_at": utc_now()},
+                {
+                    f"{kind}_path": str(path),
+                    f"{kind}_bytes": size,
+                    f"{kind}_sha256": sha256,
+                    f"{kind}_saved_at": utc_now(),
+                },
             )
             self._history(row_id, f"save_{kind}", f"saved {size} bytes to {path}", log_file)
         return self.get_row(row_id)
@@ -269,6 +280,26 @@ class Ledger:
 
     def find_batch(self, batch_id: str) -> Row | None:
         return self._find_by_batch_id(batch_id)
+
+    def batches_with_prefix(self, prefix: str, limit: int = 10) -> list[Row]:
+        """Batches whose id starts with `prefix`, with or without the `batch_` part."""
+        with_part = f"batch_{prefix}"
+        return self._rows(
+            "SELECT * FROM batches WHERE substr(batch_id, 1, ?) = ? "
+            "OR substr(batch_id, 1, ?) = ? ORDER BY id DESC LIMIT ?",
+            (len(prefix), prefix, len(with_part), with_part, limit),
+        )
+
+    def find_by_ref(self, ref: str) -> Row | None:
+        rows = self._rows("SELECT * FROM batches WHERE ref = ?", (ref,))
+        return rows[0] if rows else None
+
+    def latest_batch(self) -> Row | None:
+        """The batch most recently added to the ledger."""
+        rows = self._rows(
+            "SELECT * FROM batches WHERE batch_id IS NOT NULL ORDER BY id DESC LIMIT 1"
+        )
+        return rows[0] if rows else None
 
     def find_active_duplicate(self, input_: InputFile, endpoint: str, window: str) -> Row | None:
         """A batch already sent with the same input bytes and parameters that still counts."""
@@ -301,31 +332,81 @@ class Ledger:
         )
 
     def batches_to_sweep(self) -> list[Row]:
-        """Batches not yet final, and completed ones whose output is not saved yet."""
+        """Batches not yet final, and finished ones whose result files are not saved yet."""
         placeholders = ", ".join("?" for _ in FINAL_STATUSES)
         return self._rows(
             "SELECT * FROM batches WHERE batch_id IS NOT NULL AND ("
             f"coalesce(status, '') NOT IN ({placeholders}) "
-            "OR (status = 'completed' AND ("
+            "OR (status IN ('completed', 'expired', 'cancelled') AND ("
             "(output_file_id IS NOT NULL AND output_path IS NULL) "
             "OR (error_file_id IS NOT NULL AND error_path IS NULL)))"
             ") ORDER BY id",
             tuple(sorted(FINAL_STATUSES)),
         )
 
-    def list_batches(self, limit: int | None) -> list[Row]:
+    def list_batches(self, filters: "BatchFilter", limit: int | None) -> list[Row]:
         """Newest first; `limit` None means all."""
-        sql = "SELECT * FROM batches ORDER BY recorded_at DESC, id DESC"
+        where, params = filters.sql()
+        sql = f"SELECT * FROM batches {where} ORDER BY recorded_at DESC, id DESC"
         if limit is not None:
-            return self._rows(sql + " LIMIT ?", (limit,))
-        return self._rows(sql)
+            return self._rows(sql + " LIMIT ?", (*params, limit))
+        return self._rows(sql, params)
 
-    def count_batches(self) -> int:
-        rows = self._rows("SELECT count(*) AS n FROM batches")
+    def count_batches(self, filters: "BatchFilter") -> int:
+        where, params = filters.sql()
+        rows = self._rows(f"SELECT count(*) AS n FROM batches {where}", params)
         return int(rows[0]["n"])
 
     def history(self, row_id: int) -> list[Row]:
         return self._rows("SELECT * FROM history WHERE batch = ? ORDER BY id", (row_id,))
+
+
+def resolve_batch_id(ledger: "Ledger | None", text: str) -> str:
+    """A batch id from what the user typed: a full id, a unique prefix, or `last`."""
+    if text == "last":
+        latest = ledger.latest_batch() if ledger is not None else None
+        if latest is None:
+            raise BatchledgerError("'last' names no batch: the ledger is empty", ExitCode.USAGE)
+        return str(latest["batch_id"])
+    if ledger is not None and ledger.find_batch(text) is not None:
+        return text
+    matches = ledger.batches_with_prefix(text) if ledger is not None else []
+    if len(matches) == 1:
+        return str(matches[0]["batch_id"])
+    if len(matches) > 1:
+        names = ", ".join(row["batch_id"] for row in matches[:5])
+        more = " and more" if len(matches) > 5 else ""
+        raise BatchledgerError(
+            f"{text!r} matches {len(matches)} batches in the ledger ({names}{more}); "
+            "type more of the id",
+            ExitCode.USAGE,
+        )
+    if text.startswith("batch_"):
+        return text  # a full id the ledger has not seen: the API knows it, or says not
+    raise BatchledgerError(f"no batch in the ledger matches {text!r}", ExitCode.USAGE)
+
+
+@dataclass(frozen=True)
+class BatchFilter:
+    """Which ledger batches a listing shows."""
+
+    statuses: tuple[str, ...] = ()
+    since: str | None = None  # ISO 8601 UTC, compared with recorded_at
+    endpoint: str | None = None
+
+    def sql(self) -> tuple[str, tuple[Any, ...]]:
+        clauses: list[str] = []
+        params: list[Any] = []
+        if self.statuses:
+            clauses.append(f"status IN ({', '.join('?' for _ in self.statuses)})")
+            params += self.statuses
+        if self.since:
+            clauses.append("recorded_at >= ?")
+            params.append(self.since)
+        if self.endpoint:
+            clauses.append("endpoint = ?")
+            params.append(self.endpoint)
+        return ("WHERE " + " AND ".join(clauses) if clauses else ""), tuple(params)
 
 
 def _fields_from_batch(batch: Mapping[str, Any]) -> Row:
@@ -342,6 +423,7 @@ def _fields_from_batch(batch: Mapping[str, Any]) -> Row:
         "output_file_id": batch.get("output_file_id"),
         "error_file_id": batch.get("error_file_id"),
         "errors": json.dumps(errors["data"]) if errors.get("data") else None,
+        "usage": json.dumps(batch["usage"]) if batch.get("usage") else None,
         "checked_at": utc_now(),
     }
     for name in BATCH_TIMESTAMPS:

@@ -4,7 +4,7 @@ import json
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from tabulate import tabulate
 
@@ -12,6 +12,7 @@ from batchledger.ledger import BATCH_TIMESTAMPS, Row
 
 LIST_COLUMNS = ("batch_id", "status", "recorded", "input", "requests", "saved")
 SWEEP_COLUMNS = ("batch_id", "status", "requests", "saved", "note")
+HISTORY_COLUMNS = ("at", "action", "detail", "log file")
 
 
 def display_path(path: str | Path | None) -> str:
@@ -33,6 +34,11 @@ def requests_text(row: Mapping[str, Any]) -> str:
     return f"{text} ({failed} failed)" if failed else text
 
 
+def missing_requests(row: Mapping[str, Any]) -> int:
+    """Requests of the batch with no successful result."""
+    return int((row.get("requests_total") or 0) - (row.get("requests_completed") or 0))
+
+
 def status_lines(row: Row) -> list[str]:
     """The succinct `key: value` lines for one batch, timestamps in ISO 8601 UTC."""
     lines = [f"batch_id: {row['batch_id']}", f"status: {row['status']}"]
@@ -42,10 +48,108 @@ def status_lines(row: Row) -> list[str]:
             f"requests: {row['requests_completed'] or 0} completed, "
             f"{row['requests_failed'] or 0} failed, {row['requests_total']} total"
         )
+    return lines + status_notes(row)
+
+
+def status_notes(row: Row) -> list[str]:
+    """What went wrong with a batch: requests left without a result, the API's errors."""
+    notes = []
+    if row.get("status") in ("expired", "cancelled") and missing_requests(row):
+        notes.append(f"missing: {missing_requests(row)} requests have no result")
     for error in json.loads(row["errors"]) if row.get("errors") else []:
         where = f"line {error['line']}: " if error.get("line") is not None else ""
-        lines.append(f"error: {where}{error.get('code') or ''}: {error.get('message') or ''}")
+        notes.append(f"error: {where}{error.get('code') or ''}: {error.get('message') or ''}")
+    return notes
+
+
+SHOW_FIELDS = (
+    "batch_id",
+    "status",
+    "origin",
+    "endpoint",
+    "completion_window",
+    "input_path",
+    "input_bytes",
+    "input_sha256",
+    "input_file_id",
+    "output_file_id",
+    "error_file_id",
+    "recorded_at",
+    "checked_at",
+)
+
+
+def show_lines(row: Row, history: list[Row]) -> list[str]:
+    """Everything the ledger knows about one batch, as `key: value` lines and a history."""
+    lines = [f"{name}: {row[name]}" for name in SHOW_FIELDS[:2]]
+    lines += [f"{name}: {row[name]}" for name in SHOW_FIELDS[2:] if row.get(name) is not None]
+    lines += [f"{name}: {row[name]}" for name in BATCH_TIMESTAMPS if row.get(name)]
+    if row.get("requests_total") is not None:
+        lines.append(
+            f"requests: {row['requests_completed'] or 0} completed, "
+            f"{row['requests_failed'] or 0} failed, {row['requests_total']} total"
+        )
+    usage = json.loads(row["usage"]) if row.get("usage") else {}
+    if usage.get("total_tokens"):
+        lines.append(
+            f"tokens: {usage.get('input_tokens', 0)} input, "
+            f"{usage.get('output_tokens', 0)} output, {usage['total_tokens']} total"
+        )
+    for kind, label in (("output", "saved"), ("error", "saved errors")):
+        if row.get(f"{kind}_path"):
+            lines.append(
+                f"{label}: {display_path(row[f'{kind}_path'])} ({row[f'{kind}_bytes']} bytes, "
+                f"sha256 {row[f'{kind}_sha256']}, at {row[f'{kind}_saved_at']})"
+            )
+    lines += status_notes(row)
+    lines.append("history:")
+    table = [
+        [event["at"], event["action"], event["detail"] or "", event["log_file"] or ""]
+        for event in history
+    ]
+    lines += ["  " + line for line in tabulate(table, headers=HISTORY_COLUMNS).splitlines()]
     return lines
+
+
+def row_json(row: Row) -> dict[str, Any]:
+    """A ledger row for --json: the JSON columns as objects rather than strings."""
+    return {
+        **row,
+        "errors": json.loads(row["errors"]) if row.get("errors") else None,
+        "usage": json.loads(row["usage"]) if row.get("usage") else None,
+    }
+
+
+class Progress:
+    """Progress of watched batches on a stream: a bar on a terminal, plain lines otherwise."""
+
+    BAR_WIDTH = 30
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self.on_terminal = stream.isatty()
+        self.last_line: dict[str, str] = {}
+        self.open_line = False
+
+    def show(self, batch: Mapping[str, Any]) -> None:
+        counts = batch.get("request_counts") or {}
+        done, failed, total = (counts.get(k) or 0 for k in ("completed", "failed", "total"))
+        text = f"{batch['id']} {batch['status']}: {done + failed}/{total} done, {failed} failed"
+        if self.on_terminal:
+            filled = self.BAR_WIDTH * (done + failed) // total if total else 0
+            bar = "#" * filled + "-" * (self.BAR_WIDTH - filled)
+            self.stream.write(f"\r[{bar}] {text}\033[K")
+            self.open_line = True
+        elif self.last_line.get(batch["id"]) != text:
+            self.stream.write(text + "\n")
+        self.last_line[batch["id"]] = text
+        self.stream.flush()
+
+    def end_line(self) -> None:
+        if self.open_line:
+            self.stream.write("\n")
+            self.stream.flush()
+            self.open_line = False
 
 
 def list_table(rows: Iterable[Row]) -> str:

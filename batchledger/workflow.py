@@ -5,6 +5,8 @@ Nothing here prints; the CLI turns the returned values into output.
 
 import hashlib
 import os
+import time
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -13,13 +15,16 @@ from typing import TYPE_CHECKING, Any
 
 from batchledger import api
 from batchledger.errors import BatchledgerError, ExitCode
-from batchledger.ledger import InputFile, Ledger, Row
+from batchledger.ledger import FINAL_STATUSES, InputFile, Ledger, Row
 from batchledger.paths import default_results_path, errors_path_for
 
 if TYPE_CHECKING:
     from openai import OpenAI
 
 HASH_CHUNK_BYTES = 1024 * 1024
+# A batch in one of these states may hold result files: completed, or ended early with
+# part of its work done (expired, cancelled).
+SAVABLE_STATUSES = frozenset({"completed", "expired", "cancelled"})
 
 
 @dataclass(frozen=True)
@@ -46,6 +51,7 @@ class BatchReport:
     batch: dict[str, Any] | None = None
     row: Row | None = None
     saved: list[SavedFile] = field(default_factory=list)
+    already_saved: bool = False  # retrieve found the results saved and unchanged
     error: BatchledgerError | None = None
 
 
@@ -136,15 +142,22 @@ def check_status(
     auto_save: bool,
     out: Path | None = None,
 ) -> BatchReport:
-    """Fetch a batch, record it, and save its results if it completed and `auto_save`."""
+    """Fetch a batch and record it; with `auto_save`, save whatever results it has."""
     batch = api.get_batch_status(client, batch_id)
     row = ledger.record_batch(batch, log_file, action="status", row_id=None)
     report = BatchReport(batch_id=batch_id, batch=batch, row=row)
     # A result already saved is not fetched again unless the user names a place for it.
-    if auto_save and batch["status"] == "completed" and (out is not None or not results_saved(row)):
+    if auto_save and has_results(batch) and (out is not None or not results_saved(row)):
         report.saved = save_results(client, ledger, batch, row, out, log_file)
         report.row = ledger.get_row(row["id"])
     return report
+
+
+def has_results(batch: dict[str, Any]) -> bool:
+    """The batch is over and left a file to save: its output, its errors, or both."""
+    return batch["status"] in SAVABLE_STATUSES and bool(
+        batch.get("output_file_id") or batch.get("error_file_id")
+    )
 
 
 def results_saved(row: Row) -> bool:
@@ -155,19 +168,64 @@ def results_saved(row: Row) -> bool:
 
 
 def retrieve(
-    client: "OpenAI", ledger: Ledger, batch_id: str, out: Path | None, log_file: Path
+    client: "OpenAI",
+    ledger: Ledger,
+    batch_id: str,
+    out: Path | None,
+    log_file: Path,
+    *,
+    again: bool = False,
 ) -> BatchReport:
-    """Save a completed batch's results; refuse (exit 3) while it is not completed."""
+    """Save a finished batch's results; refuse (exit 3) while it has none.
+
+    An expired or cancelled batch keeps what it finished: that is saved too. A result
+    already saved at the same place, unchanged on disk, is not downloaded again unless
+    `again`.
+    """
     batch = api.get_batch_status(client, batch_id)
     row = ledger.record_batch(batch, log_file, action="retrieve", row_id=None)
-    if batch["status"] != "completed":
+    if not has_results(batch):
         ledger.record_event(row["id"], "retrieve_refused", f"status {batch['status']}", log_file)
-        raise BatchledgerError(
-            f"batch {batch_id} is {batch['status']}, not completed; nothing was saved",
-            ExitCode.REFUSED,
-        )
-    saved = save_results(client, ledger, batch, row, out, log_file)
-    return BatchReport(batch_id=batch_id, batch=batch, row=ledger.get_row(row["id"]), saved=saved)
+        if batch["status"] in SAVABLE_STATUSES:
+            reason = f"batch {batch_id} is {batch['status']} with no result files"
+        else:
+            reason = f"batch {batch_id} is {batch['status']}, not completed"
+        raise BatchledgerError(f"{reason}; nothing was saved", ExitCode.REFUSED)
+    report = BatchReport(batch_id=batch_id, batch=batch, row=row)
+    wanted = result_paths(batch, out)
+    if not again and all(saved_unchanged(row, kind, path) for kind, _, path in wanted):
+        report.already_saved = True
+        return report
+    report.saved = save_results(client, ledger, batch, row, out, log_file)
+    report.row = ledger.get_row(row["id"])
+    return report
+
+
+def result_paths(batch: dict[str, Any], out: Path | None) -> list[tuple[str, str, Path]]:
+    """(kind, file id, local path) of each result file the batch has."""
+    out_path = (out or default_results_path(batch["id"])).expanduser().absolute()
+    candidates = [
+        ("output", batch.get("output_file_id"), out_path),
+        ("error", batch.get("error_file_id"), errors_path_for(out_path)),
+    ]
+    return [(kind, file_id, path) for kind, file_id, path in candidates if file_id]
+
+
+def saved_unchanged(row: Row, kind: str, path: Path) -> bool:
+    """The ledger saved this file at `path`, and the bytes there are still the same."""
+    if row[f"{kind}_path"] != str(path) or not path.is_file():
+        return False
+    if path.stat().st_size != row[f"{kind}_bytes"]:
+        return False
+    return bool(sha256_of(path) == row[f"{kind}_sha256"])
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as stream:
+        while chunk := stream.read(HASH_CHUNK_BYTES):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def save_results(
@@ -178,27 +236,109 @@ def save_results(
     out: Path | None,
     log_file: Path,
 ) -> list[SavedFile]:
-    """Download the output file (and the error file beside it) and record both."""
-    out_path = (out or default_results_path(batch["id"])).expanduser().absolute()
-    wanted = [("output", batch.get("output_file_id"), out_path)]
-    wanted.append(("error", batch.get("error_file_id"), errors_path_for(out_path)))
+    """Download the output file and the error file beside it, and record both."""
     saved: list[SavedFile] = []
-    for kind, file_id, path in wanted:
-        if not file_id:
-            continue
+    for kind, file_id, path in result_paths(batch, out):
         replaced = path.exists()
         operation = "DOWNLOAD_RESULTS" if kind == "output" else "DOWNLOAD_ERRORS"
         try:
-            size = api.download_results(client, file_id, path, operation)
+            download = api.download_results(client, file_id, path, operation)
         except BatchledgerError as exc:
             ledger.record_event(row["id"], f"save_{kind}_failed", exc.message, log_file)
             raise
         except KeyboardInterrupt:
             ledger.record_event(row["id"], f"save_{kind}_interrupted", str(path), log_file)
             raise
-        ledger.record_download(row["id"], kind, path, size, log_file)
-        saved.append(SavedFile(kind=kind, path=path, size=size, replaced=replaced))
+        ledger.record_download(row["id"], kind, path, download.size, download.sha256, log_file)
+        saved.append(SavedFile(kind=kind, path=path, size=download.size, replaced=replaced))
     return saved
+
+
+def cancel(client: "OpenAI", ledger: Ledger, batch_id: str, log_file: Path) -> BatchReport:
+    """Ask the API to cancel a batch; refuse (exit 3) if it is already over."""
+    batch = api.get_batch_status(client, batch_id)
+    row = ledger.record_batch(batch, log_file, action="status", row_id=None)
+    if batch["status"] in FINAL_STATUSES:
+        raise BatchledgerError(
+            f"batch {batch_id} is already {batch['status']}; there is nothing to cancel",
+            ExitCode.REFUSED,
+        )
+    batch = api.cancel_batch(client, batch_id)
+    row = ledger.record_batch(batch, log_file, action="cancel", row_id=row["id"])
+    return BatchReport(batch_id=batch_id, batch=batch, row=row)
+
+
+def follow(
+    client: "OpenAI",
+    ledger: Ledger,
+    batch_ids: list[str],
+    log_file: Path,
+    *,
+    auto_save: bool,
+    interval: float,
+    max_interval: float,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Iterator[BatchReport]:
+    """Check the batches until each is final, yielding every check; backs off while idle.
+
+    The pause between rounds grows by half each round in which nothing moved, up to
+    `max_interval`, and drops back to `interval` as soon as something does.
+    """
+    waiting = list(dict.fromkeys(batch_ids))
+    last_seen: dict[str, tuple[Any, ...]] = {}
+    pause = interval
+    while waiting:
+        moved = False
+        for batch_id in list(waiting):
+            report = check_status(client, ledger, batch_id, log_file, auto_save=auto_save)
+            assert report.batch is not None
+            seen = (report.batch["status"], *progress_of(report.batch))
+            moved = moved or last_seen.get(batch_id) != seen
+            last_seen[batch_id] = seen
+            if report.batch["status"] in FINAL_STATUSES:
+                waiting.remove(batch_id)
+            yield report
+        if waiting:
+            pause = interval if moved else min(pause * 1.5, max_interval)
+            sleep(pause)
+
+
+def progress_of(batch: dict[str, Any]) -> tuple[int, int, int]:
+    """(completed, failed, total) requests of a batch."""
+    counts = batch.get("request_counts") or {}
+    return (counts.get("completed") or 0, counts.get("failed") or 0, counts.get("total") or 0)
+
+
+@dataclass
+class SyncReport:
+    added: list[str] = field(default_factory=list)  # made elsewhere, new to the ledger
+    updated: list[str] = field(default_factory=list)
+    recovered: list[str] = field(default_factory=list)  # made by a create that was cut off
+    unchanged: int = 0
+
+
+def sync(client: "OpenAI", ledger: Ledger, log_file: Path) -> SyncReport:
+    """Bring every batch of the account into the ledger, marking those made elsewhere."""
+    report = SyncReport()
+    for batch in api.list_batches(client):
+        row = ledger.find_batch(batch["id"])
+        if row is not None:
+            known = (row["status"], row["requests_completed"], row["requests_failed"])
+            if known == (batch["status"], *progress_of(batch)[:2]):
+                report.unchanged += 1
+            else:
+                ledger.record_batch(batch, log_file, action="sync", row_id=row["id"])
+                report.updated.append(batch["id"])
+            continue
+        ref = (batch.get("metadata") or {}).get(api.REF_KEY)
+        cut_off = ledger.find_by_ref(ref) if ref else None
+        if cut_off is not None and cut_off["batch_id"] is None:
+            ledger.record_batch(batch, log_file, action="recover", row_id=cut_off["id"])
+            report.recovered.append(batch["id"])
+        else:
+            ledger.record_batch(batch, log_file, action="sync", row_id=None, origin="sync")
+            report.added.append(batch["id"])
+    return report
 
 
 def recover_unfinished(client: "OpenAI", ledger: Ledger, log_file: Path) -> list[Row]:

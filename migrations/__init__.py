@@ -11,7 +11,9 @@ migrations = Migrations("batchledger")
 
 @migrations()
 def m001_create_batches(db: Database) -> None:
-    # One row per batch this ledger knows. The row is written before the upload
+    # One row per batch this ledger knows. `origin` says how it got here: "create" (made
+    # by batchledger), "lookup" (status of an id it did not know) or "sync" (found by
+    # listing the account's batches). A create's row is written before the upload
     # (batch_id still NULL) so that an interrupted create leaves a trace to resume from;
     # `ref` is sent as the batch's metadata so that the batch can be found again.
     db.execute(
@@ -43,11 +45,14 @@ def m001_create_batches(db: Database) -> None:
             output_file_id TEXT,
             error_file_id TEXT,
             errors TEXT,
+            usage TEXT,
             output_path TEXT,
             output_bytes INTEGER,
+            output_sha256 TEXT,
             output_saved_at TEXT,
             error_path TEXT,
             error_bytes INTEGER,
+            error_sha256 TEXT,
             error_saved_at TEXT,
             recorded_at TEXT NOT NULL,
             checked_at TEXT
@@ -57,6 +62,7 @@ def m001_create_batches(db: Database) -> None:
     db.execute("CREATE INDEX idx_batches_recorded_at ON batches (recorded_at)")
     db.execute("CREATE INDEX idx_batches_status ON batches (status)")
     db.execute("CREATE INDEX idx_batches_input ON batches (input_sha256, endpoint)")
+    db.execute("CREATE INDEX idx_batches_endpoint ON batches (endpoint)")
 
 
 @migrations()
