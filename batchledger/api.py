@@ -205,7 +205,7 @@ def _retry_without_duplicates(
 
 def _retryable(exc: BaseException | None) -> bool:
     if isinstance(exc, openai.APIStatusError):
-        return exc.status_code in (408, 409, 429) or exc.status_code >= 500
+        return exc.status_code in (408, 429) or exc.status_code >= 500
     return isinstance(exc, openai.APIConnectionError)
 
 
@@ -305,13 +305,22 @@ def _stream_to(client: OpenAI, file_id: str, part: Path, operation: str) -> Down
     return Download(size=size, sha256=digest.hexdigest())
 
 
-def cancel_batch(client: OpenAI, batch_id: str) -> dict[str, Any]:
+def cancel_batch(client: OpenAI, batch_id: str) -> dict[str, Any] | None:
+    """Ask to cancel a batch; None if it is past cancelling (the API answers 409)."""
     log.info("CANCEL_BATCH request=%s", json.dumps({"batch_id": batch_id}))
-    with api_errors("CANCEL_BATCH"):
-        batch = client.batches.cancel(batch_id)
-    result = batch.model_dump(mode="json")
-    _log_response("CANCEL_BATCH", result)
-    return result
+
+    def cancel() -> dict[str, Any]:
+        result = _once(client).batches.cancel(batch_id).model_dump(mode="json")
+        _log_response("CANCEL_BATCH", result)
+        return result
+
+    try:
+        # The SDK would retry the 409 of a finished batch; here only transient errors are.
+        return _retry_without_duplicates(client, "CANCEL_BATCH", cancel, lambda: None)
+    except BatchledgerError as exc:
+        if isinstance(exc.__cause__, openai.ConflictError):
+            return None
+        raise
 
 
 def list_batches(client: OpenAI) -> Iterator[dict[str, Any]]:

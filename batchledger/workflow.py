@@ -255,16 +255,16 @@ def save_results(
 
 
 def cancel(client: "OpenAI", ledger: Ledger, batch_id: str, log_file: Path) -> BatchReport:
-    """Ask the API to cancel a batch; refuse (exit 3) if it is already over."""
-    batch = api.get_batch_status(client, batch_id)
-    row = ledger.record_batch(batch, log_file, action="status", row_id=None)
-    if batch["status"] in FINAL_STATUSES:
+    """Ask the API to cancel a batch; refuse (exit 3) if it is already past that."""
+    batch = api.cancel_batch(client, batch_id)
+    if batch is None:
+        batch = api.get_batch_status(client, batch_id)
+        ledger.record_batch(batch, log_file, action="cancel_refused", row_id=None)
         raise BatchledgerError(
             f"batch {batch_id} is already {batch['status']}; there is nothing to cancel",
             ExitCode.REFUSED,
         )
-    batch = api.cancel_batch(client, batch_id)
-    row = ledger.record_batch(batch, log_file, action="cancel", row_id=row["id"])
+    row = ledger.record_batch(batch, log_file, action="cancel", row_id=None)
     return BatchReport(batch_id=batch_id, batch=batch, row=row)
 
 
