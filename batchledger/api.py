@@ -20,11 +20,11 @@ import openai
 from openai import OpenAI
 
 from batchledger.errors import BatchledgerError, ExitCode
+from batchledger.ledger import REF_KEY
 
 log = logging.getLogger("batchledger")
 _T = TypeVar("_T")
 
-REF_KEY = "batchledger_ref"  # the batch metadata key that carries the ledger's ref
 # Server and local clocks differ; look back this much further than the local time.
 CLOCK_SKEW_SECONDS = 600
 INITIAL_RETRY_SECONDS = 0.5

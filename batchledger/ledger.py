@@ -31,6 +31,7 @@ BATCH_TIMESTAMPS = (
     "cancelled_at",
     "expires_at",
 )
+REF_KEY = "batchledger_ref"  # the batch metadata key that carries a row's ref
 LOCK_TIMEOUT_ENV = "BATCHLEDGER_LOCK_TIMEOUT"
 DEFAULT_LOCK_TIMEOUT_SECONDS = 15.0
 
@@ -216,7 +217,7 @@ class Ledger:
         fields = _fields_from_batch(batch)
         with self._writing():
             if row_id is None:
-                existing = self._find_by_batch_id(str(batch["id"]))
+                existing = self.row_of(batch)
                 row_id = existing["id"] if existing else None
             if row_id is None:
                 row_id = self._insert_foreign(batch, fields, origin)
@@ -289,6 +290,18 @@ class Ledger:
             "OR substr(batch_id, 1, ?) = ? ORDER BY id DESC LIMIT ?",
             (len(prefix), prefix, len(with_part), with_part, limit),
         )
+
+    def row_of(self, batch: Mapping[str, Any]) -> Row | None:
+        """The ledger's row of an API batch: by its id, or by the ref a create tagged it with.
+
+        A create cut off before it learned its batch id left a row with the ref only; the
+        batch must land in that row, not in a second one.
+        """
+        row = self._find_by_batch_id(str(batch["id"]))
+        ref = (batch.get("metadata") or {}).get(REF_KEY)
+        if row is None and ref:
+            row = self.find_by_ref(ref)
+        return row
 
     def find_by_ref(self, ref: str) -> Row | None:
         rows = self._rows("SELECT * FROM batches WHERE ref = ?", (ref,))

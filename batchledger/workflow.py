@@ -321,23 +321,21 @@ def sync(client: "OpenAI", ledger: Ledger, log_file: Path) -> SyncReport:
     """Bring every batch of the account into the ledger, marking those made elsewhere."""
     report = SyncReport()
     for batch in api.list_batches(client):
-        row = ledger.find_batch(batch["id"])
-        if row is not None:
-            known = (row["status"], row["requests_completed"], row["requests_failed"])
-            if known == (batch["status"], *progress_of(batch)[:2]):
-                report.unchanged += 1
-            else:
-                ledger.record_batch(batch, log_file, action="sync", row_id=row["id"])
-                report.updated.append(batch["id"])
-            continue
-        ref = (batch.get("metadata") or {}).get(api.REF_KEY)
-        cut_off = ledger.find_by_ref(ref) if ref else None
-        if cut_off is not None and cut_off["batch_id"] is None:
-            ledger.record_batch(batch, log_file, action="recover", row_id=cut_off["id"])
-            report.recovered.append(batch["id"])
-        else:
+        row = ledger.row_of(batch)
+        if row is None:
             ledger.record_batch(batch, log_file, action="sync", row_id=None, origin="sync")
             report.added.append(batch["id"])
+        elif row["batch_id"] is None:
+            ledger.record_batch(batch, log_file, action="recover", row_id=row["id"])
+            report.recovered.append(batch["id"])
+        elif (row["status"], row["requests_completed"], row["requests_failed"]) != (
+            batch["status"],
+            *progress_of(batch)[:2],
+        ):
+            ledger.record_batch(batch, log_file, action="sync", row_id=row["id"])
+            report.updated.append(batch["id"])
+        else:
+            report.unchanged += 1
     return report
 
 

@@ -315,3 +315,20 @@ def test_newer_schema_is_refused_and_left_alone(cli, emulator: EmulatorServer, i
     assert result.code == 1
     assert "was written by a newer batchledger" in result.err
     assert ledger.read_bytes() == before
+
+
+def test_cut_off_batch_looked_up_by_id_lands_in_its_own_row(
+    cli, emulator: EmulatorServer, isolated: Path
+):
+    write_jsonl(isolated / "in.jsonl", 3)
+    emulator.state.add_fault(Fault(method="POST", path=r"^/v1/batches$", drop_request=True))
+    assert cli("create", "--in", "in.jsonl", "--max-retries", "0").code == 1
+    [server_batch] = emulator.state.batches.values()
+
+    looked_up = cli("status", "--batch-id", server_batch.id)
+    swept = cli("status", "--all")
+
+    assert (looked_up.code, swept.code) == (0, 0), looked_up.err + swept.err
+    [row] = ledger_rows()  # the create's own row, not a second one
+    assert (row["batch_id"], row["origin"]) == (server_batch.id, "create")
+    assert row["input_path"] == str(isolated / "in.jsonl")

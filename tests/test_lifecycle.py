@@ -19,9 +19,9 @@ from helpers import (
     write_jsonl,
 )
 
-from batchledger import api, workflow
+from batchledger import workflow
 from batchledger.emulator import EmulatorServer, Fault
-from batchledger.ledger import open_ledger
+from batchledger.ledger import REF_KEY, open_ledger
 
 
 def created(cli, path: Path, lines: int = 4, **body) -> str:
@@ -437,4 +437,4 @@ def test_json_output(cli, emulator: EmulatorServer, isolated: Path, command: str
     assert isinstance(document, dict)
     assert document["batch_id"] == ledger_rows()[0]["batch_id"]
     assert document["input_path"] == str(isolated / "in.jsonl")
-    assert api.REF_KEY not in result.out  # ledger fields, not the raw API object
+    assert REF_KEY not in result.out  # ledger fields, not the raw API object
