@@ -635,13 +635,35 @@ def test_cli_workflow_conforms_to_published_spec(via_prism: Gate, cli: Any, isol
         server, chat_row["output_file_id"]
     )
 
+    # the commands that came later: watch, cancel (with partial results), sync, show
+    created = cli("create", "--in", str(write_jsonl(isolated / "watched.jsonl", 5)))
+    assert created.code == 0, created.err
+    watched = created.field("batch_id")
+    followed = cli("watch", "--batch-id", "last", "--interval", "0.01")
+    assert followed.code == 0, followed.err
+    assert followed.field("status") == "completed"
+    created = cli("create", "--in", str(write_jsonl(isolated / "cancelled.jsonl", 6)))
+    assert created.code == 0, created.err
+    cancelled = created.field("batch_id")
+    assert cli("status", "--batch-id", cancelled).field("status") == "in_progress"
+    stopped = cli("cancel", "--batch-id", cancelled, "--interval", "0.01")
+    assert stopped.code == 0, stopped.err
+    assert stopped.out.splitlines()[-2:] == ["status: cancelling", "status: cancelled"]
+    partial = cli("retrieve", "--batch-id", cancelled)
+    assert partial.code == 0, partial.err
+    synced = cli("sync")
+    assert synced.code == 0, synced.err
+    shown = json.loads(cli("show", watched, "--json").out)
+    assert shown["status"] == "completed" and shown["history"]
+    everyone = {first, chat, failed, expired, watched, cancelled}
+
     listed = cli("list")
     assert listed.code == 0, listed.err
-    for batch_id in (first, chat, failed, expired):
+    for batch_id in everyone:
         assert batch_id in listed.out
     as_json = cli("list", "--json")
     assert as_json.code == 0, as_json.err
-    assert {row["batch_id"] for row in json.loads(as_json.out)} == {first, chat, failed, expired}
+    assert {row["batch_id"] for row in json.loads(as_json.out)} == everyone
 
     # error paths, with the SDK's retries off: one request each, a clean error
     unknown = "batch_0000000000000000000000000000dead"
