@@ -574,7 +574,7 @@ def cmd_list(run: Run) -> ExitCode:
     if run.args.json:
         print(json_text([row_json(row) for row in rows]))
     elif not rows:
-        print("No batches in the ledger yet." if ledger is None else "No batches match.")
+        print("No batches match." if filters.active else "No batches in the ledger yet.")
     else:
         print(list_table(rows))
     if ledger is not None and limit is not None and len(rows) == limit:

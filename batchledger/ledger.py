@@ -407,6 +407,10 @@ class BatchFilter:
     since: str | None = None  # ISO 8601 UTC, compared with recorded_at
     endpoint: str | None = None
 
+    @property
+    def active(self) -> bool:
+        return bool(self.statuses or self.since or self.endpoint)
+
     def sql(self) -> tuple[str, tuple[Any, ...]]:
         clauses: list[str] = []
         params: list[Any] = []
