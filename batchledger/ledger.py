@@ -168,7 +168,8 @@ class Ledger:
                 "at": utc_now(),
                 "action": action,
                 "detail": detail,
-                "log_file": str(log_file) if log_file else None,
+                # Absolute: the ledger is shared by runs from any working directory.
+                "log_file": str(log_file.absolute()) if log_file else None,
             }
         )
 

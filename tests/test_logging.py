@@ -37,8 +37,8 @@ def test_log_has_every_call_and_nothing_secret(cli, emulator: EmulatorServer, is
     assert "Say hello" not in status_log  # the output echoes the input; never logged
     # The ledger's history names the log of each run.
     by_action = {event["action"]: event["log_file"] for event in ledger_rows("history")}
-    assert by_action["create"] == "logs/create.log"
-    assert by_action["save_output"] == "logs/status.log"
+    assert by_action["create"] == str(isolated / "logs/create.log")
+    assert by_action["save_output"] == str(isolated / "logs/status.log")
 
 
 def test_default_log_file_is_timestamped_under_logs(cli, emulator: EmulatorServer, isolated: Path):
