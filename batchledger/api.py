@@ -30,7 +30,6 @@ CLOCK_SKEW_SECONDS = 600
 INITIAL_RETRY_SECONDS = 0.5
 MAX_RETRY_SECONDS = 8.0
 MAX_RETRY_AFTER_SECONDS = 120.0
-DOWNLOAD_CHUNK_BYTES = 1024 * 1024
 # A body that drops midway is not retried by the SDK (it has already returned the
 # response), so downloads retry on their own, a bounded number of times.
 DOWNLOAD_ATTEMPTS = 3
@@ -287,7 +286,9 @@ def _stream_to(client: OpenAI, file_id: str, part: Path, operation: str) -> Down
         size = 0
         try:
             with part.open("xb") as out:
-                for chunk in response.iter_bytes(DOWNLOAD_CHUNK_BYTES):
+                # Chunks as the transport reads them: asking for a chunk size makes the
+                # HTTP library copy every read through a buffer (bench/transfer.py).
+                for chunk in response.iter_bytes():
                     out.write(chunk)
                     digest.update(chunk)
                     size += len(chunk)

@@ -2,6 +2,7 @@
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
@@ -606,6 +607,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             run.logger.warning("INTERRUPTED by the user")
         print("batchledger: interrupted", file=sys.stderr)
         return int(ExitCode.INTERRUPTED)
+    except BrokenPipeError:
+        # The reader went away (`batchledger list | head`): stop quietly, as cat would.
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115  # Python flushes stdout at exit
+        return int(ExitCode.OK)
     except SystemExit as exc:  # --help and --version
         return exc.code if isinstance(exc.code, int) else 0
     except Exception as exc:

@@ -107,7 +107,10 @@ def show_lines(row: Row, history: list[Row]) -> list[str]:
         [event["at"], event["action"], event["detail"] or "", event["log_file"] or ""]
         for event in history
     ]
-    lines += ["  " + line for line in tabulate(table, headers=HISTORY_COLUMNS).splitlines()]
+    lines += [
+        "  " + line
+        for line in tabulate(table, headers=HISTORY_COLUMNS, disable_numparse=True).splitlines()
+    ]
     return lines
 
 
@@ -164,11 +167,13 @@ def list_table(rows: Iterable[Row]) -> str:
         ]
         for row in rows
     ]
-    return tabulate(table, headers=LIST_COLUMNS)
+    # No number parsing: every cell is text already, and guessing types is most of the
+    # time `list --all` spends on a big ledger.
+    return tabulate(table, headers=LIST_COLUMNS, disable_numparse=True)
 
 
 def sweep_table(entries: Iterable[tuple[str, str, str, str, str]]) -> str:
-    return tabulate(list(entries), headers=SWEEP_COLUMNS)
+    return tabulate(list(entries), headers=SWEEP_COLUMNS, disable_numparse=True)
 
 
 def json_text(value: Any) -> str:

@@ -1,6 +1,7 @@
 """`list`: the ledger as a table or JSON, with no key and no network."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -9,6 +10,7 @@ import pytest
 from helpers import write_jsonl
 
 from batchledger.emulator import EmulatorServer
+from batchledger.ledger import open_ledger
 
 
 def test_list_on_a_missing_ledger_creates_nothing(cli, isolated: Path, monkeypatch):
@@ -64,3 +66,28 @@ def test_list_does_not_import_openai(emulator: EmulatorServer, isolated: Path):
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     )
     assert completed.stdout.strip().splitlines()[-1] == "False 0"
+
+
+def test_list_into_a_closed_pipe_stops_quietly(isolated: Path):
+    ledger = open_ledger(Path(os.environ["BATCHLEDGER_DB"]))
+    assert ledger is not None
+    with ledger.db.conn:  # far more rows than a pipe buffers
+        ledger.db.conn.executemany(
+            "INSERT INTO batches (ref, batch_id, endpoint, completion_window, status, recorded_at)"
+            " VALUES (?, ?, '/v1/responses', '24h', 'completed', '2026-11-25T14:03:07Z')",
+            [(f"ref{n}", f"batch_{n:032x}") for n in range(3000)],
+        )
+    ledger.close()
+
+    pipeline = subprocess.run(
+        f"{sys.executable} -m batchledger list --all | head -n 1; echo status=${{PIPESTATUS[0]}}",
+        shell=True,
+        executable="/bin/bash",
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+
+    assert pipeline.stdout.splitlines()[0].split()[0] == "batch_id"
+    assert pipeline.stdout.splitlines()[-1] == "status=0"
+    assert pipeline.stderr == ""
