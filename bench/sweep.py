@@ -1,0 +1,164 @@
+"""Sweep: `status --all` over 200 pending batches with 100 ms of server latency per lookup.
+
+    .venv/bin/python bench/sweep.py [--quick]
+
+Every sweep does the same work: the emulator runs in time mode with a step far in the
+future, so no batch moves while being looked up (they all stay in_progress).
+"""
+
+from __future__ import annotations
+
+import re
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+from _common import (
+    API_KEY,
+    ENDPOINT,
+    Report,
+    add_emulator_file,
+    child_env,
+    cli,
+    median,
+    parse_args,
+    progress,
+    request_lines,
+    run_measured,
+)
+from _common import seconds as fmt
+
+from batchledger.cli import DEFAULT_CONCURRENCY
+from batchledger.emulator import EmulatorServer, EmulatorState, Fault
+from batchledger.ledger import InputFile, open_ledger
+
+LATENCY = 0.1
+TARGET_FRACTION = 1 / 6
+RETRIEVE_PATH = r"^/v1/batches/[^/]+$"
+
+
+def latency_fault() -> Fault:
+    return Fault(path=RETRIEVE_PATH, method="GET", delay=LATENCY, times=None)
+
+
+def pending_batches(state: EmulatorState, db: Path, work: Path, count: int) -> None:
+    """`count` in_progress batches on the emulator, each recorded in the ledger by a create."""
+    source = work / "input.jsonl"
+    input_id, digest = add_emulator_file(state, request_lines(20_000), "batch")
+    source.write_bytes(state.get_file(input_id).path.read_bytes())
+    input_ = InputFile(path=source, size=source.stat().st_size, sha256=digest)
+    ledger = open_ledger(db)
+    assert ledger is not None
+    try:
+        for _ in range(count):
+            row = ledger.start_submission(input_, ENDPOINT, "24h", None)
+            ledger.record_upload(row["id"], input_id, None)
+            batch = state.create_batch(
+                input_file_id=input_id,
+                endpoint=ENDPOINT,
+                completion_window="24h",
+                metadata={"batchledger_ref": row["ref"]},
+                output_expires_after=None,
+            )
+            state.advance(batch.id)  # validating -> in_progress
+            ledger.record_batch(batch.to_json(), None, action="create", row_id=row["id"])
+    finally:
+        ledger.close()
+
+
+def parallel_delay_seconds(server: EmulatorServer, state: EmulatorState, threads: int) -> float:
+    """Wall time of `threads` delayed lookups sent at once (LATENCY if delays overlap)."""
+    batch_id = next(iter(state.batches))
+    request = urllib.request.Request(
+        f"{server.base_url}/batches/{batch_id}", headers={"Authorization": f"Bearer {API_KEY}"}
+    )
+
+    def fetch() -> None:
+        with urllib.request.urlopen(request) as response:
+            response.read()
+
+    workers = [threading.Thread(target=fetch) for _ in range(threads)]
+    started = time.perf_counter()
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    return time.perf_counter() - started
+
+
+def lookups(state: EmulatorState) -> int:
+    with state.lock:
+        return sum(
+            1 for r in state.requests if r.method == "GET" and re.match(RETRIEVE_PATH, r.path)
+        )
+
+
+def time_sweeps(
+    state: EmulatorState, commands: dict[str, list[str]], env: dict[str, str], work: Path, runs: int
+) -> dict[str, float]:
+    walls: dict[str, list[float]] = {name: [] for name in commands}
+    for attempt in range(runs):
+        for name, cmd in commands.items():
+            progress(f"sweep run {attempt + 1}/{runs}: {name}")
+            state.clear_requests()
+            walls[name].append(run_measured(cmd, env, work).wall)
+            if lookups(state) != len(state.batches):
+                raise SystemExit(f"{name}: {lookups(state)} lookups, expected one per batch")
+    return {name: median(values) for name, values in walls.items()}
+
+
+def main() -> None:
+    args = parse_args(__doc__ or "")
+    count, runs = 200, 1 if args.quick else 3
+    sweep = ["status", "--all", "--no-auto-save"]
+    commands = {
+        "concurrency 1": cli(*sweep, "--concurrency", "1"),
+        "default concurrency": cli(*sweep),
+        "concurrency 16": cli(*sweep, "--concurrency", "16"),
+    }
+    report = Report(
+        f"sweep ({count} pending batches, {LATENCY * 1000:.0f} ms latency, {runs} runs)"
+    )
+    with tempfile.TemporaryDirectory(prefix="bench-sweep-") as tmp:
+        work = Path(tmp)
+        db = work / "ledger.db"
+        with EmulatorServer(port=0, data_dir=work / "emulator", step_seconds=1e9) as server:
+            state = server.state
+            progress(f"creating {count} pending batches")
+            pending_batches(state, db, work, count)
+            env = child_env(server.base_url, db)
+            state.add_fault(latency_fault())
+            overlap = parallel_delay_seconds(server, state, 8)
+            walls = time_sweeps(state, commands, env, work, runs)
+            state.clear_faults()
+            fixed = time_sweeps(state, {"no latency": cli(*sweep)}, env, work, runs)["no latency"]
+            statuses = {batch.status for batch in state.batches.values()}
+    sequential, default = walls["concurrency 1"], walls["default concurrency"]
+    report.add("emulator: 8 delayed lookups at once", fmt(overlap), f"~{LATENCY * 1000:.0f} ms")
+    for name, wall in walls.items():
+        report.add(f"status --all, {name}", fmt(wall))
+    report.add(
+        "default / concurrency 1",
+        f"{default / sequential:.3f} (1/{sequential / default:.1f})",
+        f"<= {TARGET_FRACTION:.3f} (1/6)",
+        default <= sequential * TARGET_FRACTION,
+    )
+    report.add(
+        "concurrency 16 / concurrency 1",
+        f"{walls['concurrency 16'] / sequential:.3f}",
+    )
+    report.add("status --all, default, no latency", fmt(fixed))
+    ideal = fixed + count * LATENCY / DEFAULT_CONCURRENCY
+    report.add(
+        f"ideal default: no-latency run + {count} x {LATENCY * 1000:.0f} ms"
+        f" / {DEFAULT_CONCURRENCY}",
+        fmt(ideal),
+    )
+    report.note(f"batch statuses after all sweeps: {', '.join(sorted(statuses))}")
+    report.print()
+
+
+if __name__ == "__main__":
+    main()
