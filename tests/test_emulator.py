@@ -327,6 +327,42 @@ def test_oversized_input_fails_validation(
     assert [(e.code, e.line) for e in failed.errors.data] == [(code, None)]
 
 
+@pytest.mark.parametrize(
+    ("lines", "padding", "status", "code"),
+    [
+        (50_000, 0, "in_progress", None),
+        (50_001, 0, "failed", "too_many_lines"),
+        (2, 200 * 1024 * 1024, "failed", "file_too_large"),
+    ],
+    ids=["50000-lines", "50001-lines", "over-200MB"],
+)
+def test_the_real_service_limits(
+    client: OpenAI, tmp_path: Path, lines: int, padding: int, status: str, code: str | None
+) -> None:
+    """The default limits are the real service's: 50,000 requests and 200 MB per input."""
+    path = tmp_path / "big.jsonl"
+    line = json.dumps(request_line("x")).encode()
+    with path.open("wb") as out:
+        for n in range(lines):
+            out.write(line.replace(b'"x"', f'"req-{n}"'.encode()) + b"\n")
+        blank = b" " * (1024 * 1024)
+        for _ in range(padding // len(blank)):  # the size is checked before any line is
+            out.write(blank)
+        out.write(b"\n" if padding else b"")
+    with path.open("rb") as stream:
+        file_id = client.files.create(file=stream, purpose="batch").id
+    batch = create_batch(client, file_id)
+
+    checked = client.batches.retrieve(batch.id)
+
+    assert checked.status == status
+    if code is None:
+        assert checked.request_counts is not None and checked.request_counts.total == lines
+    else:
+        assert checked.errors is not None and checked.errors.data is not None
+        assert [error.code for error in checked.errors.data] == [code]
+
+
 def test_bad_input_lines_fail_with_line_numbers(client: OpenAI, tmp_path: Path) -> None:
     lines = [
         request_line("ok"),
