@@ -136,22 +136,19 @@ class Ledger:
 
     @contextmanager
     def _writing(self) -> Iterator[None]:
+        """One write transaction; a SQLite failure in it becomes a one-line error."""
         # BEGIN IMMEDIATE takes the write lock up front, so two processes never both
         # read-then-upgrade and deadlock; the busy timeout makes the loser wait.
         with self._lock:
             try:
                 self.db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield
+                    self.db.commit()
+                except BaseException:
+                    self.db.rollback()
+                    raise
             except sqlite3.Error as exc:
-                raise BatchledgerError(_describe_sqlite_error(self.path, exc)) from exc
-            try:
-                yield
-            except BaseException:
-                self.db.rollback()
-                raise
-            try:
-                self.db.commit()
-            except sqlite3.Error as exc:
-                self.db.rollback()
                 raise BatchledgerError(_describe_sqlite_error(self.path, exc)) from exc
 
     def _rows(self, sql: str, params: tuple[Any, ...] = ()) -> list[Row]:

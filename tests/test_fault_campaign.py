@@ -128,9 +128,15 @@ def add_random_fault(schedule: Schedule, rng: random.Random) -> None:
                 method=method, path=path, status=status, retry_after=0.001, times=rng.randint(1, 3)
             )
         )
-    elif roll < 0.8:
+    elif roll < 0.7:
         schedule.log.append(f"fault drop_request {method} {path}")
         schedule.server.state.add_fault(Fault(method=method, path=path, drop_request=True))
+    elif roll < 0.8:
+        cut = rng.randint(0, 1000)
+        schedule.log.append(f"fault cut_request_after_bytes={cut} {method} {path}")
+        schedule.server.state.add_fault(
+            Fault(method=method, path=path, cut_request_after_bytes=cut)
+        )
     else:
         cut = rng.randint(0, 400)
         schedule.log.append(f"fault drop_after_bytes={cut} {method} {path}")

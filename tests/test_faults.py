@@ -55,6 +55,20 @@ def test_upload_response_lost_is_found_not_uploaded_again(
     assert row["input_file_id"] == result.field("file_id") == next(iter(emulator.state.files))
 
 
+def test_upload_cut_midway_is_sent_again(cli, emulator: EmulatorServer, isolated: Path):
+    write_jsonl(isolated / "in.jsonl", 50)
+    emulator.state.add_fault(
+        Fault(method="POST", path=r"^/v1/files$", cut_request_after_bytes=1000)
+    )
+
+    result = cli("create", "--in", "in.jsonl")
+
+    assert result.code == 0, result.err
+    [stored] = emulator.state.files.values()  # the cut upload never became a file
+    assert stored.path.read_bytes() == (isolated / "in.jsonl").read_bytes()
+    assert api_requests(emulator, "POST", "/v1/files") == 2
+
+
 def test_drop_after_upload_before_create_reuses_the_upload(
     cli, emulator: EmulatorServer, isolated: Path
 ):
@@ -332,3 +346,39 @@ def test_cut_off_batch_looked_up_by_id_lands_in_its_own_row(
     [row] = ledger_rows()  # the create's own row, not a second one
     assert (row["batch_id"], row["origin"]) == (server_batch.id, "create")
     assert row["input_path"] == str(isolated / "in.jsonl")
+
+
+def test_read_only_ledger_exits_1_and_is_left_alone(cli, emulator: EmulatorServer, isolated: Path):
+    created(cli, isolated / "in.jsonl")
+    ledger = Path(os.environ["BATCHLEDGER_DB"])
+    assert cli("list").code == 0  # a checkpoint leaves every row in the main file
+    before = ledger.read_bytes()
+    make_read_only(ledger)
+    try:
+        write_jsonl(isolated / "other.jsonl", 5)
+        result = cli("create", "--in", "other.jsonl")
+        listed = cli("list")
+    finally:
+        make_writable(ledger)
+
+    assert result.code == 1
+    assert result.err == (
+        f"batchledger: error: ledger {ledger} is read-only; check its permissions\n"
+    )
+    assert len(emulator.state.files) == 1  # refused before anything was uploaded
+    assert listed.code == 0 and "in.jsonl" in listed.out  # reading still works
+    assert ledger.read_bytes() == before
+
+
+def make_read_only(path: Path) -> None:
+    if os.geteuid() == 0:  # root writes through permission bits; not through immutable
+        if subprocess.run(["chattr", "+i", str(path)], check=False).returncode != 0:
+            pytest.skip("chattr +i is not supported on this file system")
+    else:
+        path.chmod(0o444)
+
+
+def make_writable(path: Path) -> None:
+    if os.geteuid() == 0:
+        subprocess.run(["chattr", "-i", str(path)], check=False)
+    path.chmod(0o644)

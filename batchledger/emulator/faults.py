@@ -2,6 +2,8 @@
 
 A matching fault acts in this order:
 
+0. ``cut_request_after_bytes=N``: the server reads at most N bytes of the request body and
+   hangs up; the request is not handled (a connection that broke while sending).
 1. ``status``: the request is not handled at all (its body is read and discarded); after
    ``delay`` the client gets that status with an OpenAI error body and, if set, Retry-After.
 2. Otherwise the request is handled normally, so side effects happen (a batch is created,
@@ -39,6 +41,8 @@ class Fault:
     delay: float = 0.0
     drop_after_bytes: int | None = None
     drop_request: bool = False
+    cut_request_after_bytes: int | None = None
+    """Read this many request body bytes at most, then hang up without handling it."""
     stall_after_bytes: int | None = None
     """Send this many body bytes, then wait `delay` seconds before the rest."""
     message: str | None = None
@@ -57,6 +61,10 @@ class Fault:
             raise ValueError("drop_after_bytes must not be negative")
         if self.stall_after_bytes is not None and self.stall_after_bytes < 0:
             raise ValueError("stall_after_bytes must not be negative")
+        if self.cut_request_after_bytes is not None and (
+            self.cut_request_after_bytes < 0 or self.status is not None or self.drop_request
+        ):
+            raise ValueError("cut_request_after_bytes must be >= 0 and stand alone")
         if self.delay < 0:
             raise ValueError("delay must not be negative")
 
@@ -68,6 +76,8 @@ class Fault:
     @property
     def action(self) -> str:
         """A short label of what the fault does, recorded with the request."""
+        if self.cut_request_after_bytes is not None:
+            return f"cut_request_after_bytes:{self.cut_request_after_bytes}"
         if self.status is not None:
             return f"status:{self.status}"
         if self.drop_request:
@@ -92,6 +102,7 @@ _FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "drop_after_bytes": (int, type(None)),
     "drop_request": (bool,),
     "stall_after_bytes": (int, type(None)),
+    "cut_request_after_bytes": (int, type(None)),
     "message": (str, type(None)),
 }
 

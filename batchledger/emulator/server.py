@@ -146,6 +146,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _serve_api(self, request: Request) -> None:
         fault = self._emulator.state.take_fault(request.method, request.path)
+        if fault is not None and fault.cut_request_after_bytes is not None:
+            self._cut_request(request, fault, fault.cut_request_after_bytes)
+            return
         if fault is not None and fault.status is not None:
             response = _fault_response(fault)
         else:
@@ -163,6 +166,16 @@ class _Handler(BaseHTTPRequestHandler):
             self._abort()
             return
         self._send(response, fault=fault)
+
+    def _cut_request(self, request: Request, fault: Fault, limit: int) -> None:
+        """Read at most `limit` body bytes, then hang up: the request never arrived whole."""
+        received = 0
+        for chunk in request.body.chunks():
+            received += len(chunk)
+            if received >= limit:
+                break
+        self._record(request, None, fault)
+        self._abort()
 
     def _record(self, request: Request, status: int | None, fault: Fault | None) -> None:
         headers = {
