@@ -62,11 +62,8 @@ def read_input(path_text: str) -> InputFile:
         raise BatchledgerError(f"input file {path_text} does not exist", ExitCode.USAGE)
     if path.is_dir():
         raise BatchledgerError(f"input {path_text} is a directory, not a file", ExitCode.USAGE)
-    digest = hashlib.sha256()
     try:
-        with path.open("rb") as stream:
-            while chunk := stream.read(HASH_CHUNK_BYTES):
-                digest.update(chunk)
+        sha256 = sha256_of(path)
         size = os.stat(path).st_size
     except OSError as exc:
         raise BatchledgerError(
@@ -74,7 +71,7 @@ def read_input(path_text: str) -> InputFile:
         ) from exc
     if size == 0:
         raise BatchledgerError(f"input file {path_text} is empty", ExitCode.USAGE)
-    return InputFile(path=path, size=size, sha256=digest.hexdigest())
+    return InputFile(path=path, size=size, sha256=sha256)
 
 
 def submit(

@@ -194,11 +194,9 @@ def import_floor(cwd: Path, runs: int = 3) -> Run:
 
 
 def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as stream:
-        while chunk := stream.read(COPY_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
+    from batchledger.workflow import sha256_of  # the project's own streaming hash
+
+    return sha256_of(path)
 
 
 def write_chunks(path: Path, chunks: Iterator[bytes]) -> tuple[int, int, str]:
