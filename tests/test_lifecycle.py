@@ -2,6 +2,8 @@
 id shortcuts, list filters and --json."""
 
 import json
+import os
+import pty
 import signal
 import subprocess
 import sys
@@ -438,3 +440,36 @@ def test_json_output(cli, emulator: EmulatorServer, isolated: Path, command: str
     assert document["batch_id"] == ledger_rows()[0]["batch_id"]
     assert document["input_path"] == str(isolated / "in.jsonl")
     assert REF_KEY not in result.out  # ledger fields, not the raw API object
+
+
+def test_watch_draws_a_progress_bar_on_a_terminal(cli, emulator: EmulatorServer, isolated: Path):
+    batch_id = created(cli, isolated / "in.jsonl", lines=4)
+    args = ["watch", "--batch-id", batch_id, "--interval", "0.01"]
+    leader, follower = pty.openpty()
+    try:
+        child = subprocess.Popen(
+            [sys.executable, "-m", "batchledger", *args],
+            cwd=isolated,
+            stdout=subprocess.PIPE,
+            stderr=follower,
+            text=True,
+        )
+        out, _ = child.communicate(timeout=30)
+        os.close(follower)
+        drawn = b""
+        while True:
+            try:
+                chunk = os.read(leader, 4096)
+            except OSError:  # the terminal's other end is closed: all is read
+                break
+            if not chunk:
+                break
+            drawn += chunk
+    finally:
+        os.close(leader)
+
+    assert child.returncode == 0
+    assert "status: completed" in out
+    screen = drawn.decode()
+    assert f"\r[{'-' * 30}] {batch_id} in_progress: 0/4 done, 0 failed" in screen
+    assert f"\r[{'#' * 30}] {batch_id} completed: 4/4 done, 0 failed" in screen
