@@ -37,9 +37,18 @@ DOWNLOAD_ATTEMPTS = 3
 
 def make_client(max_retries: int = 2, timeout: float = 600.0) -> OpenAI:
     """The one client of a run; the key and base URL come from the environment."""
-    if not os.environ.get("OPENAI_API_KEY"):
+    key = os.environ.get("OPENAI_API_KEY")
+    if not key:
         raise BatchledgerError(
             "OPENAI_API_KEY is not set; export your API key first", ExitCode.USAGE
+        )
+    # A pasted key with a stray space or newline would otherwise fail deep in the HTTP
+    # library, with the key itself in the error text.
+    if not key.isascii() or not key.isprintable() or key != key.strip():
+        raise BatchledgerError(
+            "OPENAI_API_KEY holds spaces, line breaks or non-ASCII characters; "
+            "export the key alone",
+            ExitCode.USAGE,
         )
     return OpenAI(max_retries=max_retries, timeout=timeout)
 

@@ -19,7 +19,7 @@ from batchledger.ledger import (
     open_ledger,
     resolve_batch_id,
 )
-from batchledger.logs import close_logger, setup_logger
+from batchledger.logs import close_logger, redact, setup_logger
 from batchledger.paths import default_log_path, ledger_path
 from batchledger.render import (
     Progress,
@@ -397,7 +397,10 @@ def sweep_all(run: Run) -> ExitCode:
     failures = [report for report in reports if report.error]
     for report in failures:
         assert report.error is not None
-        print(f"batchledger: error: {report.batch_id}: {report.error.message}", file=sys.stderr)
+        print(
+            f"batchledger: error: {report.batch_id}: {redact(report.error.message)}",
+            file=sys.stderr,
+        )
     return ExitCode.FAILURE if failures else ExitCode.OK
 
 
@@ -600,7 +603,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BatchledgerError as exc:
         if run is not None and run.logger is not None:
             run.logger.error("ERROR %s", exc.message, exc_info=True)
-        print(f"batchledger: error: {exc.message}", file=sys.stderr)
+        print(f"batchledger: error: {redact(exc.message)}", file=sys.stderr)
         return int(exc.exit_code)
     except KeyboardInterrupt:
         if run is not None and run.logger is not None:
@@ -618,7 +621,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if run is not None and run.logger is not None:
             run.logger.exception("UNEXPECTED %s", type(exc).__name__)
             where = f"; details in {run.log_file}"
-        print(f"batchledger: error: unexpected {type(exc).__name__}: {exc}{where}", file=sys.stderr)
+        print(
+            f"batchledger: error: unexpected {type(exc).__name__}: {redact(str(exc))}{where}",
+            file=sys.stderr,
+        )
         return int(ExitCode.FAILURE)
     finally:
         if run is not None:

@@ -1,23 +1,29 @@
 """The run's log file."""
 
 import logging
+import os
 from pathlib import Path
+
+from batchledger.errors import BatchledgerError, ExitCode
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(message)s"
 
 
 def setup_logger(log_path: Path) -> logging.Logger:
     """Log to `log_path` (its folder created on demand), one flushed line per record."""
-    log_path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        handler = logging.FileHandler(log_path, encoding="utf-8")
+    except OSError as exc:
+        raise BatchledgerError(
+            f"cannot write the log file {log_path}: {exc.strerror or exc}", ExitCode.USAGE
+        ) from exc
     logger = logging.getLogger("batchledger")
     logger.setLevel(logging.INFO)
-    for handler in list(logger.handlers):
-        logger.removeHandler(handler)
-        handler.close()
+    close_logger(logger)  # a handler left by an earlier run in this process
     # FileHandler flushes after every record (StreamHandler.emit calls flush), so the
     # log is complete up to the moment a run dies.
-    handler = logging.FileHandler(log_path, encoding="utf-8")
-    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    handler.setFormatter(RedactingFormatter(LOG_FORMAT))
     logger.addHandler(handler)
     logger.propagate = False
     return logger
@@ -27,3 +33,16 @@ def close_logger(logger: logging.Logger) -> None:
     for handler in list(logger.handlers):
         logger.removeHandler(handler)
         handler.close()
+
+
+def redact(text: str) -> str:
+    """`text` with the API key, should it appear anywhere in it, blanked out."""
+    key = os.environ.get("OPENAI_API_KEY", "").strip()
+    return text.replace(key, "[API key]") if len(key) >= 8 else text
+
+
+class RedactingFormatter(logging.Formatter):
+    """Formats records, tracebacks included, and blanks out the API key last of all."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(super().format(record))

@@ -5,7 +5,7 @@ import socket
 from pathlib import Path
 
 import pytest
-from helpers import api_requests, free_port, ledger_rows, write_jsonl
+from helpers import API_KEY, api_requests, free_port, ledger_rows, write_jsonl
 
 from batchledger.emulator import EmulatorServer, Fault
 
@@ -162,3 +162,34 @@ def test_socket_helper_port_is_free():
     port = free_port()
     with socket.socket() as sock:
         assert sock.connect_ex(("127.0.0.1", port)) != 0
+
+
+@pytest.mark.parametrize("key", [f"{API_KEY} ", f"{API_KEY}\n", "sk-tést-0123456789"])
+def test_a_malformed_key_is_a_usage_error_and_never_shown(cli, isolated: Path, monkeypatch, key):
+    write_jsonl(isolated / "in.jsonl", 1)
+    monkeypatch.setenv("OPENAI_API_KEY", key)
+
+    result = cli("create", "--in", "in.jsonl")
+
+    assert_one_line_error(result, 2, "OPENAI_API_KEY holds spaces, line breaks or non-ASCII")
+    assert key.strip() not in result.err
+
+
+def test_the_key_is_blanked_out_wherever_it_would_show(
+    cli, isolated: Path, monkeypatch, emulator: EmulatorServer
+):
+    # A misconfigured base URL that holds the key: the server's 404 names the path it got.
+    monkeypatch.setenv("OPENAI_BASE_URL", emulator.base_url.replace("/v1", f"/{API_KEY}/v1"))
+
+    result = cli("status", "--batch-id", "batch_abc", "--max-retries", "0")
+
+    assert_one_line_error(result, 1, "HTTP 404", "[API key]")
+    log = next((isolated / "logs").iterdir()).read_text()
+    assert "Traceback" in log and "[API key]" in log
+    assert API_KEY not in log and API_KEY not in result.err
+
+
+def test_an_unusable_log_file_is_a_usage_error(cli, isolated: Path, emulator: EmulatorServer):
+    (isolated / "taken").mkdir()
+    result = cli("status", "--batch-id", "batch_abc", "--log-file", "taken")
+    assert_one_line_error(result, 2, "cannot write the log file taken")
