@@ -113,16 +113,26 @@ def _root_cause(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
-def upload_file(client: OpenAI, path: Path) -> str:
-    """Upload a JSONL input (purpose `batch`) and return its file id."""
-    log.info("UPLOAD request=%s", json.dumps({"path": str(path), "purpose": "batch"}))
+def upload_name(path: Path, ref: str) -> str:
+    """The name an input is uploaded under: its own, tagged with the ledger's ref.
+
+    The tag lets a lost upload be told apart from another upload of a same-named file.
+    """
+    return f"{path.stem}.{ref}{path.suffix}"
+
+
+def upload_file(client: OpenAI, path: Path, name: str | None = None) -> str:
+    """Upload a JSONL input (purpose `batch`) as `name` and return its file id."""
+    name = name or path.name
+    request = {"path": str(path), "name": name, "purpose": "batch"}
+    log.info("UPLOAD request=%s", json.dumps(request))
     size = path.stat().st_size
     since = time.time() - CLOCK_SKEW_SECONDS
 
     def upload() -> str:
         # An open binary file is streamed by the SDK; a Path or bytes would be read whole.
         with path.open("rb") as stream:
-            uploaded = _once(client).files.create(file=stream, purpose="batch")
+            uploaded = _once(client).files.create(file=(name, stream), purpose="batch")
         _log_response("UPLOAD", uploaded.model_dump(mode="json"))
         return uploaded.id
 
@@ -130,7 +140,22 @@ def upload_file(client: OpenAI, path: Path) -> str:
         client,
         "UPLOAD",
         upload,
-        lambda: find_uploaded_file(client, path.name, size, since),
+        lambda: find_uploaded_file(client, name, size, since),
+    )
+
+
+def is_transient(exc: BatchledgerError) -> bool:
+    """The failure may pass: the network, a 5xx, a rate limit, a download cut short."""
+    return _retryable(exc.__cause__) or isinstance(exc.__cause__, _DroppedBody)
+
+
+def is_refusal(exc: BatchledgerError) -> bool:
+    """The API answered no (a 4xx other than a rate limit): trying again will not help."""
+    cause = exc.__cause__
+    return (
+        isinstance(cause, openai.APIStatusError)
+        and not _retryable(cause)
+        and (400 <= cause.status_code < 500)
     )
 
 
@@ -204,7 +229,10 @@ def _retry_without_duplicates(
                 pause,
             )
             time.sleep(pause)
-            found = find_existing()
+            try:
+                found = find_existing()
+            except BatchledgerError:
+                raise exc from exc.__cause__  # the first failure is the one to report
             if found is not None:
                 log.info("%s found what the failed attempt had made; not repeating it", operation)
                 return found
@@ -222,8 +250,8 @@ def _retry_pause(attempt: int, exc: BaseException | None) -> float:
     if isinstance(exc, openai.APIStatusError):
         header = exc.response.headers.get("retry-after")
         try:
-            if header is not None and 0 <= float(header) <= MAX_RETRY_AFTER_SECONDS:
-                return float(header)
+            if header is not None and float(header) >= 0:
+                return min(float(header), MAX_RETRY_AFTER_SECONDS)
         except ValueError:
             pass
     backoff: float = min(INITIAL_RETRY_SECONDS * 2**attempt, MAX_RETRY_SECONDS)
@@ -263,6 +291,7 @@ def download_results(
         try:
             download = _stream_to(client, file_id, part, operation)
             os.replace(part, out_path)
+            _sync_directory(out_path.parent)
         except _DroppedBody as exc:
             log.warning("%s attempt %d/%d dropped: %s", operation, attempt, DOWNLOAD_ATTEMPTS, exc)
             if attempt == DOWNLOAD_ATTEMPTS:
@@ -281,6 +310,17 @@ def download_results(
     raise AssertionError("unreachable")
 
 
+def _sync_directory(folder: Path) -> None:
+    """Make a rename in `folder` durable, so the ledger never outlives the file it names."""
+    if os.name != "posix":
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 class _DroppedBody(Exception):
     """The response body ended before all its bytes arrived."""
 
@@ -289,7 +329,10 @@ def _stream_to(client: OpenAI, file_id: str, part: Path, operation: str) -> Down
     digest = hashlib.sha256()
     with (
         api_errors(operation),
-        client.files.with_streaming_response.content(file_id) as response,
+        # Uncompressed, so the bytes saved are the bytes announced (and sent by the API).
+        client.files.with_streaming_response.content(
+            file_id, extra_headers={"Accept-Encoding": "identity"}
+        ) as response,
     ):
         announced = response.headers.get("content-length")
         size = 0

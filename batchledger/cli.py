@@ -29,6 +29,7 @@ from batchledger.render import (
     missing_requests,
     requests_text,
     row_json,
+    saved_line,
     show_lines,
     status_lines,
     sweep_table,
@@ -423,8 +424,7 @@ def print_report(report: "BatchReport", *, as_json: bool) -> None:
     else:
         print("\n".join(status_lines(report.row)))
         for item in report.saved:
-            label = "saved" if item.kind == "output" else "saved errors"
-            print(f"{label}: {display_path(item.path)} ({item.size} bytes)")
+            print(saved_line(item.kind, item.path, item.size))
     warn_saved(report)
 
 
@@ -461,14 +461,12 @@ def cmd_retrieve(run: Run) -> ExitCode:
         assert report.row is not None
         for kind in ("output", "error"):
             if report.row[f"{kind}_path"]:
-                label = "already saved" if kind == "output" else "already saved errors"
                 path, size = report.row[f"{kind}_path"], report.row[f"{kind}_bytes"]
-                print(f"{label}: {display_path(path)} ({size} bytes)")
+                print(saved_line(kind, path, size, already=True))
         warn("unchanged since it was saved; not downloaded again (--force to download anyway)")
         return ExitCode.OK
     for item in report.saved:
-        label = "saved" if item.kind == "output" else "saved errors"
-        print(f"{label}: {display_path(item.path)} ({item.size} bytes)")
+        print(saved_line(item.kind, item.path, item.size))
     warn_saved(report)
     return ExitCode.OK
 
@@ -495,6 +493,10 @@ def cmd_watch(run: Run) -> ExitCode:
             interval=run.args.interval,
             max_interval=run.args.max_interval,
         ):
+            if report.error is not None:
+                progress.end_line()
+                warn(f"{report.batch_id}: {redact(report.error.message)}; still watching")
+                continue
             assert report.batch is not None
             progress.show(report.batch)
             if report.batch["status"] in FINAL_STATUSES:
@@ -529,7 +531,8 @@ def cmd_cancel(run: Run) -> ExitCode:
         interval=run.args.interval,
         max_interval=max(run.args.interval, DEFAULT_WATCH_MAX_INTERVAL),
     ):
-        assert checked.batch is not None
+        if checked.batch is None:  # a passing failure; follow tries again
+            continue
         if checked.batch["status"] != report.batch["status"]:
             print(f"status: {checked.batch['status']}")
             report = checked
@@ -551,7 +554,7 @@ def cmd_sync(run: Run) -> ExitCode:
 def cmd_show(run: Run) -> ExitCode:
     ledger = run.open_ledger(create=False)
     if ledger is None:
-        print("No batches in the ledger yet.")
+        print("null" if run.args.json else "No batches in the ledger yet.")
         return ExitCode.OK
     batch_id = run.batch_id(run.args.batch_id)
     row = ledger.find_batch(batch_id)

@@ -2,6 +2,7 @@
 
 import json
 import os
+import socket
 import sqlite3
 import threading
 import uuid
@@ -32,6 +33,10 @@ BATCH_TIMESTAMPS = (
     "expires_at",
 )
 REF_KEY = "batchledger_ref"  # the batch metadata key that carries a row's ref
+# The status of a row whose create the API refused (a 4xx): there is no batch to follow.
+REJECTED = "rejected"
+# When a batch was made: the API's created_at, or when the ledger first saw it. Indexed.
+MADE_AT = "coalesce(created_at, recorded_at)"
 LOCK_TIMEOUT_ENV = "BATCHLEDGER_LOCK_TIMEOUT"
 DEFAULT_LOCK_TIMEOUT_SECONDS = 15.0
 
@@ -81,7 +86,7 @@ def open_ledger(path: Path, *, create: bool = True) -> "Ledger | None":
         conn.execute("PRAGMA foreign_keys = ON")
         _refuse_newer_schema(db, path)
         if migrations.pending(db):
-            migrations.apply(db)
+            _migrate(db)
     except BatchledgerError:
         conn.close()
         raise
@@ -89,6 +94,18 @@ def open_ledger(path: Path, *, create: bool = True) -> "Ledger | None":
         conn.close()
         raise BatchledgerError(_describe_sqlite_error(path, exc)) from exc
     return Ledger(db, path)
+
+
+def _migrate(db: Database) -> None:
+    """Apply pending migrations, one run at a time: two runs may open a new ledger at once."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        if migrations.pending(db):  # the other run may have applied them meanwhile
+            migrations.apply(db)
+        db.commit()
+    except BaseException:
+        db.rollback()
+        raise
 
 
 def lock_timeout() -> float:
@@ -100,6 +117,28 @@ def lock_timeout() -> float:
         raise BatchledgerError(
             f"{LOCK_TIMEOUT_ENV} must be a number of seconds, not {text!r}", ExitCode.USAGE
         ) from None
+
+
+def this_run() -> str:
+    """Who is submitting: host and process id."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _claimed_by_another_run(row: Row) -> bool:
+    """Another process that is still alive is submitting this row."""
+    claimed_by = row.get("claimed_by")
+    if not claimed_by or claimed_by == this_run():
+        return False
+    host, _, pid = claimed_by.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False  # a ledger is local; a claim from elsewhere is a stale copy
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _refuse_newer_schema(db: Database, path: Path) -> None:
@@ -172,11 +211,42 @@ class Ledger:
 
     # --- writes -------------------------------------------------------------------
 
-    def start_submission(
-        self, input_: InputFile, endpoint: str, window: str, log_file: Path | None
-    ) -> Row:
-        """Record the intent to submit `input_` before anything is uploaded."""
+    def claim_submission(
+        self,
+        input_: InputFile,
+        endpoint: str,
+        window: str,
+        log_file: Path | None,
+        *,
+        force: bool,
+    ) -> tuple[Row, bool]:
+        """Start (or resume) the submission of `input_`; the row and whether it resumed.
+
+        One transaction decides it, so two runs cannot both start the same input: an
+        input already sent is refused (unless `force`), and a submission another live run
+        is making is refused too. A create cut off earlier is resumed from its row.
+        """
         with self._writing():
+            duplicate = self.find_active_duplicate(input_, endpoint, window)
+            if duplicate is not None and not force:
+                raise BatchledgerError(
+                    f"{input_.path.name} was already submitted as {duplicate['batch_id']} "
+                    f"(status {duplicate['status']}, same content, endpoint and window); "
+                    "use --force to submit it again",
+                    ExitCode.REFUSED,
+                )
+            row = self.find_unfinished_submission(input_, endpoint, window)
+            if row is not None and _claimed_by_another_run(row):
+                raise BatchledgerError(
+                    f"{input_.path.name} is being submitted by another run "
+                    f"({row['claimed_by']}, since {row['claimed_at']}); wait for it to finish",
+                    ExitCode.REFUSED,
+                )
+            claim = {"claimed_by": this_run(), "claimed_at": utc_now()}
+            if row is not None:
+                self.db.table("batches").update(row["id"], claim)
+                self._history(row["id"], "resume", "resuming an interrupted create", log_file)
+                return self.get_row(row["id"]), True
             row_id = (
                 self.db.table("batches")
                 .insert(
@@ -189,13 +259,24 @@ class Ledger:
                         "endpoint": endpoint,
                         "completion_window": window,
                         "recorded_at": utc_now(),
+                        **claim,
                     }
                 )
                 .last_pk
             )
             assert isinstance(row_id, int)
             self._history(row_id, "submit", f"input {input_.path}", log_file)
-        return self.get_row(row_id)
+            return self.get_row(row_id), False
+
+    def release_claim(self, row_id: int) -> None:
+        with self._writing():
+            self.db.table("batches").update(row_id, {"claimed_by": None, "claimed_at": None})
+
+    def mark_rejected(self, row_id: int, reason: str, log_file: Path | None) -> None:
+        """The API refused to create the batch: the row will not be resumed."""
+        with self._writing():
+            self.db.table("batches").update(row_id, {"status": REJECTED})
+            self._history(row_id, "rejected", reason, log_file)
 
     def record_upload(self, row_id: int, file_id: str, log_file: Path | None) -> None:
         with self._writing():
@@ -246,7 +327,7 @@ class Ledger:
 
     def record_download(
         self, row_id: int, kind: str, path: Path, size: int, sha256: str, log_file: Path | None
-    ) -> Row:
+    ) -> None:
         """Note that the batch's `kind` file ("output" or "error") is saved at `path`."""
         with self._writing():
             self.db.table("batches").update(
@@ -259,7 +340,6 @@ class Ledger:
                 },
             )
             self._history(row_id, f"save_{kind}", f"saved {size} bytes to {path}", log_file)
-        return self.get_row(row_id)
 
     def record_event(self, row_id: int, action: str, detail: str, log_file: Path | None) -> None:
         with self._writing():
@@ -273,12 +353,9 @@ class Ledger:
             raise BatchledgerError(f"ledger row {row_id} vanished")
         return rows[0]
 
-    def _find_by_batch_id(self, batch_id: str) -> Row | None:
+    def find_batch(self, batch_id: str) -> Row | None:
         rows = self._rows("SELECT * FROM batches WHERE batch_id = ?", (batch_id,))
         return rows[0] if rows else None
-
-    def find_batch(self, batch_id: str) -> Row | None:
-        return self._find_by_batch_id(batch_id)
 
     def batches_with_prefix(self, prefix: str, limit: int = 10) -> list[Row]:
         """Batches whose id starts with `prefix`, with or without the `batch_` part."""
@@ -295,10 +372,12 @@ class Ledger:
         A create cut off before it learned its batch id left a row with the ref only; the
         batch must land in that row, not in a second one.
         """
-        row = self._find_by_batch_id(str(batch["id"]))
+        row = self.find_batch(str(batch["id"]))
         ref = (batch.get("metadata") or {}).get(REF_KEY)
         if row is None and ref:
-            row = self.find_by_ref(ref)
+            by_ref = self.find_by_ref(ref)
+            if by_ref is not None and by_ref["batch_id"] is None:
+                row = by_ref
         return row
 
     def find_by_ref(self, ref: str) -> Row | None:
@@ -330,7 +409,7 @@ class Ledger:
         rows = self._rows(
             "SELECT * FROM batches WHERE input_sha256 = ? AND endpoint = ? "
             "AND completion_window = ? AND batch_id IS NULL AND origin = 'create' "
-            "ORDER BY id DESC LIMIT 1",
+            "AND status IS NULL ORDER BY id DESC LIMIT 1",
             (input_.sha256, endpoint, window),
         )
         return rows[0] if rows else None
@@ -339,7 +418,7 @@ class Ledger:
         """Creates cut off after the upload: their batch may exist on the server."""
         return self._rows(
             "SELECT * FROM batches WHERE batch_id IS NULL AND input_file_id IS NOT NULL "
-            "AND origin = 'create' ORDER BY id"
+            "AND origin = 'create' AND status IS NULL ORDER BY id"
         )
 
     def batches_to_sweep(self) -> list[Row]:
@@ -358,7 +437,7 @@ class Ledger:
     def list_batches(self, filters: "BatchFilter", limit: int | None) -> list[Row]:
         """Newest first; `limit` None means all."""
         where, params = filters.sql()
-        sql = f"SELECT * FROM batches {where} ORDER BY recorded_at DESC, id DESC"
+        sql = f"SELECT * FROM batches {where} ORDER BY {MADE_AT} DESC, id DESC"
         if limit is not None:
             return self._rows(sql + " LIMIT ?", (*params, limit))
         return self._rows(sql, params)
@@ -374,10 +453,14 @@ class Ledger:
 
 def resolve_batch_id(ledger: "Ledger | None", text: str) -> str:
     """A batch id from what the user typed: a full id, a unique prefix, or `last`."""
+    if not text.strip():
+        raise BatchledgerError("the batch id is empty", ExitCode.USAGE)
     if text == "last":
         latest = ledger.latest_batch() if ledger is not None else None
         if latest is None:
-            raise BatchledgerError("'last' names no batch: the ledger is empty", ExitCode.USAGE)
+            raise BatchledgerError(
+                "'last' names no batch: the ledger holds no created batch yet", ExitCode.USAGE
+            )
         return str(latest["batch_id"])
     if ledger is not None and ledger.find_batch(text) is not None:
         return text
@@ -402,7 +485,7 @@ class BatchFilter:
     """Which ledger batches a listing shows."""
 
     statuses: tuple[str, ...] = ()
-    since: str | None = None  # ISO 8601 UTC, compared with recorded_at
+    since: str | None = None  # ISO 8601 UTC, compared with when the batch was made
     endpoint: str | None = None
 
     @property
@@ -416,7 +499,7 @@ class BatchFilter:
             clauses.append(f"status IN ({', '.join('?' for _ in self.statuses)})")
             params += self.statuses
         if self.since:
-            clauses.append("recorded_at >= ?")
+            clauses.append(f"{MADE_AT} >= ?")
             params.append(self.since)
         if self.endpoint:
             clauses.append("endpoint = ?")

@@ -34,6 +34,12 @@ def requests_text(row: Mapping[str, Any]) -> str:
     return f"{text} ({failed} failed)" if failed else text
 
 
+def saved_line(kind: str, path: str | Path, size: int, *, already: bool = False) -> str:
+    """`saved: PATH (N bytes)`, for an output file or (`saved errors:`) an error file."""
+    label = "saved" if kind == "output" else "saved errors"
+    return f"{'already ' if already else ''}{label}: {display_path(path)} ({size} bytes)"
+
+
 def missing_requests(row: Mapping[str, Any]) -> int:
     """Requests of the batch with no successful result."""
     return int((row.get("requests_total") or 0) - (row.get("requests_completed") or 0))
@@ -42,13 +48,18 @@ def missing_requests(row: Mapping[str, Any]) -> int:
 def status_lines(row: Row) -> list[str]:
     """The succinct `key: value` lines for one batch, timestamps in ISO 8601 UTC."""
     lines = [f"batch_id: {row['batch_id']}", f"status: {row['status']}"]
-    lines += [f"{name}: {row[name]}" for name in BATCH_TIMESTAMPS if row.get(name)]
+    return lines + timestamp_and_request_lines(row) + status_notes(row)
+
+
+def timestamp_and_request_lines(row: Row) -> list[str]:
+    """Every timestamp the batch has reached, and its request counts."""
+    lines = [f"{name}: {row[name]}" for name in BATCH_TIMESTAMPS if row.get(name)]
     if row.get("requests_total") is not None:
         lines.append(
             f"requests: {row['requests_completed'] or 0} completed, "
             f"{row['requests_failed'] or 0} failed, {row['requests_total']} total"
         )
-    return lines + status_notes(row)
+    return lines
 
 
 def status_notes(row: Row) -> list[str]:
@@ -58,7 +69,8 @@ def status_notes(row: Row) -> list[str]:
         notes.append(f"missing: {missing_requests(row)} requests have no result")
     for error in json.loads(row["errors"]) if row.get("errors") else []:
         where = f"line {error['line']}: " if error.get("line") is not None else ""
-        notes.append(f"error: {where}{error.get('code') or ''}: {error.get('message') or ''}")
+        reason = ": ".join(str(part) for part in (error.get("code"), error.get("message")) if part)
+        notes.append(f"error: {where}{reason or 'no reason given'}")
     return notes
 
 
@@ -83,17 +95,12 @@ def show_lines(row: Row, history: list[Row]) -> list[str]:
     """Everything the ledger knows about one batch, as `key: value` lines and a history."""
     lines = [f"{name}: {row[name]}" for name in SHOW_FIELDS[:2]]
     lines += [f"{name}: {row[name]}" for name in SHOW_FIELDS[2:] if row.get(name) is not None]
-    lines += [f"{name}: {row[name]}" for name in BATCH_TIMESTAMPS if row.get(name)]
-    if row.get("requests_total") is not None:
-        lines.append(
-            f"requests: {row['requests_completed'] or 0} completed, "
-            f"{row['requests_failed'] or 0} failed, {row['requests_total']} total"
-        )
+    lines += timestamp_and_request_lines(row)
     usage = json.loads(row["usage"]) if row.get("usage") else {}
     if usage.get("total_tokens"):
         lines.append(
-            f"tokens: {usage.get('input_tokens', 0)} input, "
-            f"{usage.get('output_tokens', 0)} output, {usage['total_tokens']} total"
+            f"tokens: {usage.get('input_tokens') or 0} input, "
+            f"{usage.get('output_tokens') or 0} output, {usage['total_tokens']} total"
         )
     for kind, label in (("output", "saved"), ("error", "saved errors")):
         if row.get(f"{kind}_path"):

@@ -90,20 +90,19 @@ def submit(
     batch is looked for on the server (by the ledger ref in its metadata), and its upload
     is reused.
     """
-    duplicate = ledger.find_active_duplicate(input_, endpoint, window)
-    if duplicate is not None and not force:
-        raise BatchledgerError(
-            f"{input_.path.name} was already submitted as {duplicate['batch_id']} "
-            f"(status {duplicate['status']}, same content, endpoint and window); "
-            "use --force to submit it again",
-            ExitCode.REFUSED,
-        )
-    row = ledger.find_unfinished_submission(input_, endpoint, window)
+    row, resumed = ledger.claim_submission(input_, endpoint, window, log_file, force=force)
+    try:
+        return _submit_claimed(client, ledger, input_, row, resumed, log_file)
+    finally:
+        ledger.release_claim(row["id"])
+
+
+def _submit_claimed(
+    client: "OpenAI", ledger: Ledger, input_: InputFile, row: Row, resumed: bool, log_file: Path
+) -> Submitted:
+    upload_name = api.upload_name(input_.path, row["ref"])
     file_id: str | None = None
-    if row is None:
-        row = ledger.start_submission(input_, endpoint, window, log_file)
-    else:
-        ledger.record_event(row["id"], "resume", "resuming an interrupted create", log_file)
+    if resumed:
         since = epoch_of(row["recorded_at"]) - api.CLOCK_SKEW_SECONDS
         found = api.find_batches_by_ref(client, {row["ref"]}, since).get(row["ref"])
         if found is not None:
@@ -113,15 +112,22 @@ def submit(
         if file_id is not None and not api.file_exists(client, file_id):
             file_id = None
         if file_id is None:
-            file_id = api.find_uploaded_file(client, input_.path.name, input_.size, since)
+            file_id = api.find_uploaded_file(client, upload_name, input_.size, since)
             if file_id is not None:
                 ledger.record_upload(row["id"], file_id, log_file)
     if file_id is None:
-        file_id = api.upload_file(client, input_.path)
+        file_id = api.upload_file(client, input_.path, upload_name)
         ledger.record_upload(row["id"], file_id, log_file)
     # The ledger's ref travels with the batch, so the batch can be found again by
     # listing the account's batches if the response to this request is lost.
-    batch = api.create_batch(client, file_id, endpoint, window, row["ref"])
+    try:
+        batch = api.create_batch(
+            client, file_id, row["endpoint"], row["completion_window"], row["ref"]
+        )
+    except BatchledgerError as exc:
+        if api.is_refusal(exc):
+            ledger.mark_rejected(row["id"], exc.message, log_file)
+        raise
     row = ledger.record_batch(batch, log_file, action="create", row_id=row["id"])
     return Submitted(file_id=file_id, batch=batch, row=row)
 
@@ -279,7 +285,9 @@ def follow(
     """Check the batches until each is final, yielding every check; backs off while idle.
 
     The pause between rounds grows by half each round in which nothing moved, up to
-    `max_interval`, and drops back to `interval` as soon as something does.
+    `max_interval`, and drops back to `interval` as soon as something does. A check that
+    fails for a passing reason (the network, a 5xx, a rate limit) is yielded with its error
+    and tried again next round: a watch may run for a day.
     """
     waiting = list(dict.fromkeys(batch_ids))
     last_seen: dict[str, tuple[Any, ...]] = {}
@@ -287,7 +295,13 @@ def follow(
     while waiting:
         moved = False
         for batch_id in list(waiting):
-            report = check_status(client, ledger, batch_id, log_file, auto_save=auto_save)
+            try:
+                report = check_status(client, ledger, batch_id, log_file, auto_save=auto_save)
+            except BatchledgerError as exc:
+                if not api.is_transient(exc):
+                    raise
+                yield BatchReport(batch_id=batch_id, error=exc)
+                continue
             assert report.batch is not None
             seen = (report.batch["status"], *progress_of(report.batch))
             moved = moved or last_seen.get(batch_id) != seen
@@ -327,7 +341,8 @@ def sync(client: "OpenAI", ledger: Ledger, log_file: Path) -> SyncReport:
             report.recovered.append(batch["id"])
         elif (row["status"], row["requests_completed"], row["requests_failed"]) != (
             batch["status"],
-            *progress_of(batch)[:2],
+            (batch.get("request_counts") or {}).get("completed"),
+            (batch.get("request_counts") or {}).get("failed"),
         ):
             ledger.record_batch(batch, log_file, action="sync", row_id=row["id"])
             report.updated.append(batch["id"])
@@ -367,5 +382,5 @@ def sweep(
         except BatchledgerError as exc:
             return BatchReport(batch_id=row["batch_id"], row=row, error=exc)
 
-    with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
+    with ThreadPoolExecutor(max_workers=concurrency) as pool:
         return list(pool.map(check, rows))

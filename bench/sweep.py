@@ -53,7 +53,7 @@ def pending_batches(state: EmulatorState, db: Path, work: Path, count: int) -> N
     assert ledger is not None
     try:
         for _ in range(count):
-            row = ledger.start_submission(input_, ENDPOINT, "24h", None)
+            row, _ = ledger.claim_submission(input_, ENDPOINT, "24h", None, force=True)
             ledger.record_upload(row["id"], input_id, None)
             batch = state.create_batch(
                 input_file_id=input_id,

@@ -15,7 +15,8 @@ def m001_create_batches(db: Database) -> None:
     # by batchledger), "lookup" (status of an id it did not know) or "sync" (found by
     # listing the account's batches). A create's row is written before the upload
     # (batch_id still NULL) so that an interrupted create leaves a trace to resume from;
-    # `ref` is sent as the batch's metadata so that the batch can be found again.
+    # `ref` is sent as the batch's metadata so that the batch can be found again, and
+    # `claimed_by` (host:pid) marks the run that is submitting it right now.
     db.execute(
         """
         CREATE TABLE batches (
@@ -55,11 +56,15 @@ def m001_create_batches(db: Database) -> None:
             error_sha256 TEXT,
             error_saved_at TEXT,
             recorded_at TEXT NOT NULL,
-            checked_at TEXT
+            checked_at TEXT,
+            claimed_by TEXT,
+            claimed_at TEXT
         )
         """
     )
     db.execute("CREATE INDEX idx_batches_recorded_at ON batches (recorded_at)")
+    # `list` shows the newest first by when the batch was made (a synced batch may be old).
+    db.execute("CREATE INDEX idx_batches_made_at ON batches (coalesce(created_at, recorded_at))")
     db.execute("CREATE INDEX idx_batches_status ON batches (status)")
     db.execute("CREATE INDEX idx_batches_input ON batches (input_sha256, endpoint)")
     db.execute("CREATE INDEX idx_batches_endpoint ON batches (endpoint)")

@@ -382,3 +382,88 @@ def make_writable(path: Path) -> None:
     if os.geteuid() == 0:
         subprocess.run(["chattr", "-i", str(path)], check=False)
     path.chmod(0o644)
+
+
+# --- found in review ------------------------------------------------------------------
+
+
+def test_two_runs_of_the_same_create_make_one_batch(emulator: EmulatorServer, isolated: Path):
+    write_jsonl(isolated / "in.jsonl", 3)
+    emulator.state.add_fault(Fault(method="POST", path=r"^/v1/files$", delay=3))
+    first = cli_process("create", "--in", "in.jsonl", cwd=isolated)
+    deadline = time.monotonic() + 10
+    while not emulator.state.files:  # the first run is uploading
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+
+    second = cli_process("create", "--in", "in.jsonl", cwd=isolated)
+    second_out, second_err = second.communicate(timeout=30)
+    _, first_err = first.communicate(timeout=30)
+
+    assert first.returncode == 0, first_err
+    assert second.returncode == 3, second_err
+    assert "in.jsonl is being submitted by another run" in second_err
+    assert second_out == ""
+    assert len(emulator.state.batches) == 1 and len(emulator.state.files) == 1
+    [row] = ledger_rows()
+    assert row["batch_id"] == next(iter(emulator.state.batches))
+    assert row["claimed_by"] is None  # released when the create finished
+
+
+def test_parallel_runs_on_a_new_ledger(emulator: EmulatorServer, isolated: Path):
+    for n in range(5):
+        write_jsonl(isolated / f"in{n}.jsonl", n + 1)
+    children = [
+        cli_process("create", "--in", f"in{n}.jsonl", "--db", "fresh.db", cwd=isolated)
+        for n in range(5)
+    ]
+    results = [child.communicate(timeout=60) for child in children]
+
+    assert [child.returncode for child in children] == [0] * 5, results
+    conn = sqlite3.connect(isolated / "fresh.db")
+    assert conn.execute("SELECT count(*) FROM batches").fetchone()[0] == 5
+    assert conn.execute("SELECT count(*) FROM _sqlite_migrations").fetchone()[0] == 2
+
+
+def test_a_lost_upload_is_never_mistaken_for_a_same_named_file(
+    cli, emulator: EmulatorServer, isolated: Path
+):
+    first = write_jsonl(isolated / "d1" / "in.jsonl", 3)
+    second = write_jsonl(isolated / "d2" / "in.jsonl", 3, instructions="other")
+    second.write_bytes(second.read_bytes()[: first.stat().st_size].ljust(first.stat().st_size))
+    assert second.stat().st_size == first.stat().st_size
+    assert cli("create", "--in", "d1/in.jsonl").code == 0
+    emulator.state.add_fault(Fault(method="POST", path=r"^/v1/files$", status=500))
+
+    result = cli("create", "--in", "d2/in.jsonl")
+
+    assert result.code == 0, result.err
+    batch = emulator.state.batches[result.field("batch_id")]
+    assert emulator.state.files[batch.input_file_id].path.read_bytes() == second.read_bytes()
+    assert {file.filename for file in emulator.state.files.values()} == {
+        f"in.{row['ref']}.jsonl" for row in ledger_rows()
+    }
+
+
+def test_a_refused_create_is_marked_and_not_resumed(cli, emulator: EmulatorServer, isolated: Path):
+    write_jsonl(isolated / "in.jsonl", 2)
+
+    result = cli("create", "--in", "in.jsonl", "--endpoint", "/v1/bogus")
+
+    assert result.code == 1 and "CREATE_BATCH failed with HTTP 400" in result.err
+    [row] = ledger_rows()
+    assert (row["status"], row["batch_id"], row["claimed_by"]) == ("rejected", None, None)
+    assert ledger_rows("history")[-1]["action"] == "rejected"
+    swept = cli("status", "--all")
+    assert swept.out == "No pending batches in the ledger.\n"
+    assert "rejected" in cli("list").out
+
+
+def test_downloads_ask_for_the_bytes_uncompressed(cli, emulator: EmulatorServer, isolated: Path):
+    batch_id = created(cli, isolated / "in.jsonl")
+    complete(emulator, batch_id)
+
+    assert cli("retrieve", "--batch-id", batch_id).code == 0
+
+    [download] = [r for r in emulator.state.requests if r.path.endswith("/content")]
+    assert download.headers["accept-encoding"] == "identity"

@@ -391,7 +391,7 @@ def test_id_shortcuts(cli, emulator: EmulatorServer, isolated: Path):
         "batchledger: error: no batch in the ledger matches 'zzzz'\n",
     )
     empty_ledger = cli("status", "--batch-id", "last", "--db", "empty.db")
-    assert empty_ledger.code == 2 and "the ledger is empty" in empty_ledger.err
+    assert empty_ledger.code == 2 and "the ledger holds no created batch yet" in empty_ledger.err
 
 
 # --- list filters and JSON ------------------------------------------------------------
@@ -473,3 +473,26 @@ def test_watch_draws_a_progress_bar_on_a_terminal(cli, emulator: EmulatorServer,
     screen = drawn.decode()
     assert f"\r[{'-' * 30}] {batch_id} in_progress: 0/4 done, 0 failed" in screen
     assert f"\r[{'#' * 30}] {batch_id} completed: 4/4 done, 0 failed" in screen
+
+
+def test_watch_rides_out_passing_network_failures(cli, emulator: EmulatorServer, isolated: Path):
+    batch_id = created(cli, isolated / "in.jsonl")
+    emulator.state.add_fault(Fault(method="GET", path=r"^/v1/batches/", drop_request=True, times=3))
+
+    result = cli("watch", "--batch-id", batch_id, "--interval", "0.01", "--max-retries", "0")
+
+    assert result.code == 0, result.err
+    assert result.field("status") == "completed"
+    assert result.err.count("; still watching") == 3
+    assert (isolated / f"results_{batch_id}.jsonl").is_file()
+
+
+def test_show_json_on_a_missing_ledger_is_null(cli, isolated: Path):
+    result = cli("show", "last", "--json")
+    assert (result.code, json.loads(result.out)) == (0, None)
+
+
+def test_an_empty_batch_id_is_a_usage_error(cli, emulator: EmulatorServer, isolated: Path):
+    created(cli, isolated / "in.jsonl")
+    result = cli("retrieve", "--batch-id", "")
+    assert (result.code, result.err) == (2, "batchledger: error: the batch id is empty\n")

@@ -186,6 +186,7 @@ RECORDED_HEADERS = (
     "content-length",
     "transfer-encoding",
     "accept",
+    "accept-encoding",
     "user-agent",
     "idempotency-key",
     "x-stainless-retry-count",
