@@ -9,6 +9,7 @@ import logging
 import os
 import random
 import secrets
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -23,6 +24,9 @@ from batchledger.errors import BatchledgerError, ExitCode
 from batchledger.ledger import REF_KEY
 
 log = logging.getLogger("batchledger")
+# Set when the user interrupts a run whose downloads go on in worker threads (a sweep):
+# each stops at its next chunk. The main thread gets KeyboardInterrupt by itself.
+STOP_DOWNLOADS = threading.Event()
 _T = TypeVar("_T")
 
 # Server and local clocks differ; look back this much further than the local time.
@@ -147,6 +151,10 @@ def upload_file(client: OpenAI, path: Path, name: str | None = None) -> str:
 def is_transient(exc: BatchledgerError) -> bool:
     """The failure may pass: the network, a 5xx, a rate limit, a download cut short."""
     return _retryable(exc.__cause__) or isinstance(exc.__cause__, _DroppedBody)
+
+
+def is_not_found(exc: BatchledgerError) -> bool:
+    return isinstance(exc.__cause__, openai.NotFoundError)
 
 
 def is_refusal(exc: BatchledgerError) -> bool:
@@ -341,6 +349,8 @@ def _stream_to(client: OpenAI, file_id: str, part: Path, operation: str) -> Down
                 # Chunks as the transport reads them: asking for a chunk size makes the
                 # HTTP library copy every read through a buffer (bench/transfer.py).
                 for chunk in response.iter_bytes():
+                    if STOP_DOWNLOADS.is_set():
+                        raise KeyboardInterrupt
                     out.write(chunk)
                     digest.update(chunk)
                     size += len(chunk)

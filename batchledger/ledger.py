@@ -272,6 +272,12 @@ class Ledger:
         with self._writing():
             self.db.table("batches").update(row_id, {"claimed_by": None, "claimed_at": None})
 
+    def mark_results_gone(self, row_id: int, reason: str, log_file: Path | None) -> None:
+        """The API says a result file does not exist (any more): sweeps stop asking."""
+        with self._writing():
+            self.db.table("batches").update(row_id, {"results_gone_at": utc_now()})
+            self._history(row_id, "results_gone", reason, log_file)
+
     def mark_rejected(self, row_id: int, reason: str, log_file: Path | None) -> None:
         """The API refused to create the batch: the row will not be resumed."""
         with self._writing():
@@ -425,7 +431,7 @@ class Ledger:
         """Batches not yet final, and finished ones whose result files are not saved yet."""
         placeholders = ", ".join("?" for _ in FINAL_STATUSES)
         return self._rows(
-            "SELECT * FROM batches WHERE batch_id IS NOT NULL AND ("
+            "SELECT * FROM batches WHERE batch_id IS NOT NULL AND results_gone_at IS NULL AND ("
             f"coalesce(status, '') NOT IN ({placeholders}) "
             "OR (status IN ('completed', 'expired', 'cancelled') AND ("
             "(output_file_id IS NOT NULL AND output_path IS NULL) "

@@ -247,7 +247,10 @@ def save_results(
         try:
             download = api.download_results(client, file_id, path, operation)
         except BatchledgerError as exc:
-            ledger.record_event(row["id"], f"save_{kind}_failed", exc.message, log_file)
+            if api.is_not_found(exc):
+                ledger.mark_results_gone(row["id"], exc.message, log_file)
+            else:
+                ledger.record_event(row["id"], f"save_{kind}_failed", exc.message, log_file)
             raise
         except KeyboardInterrupt:
             ledger.record_event(row["id"], f"save_{kind}_interrupted", str(path), log_file)
@@ -382,5 +385,14 @@ def sweep(
         except BatchledgerError as exc:
             return BatchReport(batch_id=row["batch_id"], row=row, error=exc)
 
-    with ThreadPoolExecutor(max_workers=concurrency) as pool:
-        return list(pool.map(check, rows))
+    pool = ThreadPoolExecutor(max_workers=concurrency)
+    try:
+        reports = list(pool.map(check, rows))
+    except BaseException:
+        # Ctrl-C: stop now. Checks not started are dropped; downloads in flight stop at
+        # their next chunk and remove their temporary files.
+        api.STOP_DOWNLOADS.set()
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown()
+    return reports

@@ -17,6 +17,8 @@ def m001_create_batches(db: Database) -> None:
     # (batch_id still NULL) so that an interrupted create leaves a trace to resume from;
     # `ref` is sent as the batch's metadata so that the batch can be found again, and
     # `claimed_by` (host:pid) marks the run that is submitting it right now.
+    # `results_gone_at`: the API no longer has the batch's result files (they expire), so
+    # sweeps stop trying to save them.
     db.execute(
         """
         CREATE TABLE batches (
@@ -58,7 +60,8 @@ def m001_create_batches(db: Database) -> None:
             recorded_at TEXT NOT NULL,
             checked_at TEXT,
             claimed_by TEXT,
-            claimed_at TEXT
+            claimed_at TEXT,
+            results_gone_at TEXT
         )
         """
     )

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import api_requests, complete, ledger_rows, server_bytes, write_jsonl
+from helpers import api_requests, complete, ledger_rows, sdk, server_bytes, write_jsonl
 
 from batchledger.emulator import EmulatorServer, Fault
 
@@ -467,3 +467,44 @@ def test_downloads_ask_for_the_bytes_uncompressed(cli, emulator: EmulatorServer,
 
     [download] = [r for r in emulator.state.requests if r.path.endswith("/content")]
     assert download.headers["accept-encoding"] == "identity"
+
+
+def test_ctrl_c_stops_a_sweep_promptly(cli, emulator: EmulatorServer, isolated: Path):
+    ids = [created(cli, isolated / f"in{n}.jsonl", lines=100 + n) for n in range(6)]
+    for batch_id in ids:
+        complete(emulator, batch_id)
+    # Each download stalls 1.5 s midway: finishing all six, two at a time, takes 4.5 s.
+    stall = Fault(path=r"/content$", stall_after_bytes=500, delay=1.5, times=None)
+    emulator.state.add_fault(stall)
+    child = cli_process("status", "--all", "--concurrency", "2", cwd=isolated)
+    deadline = time.monotonic() + 10
+    while len(list(isolated.glob(".*.part"))) < 2:
+        assert time.monotonic() < deadline, "the downloads never started"
+        time.sleep(0.02)
+
+    interrupted = time.monotonic()
+    child.send_signal(signal.SIGINT)
+    _, err = child.communicate(timeout=30)
+
+    assert child.returncode == 130, err
+    assert time.monotonic() - interrupted < 3  # not after every download ran its course
+    assert no_part_files(isolated)
+    assert not list(isolated.glob("results_*.jsonl"))
+
+
+def test_results_the_api_no_longer_has_stop_blocking_sweeps(
+    cli, emulator: EmulatorServer, isolated: Path
+):
+    gone = created(cli, isolated / "a.jsonl", lines=2)
+    running = created(cli, isolated / "b.jsonl", lines=3)
+    complete(emulator, gone)
+    sdk(emulator).files.delete(emulator.state.batches[gone].output_file_id)  # expired
+
+    first = cli("status", "--all")
+    second = cli("status", "--all")
+
+    assert first.code == 1 and f"{gone}: DOWNLOAD_RESULTS failed with HTTP 404" in first.err
+    assert second.code == 0, second.err
+    assert [line.split()[0] for line in second.out.splitlines()[2:]] == [running]
+    row = {row["batch_id"]: row for row in ledger_rows()}[gone]
+    assert row["results_gone_at"] and row["output_path"] is None
