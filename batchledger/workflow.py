@@ -3,6 +3,7 @@
 Nothing here prints; the CLI turns the returned values into output.
 """
 
+import contextlib
 import hashlib
 import os
 import time
@@ -94,7 +95,10 @@ def submit(
     try:
         return _submit_claimed(client, ledger, input_, row, resumed, log_file)
     finally:
-        ledger.release_claim(row["id"])
+        # A claim that cannot be released is harmless once this process has ended; the
+        # error that got us here is the one to report.
+        with contextlib.suppress(BatchledgerError):
+            ledger.release_claim(row["id"])
 
 
 def _submit_claimed(
