@@ -10,7 +10,7 @@ from tabulate import tabulate
 
 from batchledger.ledger import BATCH_TIMESTAMPS, Row
 
-LIST_COLUMNS = ("batch_id", "status", "recorded", "input", "requests", "saved")
+LIST_COLUMNS = ("batch_id", "status", "created", "input", "requests", "saved")
 SWEEP_COLUMNS = ("batch_id", "status", "requests", "saved", "note")
 HISTORY_COLUMNS = ("at", "action", "detail", "log file")
 
@@ -167,7 +167,7 @@ def list_table(rows: Iterable[Row]) -> str:
         [
             row["batch_id"] or "(not created)",
             row["status"] or "",
-            row["recorded_at"],
+            row["created_at"] or row["recorded_at"],
             Path(row["input_path"]).name if row["input_path"] else "",
             requests_text(row),
             display_path(row["output_path"]),
