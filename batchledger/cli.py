@@ -3,6 +3,7 @@
 import argparse
 import logging
 import os
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
@@ -503,6 +504,7 @@ def cmd_watch(run: Run) -> ExitCode:
                 progress.end_line()
                 print_report(report, as_json=False)
     except KeyboardInterrupt:
+        _interrupt_taken()
         progress.end_line()
         print(
             "batchledger: stopped watching; the batches keep running on the server",
@@ -609,6 +611,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"batchledger: error: {redact(exc.message)}", file=sys.stderr)
         return int(exc.exit_code)
     except KeyboardInterrupt:
+        _interrupt_taken()
         if run is not None and run.logger is not None:
             run.logger.warning("INTERRUPTED by the user")
         print("batchledger: interrupted", file=sys.stderr)
@@ -636,4 +639,36 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def entry() -> None:
     """The console script."""
+    install_interrupt_handler()
     sys.exit(main())
+
+
+# How long a Ctrl-C may go unanswered before it is raised again.
+INTERRUPT_REPEAT_SECONDS = 1.0
+
+
+def install_interrupt_handler() -> None:
+    """Make Ctrl-C stick.
+
+    Python drops an exception raised while a finaliser or weakref callback runs ("Exception
+    ignored in: ..."), and a KeyboardInterrupt that lands there is lost: the run goes on
+    waiting on the network (seen in tests/test_fault_campaign.py). So a Ctrl-C also arms a
+    timer that raises it again until `main` has taken it.
+    """
+    if not hasattr(signal, "setitimer") or signal.getsignal(signal.SIGINT) is not (
+        signal.default_int_handler
+    ):
+        return  # no timers here, or SIGINT is ignored or handled by whoever started us
+    signal.signal(signal.SIGINT, _interrupted)
+    signal.signal(signal.SIGALRM, _interrupted)
+
+
+def _interrupted(signum: int, frame: object) -> None:
+    signal.setitimer(signal.ITIMER_REAL, INTERRUPT_REPEAT_SECONDS)
+    raise KeyboardInterrupt
+
+
+def _interrupt_taken() -> None:
+    """Disarm the repeat of a Ctrl-C: `main` has it."""
+    if hasattr(signal, "setitimer"):
+        signal.setitimer(signal.ITIMER_REAL, 0)
