@@ -3,7 +3,6 @@
 Imported only by commands that talk to the API: importing `openai` costs about a second.
 """
 
-import hashlib
 import json
 import logging
 import os
@@ -22,6 +21,7 @@ from openai import OpenAI
 
 from batchledger.errors import BatchledgerError, ExitCode
 from batchledger.ledger import REF_KEY
+from batchledger.savefile import BackgroundWriter, sync_directory
 
 log = logging.getLogger("batchledger")
 # Set when the user interrupts a run whose downloads go on in worker threads (a sweep):
@@ -299,7 +299,7 @@ def download_results(
         try:
             download = _stream_to(client, file_id, part, operation)
             os.replace(part, out_path)
-            _sync_directory(out_path.parent)
+            sync_directory(out_path.parent)
         except _DroppedBody as exc:
             log.warning("%s attempt %d/%d dropped: %s", operation, attempt, DOWNLOAD_ATTEMPTS, exc)
             if attempt == DOWNLOAD_ATTEMPTS:
@@ -318,46 +318,36 @@ def download_results(
     raise AssertionError("unreachable")
 
 
-def _sync_directory(folder: Path) -> None:
-    """Make a rename in `folder` durable, so the ledger never outlives the file it names."""
-    if os.name != "posix":
-        return
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 class _DroppedBody(Exception):
     """The response body ended before all its bytes arrived."""
 
 
 def _stream_to(client: OpenAI, file_id: str, part: Path, operation: str) -> Download:
-    digest = hashlib.sha256()
     with (
         api_errors(operation),
         # Uncompressed, so the bytes saved are the bytes announced (and sent by the API).
         client.files.with_streaming_response.content(
             file_id, extra_headers={"Accept-Encoding": "identity"}
         ) as response,
+        part.open("xb") as out,
     ):
         announced = response.headers.get("content-length")
-        size = 0
+        writer = BackgroundWriter(out)
         try:
-            with part.open("xb") as out:
-                # Chunks as the transport reads them: asking for a chunk size makes the
-                # HTTP library copy every read through a buffer (bench/transfer.py).
-                for chunk in response.iter_bytes():
-                    if STOP_DOWNLOADS.is_set():
-                        raise KeyboardInterrupt
-                    out.write(chunk)
-                    digest.update(chunk)
-                    size += len(chunk)
-                out.flush()
-                os.fsync(out.fileno())
+            # Chunks as the transport reads them: asking for a chunk size makes the
+            # HTTP library copy every read through a buffer (bench/transfer.py).
+            for chunk in response.iter_bytes():
+                if STOP_DOWNLOADS.is_set():
+                    raise KeyboardInterrupt
+                writer.write(chunk)
+            sha256 = writer.finish()
         except (httpx2.TransportError, openai.APIConnectionError) as exc:
+            writer.abandon()
             raise _DroppedBody(_root_cause(exc) or "connection lost") from exc
+        except BaseException:
+            writer.abandon()
+            raise
+    size = writer.size
     log.info(
         "%s response=%s",
         operation,
@@ -365,7 +355,7 @@ def _stream_to(client: OpenAI, file_id: str, part: Path, operation: str) -> Down
     )
     if announced is not None and int(announced) != size:
         raise _DroppedBody(f"received {size} of {announced} bytes")
-    return Download(size=size, sha256=digest.hexdigest())
+    return Download(size=size, sha256=sha256)
 
 
 def cancel_batch(client: OpenAI, batch_id: str) -> dict[str, Any] | None:

@@ -1,0 +1,131 @@
+"""Writing a download to disk in a thread of its own: its bytes, their sha256, durably.
+
+The thread that reads the HTTP response spends its time in Python (parsing the body as
+it arrives); writing and hashing spend theirs in calls that release the GIL. Handing the
+bytes over in batches of about a megabyte lets the two overlap on separate cores with few
+hand-overs between threads; a queue of a few batches bounds the memory this takes,
+whatever the size of the file (bench/transfer.py measures both).
+"""
+
+import hashlib
+import os
+import queue
+import threading
+from pathlib import Path
+from typing import BinaryIO
+
+# Bytes gathered from the response before they are handed to the writer thread at once.
+BATCH_BYTES = 1024 * 1024
+# Batches waiting for the writer at most: a slow disk holds the reader back, not memory.
+QUEUED_BATCHES = 2
+# Every this many bytes the kernel is asked to start writing them out (_start_writeback).
+WRITEBACK_BYTES = 32 * 1024 * 1024
+# How often a reader blocked on a full queue checks whether the writer has failed.
+POLL_SECONDS = 0.1
+
+
+class BackgroundWriter:
+    """Writes to `out` what `write` is given, in a thread; `finish` makes it durable.
+
+    `out` must be a file opened for binary writing, at its start. Whatever goes wrong in
+    the thread (a full disk, a file too large) is raised again in the caller at its next
+    `write` or at `finish`. `abandon` stops the thread without writing what is left.
+    """
+
+    def __init__(self, out: BinaryIO) -> None:
+        self.size = 0
+        self._out = out
+        self._digest = hashlib.sha256()
+        self._pending: list[bytes] = []
+        self._pending_bytes = 0
+        self._queue: queue.Queue[list[bytes] | None] = queue.Queue(maxsize=QUEUED_BATCHES)
+        self._abandoned = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="batchledger-writer", daemon=True)
+        self._thread.start()
+
+    def write(self, chunk: bytes) -> None:
+        self._pending.append(chunk)
+        self._pending_bytes += len(chunk)
+        self.size += len(chunk)
+        if self._pending_bytes >= BATCH_BYTES:
+            self._hand_over(self._take_pending())
+
+    def finish(self) -> str:
+        """Write what is left, wait for it to reach the disk; the sha256 of all of it."""
+        if self._pending:
+            self._hand_over(self._take_pending())
+        self._hand_over(None)
+        self._thread.join()
+        self._raise_if_failed()
+        self._out.flush()
+        os.fsync(self._out.fileno())
+        return self._digest.hexdigest()
+
+    def abandon(self) -> None:
+        """Stop the thread, leaving the file as it is; for a download that failed."""
+        self._abandoned.set()
+        if self._thread.is_alive():
+            # The thread drains the queue without writing, so this does not block long.
+            self._hand_over(None, raise_failure=False)
+            self._thread.join()
+
+    def _take_pending(self) -> list[bytes]:
+        batch, self._pending, self._pending_bytes = self._pending, [], 0
+        return batch
+
+    def _hand_over(self, batch: list[bytes] | None, raise_failure: bool = True) -> None:
+        while True:
+            if self._error is not None:
+                if raise_failure:
+                    self._raise_if_failed()
+                return
+            try:
+                self._queue.put(batch, timeout=POLL_SECONDS)
+                return
+            except queue.Full:
+                continue
+
+    def _raise_if_failed(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def _run(self) -> None:
+        written = written_out = 0
+        try:
+            while (batch := self._queue.get()) is not None:
+                if self._abandoned.is_set():
+                    continue
+                data = b"".join(batch)
+                self._out.write(data)
+                self._digest.update(data)
+                written += len(data)
+                if written - written_out >= WRITEBACK_BYTES:
+                    self._out.flush()
+                    _start_writeback(self._out.fileno(), written_out, written - written_out)
+                    written_out = written
+        except BaseException as exc:  # raised again in the reading thread
+            self._error = exc
+
+
+def _start_writeback(fd: int, offset: int, length: int) -> None:
+    """Have the kernel start writing these bytes to disk now, without waiting for it.
+
+    On Linux, POSIX_FADV_DONTNEED starts writeback of the range's dirty pages and drops
+    the pages already clean: a large download neither leaves a gigabyte of dirty pages for
+    the final fsync (which then has only the tail to wait for) nor crowds the page cache.
+    Elsewhere this does nothing, and the final fsync does all the work.
+    """
+    if hasattr(os, "posix_fadvise"):
+        os.posix_fadvise(fd, offset, length, os.POSIX_FADV_DONTNEED)
+
+
+def sync_directory(folder: Path) -> None:
+    """Make a rename in `folder` durable, so the ledger never outlives the file it names."""
+    if os.name != "posix":
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
