@@ -68,16 +68,41 @@ def test_list_does_not_import_openai(emulator: EmulatorServer, isolated: Path):
     assert completed.stdout.strip().splitlines()[-1] == "False 0"
 
 
-def test_list_into_a_closed_pipe_stops_quietly(isolated: Path):
+def fill_ledger(batches: int) -> None:
     ledger = open_ledger(Path(os.environ["BATCHLEDGER_DB"]))
     assert ledger is not None
-    with ledger.db.conn:  # far more rows than a pipe buffers
+    with ledger.db.conn:
         ledger.db.conn.executemany(
             "INSERT INTO batches (ref, batch_id, endpoint, completion_window, status, recorded_at)"
             " VALUES (?, ?, '/v1/responses', '24h', 'completed', '2026-11-25T14:03:07Z')",
-            [(f"ref{n}", f"batch_{n:032x}") for n in range(3000)],
+            [(f"ref{n}", f"batch_{n:032x}") for n in range(batches)],
         )
     ledger.close()
+
+
+@pytest.mark.parametrize("batches", [3, 3000])
+def test_list_through_a_pipe_delivers_every_row(isolated: Path, batches: int):
+    # 3 rows sit in the stdout buffer until the process ends; 3000 outgrow the pipe.
+    fill_ledger(batches)
+
+    buffered = {name: value for name, value in os.environ.items() if name != "PYTHONUNBUFFERED"}
+
+    completed = subprocess.run(
+        [sys.executable, "-m", "batchledger", "list", "--all", "--json"],
+        capture_output=True,
+        text=True,
+        env=buffered,
+    )
+
+    assert (completed.returncode, completed.stderr) == (0, "")
+    records = json.loads(completed.stdout)
+    assert sorted(record["batch_id"] for record in records) == [
+        f"batch_{n:032x}" for n in range(batches)
+    ]
+
+
+def test_list_into_a_closed_pipe_stops_quietly(isolated: Path):
+    fill_ledger(3000)  # far more rows than a pipe buffers
 
     pipeline = subprocess.run(
         f"{sys.executable} -m batchledger list --all | head -n 1; echo status=${{PIPESTATUS[0]}}",
