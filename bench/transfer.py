@@ -3,12 +3,15 @@
     .venv/bin/python bench/transfer.py [--quick]
 
 Peak RSS is compared with the "import floor": a child that only imports what a command
-calling the API imports (openai, batchledger.api, batchledger.workflow) and exits.
+calling the API imports (openai, batchledger.api, batchledger.workflow) and exits. Wall
+time is compared with curl, and, for information, with the bare SDK: a script that does
+the same transfer with the `openai` SDK and nothing else (no ledger, no hash, no fsync).
 """
 
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -16,6 +19,7 @@ from pathlib import Path
 
 from _common import (
     API_KEY,
+    COPY_CHUNK,
     GIB,
     MB,
     MIB,
@@ -45,15 +49,38 @@ RSS_MARGIN_KIB = 20 * 1024
 WALL_RATIO = 1.5
 
 
+# The same transfers with the SDK alone, as a user's own script would do them.
+SDK_DOWNLOAD = """
+import sys, openai
+client = openai.OpenAI(max_retries=0)
+with client.files.with_streaming_response.content(sys.argv[1]) as response:
+    with open(sys.argv[2], "wb") as out:
+        for chunk in response.iter_bytes():
+            out.write(chunk)
+"""
+SDK_UPLOAD = """
+import sys, openai
+with open(sys.argv[1], "rb") as stream:
+    openai.OpenAI(max_retries=0).files.create(file=("big.jsonl", stream), purpose="batch")
+"""
+
+
 @dataclass(frozen=True)
 class Compared:
-    """Median figures of the command under test and of curl."""
+    """Each run's wall time of the command under test, of the bare SDK and of curl."""
 
-    tool_wall: float
-    tool_rss_kib: int
-    curl_wall: float
-    curl_rss_kib: int
+    tool: list[Run]
+    sdk: list[Run]
+    curl: list[Run]
     extra: float = 0.0  # seconds of something curl does not do, measured on its own
+
+    @staticmethod
+    def median_wall(runs: list[Run]) -> float:
+        return median([run.wall for run in runs])
+
+    @staticmethod
+    def fastest_wall(runs: list[Run]) -> float:
+        return min(run.wall for run in runs)
 
 
 def curl(*args: str) -> list[str]:
@@ -73,20 +100,44 @@ def fsync_seconds(path: Path) -> float:
 def add_rss_and_wall(
     report: Report, what: str, compared: Compared, floor: Run, extra_label: str = ""
 ) -> None:
-    over = compared.tool_rss_kib - floor.maxrss_kib
-    report.add(f"{what}: peak RSS", megabytes(compared.tool_rss_kib))
+    tool_rss = max(run.maxrss_kib for run in compared.tool)
+    over = tool_rss - floor.maxrss_kib
+    report.add(f"{what}: peak RSS", megabytes(tool_rss))
     report.add(
         f"{what}: peak RSS - import floor",
         f"{over / 1024:+.1f} MB",
         f"<= {RSS_MARGIN_KIB // 1024} MB",
         over <= RSS_MARGIN_KIB,
     )
-    report.add(f"{what}: wall", fmt(compared.tool_wall))
-    report.add(f"curl: wall (peak RSS {megabytes(compared.curl_rss_kib)})", fmt(compared.curl_wall))
-    ratio = compared.tool_wall / compared.curl_wall
+    median_wall, fastest = Compared.median_wall, Compared.fastest_wall
+    for name, runs in ((what, compared.tool), ("bare SDK", compared.sdk), ("curl", compared.curl)):
+        report.add(
+            f"{name}: wall, median (fastest - slowest)",
+            f"{fmt(median_wall(runs))} ({fmt(fastest(runs))} - {fmt(max(r.wall for r in runs))})",
+        )
+    report.add("curl: peak RSS", megabytes(max(run.maxrss_kib for run in compared.curl)))
+    ratio = median_wall(compared.tool) / median_wall(compared.curl)
     report.add(f"{what} / curl", f"{ratio:.2f}x", f"<= {WALL_RATIO:g}x", ratio <= WALL_RATIO)
+    report.add(
+        f"{what} / curl, fastest runs", f"{fastest(compared.tool) / fastest(compared.curl):.2f}x"
+    )
+    report.add("bare SDK / curl", f"{median_wall(compared.sdk) / median_wall(compared.curl):.2f}x")
+    report.add(
+        f"{what} / bare SDK", f"{median_wall(compared.tool) / median_wall(compared.sdk):.2f}x"
+    )
     if extra_label:
         report.add(extra_label, fmt(compared.extra))
+
+
+def warm(path: Path) -> None:
+    """Read the emulator's copy into the page cache, so no run waits on the disk for it.
+
+    This machine does not keep a gigabyte cached between runs that each write another
+    gigabyte; without this, whichever command ran after an eviction was slowed by reads.
+    """
+    with path.open("rb", buffering=0) as source:
+        while source.read(COPY_CHUNK):
+            pass
 
 
 def check_saved(path: Path, size: int, sha256: str | None) -> None:
@@ -105,23 +156,33 @@ def bench_download(server: EmulatorServer, work: Path, size: int, runs: int) -> 
     batch_id = add_completed_batch(server.state, input_id, output_id)
     env = child_env(server.base_url, work / "ledger.db")
     url = f"{server.base_url}/files/{output_id}/content"
+    source = server.state.get_file(output_id).path
     mine, theirs = work / "retrieved.jsonl", work / "curled.jsonl"
     tool_runs: list[Run] = []
+    sdk_runs: list[Run] = []
     curl_runs: list[Run] = []
     syncs: list[float] = []
     for attempt in range(runs):
         progress(f"download run {attempt + 1}/{runs}")
         os.sync()  # start each run with no dirty pages left by the previous one
+        warm(source)
         retrieve = cli("retrieve", "--batch-id", batch_id, "--out", str(mine))
         tool_runs.append(run_measured(retrieve, env, work))
         check_saved(mine, size, source_sha if attempt == 0 else None)
         mine.unlink()
         os.sync()
+        warm(source)
+        sdk = [sys.executable, "-c", SDK_DOWNLOAD, output_id, str(theirs)]
+        sdk_runs.append(run_measured(sdk, env, work))
+        check_saved(theirs, size, None)
+        theirs.unlink()
+        os.sync()
+        warm(source)
         curl_runs.append(run_measured(curl("-o", str(theirs), url), env, work))
         syncs.append(fsync_seconds(theirs))
         check_saved(theirs, size, None)
         theirs.unlink()
-    return _compare(tool_runs, curl_runs, median(syncs))
+    return Compared(tool_runs, sdk_runs, curl_runs, median(syncs))
 
 
 def bench_upload(server: EmulatorServer, work: Path, size: int, runs: int) -> Compared:
@@ -131,6 +192,7 @@ def bench_upload(server: EmulatorServer, work: Path, size: int, runs: int) -> Co
     env = child_env(server.base_url, work / "ledger.db")
     url = f"{server.base_url}/files"
     tool_runs: list[Run] = []
+    sdk_runs: list[Run] = []
     curl_runs: list[Run] = []
     hashes: list[float] = []
     for attempt in range(runs):
@@ -138,6 +200,7 @@ def bench_upload(server: EmulatorServer, work: Path, size: int, runs: int) -> Co
         os.sync()
         # --force: every run sends the same input, which the ledger would refuse as a repeat.
         tool_runs.append(run_measured(cli("create", "--in", str(big), "--force"), env, work))
+        sdk_runs.append(run_measured([sys.executable, "-c", SDK_UPLOAD, str(big)], env, work))
         curl_runs.append(
             run_measured(
                 curl("-o", os.devnull, "-F", "purpose=batch", "-F", f"file=@{big}", url), env, work
@@ -148,24 +211,14 @@ def bench_upload(server: EmulatorServer, work: Path, size: int, runs: int) -> Co
         hashes.append(time.perf_counter() - started)
         for file_id in list(server.state.files):
             server.state.delete_file(file_id)
-    return _compare(tool_runs, curl_runs, median(hashes))
-
-
-def _compare(tool_runs: list[Run], curl_runs: list[Run], extra: float) -> Compared:
-    return Compared(
-        tool_wall=median([run.wall for run in tool_runs]),
-        tool_rss_kib=max(run.maxrss_kib for run in tool_runs),
-        curl_wall=median([run.wall for run in curl_runs]),
-        curl_rss_kib=max(run.maxrss_kib for run in curl_runs),
-        extra=extra,
-    )
+    return Compared(tool_runs, sdk_runs, curl_runs, median(hashes))
 
 
 def main() -> None:
     args = parse_args(__doc__ or "")
     download_size = 100 * MIB if args.quick else GIB
     upload_size = 50 * MB if args.quick else 200 * MB
-    runs = 3 if args.quick else 5
+    runs = 3 if args.quick else 7
     report = Report(
         f"transfer (download {download_size / MIB:.0f} MiB, upload {upload_size / MB:.0f} MB;"
         f" median wall of {runs} runs, highest peak RSS)"
@@ -179,13 +232,15 @@ def main() -> None:
     report.add("import floor: peak RSS", megabytes(floor.maxrss_kib), "baseline")
     report.add("import floor: wall", fmt(floor.wall))
     add_rss_and_wall(report, "retrieve", download, floor, "fsync of curl's file (not in curl)")
-    report.add("curl + fsync", fmt(download.curl_wall + download.extra))
-    report.add("retrieve - import floor wall", fmt(download.tool_wall - floor.wall))
+    report.add("curl + fsync", fmt(Compared.median_wall(download.curl) + download.extra))
+    report.add(
+        "retrieve - import floor wall", fmt(Compared.median_wall(download.tool) - floor.wall)
+    )
     report.note("every run's saved file was checked for size; the first retrieve's by sha256")
     add_rss_and_wall(report, "create", upload, floor, "create's sha256 of the input, alone")
     report.add(
         "create - hash - import floor wall",
-        fmt(upload.tool_wall - upload.extra - floor.wall),
+        fmt(Compared.median_wall(upload.tool) - upload.extra - floor.wall),
     )
     report.print()
 
