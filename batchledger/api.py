@@ -7,13 +7,12 @@ import json
 import logging
 import os
 import random
-import secrets
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, BinaryIO, NamedTuple, TypeVar
 
 import httpx2
 import openai
@@ -21,7 +20,12 @@ from openai import OpenAI
 
 from batchledger.errors import BatchledgerError, ExitCode
 from batchledger.ledger import REF_KEY
-from batchledger.savefile import BackgroundWriter, sync_directory
+from batchledger.savefile import (
+    BackgroundWriter,
+    new_part,
+    remove_leftover_parts,
+    sync_directory,
+)
 
 log = logging.getLogger("batchledger")
 # Set when the user interrupts a run whose downloads go on in worker threads (a sweep):
@@ -294,10 +298,13 @@ def download_results(
         out_path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise BatchledgerError(f"could not create {out_path.parent}: {exc.strerror}") from exc
+    for leftover, size in remove_leftover_parts(out_path):
+        log.warning("%s removed %s (%d bytes), left by a killed run", operation, leftover, size)
     for attempt in range(1, DOWNLOAD_ATTEMPTS + 1):
-        part = out_path.with_name(f".{out_path.name}.{secrets.token_hex(4)}.part")
+        part: Path | None = None
         try:
-            download = _stream_to(client, file_id, part, operation)
+            part, out = new_part(out_path)
+            download = _stream_to(client, file_id, out, operation)
             os.replace(part, out_path)
             sync_directory(out_path.parent)
         except _DroppedBody as exc:
@@ -312,7 +319,8 @@ def download_results(
             log.error("%s could not write %s", operation, out_path, exc_info=True)
             raise BatchledgerError(f"could not save {out_path}: {exc.strerror or exc}") from exc
         finally:
-            part.unlink(missing_ok=True)
+            if part is not None:
+                part.unlink(missing_ok=True)
         log.info("%s saved path=%s bytes=%d", operation, out_path, download.size)
         return download
     raise AssertionError("unreachable")
@@ -322,14 +330,14 @@ class _DroppedBody(Exception):
     """The response body ended before all its bytes arrived."""
 
 
-def _stream_to(client: OpenAI, file_id: str, part: Path, operation: str) -> Download:
+def _stream_to(client: OpenAI, file_id: str, out: BinaryIO, operation: str) -> Download:
     with (
+        out,
         api_errors(operation),
         # Uncompressed, so the bytes saved are the bytes announced (and sent by the API).
         client.files.with_streaming_response.content(
             file_id, extra_headers={"Accept-Encoding": "identity"}
         ) as response,
-        part.open("xb") as out,
     ):
         announced = response.headers.get("content-length")
         writer = BackgroundWriter(out)

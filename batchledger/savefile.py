@@ -10,9 +10,16 @@ whatever the size of the file (bench/transfer.py measures both).
 import hashlib
 import os
 import queue
+import re
+import secrets
 import threading
 from pathlib import Path
 from typing import BinaryIO
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: no locks, and leftovers are not cleaned up
+    fcntl = None  # type: ignore[assignment]
 
 # Bytes gathered from the response before they are handed to the writer thread at once.
 BATCH_BYTES = 1024 * 1024
@@ -118,6 +125,63 @@ def _start_writeback(fd: int, offset: int, length: int) -> None:
     """
     if hasattr(os, "posix_fadvise"):
         os.posix_fadvise(fd, offset, length, os.POSIX_FADV_DONTNEED)
+
+
+def new_part(target: Path) -> tuple[Path, BinaryIO]:
+    """A new temporary file beside `target`, named after this process and locked by it.
+
+    While the process lives, its lock keeps other runs from taking the file for one left
+    behind; if it is killed, `remove_leftover_parts` can tell, and removes the file.
+    """
+    part = target.with_name(f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}.part")
+    out = part.open("xb")
+    if fcntl is not None:
+        fcntl.flock(out.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    return part, out
+
+
+def remove_leftover_parts(target: Path) -> list[tuple[Path, int]]:
+    """Remove what killed runs left of their downloads to `target`; each path and size.
+
+    A temporary file is left over when the process it names is gone and nobody holds its
+    lock (a run killed with SIGKILL, or by a power cut, cannot remove its own).
+    """
+    if fcntl is None or os.name != "posix":
+        return []
+    name = re.compile(rf"\.{re.escape(target.name)}\.(\d+)\.[0-9a-f]{{8}}\.part")
+    removed: list[tuple[Path, int]] = []
+    try:
+        entries = list(os.scandir(target.parent))
+    except OSError:
+        return []
+    for entry in entries:
+        match = name.fullmatch(entry.name)
+        if match is None or _process_exists(int(match[1])):
+            continue
+        try:
+            with open(entry.path, "rb") as part:
+                try:
+                    fcntl.flock(part.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    continue  # a live run on another host, or another run cleaning up
+                size = os.fstat(part.fileno()).st_size
+                os.unlink(entry.path)
+        except OSError:
+            continue  # removed by another run first, or not ours to remove: left as it is
+        removed.append((Path(entry.path), size))
+    return removed
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    except (OverflowError, ValueError):
+        return True  # no process id: not a name this module gave, so not ours to remove
+    return True
 
 
 def sync_directory(folder: Path) -> None:

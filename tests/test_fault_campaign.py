@@ -252,6 +252,9 @@ def check_invariants(schedule: Schedule) -> None:
         batch_id = target.name.removeprefix("results_").removesuffix(".jsonl")
         server_file = state.files[state.batches[batch_id].output_file_id]
         assert target.read_bytes() == server_file.path.read_bytes(), f"{target} differs"
+    # A download killed outright left its temporary file; the recovery's save removed it.
+    leftovers = sorted(path.name for path in schedule.work.glob(".*.part"))
+    assert not leftovers, f"temporary files left behind: {leftovers}"
 
 
 def sha256(path: Path) -> str:

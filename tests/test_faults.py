@@ -1,5 +1,6 @@
 """The fault matrix: each injected failure, its exit code and message, and that nothing is lost."""
 
+import fcntl
 import os
 import signal
 import sqlite3
@@ -9,7 +10,15 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import api_requests, complete, ledger_rows, sdk, server_bytes, write_jsonl
+from helpers import (
+    api_requests,
+    complete,
+    ledger_rows,
+    log_text,
+    sdk,
+    server_bytes,
+    write_jsonl,
+)
 
 from batchledger.emulator import EmulatorServer, Fault
 
@@ -31,6 +40,12 @@ def created(cli, path: Path, lines: int = 3) -> str:
     result = cli("create", "--in", str(path))
     assert result.code == 0, result.err
     return result.field("batch_id")
+
+
+def output_of(emulator: EmulatorServer, batch_id: str) -> str:
+    output_file_id = emulator.state.batches[batch_id].output_file_id
+    assert output_file_id is not None
+    return output_file_id
 
 
 def no_part_files(folder: Path) -> bool:
@@ -208,6 +223,63 @@ def test_sigint_mid_download_leaves_no_file(cli, emulator: EmulatorServer, isola
     assert no_part_files(isolated)
     assert ledger_rows("history")[-1]["action"] == "save_output_interrupted"
     assert ledger_rows()[0]["output_path"] is None
+
+
+def test_a_download_killed_outright_is_cleaned_up_by_the_next_save(
+    cli, emulator: EmulatorServer, isolated: Path
+):
+    batch_id = created(cli, isolated / "in.jsonl", lines=200)
+    complete(emulator, batch_id)
+    emulator.state.add_fault(Fault(path=r"/content$", stall_after_bytes=1000, delay=30))
+    child = cli_process("retrieve", "--batch-id", batch_id, cwd=isolated)
+    deadline = time.monotonic() + 10
+    while not list(isolated.glob(".*.part")) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    child.kill()  # SIGKILL: the run gets no chance to remove its temporary file
+    child.communicate(timeout=10)
+    [left] = isolated.glob(".*.part")
+    assert left.name.startswith(f".results_{batch_id}.jsonl.{child.pid}.")
+
+    result = cli("retrieve", "--batch-id", batch_id)
+
+    assert result.code == 0, result.err
+    target = isolated / f"results_{batch_id}.jsonl"
+    assert target.read_bytes() == server_bytes(emulator, output_of(emulator, batch_id))
+    assert no_part_files(isolated)
+    assert f"removed {left} " in log_text(isolated)
+
+
+def test_only_temporary_files_nobody_owns_are_removed(
+    cli, emulator: EmulatorServer, isolated: Path
+):
+    batch_id = created(cli, isolated / "in.jsonl", lines=5)
+    complete(emulator, batch_id)
+    finished = subprocess.Popen(["true"])
+    finished.wait()
+    dead_pid = finished.pid  # a process id that no longer runs
+    target = f"results_{batch_id}.jsonl"
+    files = {
+        "orphan": isolated / f".{target}.{dead_pid}.0123abcd.part",
+        "locked": isolated / f".{target}.{dead_pid}.89abcdef.part",  # a run on another host
+        "live": isolated / f".{target}.{os.getpid()}.deadbeef.part",
+        "other target": isolated / f".other.jsonl.{dead_pid}.0123abcd.part",
+        "not ours": isolated / f".{target}.notes.part",
+    }
+    for path in files.values():
+        path.write_bytes(b"half a result")
+    with files["locked"].open("rb") as held:
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX)
+
+        result = cli("retrieve", "--batch-id", batch_id)
+
+    assert result.code == 0, result.err
+    assert (isolated / target).read_bytes() == server_bytes(emulator, output_of(emulator, batch_id))
+    assert {name for name, path in files.items() if path.exists()} == {
+        "locked",
+        "live",
+        "other target",
+        "not ours",
+    }
 
 
 def test_disk_full_while_saving(cli, emulator: EmulatorServer, isolated: Path):
