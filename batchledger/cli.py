@@ -323,10 +323,14 @@ def out_path(run: Run) -> Path | None:
 
 
 def cmd_create(run: Run) -> ExitCode:
-    from batchledger import workflow
+    from batchledger.inputs import check_input, hash_input_in_background
 
-    input_ = workflow.read_input(run.args.input)
+    path = check_input(run.args.input)
+    hashing = hash_input_in_background(path, run.args.input)
+    from batchledger import workflow  # imports openai, while the input is hashed
+
     client, ledger = run.start_api_command()
+    input_ = hashing.result()
     submitted = workflow.submit(
         client,
         ledger,

@@ -1,10 +1,13 @@
-"""Writing a download to disk in a thread of its own: its bytes, their sha256, durably.
+"""Saving a download: a temporary file of its own, written in a thread, made durable.
 
 The thread that reads the HTTP response spends its time in Python (parsing the body as
 it arrives); writing and hashing spend theirs in calls that release the GIL. Handing the
 bytes over in batches of about a megabyte lets the two overlap on separate cores with few
 hand-overs between threads; a queue of a few batches bounds the memory this takes,
 whatever the size of the file (bench/transfer.py measures both).
+
+Each temporary file names the process that writes it and is locked by it, so that what a
+killed run left behind can be told from a download still going on, and removed.
 """
 
 import hashlib

@@ -4,8 +4,6 @@ Nothing here prints; the CLI turns the returned values into output.
 """
 
 import contextlib
-import hashlib
-import os
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -16,13 +14,13 @@ from typing import TYPE_CHECKING, Any
 
 from batchledger import api
 from batchledger.errors import BatchledgerError, ExitCode
+from batchledger.inputs import sha256_of
 from batchledger.ledger import FINAL_STATUSES, InputFile, Ledger, Row
 from batchledger.paths import default_results_path, errors_path_for
 
 if TYPE_CHECKING:
     from openai import OpenAI
 
-HASH_CHUNK_BYTES = 1024 * 1024
 # A batch in one of these states may hold result files: completed, or ended early with
 # part of its work done (expired, cancelled).
 SAVABLE_STATUSES = frozenset({"completed", "expired", "cancelled"})
@@ -54,25 +52,6 @@ class BatchReport:
     saved: list[SavedFile] = field(default_factory=list)
     already_saved: bool = False  # retrieve found the results saved and unchanged
     error: BatchledgerError | None = None
-
-
-def read_input(path_text: str) -> InputFile:
-    """Check that the input exists and is a readable file; measure and hash it."""
-    path = Path(path_text).expanduser().absolute()
-    if not path.exists():
-        raise BatchledgerError(f"input file {path_text} does not exist", ExitCode.USAGE)
-    if path.is_dir():
-        raise BatchledgerError(f"input {path_text} is a directory, not a file", ExitCode.USAGE)
-    try:
-        sha256 = sha256_of(path)
-        size = os.stat(path).st_size
-    except OSError as exc:
-        raise BatchledgerError(
-            f"cannot read input file {path_text}: {exc.strerror or exc}", ExitCode.USAGE
-        ) from exc
-    if size == 0:
-        raise BatchledgerError(f"input file {path_text} is empty", ExitCode.USAGE)
-    return InputFile(path=path, size=size, sha256=sha256)
 
 
 def submit(
@@ -225,14 +204,6 @@ def saved_unchanged(row: Row, kind: str, path: Path) -> bool:
     if path.stat().st_size != row[f"{kind}_bytes"]:
         return False
     return bool(sha256_of(path) == row[f"{kind}_sha256"])
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as stream:
-        while chunk := stream.read(HASH_CHUNK_BYTES):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def save_results(

@@ -194,7 +194,7 @@ def import_floor(cwd: Path, runs: int = 3) -> Run:
 
 
 def sha256_file(path: Path) -> str:
-    from batchledger.workflow import sha256_of  # the project's own streaming hash
+    from batchledger.inputs import sha256_of  # the project's own streaming hash
 
     return sha256_of(path)
 

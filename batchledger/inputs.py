@@ -1,0 +1,68 @@
+"""The input file of a create: checked at once, hashed while the rest of the run starts."""
+
+import hashlib
+import os
+import threading
+from concurrent.futures import Future
+from pathlib import Path
+
+from batchledger.errors import BatchledgerError, ExitCode
+from batchledger.ledger import InputFile
+
+HASH_CHUNK_BYTES = 1024 * 1024
+
+
+def read_input(path_text: str) -> InputFile:
+    """Check that the input exists and is a readable file; measure and hash it."""
+    return hash_input(check_input(path_text), path_text)
+
+
+def check_input(path_text: str) -> Path:
+    """The input's absolute path, once it is known to exist and not to be a folder."""
+    path = Path(path_text).expanduser().absolute()
+    if not path.exists():
+        raise BatchledgerError(f"input file {path_text} does not exist", ExitCode.USAGE)
+    if path.is_dir():
+        raise BatchledgerError(f"input {path_text} is a directory, not a file", ExitCode.USAGE)
+    return path
+
+
+def hash_input(path: Path, path_text: str) -> InputFile:
+    """Measure and hash a checked input (the ledger's duplicate guard needs its sha256)."""
+    try:
+        sha256 = sha256_of(path)
+        size = os.stat(path).st_size
+    except OSError as exc:
+        raise BatchledgerError(
+            f"cannot read input file {path_text}: {exc.strerror or exc}", ExitCode.USAGE
+        ) from exc
+    if size == 0:
+        raise BatchledgerError(f"input file {path_text} is empty", ExitCode.USAGE)
+    return InputFile(path=path, size=size, sha256=sha256)
+
+
+def hash_input_in_background(path: Path, path_text: str) -> "Future[InputFile]":
+    """`hash_input` in a thread of its own, so that it overlaps the import of `openai`.
+
+    Hashing is C code that releases the GIL; the import is Python: on two cores they run
+    side by side (bench/transfer.py). The thread is a daemon: a run that fails meanwhile
+    (no API key, Ctrl-C) does not wait for the hash of a file it will not send.
+    """
+    future: Future[InputFile] = Future()
+
+    def run() -> None:
+        try:
+            future.set_result(hash_input(path, path_text))
+        except BaseException as exc:  # handed to whoever waits on the future
+            future.set_exception(exc)
+
+    threading.Thread(target=run, name="batchledger-hash", daemon=True).start()
+    return future
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as stream:
+        while chunk := stream.read(HASH_CHUNK_BYTES):
+            digest.update(chunk)
+    return digest.hexdigest()
