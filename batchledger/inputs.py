@@ -18,12 +18,28 @@ def read_input(path_text: str) -> InputFile:
 
 
 def check_input(path_text: str) -> Path:
-    """The input's absolute path, once it is known to exist and not to be a folder."""
+    """The input's absolute path, once it is known to be a readable file that is not empty.
+
+    Cheap (a stat and one byte read), so that a bad input is reported before anything
+    else: before the API key is looked at, the ledger opened or the log started.
+    """
     path = Path(path_text).expanduser().absolute()
     if not path.exists():
         raise BatchledgerError(f"input file {path_text} does not exist", ExitCode.USAGE)
     if path.is_dir():
         raise BatchledgerError(f"input {path_text} is a directory, not a file", ExitCode.USAGE)
+    if not path.is_file():
+        # A pipe or a device: it could be read once only, and has no size to record.
+        raise BatchledgerError(
+            f"input {path_text} is not a regular file; save it to a file first", ExitCode.USAGE
+        )
+    try:
+        with path.open("rb") as stream:
+            first = stream.read(1)
+    except OSError as exc:
+        raise _unreadable(path_text, exc) from exc
+    if not first:
+        raise BatchledgerError(f"input file {path_text} is empty", ExitCode.USAGE)
     return path
 
 
@@ -33,11 +49,7 @@ def hash_input(path: Path, path_text: str) -> InputFile:
         sha256 = sha256_of(path)
         size = os.stat(path).st_size
     except OSError as exc:
-        raise BatchledgerError(
-            f"cannot read input file {path_text}: {exc.strerror or exc}", ExitCode.USAGE
-        ) from exc
-    if size == 0:
-        raise BatchledgerError(f"input file {path_text} is empty", ExitCode.USAGE)
+        raise _unreadable(path_text, exc) from exc
     return InputFile(path=path, size=size, sha256=sha256)
 
 
@@ -66,3 +78,9 @@ def sha256_of(path: Path) -> str:
         while chunk := stream.read(HASH_CHUNK_BYTES):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def _unreadable(path_text: str, exc: OSError) -> BatchledgerError:
+    return BatchledgerError(
+        f"cannot read input file {path_text}: {exc.strerror or exc}", ExitCode.USAGE
+    )

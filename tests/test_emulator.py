@@ -149,6 +149,25 @@ def test_upload_of_open_file_round_trips_content(client: OpenAI, tmp_path: Path)
         client.files.retrieve(uploaded.id)
 
 
+@pytest.mark.parametrize("size", [0, 1, 300_000])
+def test_file_contents_keep_the_connection_alive(
+    client: OpenAI, server: EmulatorServer, size: int
+) -> None:
+    # Whole files go out with sendfile; an empty one has nothing to send.
+    data = (b'{"n": 1}\n' * size)[:size]
+    file_id = client.files.create(file=("x.jsonl", data), purpose="batch").id
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    try:
+        for _ in range(2):  # the second request reuses the first one's connection
+            connection.request(
+                "GET", f"/v1/files/{file_id}/content", headers={"Authorization": "Bearer sk-test"}
+            )
+            response = connection.getresponse()
+            assert (response.status, response.read()) == (200, data)
+    finally:
+        connection.close()
+
+
 def test_upload_with_unknown_purpose_is_400(client: OpenAI) -> None:
     with pytest.raises(openai.BadRequestError) as caught:
         client.files.create(file=("x.jsonl", b"{}\n"), purpose="nonsense")  # type: ignore[arg-type]

@@ -65,6 +65,32 @@ def test_empty_input_exits_2(cli, isolated: Path):
     assert_one_line_error(cli("create", "--in", "empty.jsonl"), 2, "is empty")
 
 
+def test_a_pipe_as_input_exits_2(cli, isolated: Path):
+    os.mkfifo(isolated / "pipe.jsonl")
+    assert_one_line_error(cli("create", "--in", "pipe.jsonl"), 2, "is not a regular file")
+
+
+@pytest.mark.parametrize("kind", ["missing", "directory", "empty", "pipe"])
+def test_a_bad_input_is_reported_before_anything_else(
+    cli, isolated: Path, monkeypatch: pytest.MonkeyPatch, kind: str
+):
+    path = isolated / "in.jsonl"
+    if kind == "directory":
+        path.mkdir()
+    elif kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "pipe":
+        os.mkfifo(path)
+    monkeypatch.delenv("OPENAI_API_KEY")  # the input is looked at before the key
+
+    result = cli("create", "--in", "in.jsonl")
+
+    assert result.code == 2
+    assert "OPENAI_API_KEY" not in result.err
+    assert not (isolated.parent / "ledger.db").exists()
+    assert not (isolated / "logs").exists()
+
+
 @pytest.mark.parametrize(
     ("args", "fragment"),
     [

@@ -101,6 +101,25 @@ def test_list_through_a_pipe_delivers_every_row(isolated: Path, batches: int):
     ]
 
 
+def test_list_onto_a_full_disk_fails(isolated: Path):
+    fill_ledger(3)
+    buffered = {name: value for name, value in os.environ.items() if name != "PYTHONUNBUFFERED"}
+
+    with open("/dev/full", "w") as full:
+        completed = subprocess.run(
+            [sys.executable, "-m", "batchledger", "list"],
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=buffered,
+        )
+
+    assert completed.returncode == 1
+    assert completed.stderr == (
+        "batchledger: error: could not write the output: No space left on device\n"
+    )
+
+
 def test_list_into_a_closed_pipe_stops_quietly(isolated: Path):
     fill_ledger(3000)  # far more rows than a pipe buffers
 

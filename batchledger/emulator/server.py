@@ -216,7 +216,8 @@ class _Handler(BaseHTTPRequestHandler):
     def _write_body(self, response: Response, fault: Fault | None) -> None:
         limit = None if fault is None else fault.drop_after_bytes
         stall = None if fault is None else fault.stall_after_bytes
-        if response.stream is not None and limit is None and stall is None:
+        whole = limit is None and stall is None
+        if response.stream is not None and response.stream_length > 0 and whole:
             # A whole file: let the kernel copy it (sendfile), so that the emulator is not
             # what a benchmark of the client measures.
             self.wfile.flush()
