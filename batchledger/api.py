@@ -304,8 +304,9 @@ def download_results(
         part: Path | None = None
         try:
             part, out = new_part(out_path)
-            download = _stream_to(client, file_id, out, operation)
-            os.replace(part, out_path)
+            with out:  # open, and so locked, until renamed: never taken for a leftover
+                download = _stream_to(client, file_id, out, operation)
+                os.replace(part, out_path)
             sync_directory(out_path.parent)
         except _DroppedBody as exc:
             log.warning("%s attempt %d/%d dropped: %s", operation, attempt, DOWNLOAD_ATTEMPTS, exc)
@@ -332,7 +333,6 @@ class _DroppedBody(Exception):
 
 def _stream_to(client: OpenAI, file_id: str, out: BinaryIO, operation: str) -> Download:
     with (
-        out,
         api_errors(operation),
         # Uncompressed, so the bytes saved are the bytes announced (and sent by the API).
         client.files.with_streaming_response.content(
@@ -340,21 +340,17 @@ def _stream_to(client: OpenAI, file_id: str, out: BinaryIO, operation: str) -> D
         ) as response,
     ):
         announced = response.headers.get("content-length")
-        writer = BackgroundWriter(out)
         try:
-            # Chunks as the transport reads them: asking for a chunk size makes the
-            # HTTP library copy every read through a buffer (bench/transfer.py).
-            for chunk in response.iter_bytes():
-                if STOP_DOWNLOADS.is_set():
-                    raise KeyboardInterrupt
-                writer.write(chunk)
-            sha256 = writer.finish()
+            with BackgroundWriter(out) as writer:
+                # Chunks as the transport reads them: asking for a chunk size makes the
+                # HTTP library copy every read through a buffer (bench/transfer.py).
+                for chunk in response.iter_bytes():
+                    if STOP_DOWNLOADS.is_set():
+                        raise KeyboardInterrupt
+                    writer.write(chunk)
+                sha256 = writer.finish()
         except (httpx2.TransportError, openai.APIConnectionError) as exc:
-            writer.abandon()
             raise _DroppedBody(_root_cause(exc) or "connection lost") from exc
-        except BaseException:
-            writer.abandon()
-            raise
     size = writer.size
     log.info(
         "%s response=%s",

@@ -10,6 +10,7 @@ Each temporary file names the process that writes it and is locked by it, so tha
 killed run left behind can be told from a download still going on, and removed.
 """
 
+import contextlib
 import hashlib
 import os
 import queue
@@ -21,7 +22,7 @@ from typing import BinaryIO
 
 try:
     import fcntl
-except ImportError:  # not POSIX: no locks, and leftovers are not cleaned up
+except ImportError:  # not POSIX: nothing is locked, and leftovers are not removed
     fcntl = None  # type: ignore[assignment]
 
 # Bytes gathered from the response before they are handed to the writer thread at once.
@@ -39,7 +40,8 @@ class BackgroundWriter:
 
     `out` must be a file opened for binary writing, at its start. Whatever goes wrong in
     the thread (a full disk, a file too large) is raised again in the caller at its next
-    `write` or at `finish`. `abandon` stops the thread without writing what is left.
+    `write` or at `finish`. Used as a context manager, it is abandoned (the thread stopped
+    without writing what is left) when the block raises.
     """
 
     def __init__(self, out: BinaryIO) -> None:
@@ -76,9 +78,17 @@ class BackgroundWriter:
         """Stop the thread, leaving the file as it is; for a download that failed."""
         self._abandoned.set()
         if self._thread.is_alive():
-            # The thread drains the queue without writing, so this does not block long.
+            # The thread finishes the write it is in, if any, then drains the queue
+            # without writing.
             self._hand_over(None, raise_failure=False)
             self._thread.join()
+
+    def __enter__(self) -> "BackgroundWriter":
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
+        if kind is not None:
+            self.abandon()
 
     def _take_pending(self) -> list[bytes]:
         batch, self._pending, self._pending_bytes = self._pending, [], 0
@@ -121,70 +131,67 @@ class BackgroundWriter:
 def _start_writeback(fd: int, offset: int, length: int) -> None:
     """Have the kernel start writing these bytes to disk now, without waiting for it.
 
-    On Linux, POSIX_FADV_DONTNEED starts writeback of the range's dirty pages and drops
-    the pages already clean: a large download neither leaves a gigabyte of dirty pages for
-    the final fsync (which then has only the tail to wait for) nor crowds the page cache.
-    Elsewhere this does nothing, and the final fsync does all the work.
+    On Linux, POSIX_FADV_DONTNEED starts writeback of the range's dirty pages, so that
+    the fsync before the rename has only the last few megabytes left to wait for, not a
+    gigabyte (bench/transfer.py). It is a hint: where it is missing or fails, the final
+    fsync does all the work.
     """
     if hasattr(os, "posix_fadvise"):
-        os.posix_fadvise(fd, offset, length, os.POSIX_FADV_DONTNEED)
+        with contextlib.suppress(OSError):
+            os.posix_fadvise(fd, offset, length, os.POSIX_FADV_DONTNEED)
 
 
 def new_part(target: Path) -> tuple[Path, BinaryIO]:
-    """A new temporary file beside `target`, named after this process and locked by it.
+    """A new temporary file beside `target`, locked by this process while it is open.
 
-    While the process lives, its lock keeps other runs from taking the file for one left
-    behind; if it is killed, `remove_leftover_parts` can tell, and removes the file.
+    The file is made under a name of its own and locked before it takes its `.part` name,
+    and the caller keeps it open until it is renamed into place: so a `.part` file nobody
+    holds a lock on belongs to no live run, and `remove_leftover_parts` may remove it.
+    On a file system without locks, nothing is locked and nothing is removed.
     """
     part = target.with_name(f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}.part")
-    out = part.open("xb")
-    if fcntl is not None:
-        fcntl.flock(out.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    making = part.with_name(f"{part.name}.new")
+    out = making.open("xb")
+    try:
+        if fcntl is not None:
+            with contextlib.suppress(OSError):  # no locks here: remove_leftover_parts skips
+                fcntl.flock(out.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.rename(making, part)
+    except BaseException:
+        out.close()
+        making.unlink(missing_ok=True)
+        raise
     return part, out
 
 
 def remove_leftover_parts(target: Path) -> list[tuple[Path, int]]:
     """Remove what killed runs left of their downloads to `target`; each path and size.
 
-    A temporary file is left over when the process it names is gone and nobody holds its
-    lock (a run killed with SIGKILL, or by a power cut, cannot remove its own).
+    A run killed outright (SIGKILL, a power cut) cannot remove its temporary file; once
+    no process holds the file's lock, it is a leftover. The process id in its name is
+    for people reading the folder, not a test: a pid may be reused, or be another
+    container's.
     """
-    if fcntl is None or os.name != "posix":
+    if fcntl is None:
         return []
-    name = re.compile(rf"\.{re.escape(target.name)}\.(\d+)\.[0-9a-f]{{8}}\.part")
+    name = re.compile(rf"\.{re.escape(target.name)}\.\d+\.[0-9a-f]{{8}}\.part")
     removed: list[tuple[Path, int]] = []
     try:
-        entries = list(os.scandir(target.parent))
+        entries = [entry for entry in os.scandir(target.parent) if name.fullmatch(entry.name)]
     except OSError:
         return []
     for entry in entries:
-        match = name.fullmatch(entry.name)
-        if match is None or _process_exists(int(match[1])):
-            continue
         try:
             with open(entry.path, "rb") as part:
-                try:
-                    fcntl.flock(part.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except BlockingIOError:
-                    continue  # a live run on another host, or another run cleaning up
+                # Fails while a live run holds it (BlockingIOError), or where there are no
+                # locks at all: either way the file is left as it is.
+                fcntl.flock(part.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
                 size = os.fstat(part.fileno()).st_size
                 os.unlink(entry.path)
         except OSError:
-            continue  # removed by another run first, or not ours to remove: left as it is
+            continue  # held, removed by another run first, or not ours to remove
         removed.append((Path(entry.path), size))
     return removed
-
-
-def _process_exists(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # someone else's process
-    except (OverflowError, ValueError):
-        return True  # no process id: not a name this module gave, so not ours to remove
-    return True
 
 
 def sync_directory(folder: Path) -> None:

@@ -1,6 +1,5 @@
 """The fault matrix: each injected failure, its exit code and message, and that nothing is lost."""
 
-import fcntl
 import os
 import signal
 import sqlite3
@@ -249,47 +248,74 @@ def test_a_download_killed_outright_is_cleaned_up_by_the_next_save(
     assert f"removed {left} " in log_text(isolated)
 
 
-def test_only_temporary_files_nobody_owns_are_removed(
+def test_only_temporary_files_nobody_holds_are_removed(
     cli, emulator: EmulatorServer, isolated: Path
 ):
     batch_id = created(cli, isolated / "in.jsonl", lines=5)
     complete(emulator, batch_id)
-    finished = subprocess.Popen(["true"])
-    finished.wait()
-    dead_pid = finished.pid  # a process id that no longer runs
     target = f"results_{batch_id}.jsonl"
     files = {
-        "orphan": isolated / f".{target}.{dead_pid}.0123abcd.part",
-        "locked": isolated / f".{target}.{dead_pid}.89abcdef.part",  # a run on another host
-        "live": isolated / f".{target}.{os.getpid()}.deadbeef.part",
-        "other target": isolated / f".other.jsonl.{dead_pid}.0123abcd.part",
+        "left by a killed run": isolated / f".{target}.4194301.0123abcd.part",
+        # A pid that runs now proves nothing (reused, or another container's): no lock, gone.
+        "naming a live pid": isolated / f".{target}.{os.getpid()}.2468ace0.part",
+        "held by a live run": isolated / f".{target}.4194302.89abcdef.part",
+        "being made": isolated / f".{target}.4194303.13579bdf.part.new",
+        "another target's": isolated / ".other.jsonl.4194301.0123abcd.part",
         "not ours": isolated / f".{target}.notes.part",
     }
     for path in files.values():
         path.write_bytes(b"half a result")
-    with files["locked"].open("rb") as held:
-        fcntl.flock(held.fileno(), fcntl.LOCK_EX)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import fcntl, sys, time\n"
+            "held = open(sys.argv[1], 'rb')\n"
+            "fcntl.flock(held.fileno(), fcntl.LOCK_EX)\n"
+            "print('held', flush=True)\n"
+            "time.sleep(60)",
+            str(files["held by a live run"]),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
 
         result = cli("retrieve", "--batch-id", batch_id)
+    finally:
+        holder.kill()
+        holder.wait()
 
     assert result.code == 0, result.err
     assert (isolated / target).read_bytes() == server_bytes(emulator, output_of(emulator, batch_id))
     assert {name for name, path in files.items() if path.exists()} == {
-        "locked",
-        "live",
-        "other target",
+        "held by a live run",
+        "being made",
+        "another target's",
         "not ours",
     }
 
 
-def test_disk_full_while_saving(cli, emulator: EmulatorServer, isolated: Path):
-    batch_id = created(cli, isolated / "in.jsonl", lines=2000)
+@pytest.mark.parametrize(
+    ("lines", "limit_bytes"),
+    [
+        (2000, 200_000),  # the first write fails
+        # The writer fails several megabytes in, while the reader waits on a full queue.
+        (20_000, 3_000_000),
+    ],
+)
+def test_disk_full_while_saving(
+    cli, emulator: EmulatorServer, isolated: Path, lines: int, limit_bytes: int
+):
+    batch_id = created(cli, isolated / "in.jsonl", lines=lines)
     complete(emulator, batch_id)
-    # Files may grow to 200 KB: enough for the ledger and the log, not for the output.
+    assert emulator.state.files[output_of(emulator, batch_id)].bytes > 2 * limit_bytes
+    # Files may grow to the limit: enough for the ledger and the log, not for the output.
     limit = (
         "import resource, signal\n"
         "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
-        "resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))"
+        f"resource.setrlimit(resource.RLIMIT_FSIZE, ({limit_bytes}, {limit_bytes}))"
     )
     child = cli_process("retrieve", "--batch-id", batch_id, cwd=isolated, preamble=limit)
     out, err = child.communicate(timeout=60)
