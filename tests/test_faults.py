@@ -41,6 +41,26 @@ def created(cli, path: Path, lines: int = 3) -> str:
     return result.field("batch_id")
 
 
+def wait_for_downloads(folder: Path, count: int = 1) -> None:
+    """Wait until `count` downloads into `folder` have their temporary files."""
+    deadline = time.monotonic() + 10
+    while len(list(folder.glob(".*.part"))) < count:
+        assert time.monotonic() < deadline, "the downloads never started"
+        time.sleep(0.02)
+
+
+def stalled_retrieve(
+    cli, emulator: EmulatorServer, isolated: Path
+) -> tuple[str, subprocess.Popen[str]]:
+    """A completed batch, and a child retrieving it that is stalled midway."""
+    batch_id = created(cli, isolated / "in.jsonl", lines=200)
+    complete(emulator, batch_id)
+    emulator.state.add_fault(Fault(path=r"/content$", stall_after_bytes=1000, delay=30))
+    child = cli_process("retrieve", "--batch-id", batch_id, cwd=isolated)
+    wait_for_downloads(isolated)
+    return batch_id, child
+
+
 def output_of(emulator: EmulatorServer, batch_id: str) -> str:
     output_file_id = emulator.state.batches[batch_id].output_file_id
     assert output_file_id is not None
@@ -204,14 +224,7 @@ def test_drop_mid_download_exhausted_keeps_the_previous_file(
 
 
 def test_sigint_mid_download_leaves_no_file(cli, emulator: EmulatorServer, isolated: Path):
-    batch_id = created(cli, isolated / "in.jsonl", lines=200)
-    complete(emulator, batch_id)
-    emulator.state.add_fault(Fault(path=r"/content$", stall_after_bytes=1000, delay=30))
-    child = cli_process("retrieve", "--batch-id", batch_id, cwd=isolated)
-    deadline = time.monotonic() + 10
-    while not list(isolated.glob(".*.part")) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert list(isolated.glob(".*.part")), "the download never started"
+    batch_id, child = stalled_retrieve(cli, emulator, isolated)
 
     child.send_signal(signal.SIGINT)
     _, err = child.communicate(timeout=10)
@@ -227,13 +240,7 @@ def test_sigint_mid_download_leaves_no_file(cli, emulator: EmulatorServer, isola
 def test_a_download_killed_outright_is_cleaned_up_by_the_next_save(
     cli, emulator: EmulatorServer, isolated: Path
 ):
-    batch_id = created(cli, isolated / "in.jsonl", lines=200)
-    complete(emulator, batch_id)
-    emulator.state.add_fault(Fault(path=r"/content$", stall_after_bytes=1000, delay=30))
-    child = cli_process("retrieve", "--batch-id", batch_id, cwd=isolated)
-    deadline = time.monotonic() + 10
-    while not list(isolated.glob(".*.part")) and time.monotonic() < deadline:
-        time.sleep(0.02)
+    batch_id, child = stalled_retrieve(cli, emulator, isolated)
     child.kill()  # SIGKILL: the run gets no chance to remove its temporary file
     child.communicate(timeout=10)
     [left] = isolated.glob(".*.part")
@@ -575,10 +582,7 @@ def test_ctrl_c_stops_a_sweep_promptly(cli, emulator: EmulatorServer, isolated: 
     stall = Fault(path=r"/content$", stall_after_bytes=500, delay=1.5, times=None)
     emulator.state.add_fault(stall)
     child = cli_process("status", "--all", "--concurrency", "2", cwd=isolated)
-    deadline = time.monotonic() + 10
-    while len(list(isolated.glob(".*.part"))) < 2:
-        assert time.monotonic() < deadline, "the downloads never started"
-        time.sleep(0.02)
+    wait_for_downloads(isolated, 2)
 
     interrupted = time.monotonic()
     child.send_signal(signal.SIGINT)

@@ -80,18 +80,21 @@ def fill_ledger(batches: int) -> None:
     ledger.close()
 
 
+def buffered_stdout() -> dict[str, str]:
+    """The environment without PYTHONUNBUFFERED: stdout buffered, as for most users."""
+    return {name: value for name, value in os.environ.items() if name != "PYTHONUNBUFFERED"}
+
+
 @pytest.mark.parametrize("batches", [3, 3000])
 def test_list_through_a_pipe_delivers_every_row(isolated: Path, batches: int):
     # 3 rows sit in the stdout buffer until the process ends; 3000 outgrow the pipe.
     fill_ledger(batches)
 
-    buffered = {name: value for name, value in os.environ.items() if name != "PYTHONUNBUFFERED"}
-
     completed = subprocess.run(
         [sys.executable, "-m", "batchledger", "list", "--all", "--json"],
         capture_output=True,
         text=True,
-        env=buffered,
+        env=buffered_stdout(),
     )
 
     assert (completed.returncode, completed.stderr) == (0, "")
@@ -103,7 +106,6 @@ def test_list_through_a_pipe_delivers_every_row(isolated: Path, batches: int):
 
 def test_list_onto_a_full_disk_fails(isolated: Path):
     fill_ledger(3)
-    buffered = {name: value for name, value in os.environ.items() if name != "PYTHONUNBUFFERED"}
 
     with open("/dev/full", "w") as full:
         completed = subprocess.run(
@@ -111,7 +113,7 @@ def test_list_onto_a_full_disk_fails(isolated: Path):
             stdout=full,
             stderr=subprocess.PIPE,
             text=True,
-            env=buffered,
+            env=buffered_stdout(),
         )
 
     assert completed.returncode == 1
