@@ -12,20 +12,23 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, BinaryIO, NamedTuple, TypeVar
+from typing import Any, TypeVar
 
 import httpx2
 import openai
 from openai import OpenAI
 
-from batchledger.errors import BatchledgerError, ExitCode
-from batchledger.ledger import REF_KEY
-from batchledger.savefile import (
-    BackgroundWriter,
-    new_part,
-    remove_leftover_parts,
-    sync_directory,
+from batchledger.batches import REF_KEY
+from batchledger.errors import (
+    ApiError,
+    BatchledgerError,
+    Conflict,
+    NotFound,
+    Rejected,
+    Transient,
+    UsageError,
 )
+from batchledger.savefile import Incomplete, Saved, prepare_target, save_chunks
 
 log = logging.getLogger("batchledger")
 # Set when the user interrupts a run whose downloads go on in worker threads (a sweep):
@@ -47,16 +50,12 @@ def make_client(max_retries: int = 2, timeout: float = 600.0) -> OpenAI:
     """The one client of a run; the key and base URL come from the environment."""
     key = os.environ.get("OPENAI_API_KEY")
     if not key:
-        raise BatchledgerError(
-            "OPENAI_API_KEY is not set; export your API key first", ExitCode.USAGE
-        )
+        raise UsageError("OPENAI_API_KEY is not set; export your API key first")
     # A pasted key with a stray space or newline would otherwise fail deep in the HTTP
     # library, with the key itself in the error text.
     if not key.isascii() or not key.isprintable() or key != key.strip():
-        raise BatchledgerError(
-            "OPENAI_API_KEY holds spaces, line breaks or non-ASCII characters; "
-            "export the key alone",
-            ExitCode.USAGE,
+        raise UsageError(
+            "OPENAI_API_KEY holds spaces, line breaks or non-ASCII characters; export the key alone"
         )
     return OpenAI(max_retries=max_retries, timeout=timeout)
 
@@ -67,23 +66,56 @@ def _log_response(operation: str, payload: Any) -> None:
 
 @contextmanager
 def api_errors(operation: str) -> Iterator[None]:
-    """Turn the SDK's exceptions into a BatchledgerError with a one-line reason."""
+    """Turn the SDK's exceptions into ours, each a type that says what went wrong."""
     try:
         yield
     except openai.APIStatusError as exc:
         log.error("%s failed: HTTP %s body=%s", operation, exc.status_code, _body_text(exc))
-        raise BatchledgerError(_status_message(operation, exc)) from exc
+        raise _status_error(operation, exc) from exc
     except openai.APITimeoutError as exc:
         log.error("%s timed out", operation, exc_info=True)
-        raise BatchledgerError(
+        raise Transient(
             f"{operation} timed out talking to {_base_url(exc)}; try again or raise --timeout"
         ) from exc
     except openai.APIConnectionError as exc:
         log.error("%s connection failed", operation, exc_info=True)
-        raise BatchledgerError(
+        raise Transient(
             f"{operation} could not reach {_base_url(exc)} ({_root_cause(exc)}); "
             "check your network or OPENAI_BASE_URL and try again"
         ) from exc
+
+
+def _status_error(operation: str, exc: openai.APIStatusError) -> ApiError:
+    """The error of our own that an HTTP error status stands for."""
+    status = exc.status_code
+    message = _status_message(operation, exc)
+    code = _error_code(exc)
+    if status in (408, 429) or status >= 500:
+        error: ApiError = Transient(message, status=status, code=code)
+        error.retry_after = _retry_after(exc)
+        return error
+    if status == 404:
+        return NotFound(message, status=status, code=code)
+    if status == 409:
+        return Conflict(message, status=status, code=code)
+    if 400 <= status < 500:
+        return Rejected(message, status=status, code=code)
+    return ApiError(message, status=status, code=code)
+
+
+def _error_code(exc: openai.APIStatusError) -> str | None:
+    code = getattr(exc, "code", None)
+    return code if isinstance(code, str) else None
+
+
+def _retry_after(exc: openai.APIStatusError) -> float | None:
+    """The server's Retry-After, in seconds, if it sent a usable one."""
+    header = exc.response.headers.get("retry-after")
+    try:
+        seconds = float(header) if header is not None else None
+    except ValueError:
+        return None
+    return seconds if seconds is not None and seconds >= 0 else None
 
 
 def _body_text(exc: openai.APIStatusError) -> str:
@@ -152,25 +184,6 @@ def upload_file(client: OpenAI, path: Path, name: str | None = None) -> str:
     )
 
 
-def is_transient(exc: BatchledgerError) -> bool:
-    """The failure may pass: the network, a 5xx, a rate limit, a download cut short."""
-    return _retryable(exc.__cause__) or isinstance(exc.__cause__, _DroppedBody)
-
-
-def is_not_found(exc: BatchledgerError) -> bool:
-    return isinstance(exc.__cause__, openai.NotFoundError)
-
-
-def is_refusal(exc: BatchledgerError) -> bool:
-    """The API answered no (a 4xx other than a rate limit): trying again will not help."""
-    cause = exc.__cause__
-    return (
-        isinstance(cause, openai.APIStatusError)
-        and not _retryable(cause)
-        and (400 <= cause.status_code < 500)
-    )
-
-
 def create_batch(
     client: OpenAI,
     file_id: str,
@@ -229,10 +242,10 @@ def _retry_without_duplicates(
         try:
             with api_errors(operation):
                 return call()
-        except BatchledgerError as exc:
-            if attempt == retries or not _retryable(exc.__cause__):
+        except Transient as exc:
+            if attempt == retries:
                 raise
-            pause = _retry_pause(attempt, exc.__cause__)
+            pause = _retry_pause(attempt, exc)
             log.warning(
                 "%s attempt %d/%d failed; checking whether it went through, retrying in %.1fs",
                 operation,
@@ -251,21 +264,10 @@ def _retry_without_duplicates(
     raise AssertionError("unreachable")
 
 
-def _retryable(exc: BaseException | None) -> bool:
-    if isinstance(exc, openai.APIStatusError):
-        return exc.status_code in (408, 429) or exc.status_code >= 500
-    return isinstance(exc, openai.APIConnectionError)
-
-
-def _retry_pause(attempt: int, exc: BaseException | None) -> float:
+def _retry_pause(attempt: int, exc: ApiError) -> float:
     """Seconds to wait: the server's Retry-After if it sent one, else exponential backoff."""
-    if isinstance(exc, openai.APIStatusError):
-        header = exc.response.headers.get("retry-after")
-        try:
-            if header is not None and float(header) >= 0:
-                return min(float(header), MAX_RETRY_AFTER_SECONDS)
-        except ValueError:
-            pass
+    if exc.retry_after is not None:
+        return min(exc.retry_after, MAX_RETRY_AFTER_SECONDS)
     backoff: float = min(INITIAL_RETRY_SECONDS * 2**attempt, MAX_RETRY_SECONDS)
     return backoff * random.uniform(0.75, 1.0)
 
@@ -279,51 +281,30 @@ def get_batch_status(client: OpenAI, batch_id: str) -> dict[str, Any]:
     return result
 
 
-class Download(NamedTuple):
-    size: int
-    sha256: str
-
-
 def download_results(
     client: OpenAI, file_id: str, out_path: Path, operation: str = "DOWNLOAD_RESULTS"
-) -> Download:
-    """Stream file `file_id` to `out_path` atomically; its byte count and sha256.
+) -> Saved:
+    """Stream file `file_id` to `out_path` atomically (savefile.py); its byte count and sha256.
 
-    The bytes go to a temporary file beside `out_path`, which is renamed into place only
-    when complete and of the announced size: a failure or Ctrl-C leaves no partial file
-    at `out_path`, and a complete file already there stays as it was.
+    A body that breaks off, or ends short of its announced size, is fetched again, a
+    bounded number of times.
     """
     log.info("%s request=%s", operation, json.dumps({"file_id": file_id, "path": str(out_path)}))
-    try:
-        out_path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise BatchledgerError(f"could not create {out_path.parent}: {exc.strerror}") from exc
-    for leftover, size in remove_leftover_parts(out_path):
+    for leftover, size in prepare_target(out_path):
         log.warning("%s removed %s (%d bytes), left by a killed run", operation, leftover, size)
     for attempt in range(1, DOWNLOAD_ATTEMPTS + 1):
-        part: Path | None = None
         try:
-            part, out = new_part(out_path)
-            with out:  # open, and so locked, until renamed: never taken for a leftover
-                download = _stream_to(client, file_id, out, operation)
-                os.replace(part, out_path)
-            sync_directory(out_path.parent)
-        except _DroppedBody as exc:
+            saved = _download_once(client, file_id, out_path, operation)
+        except (_DroppedBody, Incomplete) as exc:
             log.warning("%s attempt %d/%d dropped: %s", operation, attempt, DOWNLOAD_ATTEMPTS, exc)
             if attempt == DOWNLOAD_ATTEMPTS:
-                raise BatchledgerError(
+                raise Transient(
                     f"{operation} of {file_id} broke off {DOWNLOAD_ATTEMPTS} times ({exc}); "
                     "nothing was saved, run the command again"
                 ) from exc
             continue
-        except OSError as exc:
-            log.error("%s could not write %s", operation, out_path, exc_info=True)
-            raise BatchledgerError(f"could not save {out_path}: {exc.strerror or exc}") from exc
-        finally:
-            if part is not None:
-                part.unlink(missing_ok=True)
-        log.info("%s saved path=%s bytes=%d", operation, out_path, download.size)
-        return download
+        log.info("%s saved path=%s bytes=%d", operation, out_path, saved.size)
+        return saved
     raise AssertionError("unreachable")
 
 
@@ -331,7 +312,7 @@ class _DroppedBody(Exception):
     """The response body ended before all its bytes arrived."""
 
 
-def _stream_to(client: OpenAI, file_id: str, out: BinaryIO, operation: str) -> Download:
+def _download_once(client: OpenAI, file_id: str, out_path: Path, operation: str) -> Saved:
     with (
         api_errors(operation),
         # Uncompressed, so the bytes saved are the bytes announced (and sent by the API).
@@ -340,26 +321,32 @@ def _stream_to(client: OpenAI, file_id: str, out: BinaryIO, operation: str) -> D
         ) as response,
     ):
         announced = response.headers.get("content-length")
-        try:
-            with BackgroundWriter(out) as writer:
-                # Chunks as the transport reads them: asking for a chunk size makes the
-                # HTTP library copy every read through a buffer (bench/transfer.py).
-                for chunk in response.iter_bytes():
-                    if STOP_DOWNLOADS.is_set():
-                        raise KeyboardInterrupt
-                    writer.write(chunk)
-                sha256 = writer.finish()
-        except (httpx2.TransportError, openai.APIConnectionError) as exc:
-            raise _DroppedBody(_root_cause(exc) or "connection lost") from exc
-    size = writer.size
+        saved = save_chunks(
+            out_path,
+            _chunks(response.iter_bytes()),
+            int(announced) if announced is not None else None,
+        )
     log.info(
         "%s response=%s",
         operation,
-        json.dumps({"file_id": file_id, "status_code": response.status_code, "bytes": size}),
+        json.dumps({"file_id": file_id, "status_code": response.status_code, "bytes": saved.size}),
     )
-    if announced is not None and int(announced) != size:
-        raise _DroppedBody(f"received {size} of {announced} bytes")
-    return Download(size=size, sha256=sha256)
+    return saved
+
+
+def _chunks(body: Iterator[bytes]) -> Iterator[bytes]:
+    """The body's chunks as the transport reads them; a connection lost midway is _DroppedBody.
+
+    No chunk size is asked for: that makes the HTTP library copy every read through a
+    buffer (bench/transfer.py).
+    """
+    try:
+        for chunk in body:
+            if STOP_DOWNLOADS.is_set():
+                raise KeyboardInterrupt
+            yield chunk
+    except (httpx2.TransportError, openai.APIConnectionError) as exc:
+        raise _DroppedBody(_root_cause(exc) or "connection lost") from exc
 
 
 def cancel_batch(client: OpenAI, batch_id: str) -> dict[str, Any] | None:
@@ -374,10 +361,8 @@ def cancel_batch(client: OpenAI, batch_id: str) -> dict[str, Any] | None:
     try:
         # The SDK would retry the 409 of a finished batch; here only transient errors are.
         return _retry_without_duplicates(client, "CANCEL_BATCH", cancel, lambda: None)
-    except BatchledgerError as exc:
-        if isinstance(exc.__cause__, openai.ConflictError):
-            return None
-        raise
+    except Conflict:
+        return None
 
 
 def list_batches(client: OpenAI) -> Iterator[dict[str, Any]]:
@@ -434,9 +419,7 @@ def file_exists(client: OpenAI, file_id: str) -> bool:
     try:
         with api_errors("GET_FILE"):
             found = client.files.retrieve(file_id)
-    except BatchledgerError as exc:
-        if isinstance(exc.__cause__, openai.NotFoundError):
-            return False
-        raise
+    except NotFound:
+        return False
     _log_response("GET_FILE", found.model_dump(mode="json"))
     return True

@@ -6,7 +6,7 @@ import threading
 from concurrent.futures import Future
 from pathlib import Path
 
-from batchledger.errors import BatchledgerError, ExitCode
+from batchledger.errors import UsageError
 from batchledger.ledger import InputFile
 
 HASH_CHUNK_BYTES = 1024 * 1024
@@ -25,21 +25,19 @@ def check_input(path_text: str) -> Path:
     """
     path = Path(path_text).expanduser().absolute()
     if not path.exists():
-        raise BatchledgerError(f"input file {path_text} does not exist", ExitCode.USAGE)
+        raise UsageError(f"input file {path_text} does not exist")
     if path.is_dir():
-        raise BatchledgerError(f"input {path_text} is a directory, not a file", ExitCode.USAGE)
+        raise UsageError(f"input {path_text} is a directory, not a file")
     if not path.is_file():
         # A pipe or a device: it could be read once only, and has no size to record.
-        raise BatchledgerError(
-            f"input {path_text} is not a regular file; save it to a file first", ExitCode.USAGE
-        )
+        raise UsageError(f"input {path_text} is not a regular file; save it to a file first")
     try:
         with path.open("rb") as stream:
             first = stream.read(1)
     except OSError as exc:
         raise _unreadable(path_text, exc) from exc
     if not first:
-        raise BatchledgerError(f"input file {path_text} is empty", ExitCode.USAGE)
+        raise UsageError(f"input file {path_text} is empty")
     return path
 
 
@@ -80,7 +78,5 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _unreadable(path_text: str, exc: OSError) -> BatchledgerError:
-    return BatchledgerError(
-        f"cannot read input file {path_text}: {exc.strerror or exc}", ExitCode.USAGE
-    )
+def _unreadable(path_text: str, exc: OSError) -> UsageError:
+    return UsageError(f"cannot read input file {path_text}: {exc.strerror or exc}")

@@ -1,46 +1,38 @@
-"""The ledger: a SQLite file of every batch, opened (and migrated) only here."""
+"""The ledger: a SQLite file of every batch, opened (and migrated) only here.
 
-import json
+It stores what it is given; it does not parse what a user typed (resolve.py does).
+"""
+
 import os
-import socket
 import sqlite3
 import threading
 import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from sqlite_utils import Database
 
-from batchledger.errors import BatchledgerError, ExitCode
+from batchledger.batches import (
+    FINAL_STATUSES,
+    REJECTED,
+    RESUBMITTABLE_STATUSES,
+    SAVABLE_STATUSES,
+    Row,
+    fields_from_batch,
+    ref_of,
+)
+from batchledger.claims import claimed_by_another_run, this_run
+from batchledger.errors import BatchledgerError, Refused, UsageError
+from batchledger.times import utc_now
 from migrations import migrations
 
-FINAL_STATUSES = frozenset({"completed", "failed", "expired", "cancelled"})
-# Batches in these states hold no work worth keeping, so the same input may be sent again.
-RESUBMITTABLE_STATUSES = frozenset({"failed", "expired", "cancelled"})
-BATCH_TIMESTAMPS = (
-    "created_at",
-    "in_progress_at",
-    "finalizing_at",
-    "completed_at",
-    "failed_at",
-    "expired_at",
-    "cancelling_at",
-    "cancelled_at",
-    "expires_at",
-)
-REF_KEY = "batchledger_ref"  # the batch metadata key that carries a row's ref
-# The status of a row whose create the API refused (a 4xx): there is no batch to follow.
-REJECTED = "rejected"
 # When a batch was made: the API's created_at, or when the ledger first saw it. Indexed.
 MADE_AT = "coalesce(created_at, recorded_at)"
 LOCK_TIMEOUT_ENV = "BATCHLEDGER_LOCK_TIMEOUT"
 DEFAULT_LOCK_TIMEOUT_SECONDS = 15.0
-
-Row = dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -50,20 +42,6 @@ class InputFile:
     path: Path
     size: int
     sha256: str
-
-
-def utc_now() -> str:
-    return iso_utc(datetime.now(UTC))
-
-
-def iso_utc(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def iso_from_epoch(seconds: int | float | None) -> str | None:
-    if seconds is None:
-        return None
-    return iso_utc(datetime.fromtimestamp(seconds, UTC))
 
 
 def open_ledger(path: Path, *, create: bool = True) -> "Ledger | None":
@@ -114,31 +92,7 @@ def lock_timeout() -> float:
     try:
         return float(text) if text else DEFAULT_LOCK_TIMEOUT_SECONDS
     except ValueError:
-        raise BatchledgerError(
-            f"{LOCK_TIMEOUT_ENV} must be a number of seconds, not {text!r}", ExitCode.USAGE
-        ) from None
-
-
-def this_run() -> str:
-    """Who is submitting: host and process id."""
-    return f"{socket.gethostname()}:{os.getpid()}"
-
-
-def _claimed_by_another_run(row: Row) -> bool:
-    """Another process that is still alive is submitting this row."""
-    claimed_by = row.get("claimed_by")
-    if not claimed_by or claimed_by == this_run():
-        return False
-    host, _, pid = claimed_by.rpartition(":")
-    if host != socket.gethostname() or not pid.isdigit():
-        return False  # a ledger is local; a claim from elsewhere is a stale copy
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+        raise UsageError(f"{LOCK_TIMEOUT_ENV} must be a number of seconds, not {text!r}") from None
 
 
 def _refuse_newer_schema(db: Database, path: Path) -> None:
@@ -168,6 +122,8 @@ class Ledger:
     def __init__(self, db: Database, path: Path) -> None:
         self.db = db
         self.path = path
+        # The log file of this run, named in every history row it writes.
+        self.log_file: Path | None = None
         self._lock = threading.RLock()
 
     def close(self) -> None:
@@ -197,7 +153,7 @@ class Ledger:
             except sqlite3.Error as exc:
                 raise BatchledgerError(_describe_sqlite_error(self.path, exc)) from exc
 
-    def _history(self, row_id: int, action: str, detail: str, log_file: Path | None) -> None:
+    def _history(self, row_id: int, action: str, detail: str) -> None:
         self.db.table("history").insert(
             {
                 "batch": row_id,
@@ -205,7 +161,7 @@ class Ledger:
                 "action": action,
                 "detail": detail,
                 # Absolute: the ledger is shared by runs from any working directory.
-                "log_file": str(log_file.absolute()) if log_file else None,
+                "log_file": str(self.log_file.absolute()) if self.log_file else None,
             }
         )
 
@@ -216,7 +172,6 @@ class Ledger:
         input_: InputFile,
         endpoint: str,
         window: str,
-        log_file: Path | None,
         *,
         force: bool,
     ) -> tuple[Row, bool]:
@@ -229,23 +184,21 @@ class Ledger:
         with self._writing():
             duplicate = self.find_active_duplicate(input_, endpoint, window)
             if duplicate is not None and not force:
-                raise BatchledgerError(
+                raise Refused(
                     f"{input_.path.name} was already submitted as {duplicate['batch_id']} "
                     f"(status {duplicate['status']}, same content, endpoint and window); "
-                    "use --force to submit it again",
-                    ExitCode.REFUSED,
+                    "use --force to submit it again"
                 )
             row = self.find_unfinished_submission(input_, endpoint, window)
-            if row is not None and _claimed_by_another_run(row):
-                raise BatchledgerError(
+            if row is not None and claimed_by_another_run(row):
+                raise Refused(
                     f"{input_.path.name} is being submitted by another run "
-                    f"({row['claimed_by']}, since {row['claimed_at']}); wait for it to finish",
-                    ExitCode.REFUSED,
+                    f"({row['claimed_by']}, since {row['claimed_at']}); wait for it to finish"
                 )
             claim = {"claimed_by": this_run(), "claimed_at": utc_now()}
             if row is not None:
                 self.db.table("batches").update(row["id"], claim)
-                self._history(row["id"], "resume", "resuming an interrupted create", log_file)
+                self._history(row["id"], "resume", "resuming an interrupted create")
                 return self.get_row(row["id"]), True
             row_id = (
                 self.db.table("batches")
@@ -265,41 +218,40 @@ class Ledger:
                 .last_pk
             )
             assert isinstance(row_id, int)
-            self._history(row_id, "submit", f"input {input_.path}", log_file)
+            self._history(row_id, "submit", f"input {input_.path}")
             return self.get_row(row_id), False
 
     def release_claim(self, row_id: int) -> None:
         with self._writing():
             self.db.table("batches").update(row_id, {"claimed_by": None, "claimed_at": None})
 
-    def mark_results_gone(self, row_id: int, reason: str, log_file: Path | None) -> None:
+    def mark_results_gone(self, row_id: int, reason: str) -> None:
         """The API says a result file does not exist (any more): sweeps stop asking."""
         with self._writing():
             self.db.table("batches").update(row_id, {"results_gone_at": utc_now()})
-            self._history(row_id, "results_gone", reason, log_file)
+            self._history(row_id, "results_gone", reason)
 
-    def mark_rejected(self, row_id: int, reason: str, log_file: Path | None) -> None:
+    def mark_rejected(self, row_id: int, reason: str) -> None:
         """The API refused to create the batch: the row will not be resumed."""
         with self._writing():
             self.db.table("batches").update(row_id, {"status": REJECTED})
-            self._history(row_id, "rejected", reason, log_file)
+            self._history(row_id, "rejected", reason)
 
-    def record_upload(self, row_id: int, file_id: str, log_file: Path | None) -> None:
+    def record_upload(self, row_id: int, file_id: str) -> None:
         with self._writing():
             self.db.table("batches").update(row_id, {"input_file_id": file_id})
-            self._history(row_id, "upload", f"uploaded as {file_id}", log_file)
+            self._history(row_id, "upload", f"uploaded as {file_id}")
 
     def record_batch(
         self,
         batch: Mapping[str, Any],
-        log_file: Path | None,
         *,
         action: str,
         row_id: int | None,
         origin: str = "lookup",
     ) -> Row:
         """Store what the API says of a batch; adds a row (from `origin`) if it is new."""
-        fields = _fields_from_batch(batch)
+        fields = fields_from_batch(batch)
         with self._writing():
             if row_id is None:
                 existing = self.row_of(batch)
@@ -308,7 +260,7 @@ class Ledger:
                 row_id = self._insert_foreign(batch, fields, origin)
             else:
                 self.db.table("batches").update(row_id, fields)
-            self._history(row_id, action, f"status {batch['status']}", log_file)
+            self._history(row_id, action, f"status {batch['status']}")
         return self.get_row(row_id)
 
     def _insert_foreign(self, batch: Mapping[str, Any], fields: Row, origin: str) -> int:
@@ -331,9 +283,7 @@ class Ledger:
         assert isinstance(row_id, int)
         return row_id
 
-    def record_download(
-        self, row_id: int, kind: str, path: Path, size: int, sha256: str, log_file: Path | None
-    ) -> None:
+    def record_download(self, row_id: int, kind: str, path: Path, size: int, sha256: str) -> None:
         """Note that the batch's `kind` file ("output" or "error") is saved at `path`."""
         with self._writing():
             self.db.table("batches").update(
@@ -345,11 +295,11 @@ class Ledger:
                     f"{kind}_saved_at": utc_now(),
                 },
             )
-            self._history(row_id, f"save_{kind}", f"saved {size} bytes to {path}", log_file)
+            self._history(row_id, f"save_{kind}", f"saved {size} bytes to {path}")
 
-    def record_event(self, row_id: int, action: str, detail: str, log_file: Path | None) -> None:
+    def record_event(self, row_id: int, action: str, detail: str) -> None:
         with self._writing():
-            self._history(row_id, action, detail, log_file)
+            self._history(row_id, action, detail)
 
     # --- reads --------------------------------------------------------------------
 
@@ -379,7 +329,7 @@ class Ledger:
         batch must land in that row, not in a second one.
         """
         row = self.find_batch(str(batch["id"]))
-        ref = (batch.get("metadata") or {}).get(REF_KEY)
+        ref = ref_of(batch)
         if row is None and ref:
             by_ref = self.find_by_ref(ref)
             if by_ref is not None and by_ref["batch_id"] is None:
@@ -399,11 +349,11 @@ class Ledger:
 
     def find_active_duplicate(self, input_: InputFile, endpoint: str, window: str) -> Row | None:
         """A batch already sent with the same input bytes and parameters that still counts."""
-        placeholders = ", ".join("?" for _ in RESUBMITTABLE_STATUSES)
         rows = self._rows(
             "SELECT * FROM batches WHERE input_sha256 = ? AND endpoint = ? "
             "AND completion_window = ? AND batch_id IS NOT NULL "
-            f"AND coalesce(status, '') NOT IN ({placeholders}) ORDER BY id DESC LIMIT 1",
+            f"AND coalesce(status, '') NOT IN ({_placeholders(RESUBMITTABLE_STATUSES)}) "
+            "ORDER BY id DESC LIMIT 1",
             (input_.sha256, endpoint, window, *sorted(RESUBMITTABLE_STATUSES)),
         )
         return rows[0] if rows else None
@@ -429,15 +379,14 @@ class Ledger:
 
     def batches_to_sweep(self) -> list[Row]:
         """Batches not yet final, and finished ones whose result files are not saved yet."""
-        placeholders = ", ".join("?" for _ in FINAL_STATUSES)
         return self._rows(
             "SELECT * FROM batches WHERE batch_id IS NOT NULL AND results_gone_at IS NULL AND ("
-            f"coalesce(status, '') NOT IN ({placeholders}) "
-            "OR (status IN ('completed', 'expired', 'cancelled') AND ("
+            f"coalesce(status, '') NOT IN ({_placeholders(FINAL_STATUSES)}) "
+            f"OR (status IN ({_placeholders(SAVABLE_STATUSES)}) AND ("
             "(output_file_id IS NOT NULL AND output_path IS NULL) "
             "OR (error_file_id IS NOT NULL AND error_path IS NULL)))"
             ") ORDER BY id",
-            tuple(sorted(FINAL_STATUSES)),
+            (*sorted(FINAL_STATUSES), *sorted(SAVABLE_STATUSES)),
         )
 
     def list_batches(self, filters: "BatchFilter", limit: int | None) -> list[Row]:
@@ -455,35 +404,6 @@ class Ledger:
 
     def history(self, row_id: int) -> list[Row]:
         return self._rows("SELECT * FROM history WHERE batch = ? ORDER BY id", (row_id,))
-
-
-def resolve_batch_id(ledger: "Ledger | None", text: str) -> str:
-    """A batch id from what the user typed: a full id, a unique prefix, or `last`."""
-    if not text.strip():
-        raise BatchledgerError("the batch id is empty", ExitCode.USAGE)
-    if text == "last":
-        latest = ledger.latest_batch() if ledger is not None else None
-        if latest is None:
-            raise BatchledgerError(
-                "'last' names no batch: the ledger holds no created batch yet", ExitCode.USAGE
-            )
-        return str(latest["batch_id"])
-    if ledger is not None and ledger.find_batch(text) is not None:
-        return text
-    matches = ledger.batches_with_prefix(text) if ledger is not None else []
-    if len(matches) == 1:
-        return str(matches[0]["batch_id"])
-    if len(matches) > 1:
-        names = ", ".join(row["batch_id"] for row in matches[:5])
-        more = " and more" if len(matches) > 5 else ""
-        raise BatchledgerError(
-            f"{text!r} matches {len(matches)} batches in the ledger ({names}{more}); "
-            "type more of the id",
-            ExitCode.USAGE,
-        )
-    if text.startswith("batch_"):
-        return text  # a full id the ledger has not seen: the API knows it, or says not
-    raise BatchledgerError(f"no batch in the ledger matches {text!r}", ExitCode.USAGE)
 
 
 @dataclass(frozen=True)
@@ -513,23 +433,6 @@ class BatchFilter:
         return ("WHERE " + " AND ".join(clauses) if clauses else ""), tuple(params)
 
 
-def _fields_from_batch(batch: Mapping[str, Any]) -> Row:
-    """The ledger columns that mirror an API Batch object."""
-    counts = batch.get("request_counts") or {}
-    errors = batch.get("errors") or {}
-    fields: Row = {
-        "batch_id": batch["id"],
-        "status": batch.get("status"),
-        "input_file_id": batch.get("input_file_id"),
-        "requests_total": counts.get("total"),
-        "requests_completed": counts.get("completed"),
-        "requests_failed": counts.get("failed"),
-        "output_file_id": batch.get("output_file_id"),
-        "error_file_id": batch.get("error_file_id"),
-        "errors": json.dumps(errors["data"]) if errors.get("data") else None,
-        "usage": json.dumps(batch["usage"]) if batch.get("usage") else None,
-        "checked_at": utc_now(),
-    }
-    for name in BATCH_TIMESTAMPS:
-        fields[name] = iso_from_epoch(batch.get(name))
-    return fields
+def _placeholders(values: frozenset[str]) -> str:
+    """`?, ?, ?`: one SQL parameter per value."""
+    return ", ".join("?" for _ in values)

@@ -1,10 +1,10 @@
 """The run's log file."""
 
 import logging
-import os
 from pathlib import Path
 
-from batchledger.errors import BatchledgerError, ExitCode
+from batchledger.errors import UsageError
+from batchledger.redaction import redact
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(message)s"
 
@@ -15,9 +15,7 @@ def setup_logger(log_path: Path) -> logging.Logger:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         handler = logging.FileHandler(log_path, encoding="utf-8")
     except OSError as exc:
-        raise BatchledgerError(
-            f"cannot write the log file {log_path}: {exc.strerror or exc}", ExitCode.USAGE
-        ) from exc
+        raise UsageError(f"cannot write the log file {log_path}: {exc.strerror or exc}") from exc
     logger = logging.getLogger("batchledger")
     logger.setLevel(logging.INFO)
     close_logger(logger)  # a handler left by an earlier run in this process
@@ -35,14 +33,8 @@ def close_logger(logger: logging.Logger) -> None:
         handler.close()
 
 
-def redact(text: str) -> str:
-    """`text` with the API key, should it appear anywhere in it, blanked out."""
-    key = os.environ.get("OPENAI_API_KEY", "").strip()
-    return text.replace(key, "[API key]") if len(key) >= 8 else text
-
-
 class RedactingFormatter(logging.Formatter):
-    """Formats records, tracebacks included, and blanks out the API key last of all."""
+    """Formats records, tracebacks included, and blanks out API keys last of all."""
 
     def format(self, record: logging.LogRecord) -> str:
         return redact(super().format(record))

@@ -4,11 +4,14 @@ import json
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from tabulate import tabulate
 
-from batchledger.ledger import BATCH_TIMESTAMPS, Row
+from batchledger.batches import BATCH_TIMESTAMPS, ENDED_EARLY_STATUSES, Row, missing_requests
+
+if TYPE_CHECKING:
+    from batchledger.workflow import BatchReport
 
 LIST_COLUMNS = ("batch_id", "status", "created", "input", "requests", "saved")
 SWEEP_COLUMNS = ("batch_id", "status", "requests", "saved", "note")
@@ -40,11 +43,6 @@ def saved_line(kind: str, path: str | Path, size: int, *, already: bool = False)
     return f"{'already ' if already else ''}{label}: {display_path(path)} ({size} bytes)"
 
 
-def missing_requests(row: Mapping[str, Any]) -> int:
-    """Requests of the batch with no successful result."""
-    return int((row.get("requests_total") or 0) - (row.get("requests_completed") or 0))
-
-
 def status_lines(row: Row) -> list[str]:
     """The succinct `key: value` lines for one batch, timestamps in ISO 8601 UTC."""
     lines = [f"batch_id: {row['batch_id']}", f"status: {row['status']}"]
@@ -65,7 +63,7 @@ def timestamp_and_request_lines(row: Row) -> list[str]:
 def status_notes(row: Row) -> list[str]:
     """What went wrong with a batch: requests left without a result, the API's errors."""
     notes = []
-    if row.get("status") in ("expired", "cancelled") and missing_requests(row):
+    if row.get("status") in ENDED_EARLY_STATUSES and missing_requests(row):
         notes.append(f"missing: {missing_requests(row)} requests have no result")
     for error in json.loads(row["errors"]) if row.get("errors") else []:
         where = f"line {error['line']}: " if error.get("line") is not None else ""
@@ -179,8 +177,44 @@ def list_table(rows: Iterable[Row]) -> str:
     return tabulate(table, headers=LIST_COLUMNS, disable_numparse=True)
 
 
-def sweep_table(entries: Iterable[tuple[str, str, str, str, str]]) -> str:
-    return tabulate(list(entries), headers=SWEEP_COLUMNS, disable_numparse=True)
+def report_lines(report: "BatchReport") -> list[str]:
+    """A checked batch: its status lines, then a line per file saved."""
+    assert report.row is not None
+    lines = status_lines(report.row)
+    return lines + [saved_line(item.kind, item.path, item.size) for item in report.saved]
+
+
+def saved_warnings(report: "BatchReport") -> list[str]:
+    """Warnings about what was saved: overwritten files, a batch that ended early."""
+    warnings = [
+        f"overwrote existing file {display_path(item.path)}"
+        for item in report.saved
+        if item.replaced
+    ]
+    row = report.row or {}
+    if report.saved and row.get("status") in ENDED_EARLY_STATUSES:
+        warnings.append(
+            f"{report.batch_id} is {row['status']}: saved the results it finished; "
+            f"{missing_requests(row)} of {row.get('requests_total') or 0} requests have none"
+        )
+    return warnings
+
+
+def sweep_table(reports: Iterable["BatchReport"]) -> str:
+    """`status --all`: a row per batch checked."""
+    entries = [sweep_entry(report) for report in reports]
+    return tabulate(entries, headers=SWEEP_COLUMNS, disable_numparse=True)
+
+
+def sweep_entry(report: "BatchReport") -> tuple[str, str, str, str, str]:
+    row = report.row or {}
+    saved = ", ".join(display_path(item.path) for item in report.saved if item.kind == "output")
+    if not saved and row.get("output_path"):
+        saved = display_path(row["output_path"])
+    note = "error: see below" if report.error else ""
+    if not note and report.saved and any(item.kind == "error" for item in report.saved):
+        note = "errors saved"
+    return (report.batch_id, row.get("status") or "", requests_text(row), saved, note)
 
 
 def json_text(value: Any) -> str:

@@ -1,4 +1,9 @@
-"""Saving a download: a temporary file of its own, written in a thread, made durable.
+"""Saving a file atomically: a temporary file of its own, written in a thread, made durable.
+
+Whatever the bytes come from (a download, a merge of results), they go to a temporary file
+beside the target, which is renamed into place only when complete and of the expected size:
+a failure or Ctrl-C leaves no partial file at the target, and a complete file already there
+stays as it was.
 
 The thread that reads the HTTP response spends its time in Python (parsing the body as
 it arrives); writing and hashing spend theirs in calls that release the GIL. Handing the
@@ -12,18 +17,24 @@ killed run left behind can be told from a download still going on, and removed.
 
 import contextlib
 import hashlib
+import logging
 import os
 import queue
 import re
 import secrets
 import threading
+from collections.abc import Iterable
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, NamedTuple
+
+from batchledger.errors import BatchledgerError
 
 try:
     import fcntl
 except ImportError:  # not POSIX: nothing is locked, and leftovers are not removed
     fcntl = None  # type: ignore[assignment]
+
+log = logging.getLogger("batchledger")
 
 # Bytes gathered from the response before they are handed to the writer thread at once.
 BATCH_BYTES = 1024 * 1024
@@ -33,6 +44,51 @@ QUEUED_BATCHES = 2
 WRITEBACK_BYTES = 32 * 1024 * 1024
 # How often a reader blocked on a full queue checks whether the writer has failed.
 POLL_SECONDS = 0.1
+
+
+class Saved(NamedTuple):
+    size: int
+    sha256: str
+
+
+class Incomplete(Exception):
+    """The bytes that arrived are not as many as were announced."""
+
+
+def prepare_target(target: Path) -> list[tuple[Path, int]]:
+    """Make the target's folder; remove what killed runs left of theirs (each path and size)."""
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BatchledgerError(f"could not create {target.parent}: {exc.strerror}") from exc
+    return remove_leftover_parts(target)
+
+
+def save_chunks(target: Path, chunks: Iterable[bytes], expected_size: int | None = None) -> Saved:
+    """Write `chunks` to `target` atomically and durably; their size and sha256.
+
+    Raises Incomplete (and leaves the target as it was) when `expected_size` is given and
+    another number of bytes arrived; a disk that refuses the bytes is a BatchledgerError.
+    """
+    part: Path | None = None
+    try:
+        part, out = new_part(target)
+        with out:  # open, and so locked, until renamed: never taken for a leftover
+            with BackgroundWriter(out) as writer:
+                for chunk in chunks:
+                    writer.write(chunk)
+                sha256 = writer.finish()
+            if expected_size is not None and writer.size != expected_size:
+                raise Incomplete(f"received {writer.size} of {expected_size} bytes")
+            os.replace(part, target)
+        sync_directory(target.parent)
+    except OSError as exc:
+        log.error("could not write %s", target, exc_info=True)
+        raise BatchledgerError(f"could not save {target}: {exc.strerror or exc}") from exc
+    finally:
+        if part is not None:
+            part.unlink(missing_ok=True)
+    return Saved(size=writer.size, sha256=sha256)
 
 
 class BackgroundWriter:

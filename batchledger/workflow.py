@@ -8,22 +8,24 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from batchledger import api
-from batchledger.errors import BatchledgerError, ExitCode
+from batchledger.batches import (
+    FINAL_STATUSES,
+    SAVABLE_STATUSES,
+    Row,
+    has_results,
+    progress_of,
+    results_saved,
+)
+from batchledger.context import Context
+from batchledger.errors import BatchledgerError, NotFound, Refused, Rejected, Transient
 from batchledger.inputs import sha256_of
-from batchledger.ledger import FINAL_STATUSES, InputFile, Ledger, Row
+from batchledger.ledger import InputFile
 from batchledger.paths import default_results_path, errors_path_for
-
-if TYPE_CHECKING:
-    from openai import OpenAI
-
-# A batch in one of these states may hold result files: completed, or ended early with
-# part of its work done (expired, cancelled).
-SAVABLE_STATUSES = frozenset({"completed", "expired", "cancelled"})
+from batchledger.times import epoch_of
 
 
 @dataclass(frozen=True)
@@ -55,14 +57,7 @@ class BatchReport:
 
 
 def submit(
-    client: "OpenAI",
-    ledger: Ledger,
-    input_: InputFile,
-    endpoint: str,
-    window: str,
-    log_file: Path,
-    *,
-    force: bool = False,
+    ctx: Context, input_: InputFile, endpoint: str, window: str, *, force: bool
 ) -> Submitted:
     """Upload `input_` and create its batch, recording each step as soon as it is known.
 
@@ -70,26 +65,25 @@ def submit(
     batch is looked for on the server (by the ledger ref in its metadata), and its upload
     is reused.
     """
-    row, resumed = ledger.claim_submission(input_, endpoint, window, log_file, force=force)
+    row, resumed = ctx.ledger.claim_submission(input_, endpoint, window, force=force)
     try:
-        return _submit_claimed(client, ledger, input_, row, resumed, log_file)
+        return _submit_claimed(ctx, input_, row, resumed)
     finally:
         # A claim that cannot be released is harmless once this process has ended; the
         # error that got us here is the one to report.
         with contextlib.suppress(BatchledgerError):
-            ledger.release_claim(row["id"])
+            ctx.ledger.release_claim(row["id"])
 
 
-def _submit_claimed(
-    client: "OpenAI", ledger: Ledger, input_: InputFile, row: Row, resumed: bool, log_file: Path
-) -> Submitted:
+def _submit_claimed(ctx: Context, input_: InputFile, row: Row, resumed: bool) -> Submitted:
+    client, ledger = ctx.client(), ctx.ledger
     upload_name = api.upload_name(input_.path, row["ref"])
     file_id: str | None = None
     if resumed:
         since = epoch_of(row["recorded_at"]) - api.CLOCK_SKEW_SECONDS
         found = api.find_batches_by_ref(client, {row["ref"]}, since).get(row["ref"])
         if found is not None:
-            row = ledger.record_batch(found, log_file, action="recover", row_id=row["id"])
+            row = ledger.record_batch(found, action="recover", row_id=row["id"])
             return Submitted(file_id=found["input_file_id"], batch=found, row=row, recovered=True)
         file_id = row["input_file_id"]
         if file_id is not None and not api.file_exists(client, file_id):
@@ -97,93 +91,60 @@ def _submit_claimed(
         if file_id is None:
             file_id = api.find_uploaded_file(client, upload_name, input_.size, since)
             if file_id is not None:
-                ledger.record_upload(row["id"], file_id, log_file)
+                ledger.record_upload(row["id"], file_id)
     if file_id is None:
         file_id = api.upload_file(client, input_.path, upload_name)
-        ledger.record_upload(row["id"], file_id, log_file)
+        ledger.record_upload(row["id"], file_id)
     # The ledger's ref travels with the batch, so the batch can be found again by
     # listing the account's batches if the response to this request is lost.
     try:
         batch = api.create_batch(
             client, file_id, row["endpoint"], row["completion_window"], row["ref"]
         )
-    except BatchledgerError as exc:
-        if api.is_refusal(exc):
-            ledger.mark_rejected(row["id"], exc.message, log_file)
+    except Rejected as exc:
+        ledger.mark_rejected(row["id"], exc.message)
         raise
-    row = ledger.record_batch(batch, log_file, action="create", row_id=row["id"])
+    row = ledger.record_batch(batch, action="create", row_id=row["id"])
     return Submitted(file_id=file_id, batch=batch, row=row)
 
 
-def epoch_of(iso: str) -> float:
-    return datetime.strptime(iso, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
-
-
 def check_status(
-    client: "OpenAI",
-    ledger: Ledger,
-    batch_id: str,
-    log_file: Path,
-    *,
-    auto_save: bool,
-    out: Path | None = None,
+    ctx: Context, batch_id: str, *, auto_save: bool, out: Path | None = None
 ) -> BatchReport:
     """Fetch a batch and record it; with `auto_save`, save whatever results it has."""
-    batch = api.get_batch_status(client, batch_id)
-    row = ledger.record_batch(batch, log_file, action="status", row_id=None)
+    batch = api.get_batch_status(ctx.client(), batch_id)
+    row = ctx.ledger.record_batch(batch, action="status", row_id=None)
     report = BatchReport(batch_id=batch_id, batch=batch, row=row)
     # A result already saved is not fetched again unless the user names a place for it.
     if auto_save and has_results(batch) and (out is not None or not results_saved(row)):
-        report.saved = save_results(client, ledger, batch, row, out, log_file)
-        report.row = ledger.get_row(row["id"])
+        report.saved = save_results(ctx, batch, row, out)
+        report.row = ctx.ledger.get_row(row["id"])
     return report
 
 
-def has_results(batch: dict[str, Any]) -> bool:
-    """The batch is over and left a file to save: its output, its errors, or both."""
-    return batch["status"] in SAVABLE_STATUSES and bool(
-        batch.get("output_file_id") or batch.get("error_file_id")
-    )
-
-
-def results_saved(row: Row) -> bool:
-    """Every result file the batch has is saved locally."""
-    return (row["output_file_id"] is None or row["output_path"] is not None) and (
-        row["error_file_id"] is None or row["error_path"] is not None
-    )
-
-
-def retrieve(
-    client: "OpenAI",
-    ledger: Ledger,
-    batch_id: str,
-    out: Path | None,
-    log_file: Path,
-    *,
-    again: bool = False,
-) -> BatchReport:
+def retrieve(ctx: Context, batch_id: str, out: Path | None, *, again: bool = False) -> BatchReport:
     """Save a finished batch's results; refuse (exit 3) while it has none.
 
     An expired or cancelled batch keeps what it finished: that is saved too. A result
     already saved at the same place, unchanged on disk, is not downloaded again unless
     `again`.
     """
-    batch = api.get_batch_status(client, batch_id)
-    row = ledger.record_batch(batch, log_file, action="retrieve", row_id=None)
+    batch = api.get_batch_status(ctx.client(), batch_id)
+    row = ctx.ledger.record_batch(batch, action="retrieve", row_id=None)
     if not has_results(batch):
-        ledger.record_event(row["id"], "retrieve_refused", f"status {batch['status']}", log_file)
+        ctx.ledger.record_event(row["id"], "retrieve_refused", f"status {batch['status']}")
         if batch["status"] in SAVABLE_STATUSES:
             reason = f"batch {batch_id} is {batch['status']} with no result files"
         else:
             reason = f"batch {batch_id} is {batch['status']}, not completed"
-        raise BatchledgerError(f"{reason}; nothing was saved", ExitCode.REFUSED)
+        raise Refused(f"{reason}; nothing was saved")
     report = BatchReport(batch_id=batch_id, batch=batch, row=row)
     wanted = result_paths(batch, out)
     if not again and all(saved_unchanged(row, kind, path) for kind, _, path in wanted):
         report.already_saved = True
         return report
-    report.saved = save_results(client, ledger, batch, row, out, log_file)
-    report.row = ledger.get_row(row["id"])
+    report.saved = save_results(ctx, batch, row, out)
+    report.row = ctx.ledger.get_row(row["id"])
     return report
 
 
@@ -207,12 +168,7 @@ def saved_unchanged(row: Row, kind: str, path: Path) -> bool:
 
 
 def save_results(
-    client: "OpenAI",
-    ledger: Ledger,
-    batch: dict[str, Any],
-    row: Row,
-    out: Path | None,
-    log_file: Path,
+    ctx: Context, batch: dict[str, Any], row: Row, out: Path | None
 ) -> list[SavedFile]:
     """Download the output file and the error file beside it, and record both."""
     saved: list[SavedFile] = []
@@ -220,40 +176,63 @@ def save_results(
         replaced = path.exists()
         operation = "DOWNLOAD_RESULTS" if kind == "output" else "DOWNLOAD_ERRORS"
         try:
-            download = api.download_results(client, file_id, path, operation)
+            download = api.download_results(ctx.client(), file_id, path, operation)
+        except NotFound as exc:
+            ctx.ledger.mark_results_gone(row["id"], exc.message)
+            raise
         except BatchledgerError as exc:
-            if api.is_not_found(exc):
-                ledger.mark_results_gone(row["id"], exc.message, log_file)
-            else:
-                ledger.record_event(row["id"], f"save_{kind}_failed", exc.message, log_file)
+            ctx.ledger.record_event(row["id"], f"save_{kind}_failed", exc.message)
             raise
         except KeyboardInterrupt:
-            ledger.record_event(row["id"], f"save_{kind}_interrupted", str(path), log_file)
+            ctx.ledger.record_event(row["id"], f"save_{kind}_interrupted", str(path))
             raise
-        ledger.record_download(row["id"], kind, path, download.size, download.sha256, log_file)
+        ctx.ledger.record_download(row["id"], kind, path, download.size, download.sha256)
         saved.append(SavedFile(kind=kind, path=path, size=download.size, replaced=replaced))
     return saved
 
 
-def cancel(client: "OpenAI", ledger: Ledger, batch_id: str, log_file: Path) -> BatchReport:
+def cancel(ctx: Context, batch_id: str) -> BatchReport:
     """Ask the API to cancel a batch; refuse (exit 3) if it is already past that."""
-    batch = api.cancel_batch(client, batch_id)
+    batch = api.cancel_batch(ctx.client(), batch_id)
     if batch is None:
-        batch = api.get_batch_status(client, batch_id)
-        ledger.record_batch(batch, log_file, action="cancel_refused", row_id=None)
-        raise BatchledgerError(
-            f"batch {batch_id} is already {batch['status']}; there is nothing to cancel",
-            ExitCode.REFUSED,
-        )
-    row = ledger.record_batch(batch, log_file, action="cancel", row_id=None)
+        batch = api.get_batch_status(ctx.client(), batch_id)
+        ctx.ledger.record_batch(batch, action="cancel_refused", row_id=None)
+        raise Refused(f"batch {batch_id} is already {batch['status']}; there is nothing to cancel")
+    row = ctx.ledger.record_batch(batch, action="cancel", row_id=None)
     return BatchReport(batch_id=batch_id, batch=batch, row=row)
 
 
+def wait_for_cancel(
+    ctx: Context, cancelling: BatchReport, *, interval: float, max_interval: float
+) -> Iterator[str]:
+    """Follow a batch being cancelled until it is final; yields each new status it reaches."""
+    assert cancelling.batch is not None
+    status = cancelling.batch["status"]
+    if status in FINAL_STATUSES:
+        return
+    checks = follow(
+        ctx,
+        [cancelling.batch_id],
+        auto_save=False,
+        interval=interval,
+        max_interval=max(interval, max_interval),
+    )
+    for checked in checks:
+        if checked.batch is None:  # a passing failure; follow tries again
+            continue
+        if checked.batch["status"] != status:
+            status = checked.batch["status"]
+            yield status
+
+
+def batches_to_watch(ctx: Context) -> list[str]:
+    """What `watch --all` follows: every ledger batch not final, or final but not saved."""
+    return [row["batch_id"] for row in ctx.ledger.batches_to_sweep()]
+
+
 def follow(
-    client: "OpenAI",
-    ledger: Ledger,
+    ctx: Context,
     batch_ids: list[str],
-    log_file: Path,
     *,
     auto_save: bool,
     interval: float,
@@ -274,10 +253,8 @@ def follow(
         moved = False
         for batch_id in list(waiting):
             try:
-                report = check_status(client, ledger, batch_id, log_file, auto_save=auto_save)
-            except BatchledgerError as exc:
-                if not api.is_transient(exc):
-                    raise
+                report = check_status(ctx, batch_id, auto_save=auto_save)
+            except Transient as exc:
                 yield BatchReport(batch_id=batch_id, error=exc)
                 continue
             assert report.batch is not None
@@ -292,12 +269,6 @@ def follow(
             sleep(pause)
 
 
-def progress_of(batch: dict[str, Any]) -> tuple[int, int, int]:
-    """(completed, failed, total) requests of a batch."""
-    counts = batch.get("request_counts") or {}
-    return (counts.get("completed") or 0, counts.get("failed") or 0, counts.get("total") or 0)
-
-
 @dataclass
 class SyncReport:
     added: list[str] = field(default_factory=list)  # made elsewhere, new to the ledger
@@ -306,57 +277,74 @@ class SyncReport:
     unchanged: int = 0
 
 
-def sync(client: "OpenAI", ledger: Ledger, log_file: Path) -> SyncReport:
+def sync(ctx: Context) -> SyncReport:
     """Bring every batch of the account into the ledger, marking those made elsewhere."""
     report = SyncReport()
-    for batch in api.list_batches(client):
+    ledger = ctx.ledger
+    for batch in api.list_batches(ctx.client()):
         row = ledger.row_of(batch)
         if row is None:
-            ledger.record_batch(batch, log_file, action="sync", row_id=None, origin="sync")
+            ledger.record_batch(batch, action="sync", row_id=None, origin="sync")
             report.added.append(batch["id"])
         elif row["batch_id"] is None:
-            ledger.record_batch(batch, log_file, action="recover", row_id=row["id"])
+            ledger.record_batch(batch, action="recover", row_id=row["id"])
             report.recovered.append(batch["id"])
         elif (row["status"], row["requests_completed"], row["requests_failed"]) != (
             batch["status"],
             (batch.get("request_counts") or {}).get("completed"),
             (batch.get("request_counts") or {}).get("failed"),
         ):
-            ledger.record_batch(batch, log_file, action="sync", row_id=row["id"])
+            ledger.record_batch(batch, action="sync", row_id=row["id"])
             report.updated.append(batch["id"])
         else:
             report.unchanged += 1
     return report
 
 
-def recover_unfinished(client: "OpenAI", ledger: Ledger, log_file: Path) -> list[Row]:
+def recover_unfinished(ctx: Context) -> list[Row]:
     """Record the batches that cut-off creates made on the server; the rows it recovered."""
+    ledger = ctx.ledger
     rows = ledger.unfinished_submissions()
     if not rows:
         return []
     since = min(epoch_of(row["recorded_at"]) for row in rows) - api.CLOCK_SKEW_SECONDS
-    found = api.find_batches_by_ref(client, {row["ref"] for row in rows}, since)
+    found = api.find_batches_by_ref(ctx.client(), {row["ref"] for row in rows}, since)
     return [
-        ledger.record_batch(found[row["ref"]], log_file, action="recover", row_id=row["id"])
+        ledger.record_batch(found[row["ref"]], action="recover", row_id=row["id"])
         for row in rows
         if row["ref"] in found
     ]
 
 
-def sweep(
-    client: "OpenAI",
-    ledger: Ledger,
-    rows: list[Row],
-    log_file: Path,
-    *,
-    auto_save: bool,
-    concurrency: int,
-) -> list[BatchReport]:
+@dataclass
+class SweepReport:
+    recovered: list[Row] = field(default_factory=list)  # batches of cut-off creates, found
+    reports: list[BatchReport] = field(default_factory=list)
+
+
+def sweep_all(ctx: Context, *, auto_save: bool, concurrency: int) -> SweepReport | None:
+    """`status --all`: recover cut-off creates, then check every batch still to follow.
+
+    None when the ledger has nothing to sweep: then no key, log or network is needed.
+    """
+    ledger = ctx.open_ledger(create=False)
+    if ledger is None or not (ledger.batches_to_sweep() or ledger.unfinished_submissions()):
+        return None
+    ctx.client()
+    logger = ctx.start_log()
+    report = SweepReport(recovered=recover_unfinished(ctx))
+    pending = ledger.batches_to_sweep()
+    logger.info("SWEEP batches=%d", len(pending))
+    report.reports = sweep(ctx, pending, auto_save=auto_save, concurrency=concurrency)
+    return report
+
+
+def sweep(ctx: Context, rows: list[Row], *, auto_save: bool, concurrency: int) -> list[BatchReport]:
     """Check the batches of `rows`, `concurrency` at a time, sharing one client."""
 
     def check(row: Row) -> BatchReport:
         try:
-            return check_status(client, ledger, row["batch_id"], log_file, auto_save=auto_save)
+            return check_status(ctx, row["batch_id"], auto_save=auto_save)
         except BatchledgerError as exc:
             return BatchReport(batch_id=row["batch_id"], row=row, error=exc)
 

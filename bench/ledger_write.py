@@ -73,12 +73,12 @@ def one_create(ledger: Ledger, timings: Timings, n: int) -> dict[str, Any]:
     def create() -> None:
         row, _ = timings.timed(
             "claim_submission",
-            lambda: ledger.claim_submission(input_, ENDPOINT, "24h", LOG_FILE, force=True),
+            lambda: ledger.claim_submission(input_, ENDPOINT, "24h", force=True),
         )
-        timings.timed("record_upload", lambda: ledger.record_upload(row["id"], file_id, LOG_FILE))
+        timings.timed("record_upload", lambda: ledger.record_upload(row["id"], file_id))
         timings.timed(
             "record_batch (create)",
-            lambda: ledger.record_batch(batch, LOG_FILE, action="create", row_id=row["id"]),
+            lambda: ledger.record_batch(batch, action="create", row_id=row["id"]),
         )
         timings.timed("release_claim", lambda: ledger.release_claim(row["id"]))
 
@@ -90,7 +90,7 @@ def one_status(ledger: Ledger, timings: Timings, batch: dict[str, Any]) -> None:
     """record_batch as `status` calls it: found by batch id (row_id=None)."""
     update = {**batch, "status": "in_progress", "in_progress_at": int(time.time())}
     timings.timed(
-        "status", lambda: ledger.record_batch(update, LOG_FILE, action="status", row_id=None)
+        "status", lambda: ledger.record_batch(update, action="status", row_id=None)
     )
 
 
@@ -112,6 +112,7 @@ def main() -> None:
         make_ledger(path, 10_000)
         ledger = open_ledger(path)
         assert ledger is not None
+        ledger.log_file = LOG_FILE  # as a command that calls the API has one
         try:
             pragmas = {
                 name: ledger.db.execute(f"PRAGMA {name}").fetchone()[0]

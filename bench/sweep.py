@@ -30,7 +30,7 @@ from _common import (
 )
 from _common import seconds as fmt
 
-from batchledger.cli import DEFAULT_CONCURRENCY
+from batchledger.cli.parser import DEFAULT_CONCURRENCY
 from batchledger.emulator import EmulatorServer, EmulatorState, Fault
 from batchledger.ledger import InputFile, open_ledger
 
@@ -53,8 +53,8 @@ def pending_batches(state: EmulatorState, db: Path, work: Path, count: int) -> N
     assert ledger is not None
     try:
         for _ in range(count):
-            row, _ = ledger.claim_submission(input_, ENDPOINT, "24h", None, force=True)
-            ledger.record_upload(row["id"], input_id, None)
+            row, _ = ledger.claim_submission(input_, ENDPOINT, "24h", force=True)
+            ledger.record_upload(row["id"], input_id)
             batch = state.create_batch(
                 input_file_id=input_id,
                 endpoint=ENDPOINT,
@@ -63,7 +63,7 @@ def pending_batches(state: EmulatorState, db: Path, work: Path, count: int) -> N
                 output_expires_after=None,
             )
             state.advance(batch.id)  # validating -> in_progress
-            ledger.record_batch(batch.to_json(), None, action="create", row_id=row["id"])
+            ledger.record_batch(batch.to_json(), action="create", row_id=row["id"])
     finally:
         ledger.close()
 

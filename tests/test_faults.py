@@ -619,7 +619,7 @@ def test_a_ctrl_c_lost_in_a_finaliser_is_raised_again(emulator: EmulatorServer, 
     emulator.state.add_fault(Fault(method="POST", path=r"^/v1/batches$", delay=20))
     lose_the_first = (
         "import signal\n"
-        "import batchledger.cli as cli\n"
+        "import batchledger.cli.process as cli\n"
         "cli.install_interrupt_handler()\n"
         "def lost(signum, frame):\n"
         "    signal.signal(signal.SIGINT, cli._interrupted)\n"

@@ -22,8 +22,9 @@ from helpers import (
 )
 
 from batchledger import workflow
+from batchledger.batches import REF_KEY
+from batchledger.context import Context
 from batchledger.emulator import EmulatorServer, Fault
-from batchledger.ledger import REF_KEY, open_ledger
 
 
 def created(cli, path: Path, lines: int = 4, **body) -> str:
@@ -75,6 +76,7 @@ def test_watch_all_follows_every_unfinished_batch(cli, emulator: EmulatorServer,
 
 def test_watch_backs_off_while_nothing_moves(isolated: Path, monkeypatch):
     with EmulatorServer(host="127.0.0.1", port=0, step_seconds=3600) as server:
+        monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
         client = sdk(server)
         upload = client.files.create(
             file=write_jsonl(isolated / "x.jsonl", 2).open("rb"), purpose="batch"
@@ -82,21 +84,20 @@ def test_watch_backs_off_while_nothing_moves(isolated: Path, monkeypatch):
         batch = client.batches.create(
             input_file_id=upload.id, endpoint="/v1/responses", completion_window="24h"
         )
-        ledger = open_ledger(isolated / "watch.db")
-        assert ledger is not None
+        ctx = Context(
+            command="watch", ledger_path=isolated / "watch.db", log_file=isolated / "watch.log"
+        )
         pauses: list[float] = []
         checks = workflow.follow(
-            client,
-            ledger,
+            ctx,
             [batch.id],
-            isolated / "watch.log",
             auto_save=True,
             interval=1.0,
             max_interval=3.0,
             sleep=pauses.append,
         )
         reports = [next(checks) for _ in range(6)]
-        ledger.close()
+        ctx.close()
 
     assert [report.batch["status"] for report in reports if report.batch] == ["validating"] * 6
     assert pauses == [1.0, 1.5, 2.25, 3.0, 3.0]

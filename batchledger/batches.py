@@ -1,0 +1,85 @@
+"""The batch vocabulary: what each status means, and an API batch as a ledger row."""
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from batchledger.times import iso_from_epoch, utc_now
+
+Row = dict[str, Any]
+
+FINAL_STATUSES = frozenset({"completed", "failed", "expired", "cancelled"})
+# Ended before every request ran, keeping the part that did.
+ENDED_EARLY_STATUSES = frozenset({"expired", "cancelled"})
+# A batch in one of these states may hold result files: completed, or ended early.
+SAVABLE_STATUSES = frozenset({"completed"}) | ENDED_EARLY_STATUSES
+# Batches in these states hold no work worth keeping, so the same input may be sent again.
+RESUBMITTABLE_STATUSES = frozenset({"failed"}) | ENDED_EARLY_STATUSES
+# The status of a row whose create the API refused (a 4xx): there is no batch to follow.
+REJECTED = "rejected"
+
+BATCH_TIMESTAMPS = (
+    "created_at",
+    "in_progress_at",
+    "finalizing_at",
+    "completed_at",
+    "failed_at",
+    "expired_at",
+    "cancelling_at",
+    "cancelled_at",
+    "expires_at",
+)
+REF_KEY = "batchledger_ref"  # the batch metadata key that carries a ledger row's ref
+
+
+def ref_of(batch: Mapping[str, Any]) -> str | None:
+    """The ledger ref a create tagged the batch with, if any."""
+    ref = (batch.get("metadata") or {}).get(REF_KEY)
+    return ref if isinstance(ref, str) else None
+
+
+def has_results(batch: Mapping[str, Any]) -> bool:
+    """The batch is over and left a file to save: its output, its errors, or both."""
+    return batch["status"] in SAVABLE_STATUSES and bool(
+        batch.get("output_file_id") or batch.get("error_file_id")
+    )
+
+
+def progress_of(batch: Mapping[str, Any]) -> tuple[int, int, int]:
+    """(completed, failed, total) requests of a batch."""
+    counts = batch.get("request_counts") or {}
+    return (counts.get("completed") or 0, counts.get("failed") or 0, counts.get("total") or 0)
+
+
+def fields_from_batch(batch: Mapping[str, Any]) -> Row:
+    """The ledger columns that mirror an API Batch object."""
+    counts = batch.get("request_counts") or {}
+    errors = batch.get("errors") or {}
+    fields: Row = {
+        "batch_id": batch["id"],
+        "status": batch.get("status"),
+        "input_file_id": batch.get("input_file_id"),
+        "requests_total": counts.get("total"),
+        "requests_completed": counts.get("completed"),
+        "requests_failed": counts.get("failed"),
+        "output_file_id": batch.get("output_file_id"),
+        "error_file_id": batch.get("error_file_id"),
+        "errors": json.dumps(errors["data"]) if errors.get("data") else None,
+        "usage": json.dumps(batch["usage"]) if batch.get("usage") else None,
+        "checked_at": utc_now(),
+    }
+    for name in BATCH_TIMESTAMPS:
+        fields[name] = iso_from_epoch(batch.get(name))
+    return fields
+
+
+def results_saved(row: Row) -> bool:
+    """Every result file the batch has is saved locally."""
+    return (row["output_file_id"] is None or row["output_path"] is not None) and (
+        row["error_file_id"] is None or row["error_path"] is not None
+    )
+
+
+def missing_requests(row: Mapping[str, Any]) -> int:
+    """Requests of the batch with no successful result."""
+    return int((row.get("requests_total") or 0) - (row.get("requests_completed") or 0))

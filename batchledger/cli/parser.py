@@ -1,0 +1,196 @@
+"""The argparse parser: every command, its options and their defaults."""
+
+import argparse
+from typing import TYPE_CHECKING, NoReturn
+
+from batchledger import __version__
+from batchledger.cli import commands as run
+from batchledger.cli.types import non_negative_int, positive_float, positive_int, since_moment
+from batchledger.context import DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT
+from batchledger.errors import UsageError
+
+if TYPE_CHECKING:
+    from batchledger.cli.commands import Handler
+
+DEFAULT_ENDPOINT = "/v1/responses"
+DEFAULT_WINDOW = "24h"
+DEFAULT_LIST_LIMIT = 50
+DEFAULT_CONCURRENCY = 8
+DEFAULT_WATCH_INTERVAL = 10.0
+DEFAULT_WATCH_MAX_INTERVAL = 300.0
+
+
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors become one-line usage errors (exit 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message} (see '{self.prog} --help')")
+
+
+def common_options() -> Parser:
+    """Options every command takes, before or after the command name."""
+    # SUPPRESS keeps a later, unset copy of an option from erasing an earlier value.
+    common = Parser(add_help=False, argument_default=argparse.SUPPRESS)
+    common.add_argument(
+        "--log-file", metavar="PATH", help="log file (default: logs/batch_<timestamp>.log)"
+    )
+    common.add_argument(
+        "--db", metavar="PATH", help="ledger file (default: $BATCHLEDGER_DB or per-user data dir)"
+    )
+    common.add_argument(
+        "--max-retries",
+        type=non_negative_int,
+        metavar="N",
+        help=f"retries of a failed API request (default: {DEFAULT_MAX_RETRIES})",
+    )
+    common.add_argument(
+        "--timeout",
+        type=positive_float,
+        metavar="SECONDS",
+        help=f"timeout of one API request (default: {DEFAULT_TIMEOUT:g})",
+    )
+    return common
+
+
+def build_parser() -> Parser:
+    common = common_options()
+    parser = Parser(
+        prog="batchledger",
+        description="Drive the OpenAI Batch API and keep a local ledger of every batch.",
+        epilog="A batch ID may be a full id, a unique prefix of one in the ledger, or 'last'.",
+        parents=[common],
+    )
+    parser.add_argument("--version", action="version", version=f"batchledger {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    commands.required = True
+
+    def command(name: str, help_: str, handler: "Handler") -> Parser:
+        sub: Parser = commands.add_parser(name, parents=[common], help=help_, description=help_)
+        sub.set_defaults(handler=handler)
+        return sub
+
+    def json_option(sub: Parser) -> None:
+        sub.add_argument("--json", action="store_true", help="print JSON instead of text")
+
+    def auto_save_option(sub: Parser) -> None:
+        sub.add_argument(
+            "--auto-save",
+            action=argparse.BooleanOptionalAction,
+            default=True,
+            help="save the results of a finished batch (default: on)",
+        )
+
+    create = command("create", "upload a JSONL file and create a batch", run.create)
+    create.add_argument("--in", dest="input", required=True, metavar="PATH", help="JSONL input")
+    create.add_argument(
+        "--endpoint", default=DEFAULT_ENDPOINT, help=f"API endpoint (default: {DEFAULT_ENDPOINT})"
+    )
+    create.add_argument(
+        "--completion-window",
+        default=DEFAULT_WINDOW,
+        metavar="WINDOW",
+        help=f"completion window (default: {DEFAULT_WINDOW})",
+    )
+    create.add_argument(
+        "--force", action="store_true", help="submit even if the same input is already in flight"
+    )
+    json_option(create)
+
+    status = command(
+        "status", "check a batch (or all pending ones), saving finished results", run.status
+    )
+    which = status.add_mutually_exclusive_group(required=True)
+    which.add_argument("--batch-id", metavar="ID", help="the batch to check")
+    which.add_argument(
+        "--all", action="store_true", help="check every ledger batch not final or not saved"
+    )
+    auto_save_option(status)
+    status.add_argument(
+        "--out", metavar="PATH", help="where to save results (default: results_<batch_id>.jsonl)"
+    )
+    status.add_argument(
+        "--concurrency",
+        type=positive_int,
+        default=DEFAULT_CONCURRENCY,
+        metavar="N",
+        help=f"batches checked at once with --all (default: {DEFAULT_CONCURRENCY})",
+    )
+    json_option(status)
+
+    retrieve = command("retrieve", "save the results of a finished batch", run.retrieve)
+    retrieve.add_argument("--batch-id", required=True, metavar="ID", help="the batch")
+    retrieve.add_argument(
+        "--out", metavar="PATH", help="where to save (default: results_<batch_id>.jsonl)"
+    )
+    retrieve.add_argument(
+        "--force", action="store_true", help="download again even if already saved and unchanged"
+    )
+
+    watch = command("watch", "follow batches until they finish, then save them", run.watch)
+    followed = watch.add_mutually_exclusive_group(required=True)
+    followed.add_argument("--batch-id", metavar="ID", help="the batch to follow")
+    followed.add_argument("--all", action="store_true", help="follow every unfinished batch")
+    auto_save_option(watch)
+    watch.add_argument(
+        "--interval",
+        type=positive_float,
+        default=DEFAULT_WATCH_INTERVAL,
+        metavar="SECONDS",
+        help=f"first pause between checks (default: {DEFAULT_WATCH_INTERVAL:g})",
+    )
+    watch.add_argument(
+        "--max-interval",
+        type=positive_float,
+        default=DEFAULT_WATCH_MAX_INTERVAL,
+        metavar="SECONDS",
+        help=f"longest pause while nothing changes (default: {DEFAULT_WATCH_MAX_INTERVAL:g})",
+    )
+
+    cancel = command("cancel", "cancel a batch and wait until it is cancelled", run.cancel)
+    cancel.add_argument("--batch-id", required=True, metavar="ID", help="the batch")
+    cancel.add_argument(
+        "--wait",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="wait until the batch is cancelled (default: on)",
+    )
+    cancel.add_argument(
+        "--interval",
+        type=positive_float,
+        default=DEFAULT_WATCH_INTERVAL,
+        metavar="SECONDS",
+        help=f"pause between checks while waiting (default: {DEFAULT_WATCH_INTERVAL:g})",
+    )
+
+    command("sync", "add the account's batches to the ledger (also those made elsewhere)", run.sync)
+
+    show = command("show", "everything the ledger knows about one batch", run.show)
+    show.add_argument("batch_id", metavar="ID", help="the batch")
+    json_option(show)
+
+    list_ = command("list", "show the batches in the ledger (no API key needed)", run.list_)
+    shown = list_.add_mutually_exclusive_group()
+    shown.add_argument(
+        "--limit",
+        type=positive_int,
+        default=DEFAULT_LIST_LIMIT,
+        metavar="N",
+        help=f"show the newest N batches (default: {DEFAULT_LIST_LIMIT})",
+    )
+    shown.add_argument("--all", action="store_true", help="show every batch")
+    list_.add_argument(
+        "--status",
+        action="append",
+        default=[],
+        metavar="STATUS",
+        help="only batches in this status (repeat, or separate with commas)",
+    )
+    list_.add_argument(
+        "--since",
+        type=since_moment,
+        metavar="AGE|DATE",
+        help="only batches recorded since then: 7d, 12h, 30m, 2w, or a date",
+    )
+    list_.add_argument("--endpoint", help="only batches sent to this endpoint")
+    json_option(list_)
+    return parser
