@@ -113,6 +113,9 @@ def upload_file(state: EmulatorState, request: Request) -> Response:
             raise invalid_value("purpose", purpose, FILE_PURPOSES)
         if form.filename is None:
             raise missing_parameter("file")
+        if purpose == "batch" and not form.filename.endswith(".jsonl"):
+            # The live API refuses at upload, not later at batch creation.
+            raise invalid_request("Invalid file format for Batch API. Must be .jsonl")
         expires_after = _upload_expiry(form.fields)
         stored = state.add_file(
             file_id,

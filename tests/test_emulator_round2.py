@@ -1,0 +1,128 @@
+"""The emulator's second round: input names, clock, line outcomes, token limits, Azure, state."""
+
+from __future__ import annotations
+
+import http.client
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import openai
+import pytest
+from openai import OpenAI
+
+from batchledger.emulator import EmulatorServer
+
+ServerFactory = Callable[..., EmulatorServer]
+
+
+@pytest.fixture
+def make_server() -> Iterator[ServerFactory]:
+    """Start emulators with custom settings; all are stopped at teardown."""
+    started: list[EmulatorServer] = []
+
+    def make(**kwargs: Any) -> EmulatorServer:
+        server = EmulatorServer(**kwargs).start()
+        started.append(server)
+        return server
+
+    yield make
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture
+def server(make_server: ServerFactory) -> EmulatorServer:
+    return make_server()
+
+
+def sdk(server: EmulatorServer) -> OpenAI:
+    return OpenAI(base_url=server.base_url, api_key="sk-test", max_retries=0)
+
+
+@pytest.fixture
+def client(server: EmulatorServer) -> Iterator[OpenAI]:
+    with sdk(server) as client:
+        yield client
+
+
+def request_line(custom_id: str, *, url: str = "/v1/responses", model: str = "gpt-test") -> Any:
+    body = {"model": model, "input": f"Say hello to {custom_id}"}
+    return {"custom_id": custom_id, "method": "POST", "url": url, "body": body}
+
+
+def upload(client: OpenAI, path: Path, lines: list[Any]) -> str:
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    with path.open("rb") as handle:
+        return client.files.create(file=handle, purpose="batch").id
+
+
+def new_batch(
+    client: OpenAI, tmp_path: Path, ids: list[str], *, model: str = "gpt-test", **kwargs: Any
+) -> Any:
+    lines = [request_line(custom_id, model=model) for custom_id in ids]
+    file_id = upload(client, tmp_path / f"{ids[0]}.jsonl", lines)
+    options = {"endpoint": "/v1/responses", "completion_window": "24h", **kwargs}
+    return client.batches.create(input_file_id=file_id, **options)
+
+
+def run_to_end(client: Any, batch_id: str) -> Any:
+    """Retrieve until the batch is final; each retrieve is one step."""
+    for _ in range(10):
+        batch = client.batches.retrieve(batch_id)
+        if batch.status in ("completed", "failed", "expired", "cancelled"):
+            return batch
+    raise AssertionError(f"{batch_id} did not finish")
+
+
+def jsonl(client: Any, file_id: str | None) -> list[dict[str, Any]]:
+    assert file_id is not None
+    return [json.loads(line) for line in client.files.content(file_id).text.splitlines()]
+
+
+def raw(
+    server: EmulatorServer,
+    method: str,
+    path: str,
+    body: Any = None,
+    headers: dict[str, str] | None = None,
+) -> tuple[int, dict[str, str], Any]:
+    """One request with http.client, so tests control every header (or its absence)."""
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    try:
+        data = None if body is None else json.dumps(body)
+        connection.request(method, path, body=data, headers=headers or {})
+        response = connection.getresponse()
+        payload = response.read()
+        response_headers = {name.lower(): value for name, value in response.getheaders()}
+        return response.status, response_headers, json.loads(payload) if payload else None
+    finally:
+        connection.close()
+
+
+# 1. Batch input names
+
+
+@pytest.mark.parametrize("name", ["input.json", "input.txt", "input", "input.jsonl.gz"])
+def test_batch_upload_not_named_jsonl_is_refused(client: OpenAI, tmp_path: Path, name: str) -> None:
+    path = tmp_path / name
+    path.write_text(json.dumps(request_line("a")) + "\n")
+    with path.open("rb") as handle, pytest.raises(openai.BadRequestError) as caught:
+        client.files.create(file=handle, purpose="batch")
+
+    assert caught.value.status_code == 400
+    assert caught.value.body == {
+        "message": "Invalid file format for Batch API. Must be .jsonl",
+        "type": "invalid_request_error",
+        "param": None,
+        "code": None,
+    }
+    assert client.files.list().data == []
+
+
+def test_other_purposes_take_any_name(client: OpenAI, tmp_path: Path) -> None:
+    path = tmp_path / "notes.txt"
+    path.write_text("hello\n")
+    with path.open("rb") as handle:
+        assert client.files.create(file=handle, purpose="user_data").filename == "notes.txt"
