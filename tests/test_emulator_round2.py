@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import email.utils
 import http.client
 import json
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -126,3 +128,42 @@ def test_other_purposes_take_any_name(client: OpenAI, tmp_path: Path) -> None:
     path.write_text("hello\n")
     with path.open("rb") as handle:
         assert client.files.create(file=handle, purpose="user_data").filename == "notes.txt"
+
+
+# 2. Server clock
+
+
+def test_clock_offset_moves_timestamps_and_the_date_header(
+    server: EmulatorServer, client: OpenAI, tmp_path: Path
+) -> None:
+    status, _, body = raw(server, "POST", "/_emulator/clock", {"offset_seconds": 1200})
+    assert status == 200 and body["offset_seconds"] == 1200
+
+    before = time.time()
+    batch = new_batch(client, tmp_path, ["a"])
+    uploaded = client.files.retrieve(batch.input_file_id)
+    response = client.batches.with_raw_response.retrieve(batch.id)
+    after = time.time()
+
+    for stamp in (batch.created_at, uploaded.created_at):
+        assert before + 1200 - 1 <= stamp <= after + 1200 + 1
+    date = email.utils.parsedate_to_datetime(response.headers["date"]).timestamp()
+    assert before + 1200 - 1 <= date <= after + 1200 + 1
+    assert response.parse().in_progress_at >= batch.created_at
+
+
+def test_clock_behind_and_time_mode(make_server: ServerFactory, tmp_path: Path) -> None:
+    server = make_server(step_seconds=60.0)
+    server.state.set_clock_offset(-1200)
+    with sdk(server) as client:
+        batch = new_batch(client, tmp_path, ["a"])
+        assert batch.created_at < time.time() - 1190
+        server.state.set_clock_offset(-1200 + 61)
+        assert client.batches.retrieve(batch.id).status == "in_progress"
+
+
+def test_clock_route_rejects_a_bad_body(server: EmulatorServer) -> None:
+    for body in ({}, {"offset_seconds": "soon"}, {"offset_seconds": True}):
+        status, _, _ = raw(server, "POST", "/_emulator/clock", body)
+        assert status == 400
+    assert server.state.clock_offset == 0

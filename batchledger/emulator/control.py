@@ -72,11 +72,20 @@ def clear_faults(state: EmulatorState, request: Request) -> Response:
     return json_response({"deleted": True})
 
 
+def set_clock(state: EmulatorState, request: Request) -> Response:
+    offset = read_json_object(request).get("offset_seconds")
+    if not isinstance(offset, int | float) or isinstance(offset, bool):
+        raise invalid_request('Expected a JSON body like {"offset_seconds": -1200}.')
+    state.set_clock_offset(offset)
+    return json_response({"offset_seconds": state.clock_offset, "now": state.now()})
+
+
 _BATCH = r"/_emulator/batches/(?P<batch_id>[^/]+)"
 ROUTES: tuple[Route, ...] = (
     route("POST", _BATCH + "/outcome", set_batch_outcome),
     route("POST", _BATCH + "/advance", advance_batch),
     route("POST", r"/_emulator/outcome", set_default_outcome),
+    route("POST", r"/_emulator/clock", set_clock),
     route("GET", r"/_emulator/requests", list_requests),
     route("DELETE", r"/_emulator/requests", clear_requests),
     route("GET", r"/_emulator/faults", list_faults),

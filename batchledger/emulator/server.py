@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import email.utils
 import shutil
 import socket
 import tempfile
@@ -93,6 +94,13 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_PATCH(self) -> None:
         self._dispatch()
+
+    def date_time_string(self, timestamp: float | None = None) -> str:
+        # The Date header follows the emulator's clock, offset included, so a client can
+        # meet a server whose clock differs from its own.
+        if timestamp is None:
+            timestamp = self._emulator.state.now()
+        return email.utils.formatdate(timestamp, usegmt=True)
 
     def log_message(self, format: str, *args: Any) -> None:
         if self._emulator.verbose:
@@ -192,7 +200,7 @@ class _Handler(BaseHTTPRequestHandler):
                 headers=headers,
                 has_authorization="Authorization" in self.headers,
                 fault=None if fault is None else fault.action,
-                at=time.time(),
+                at=self._emulator.state.now(),
             )
         )
 

@@ -110,6 +110,18 @@ class EmulatorState:
         """Held by every method; hold it too while reading several fields at once."""
         self._faults = FaultBook()
         self._clock = clock
+        self.clock_offset = 0.0
+        """Seconds added to the clock: a server that runs ahead of (or behind) its clients."""
+
+    # Clock
+
+    def now(self) -> float:
+        """The server's time: every timestamp, step and Date header comes from it."""
+        return self._clock() + self.clock_offset
+
+    def set_clock_offset(self, seconds: float) -> None:
+        with self.lock:
+            self.clock_offset = float(seconds)
 
     # Requests and faults
 
@@ -178,7 +190,7 @@ class EmulatorState:
         expires_after: int | None,
     ) -> StoredFile:
         """Register a fully written file; batch files expire after 30 days by default."""
-        now = int(self._clock())
+        now = int(self.now())
         if expires_after is None and purpose == "batch":
             expires_after = BATCH_FILE_TTL
         path = self._files_dir / file_id
@@ -254,7 +266,7 @@ class EmulatorState:
             batch_id = f"batch_{secrets.token_hex(16)}"
             input_path = self._inputs_dir / batch_id
             _link_or_copy(source.path, input_path)
-            now = self._clock()
+            now = self.now()
             batch = StoredBatch(
                 id=batch_id,
                 endpoint=endpoint,
@@ -280,7 +292,7 @@ class EmulatorState:
             batch = self._batch(batch_id)
             if self.step_seconds is None:
                 if not batch.is_final:
-                    self._step(batch, self._clock())
+                    self._step(batch, self.now())
             else:
                 self._catch_up(batch)
             return batch
@@ -298,7 +310,7 @@ class EmulatorState:
         with self.lock:
             batch = self._batch(batch_id)
             if not batch.is_final:
-                self._step(batch, self._clock())
+                self._step(batch, self.now())
             return batch
 
     def cancel_batch(self, batch_id: str) -> StoredBatch:
@@ -310,7 +322,7 @@ class EmulatorState:
                 return batch
             if batch.status not in ("validating", "in_progress"):
                 raise ApiError(409, f"Cannot cancel a batch with status '{batch.status}'.")
-            now = self._clock()
+            now = self.now()
             batch.status = "cancelling"
             batch.cancelling_at = int(now)
             batch.last_step_at = now
@@ -321,7 +333,7 @@ class EmulatorState:
     def _catch_up(self, batch: StoredBatch) -> None:
         if self.step_seconds is None:
             return
-        now = self._clock()
+        now = self.now()
         while not batch.is_final and now - batch.last_step_at >= self.step_seconds:
             self._step(batch, batch.last_step_at + self.step_seconds)
 
