@@ -167,3 +167,64 @@ def test_clock_route_rejects_a_bad_body(server: EmulatorServer) -> None:
         status, _, _ = raw(server, "POST", "/_emulator/clock", body)
         assert status == 400
     assert server.state.clock_offset == 0
+
+
+# 3. Per-line outcomes
+
+
+def test_line_outcomes_expire_fail_and_lose_chosen_requests(
+    server: EmulatorServer, client: OpenAI, tmp_path: Path
+) -> None:
+    outcomes = {"b": "expired", "c": "500", "d": "429", "e": "400", "f": "missing"}
+    status, _, _ = raw(server, "POST", "/_emulator/line_outcomes", {"outcomes": outcomes})
+    assert status == 200
+
+    batch = run_to_end(client, new_batch(client, tmp_path, list("abcdef")).id)
+
+    assert batch.status == "completed"
+    assert batch.request_counts is not None
+    assert batch.request_counts.model_dump() == {"total": 6, "completed": 1, "failed": 4}
+    assert [line["custom_id"] for line in jsonl(client, batch.output_file_id)] == ["a"]
+    errors = {line["custom_id"]: line for line in jsonl(client, batch.error_file_id)}
+    assert list(errors) == ["b", "c", "d", "e"]
+    assert errors["b"]["response"] is None
+    assert errors["b"]["error"]["code"] == "batch_expired"
+    for custom_id, status_code in (("c", 500), ("d", 429), ("e", 400)):
+        line = errors[custom_id]
+        assert line["error"] is None
+        assert line["response"]["status_code"] == status_code
+        assert set(line["response"]["body"]["error"]) == {"message", "type", "param", "code"}
+    assert errors["d"]["response"]["body"]["error"]["code"] == "rate_limit_exceeded"
+
+
+def test_line_outcome_applies_times_then_a_retry_succeeds(
+    server: EmulatorServer, client: OpenAI, tmp_path: Path
+) -> None:
+    server.state.set_line_outcomes({"a": "500"}, times=1)
+    first = run_to_end(client, new_batch(client, tmp_path, ["a", "b"]).id)
+    second = run_to_end(client, new_batch(client, tmp_path, ["a"]).id)
+
+    assert (first.request_counts.completed, first.request_counts.failed) == (1, 1)
+    assert (second.request_counts.completed, second.request_counts.failed) == (1, 0)
+    assert second.error_file_id is None
+
+
+def test_line_outcome_for_always(server: EmulatorServer, client: OpenAI, tmp_path: Path) -> None:
+    raw(server, "POST", "/_emulator/line_outcomes", {"outcomes": {"a": "missing"}, "times": None})
+    for _ in range(2):
+        batch = run_to_end(client, new_batch(client, tmp_path, ["a", "b"]).id)
+        assert batch.request_counts.model_dump() == {"total": 2, "completed": 1, "failed": 0}
+
+
+def test_line_outcomes_route_rejects_bad_bodies(server: EmulatorServer) -> None:
+    for body in (
+        {"outcomes": {"a": "exploded"}},
+        {"outcomes": ["a"]},
+        {"outcomes": {"a": "500"}, "times": 0},
+        {"outcomes": {"a": "500"}, "times": "once"},
+    ):
+        status, _, _ = raw(server, "POST", "/_emulator/line_outcomes", body)
+        assert status == 400, body
+    assert server.state.line_outcomes == {}
+    with pytest.raises(ValueError):
+        server.state.set_line_outcomes({"a": "404"})

@@ -19,6 +19,7 @@ import string
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, TypeVar
 
@@ -27,6 +28,7 @@ from .faults import Fault, FaultBook
 from .lifecycle import (
     CANCELLED,
     EXPIRED,
+    LINE_OUTCOMES,
     Interruption,
     Limits,
     RunPlan,
@@ -82,6 +84,13 @@ def _link_or_copy(source: Path, target: Path) -> None:
         shutil.copyfile(source, target)
 
 
+@dataclass
+class LineOutcome:
+    outcome: str
+    remaining: int | None
+    """Executions of the custom_id it still applies to; None for all."""
+
+
 class EmulatorState:
     """Files, batches, recorded requests and pending faults of one emulator."""
 
@@ -111,6 +120,8 @@ class EmulatorState:
         self._faults = FaultBook()
         self._clock = clock
         self.clock_offset = 0.0
+        self.line_outcomes: dict[str, LineOutcome] = {}
+        """Outcomes forced on requests by custom_id, whatever batch they are in."""
         """Seconds added to the clock: a server that runs ahead of (or behind) its clients."""
 
     # Clock
@@ -163,6 +174,34 @@ class EmulatorState:
         self._check_outcome(outcome)
         with self.lock:
             self.default_outcome = outcome
+
+    def set_line_outcomes(self, outcomes: dict[str, str], times: int | None = 1) -> None:
+        """Force outcomes on the next `times` executions of these custom_ids (None: always)."""
+        for custom_id, outcome in outcomes.items():
+            if outcome not in LINE_OUTCOMES:
+                raise ValueError(
+                    f"line outcome must be one of {', '.join(LINE_OUTCOMES)}, not {outcome!r}"
+                    f" (for {custom_id!r})"
+                )
+        if times is not None and times < 1:
+            raise ValueError("times must be at least 1, or None for always")
+        with self.lock:
+            for custom_id, outcome in outcomes.items():
+                self.line_outcomes[custom_id] = LineOutcome(outcome, times)
+
+    def clear_line_outcomes(self) -> None:
+        with self.lock:
+            self.line_outcomes.clear()
+
+    def _take_line_outcome(self, custom_id: str) -> str | None:
+        entry = self.line_outcomes.get(custom_id)
+        if entry is None:
+            return None
+        if entry.remaining is not None:
+            entry.remaining -= 1
+            if entry.remaining == 0:
+                del self.line_outcomes[custom_id]
+        return entry.outcome
 
     # Files
 
@@ -406,6 +445,7 @@ class EmulatorState:
             created=now,
             executed=None if interruption is None else batch.input_lines // 2,
             interruption=interruption,
+            line_outcome=self._take_line_outcome,
         )
         run = execute(plan)
         batch.request_counts = run.counts
