@@ -228,3 +228,97 @@ def test_line_outcomes_route_rejects_bad_bodies(server: EmulatorServer) -> None:
     assert server.state.line_outcomes == {}
     with pytest.raises(ValueError):
         server.state.set_line_outcomes({"a": "404"})
+
+
+# 4. Enqueued-token limit
+
+
+def limit_message(model: str, limit: int) -> str:
+    return (
+        f"Enqueued token limit reached for {model} in organization org-emulator. Limit:"
+        f" {limit:,} enqueued tokens. Please try again once some in_progress batches have been"
+        " completed."
+    )
+
+
+def input_tokens(client: OpenAI, batch: Any) -> int:
+    return client.files.retrieve(batch.input_file_id).bytes // 4
+
+
+def test_token_limit_fails_a_batch_as_it_leaves_validating(
+    make_server: ServerFactory, tmp_path: Path
+) -> None:
+    server = make_server(enqueued_token_limit=40)
+    with sdk(server) as client:
+        first = new_batch(client, tmp_path, ["a"])
+        assert 20 < input_tokens(client, first) <= 40
+        assert client.batches.retrieve(first.id).status == "in_progress"
+        second = new_batch(client, tmp_path, ["b"])
+        other_model = new_batch(client, tmp_path, ["c"], model="gpt-other")
+
+        failed = client.batches.retrieve(second.id)
+        assert failed.status == "failed"
+        assert failed.errors is not None and failed.errors.data is not None
+        assert failed.errors.data[0].code == "token_limit_exceeded"
+        assert failed.errors.data[0].message == limit_message("gpt-test", 40)
+        assert client.batches.retrieve(other_model.id).status == "in_progress"
+
+        assert run_to_end(client, first.id).status == "completed"
+        third = new_batch(client, tmp_path, ["d"])
+        assert client.batches.retrieve(third.id).status == "in_progress"
+
+
+def test_token_limit_counts_one_token_per_four_bytes(
+    server: EmulatorServer, client: OpenAI, tmp_path: Path
+) -> None:
+    batch = new_batch(client, tmp_path, ["a", "b", "c"])
+    stored = server.state.batches[batch.id]
+    assert stored.estimated_tokens == input_tokens(client, batch) == stored.input_bytes // 4
+
+
+def test_token_limit_in_time_mode(make_server: ServerFactory, tmp_path: Path) -> None:
+    server = make_server(enqueued_token_limit=40, step_seconds=60.0)
+    with sdk(server) as client:
+        first = new_batch(client, tmp_path, ["a"])
+        server.state.set_clock_offset(30)
+        second = new_batch(client, tmp_path, ["b"])
+        # Reading only the second batch, long after: the first was in progress when the
+        # second left validating, so the second failed.
+        server.state.set_clock_offset(600)
+        failed = client.batches.retrieve(second.id)
+        assert failed.status == "failed"
+        assert failed.errors.data[0].code == "token_limit_exceeded"
+        assert client.batches.retrieve(first.id).status == "completed"
+
+
+def test_token_limit_at_create_refuses_the_create(
+    make_server: ServerFactory, tmp_path: Path
+) -> None:
+    server = make_server(enqueued_token_limit=40, token_limit_at="create")
+    with sdk(server) as client:
+        first = new_batch(client, tmp_path, ["a"])
+        client.batches.retrieve(first.id)
+        with pytest.raises(openai.BadRequestError) as caught:
+            new_batch(client, tmp_path, ["b"])
+        assert caught.value.code == "token_limit_exceeded"
+        assert caught.value.body["message"] == limit_message("gpt-test", 40)  # type: ignore[index]
+        assert [batch.id for batch in client.batches.list()] == [first.id]
+
+
+def test_forced_failure_keeps_its_message(
+    server: EmulatorServer, client: OpenAI, tmp_path: Path
+) -> None:
+    server.state.set_default_outcome("failed")
+    batch = client.batches.retrieve(new_batch(client, tmp_path, ["a"]).id)
+    assert batch.errors.data[0].message == limit_message("gpt-test", 90_000)
+
+
+def test_cli_token_limit_flags_are_checked() -> None:
+    from batchledger.emulator.__main__ import build_parser
+
+    args = build_parser().parse_args(["--enqueued-token-limit", "5", "--token-limit-at", "create"])
+    assert (args.enqueued_token_limit, args.token_limit_at) == (5, "create")
+    for bad in (["--enqueued-token-limit", "0"], ["--token-limit-at", "later"]):
+        with pytest.raises(SystemExit) as caught:
+            build_parser().parse_args(bad)
+        assert caught.value.code == 2

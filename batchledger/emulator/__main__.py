@@ -7,6 +7,7 @@ import signal
 from collections.abc import Sequence
 from types import FrameType
 
+from .models import TOKEN_LIMIT_CHECKS
 from .server import EmulatorServer
 from .state import DEFAULT_MAX_INPUT_BYTES, DEFAULT_MAX_INPUT_LINES
 
@@ -27,8 +28,30 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--max-input-bytes", type=int, default=DEFAULT_MAX_INPUT_BYTES)
     parser.add_argument("--max-input-lines", type=int, default=DEFAULT_MAX_INPUT_LINES)
+    parser.add_argument(
+        "--enqueued-token-limit",
+        type=_positive_int,
+        metavar="N",
+        help="fail batches past N enqueued tokens per model (input bytes / 4; default: none)",
+    )
+    parser.add_argument(
+        "--token-limit-at",
+        choices=TOKEN_LIMIT_CHECKS,
+        default="validate",
+        help="check the token limit when a batch leaves validating, or refuse the create",
+    )
     parser.add_argument("--verbose", action="store_true", help="log every request to stderr")
     return parser
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, not {text!r}")
+    return value
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
@@ -47,6 +70,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         max_input_bytes=args.max_input_bytes,
         max_input_lines=args.max_input_lines,
         verbose=args.verbose,
+        enqueued_token_limit=args.enqueued_token_limit,
+        token_limit_at=args.token_limit_at,
     )
     # Set explicitly: a shell script's `&` starts us with SIGINT ignored, and scripts that
     # stop the emulator with kill -INT should still work.

@@ -64,14 +64,21 @@ def first_model(path: Path) -> str | None:
     return model if isinstance(model, str) else None
 
 
-def forced_failure(model: str | None) -> BatchError:
-    """The error of a batch whose outcome was set to "failed": the most common live failure."""
-    return BatchError(
-        code="token_limit_exceeded",
-        message=f"Enqueued token limit reached for {model or 'the model'} in organization"
-        " org-emulator. Limit: 90,000 enqueued tokens. Please try again once some in_progress"
-        " batches have been completed.",
+DEFAULT_TOKEN_LIMIT = 90_000
+
+
+def token_limit_message(model: str | None, limit: int) -> str:
+    """The live API's words when a model's enqueued tokens would pass the limit."""
+    return (
+        f"Enqueued token limit reached for {model or 'the model'} in organization org-emulator."
+        f" Limit: {limit:,} enqueued tokens. Please try again once some in_progress batches have"
+        " been completed."
     )
+
+
+def forced_failure(model: str | None, limit: int = DEFAULT_TOKEN_LIMIT) -> BatchError:
+    """The error of a batch that failed on the token limit: the most common live failure."""
+    return BatchError(code="token_limit_exceeded", message=token_limit_message(model, limit))
 
 
 def _file_errors(size: int, lines: int, limits: Limits) -> list[BatchError]:

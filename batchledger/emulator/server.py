@@ -283,6 +283,8 @@ class EmulatorServer:
         max_input_bytes: int = DEFAULT_MAX_INPUT_BYTES,
         max_input_lines: int = DEFAULT_MAX_INPUT_LINES,
         verbose: bool = False,
+        enqueued_token_limit: int | None = None,
+        token_limit_at: str = "validate",
     ) -> None:
         self.host = host
         self.api_key = api_key
@@ -298,6 +300,8 @@ class EmulatorServer:
             step_seconds=step_seconds,
             max_input_bytes=max_input_bytes,
             max_input_lines=max_input_lines,
+            enqueued_token_limit=enqueued_token_limit,
+            token_limit_at=token_limit_at,
         )
         self._httpd: _HTTPServer | None = None
         self._thread: threading.Thread | None = None

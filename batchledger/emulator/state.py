@@ -36,10 +36,12 @@ from .lifecycle import (
     execute,
     first_model,
     forced_failure,
+    token_limit_message,
     validate_input,
 )
 from .models import (
     OUTCOMES,
+    TOKEN_LIMIT_CHECKS,
     BatchError,
     BatchResult,
     RecordedRequest,
@@ -102,7 +104,11 @@ class EmulatorState:
         max_input_bytes: int = DEFAULT_MAX_INPUT_BYTES,
         max_input_lines: int = DEFAULT_MAX_INPUT_LINES,
         clock: Callable[[], float] = time.time,
+        enqueued_token_limit: int | None = None,
+        token_limit_at: str = "validate",
     ) -> None:
+        if token_limit_at not in TOKEN_LIMIT_CHECKS:
+            raise ValueError(f"token_limit_at must be one of {', '.join(TOKEN_LIMIT_CHECKS)}")
         self.data_dir = Path(data_dir)
         self._files_dir = self.data_dir / "files"
         self._inputs_dir = self.data_dir / "batch_inputs"
@@ -110,6 +116,9 @@ class EmulatorState:
         self._inputs_dir.mkdir(parents=True, exist_ok=True)
         self.step_seconds = step_seconds
         self.limits = Limits(max_bytes=max_input_bytes, max_lines=max_input_lines)
+        self.enqueued_token_limit = enqueued_token_limit
+        """Per model, over the batches that are enqueued; None for no limit."""
+        self.token_limit_at = token_limit_at
         self.files: dict[str, StoredFile] = {}
         self.batches: dict[str, StoredBatch] = {}
         self.requests: list[RecordedRequest] = []
@@ -302,6 +311,13 @@ class EmulatorState:
                     " input file must be uploaded with purpose 'batch'.",
                     param="input_file_id",
                 )
+            if self.token_limit_at == "create":
+                self._catch_up_all()
+                model = first_model(source.path)
+                if self._over_token_limit(model, source.bytes // 4):
+                    assert self.enqueued_token_limit is not None
+                    message = token_limit_message(model, self.enqueued_token_limit)
+                    raise invalid_request(message, code="token_limit_exceeded")
             batch_id = f"batch_{secrets.token_hex(16)}"
             input_path = self._inputs_dir / batch_id
             _link_or_copy(source.path, input_path)
@@ -333,15 +349,14 @@ class EmulatorState:
                 if not batch.is_final:
                     self._step(batch, self.now())
             else:
-                self._catch_up(batch)
+                self._catch_up_all()
             return batch
 
     def list_batches(self, *, after: str | None, limit: int) -> tuple[list[StoredBatch], bool]:
         """Newest first; moves batches only in time mode, where time alone moves them."""
         with self.lock:
+            self._catch_up_all()
             items = list(reversed(self.batches.values()))
-            for batch in items:
-                self._catch_up(batch)
             return page_after(items, after, limit)
 
     def advance(self, batch_id: str) -> StoredBatch:
@@ -356,7 +371,7 @@ class EmulatorState:
         """Start cancelling; 409 unless validating, in_progress or already cancelling."""
         with self.lock:
             batch = self._batch(batch_id)
-            self._catch_up(batch)
+            self._catch_up_all()
             if batch.status == "cancelling":
                 return batch
             if batch.status not in ("validating", "in_progress"):
@@ -369,12 +384,34 @@ class EmulatorState:
 
     # Lifecycle steps; callers hold the lock.
 
-    def _catch_up(self, batch: StoredBatch) -> None:
+    def _catch_up_all(self) -> None:
+        """In time mode, take every due step of every batch, earliest first.
+
+        Stepping all batches in time order, not just the one asked for, lets a step see the
+        other batches as they were at that moment (the enqueued-token limit needs that).
+        """
         if self.step_seconds is None:
             return
         now = self.now()
-        while not batch.is_final and now - batch.last_step_at >= self.step_seconds:
+        pending = [batch for batch in self.batches.values() if not batch.is_final]
+        while pending:
+            batch = min(pending, key=lambda candidate: candidate.last_step_at)
+            if now - batch.last_step_at < self.step_seconds:
+                return
             self._step(batch, batch.last_step_at + self.step_seconds)
+            if batch.is_final:
+                pending.remove(batch)
+
+    def _over_token_limit(self, model: str | None, tokens: int) -> bool:
+        """Whether `tokens` more of this model would pass the enqueued-token limit."""
+        if self.enqueued_token_limit is None:
+            return False
+        enqueued = sum(
+            batch.estimated_tokens
+            for batch in self.batches.values()
+            if batch.model == model and batch.is_enqueued
+        )
+        return enqueued + tokens > self.enqueued_token_limit
 
     def _step(self, batch: StoredBatch, at: float) -> None:
         batch.last_step_at = at
@@ -404,6 +441,12 @@ class EmulatorState:
             )
         if errors:
             self._fail(batch, now, errors)
+            return
+        if self.token_limit_at == "validate" and self._over_token_limit(
+            batch.model, batch.estimated_tokens
+        ):
+            assert self.enqueued_token_limit is not None
+            self._fail(batch, now, [forced_failure(batch.model, self.enqueued_token_limit)])
             return
         batch.status = "in_progress"
         batch.in_progress_at = now
