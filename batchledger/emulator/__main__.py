@@ -7,9 +7,9 @@ import signal
 from collections.abc import Sequence
 from types import FrameType
 
-from .models import TOKEN_LIMIT_CHECKS
+from .models import FLAVORS, TOKEN_LIMIT_CHECKS
 from .server import EmulatorServer
-from .state import DEFAULT_MAX_INPUT_BYTES, DEFAULT_MAX_INPUT_LINES
+from .state import AZURE_MAX_INPUT_LINES, DEFAULT_MAX_INPUT_BYTES, DEFAULT_MAX_INPUT_LINES
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,7 +27,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="advance batches one step per N seconds (default: one step per retrieve)",
     )
     parser.add_argument("--max-input-bytes", type=int, default=DEFAULT_MAX_INPUT_BYTES)
-    parser.add_argument("--max-input-lines", type=int, default=DEFAULT_MAX_INPUT_LINES)
+    parser.add_argument(
+        "--max-input-lines",
+        type=int,
+        help=f"default: {DEFAULT_MAX_INPUT_LINES} ({AZURE_MAX_INPUT_LINES} with --flavor azure)",
+    )
+    parser.add_argument(
+        "--flavor",
+        choices=FLAVORS,
+        default="openai",
+        help="azure serves Azure OpenAI's classic /openai/... paths with api-key auth",
+    )
     parser.add_argument(
         "--enqueued-token-limit",
         type=_positive_int,
@@ -72,6 +82,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         verbose=args.verbose,
         enqueued_token_limit=args.enqueued_token_limit,
         token_limit_at=args.token_limit_at,
+        flavor=args.flavor,
     )
     # Set explicitly: a shell script's `&` starts us with SIGINT ignored, and scripts that
     # stop the emulator with kill -INT should still work.

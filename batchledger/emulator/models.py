@@ -31,6 +31,11 @@ TOKEN_LIMIT_CHECKS = ("validate", "create")
 """When the enqueued-token limit is checked: as a batch leaves validating (as OpenAI does),
 or at create, which is refused with a 400 (as some providers do)."""
 
+AZURE_BATCH_ENDPOINTS = ("/chat/completions", "/embeddings", "/responses")
+"""Batch endpoints of Azure OpenAI's classic data-plane API, which has no /v1."""
+
+FLAVORS = ("openai", "azure")
+
 OUTCOMES = ("completed", "failed", "expired", "cancelled")
 FINAL_STATUSES = frozenset({"completed", "failed", "expired", "cancelled"})
 

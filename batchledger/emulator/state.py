@@ -40,6 +40,9 @@ from .lifecycle import (
     validate_input,
 )
 from .models import (
+    AZURE_BATCH_ENDPOINTS,
+    BATCH_ENDPOINTS,
+    FLAVORS,
     OUTCOMES,
     TOKEN_LIMIT_CHECKS,
     BatchError,
@@ -51,6 +54,7 @@ from .models import (
 
 DEFAULT_MAX_INPUT_BYTES = 200 * 1024 * 1024
 DEFAULT_MAX_INPUT_LINES = 50_000
+AZURE_MAX_INPUT_LINES = 100_000
 BATCH_FILE_TTL = 30 * 24 * 3600
 COMPLETION_WINDOW_SECONDS = 24 * 3600
 _ALNUM = string.ascii_letters + string.digits
@@ -102,11 +106,15 @@ class EmulatorState:
         *,
         step_seconds: float | None = None,
         max_input_bytes: int = DEFAULT_MAX_INPUT_BYTES,
-        max_input_lines: int = DEFAULT_MAX_INPUT_LINES,
+        max_input_lines: int | None = None,
         clock: Callable[[], float] = time.time,
         enqueued_token_limit: int | None = None,
         token_limit_at: str = "validate",
+        flavor: str = "openai",
     ) -> None:
+        """max_input_lines None is the flavour's limit: 50,000 on OpenAI, 100,000 on Azure."""
+        if flavor not in FLAVORS:
+            raise ValueError(f"flavor must be one of {', '.join(FLAVORS)}")
         if token_limit_at not in TOKEN_LIMIT_CHECKS:
             raise ValueError(f"token_limit_at must be one of {', '.join(TOKEN_LIMIT_CHECKS)}")
         self.data_dir = Path(data_dir)
@@ -115,7 +123,12 @@ class EmulatorState:
         self._files_dir.mkdir(parents=True, exist_ok=True)
         self._inputs_dir.mkdir(parents=True, exist_ok=True)
         self.step_seconds = step_seconds
+        self.flavor = flavor
+        if max_input_lines is None:
+            azure = flavor == "azure"
+            max_input_lines = AZURE_MAX_INPUT_LINES if azure else DEFAULT_MAX_INPUT_LINES
         self.limits = Limits(max_bytes=max_input_bytes, max_lines=max_input_lines)
+        self.batch_endpoints = AZURE_BATCH_ENDPOINTS if flavor == "azure" else BATCH_ENDPOINTS
         self.enqueued_token_limit = enqueued_token_limit
         """Per model, over the batches that are enqueued; None for no limit."""
         self.token_limit_at = token_limit_at
