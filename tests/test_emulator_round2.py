@@ -412,3 +412,34 @@ def test_azure_errors_have_azure_shapes(make_server: ServerFactory) -> None:
 
     with azure_sdk(server, api_key="wrong") as client, pytest.raises(openai.AuthenticationError):
         client.batches.list()
+
+
+# 6. Providers without metadata or file listing
+
+
+def test_no_metadata_drops_batch_metadata(make_server: ServerFactory, tmp_path: Path) -> None:
+    server = make_server(keep_metadata=False)
+    with sdk(server) as client:
+        batch = new_batch(client, tmp_path, ["a"], metadata={"ref": "x"})
+        assert batch.metadata is None
+        assert client.batches.retrieve(batch.id).metadata is None
+        with pytest.raises(openai.BadRequestError):
+            new_batch(client, tmp_path, ["b"], metadata={"k": "v" * 513})
+
+
+def test_no_file_listing_answers_404(make_server: ServerFactory, tmp_path: Path) -> None:
+    server = make_server(list_files=False)
+    with sdk(server) as client:
+        batch = new_batch(client, tmp_path, ["a"])
+        with pytest.raises(openai.NotFoundError):
+            client.files.list()
+        assert client.files.retrieve(batch.input_file_id).id == batch.input_file_id
+
+
+def test_cli_flags_for_providers() -> None:
+    from batchledger.emulator.__main__ import build_parser
+
+    args = build_parser().parse_args(["--no-metadata", "--no-file-listing", "--flavor", "azure"])
+    assert (args.keep_metadata, args.list_files, args.flavor) == (False, False, "azure")
+    defaults = build_parser().parse_args([])
+    assert (defaults.keep_metadata, defaults.list_files, defaults.flavor) == (True, True, "openai")

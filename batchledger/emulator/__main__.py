@@ -50,6 +50,18 @@ def build_parser() -> argparse.ArgumentParser:
         default="validate",
         help="check the token limit when a batch leaves validating, or refuse the create",
     )
+    parser.add_argument(
+        "--no-metadata",
+        dest="keep_metadata",
+        action="store_false",
+        help="ignore batch metadata, like a provider without it (batches show null)",
+    )
+    parser.add_argument(
+        "--no-file-listing",
+        dest="list_files",
+        action="store_false",
+        help="answer GET of the files list with 404, like a provider that cannot list files",
+    )
     parser.add_argument("--verbose", action="store_true", help="log every request to stderr")
     return parser
 
@@ -83,6 +95,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         enqueued_token_limit=args.enqueued_token_limit,
         token_limit_at=args.token_limit_at,
         flavor=args.flavor,
+        keep_metadata=args.keep_metadata,
+        list_files=args.list_files,
     )
     # Set explicitly: a shell script's `&` starts us with SIGINT ignored, and scripts that
     # stop the emulator with kill -INT should still work.

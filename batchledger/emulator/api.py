@@ -13,6 +13,7 @@ from .errors import (
     file_not_found,
     incorrect_api_key,
     invalid_request,
+    invalid_url,
     missing_api_key,
 )
 from .models import FILE_PURPOSES
@@ -149,6 +150,8 @@ def upload_file(state: EmulatorState, request: Request) -> Response:
 
 
 def list_files(state: EmulatorState, request: Request) -> Response:
+    if not state.can_list_files:
+        raise invalid_url(request.method, request.path)
     query = request.query
     order = query.get("order", "desc")
     if order not in ("asc", "desc"):

@@ -304,6 +304,8 @@ class EmulatorServer:
         enqueued_token_limit: int | None = None,
         token_limit_at: str = "validate",
         flavor: str = "openai",
+        keep_metadata: bool = True,
+        list_files: bool = True,
     ) -> None:
         self.host = host
         self.api_key = api_key
@@ -322,6 +324,8 @@ class EmulatorServer:
             enqueued_token_limit=enqueued_token_limit,
             token_limit_at=token_limit_at,
             flavor=flavor,
+            keep_metadata=keep_metadata,
+            list_files=list_files,
         )
         self._httpd: _HTTPServer | None = None
         self._thread: threading.Thread | None = None

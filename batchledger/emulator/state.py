@@ -111,6 +111,8 @@ class EmulatorState:
         enqueued_token_limit: int | None = None,
         token_limit_at: str = "validate",
         flavor: str = "openai",
+        keep_metadata: bool = True,
+        list_files: bool = True,
     ) -> None:
         """max_input_lines None is the flavour's limit: 50,000 on OpenAI, 100,000 on Azure."""
         if flavor not in FLAVORS:
@@ -124,6 +126,10 @@ class EmulatorState:
         self._inputs_dir.mkdir(parents=True, exist_ok=True)
         self.step_seconds = step_seconds
         self.flavor = flavor
+        self.keep_metadata = keep_metadata
+        """False: a provider that ignores batch metadata (batches show metadata null)."""
+        self.can_list_files = list_files
+        """False: a provider whose files cannot be listed (GET of the list is a 404)."""
         if max_input_lines is None:
             azure = flavor == "azure"
             max_input_lines = AZURE_MAX_INPUT_LINES if azure else DEFAULT_MAX_INPUT_LINES
@@ -342,7 +348,7 @@ class EmulatorState:
                 completion_window=completion_window,
                 created_at=int(now),
                 expires_at=int(now) + COMPLETION_WINDOW_SECONDS,
-                metadata=metadata,
+                metadata=metadata if self.keep_metadata else None,
                 model=first_model(input_path),
                 output_expires_after=output_expires_after,
                 input_path=input_path,
