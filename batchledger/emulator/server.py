@@ -289,6 +289,8 @@ class EmulatorServer:
     """The emulator on a local port, served from a daemon thread; also a context manager.
 
     With data_dir=None the files live in a fresh temporary directory that stop() deletes.
+    With persist=True the files and batches are kept in data_dir/state.json, and shared with any
+    other emulator, now or later, on the same data_dir.
     """
 
     def __init__(
@@ -306,6 +308,7 @@ class EmulatorServer:
         flavor: str = "openai",
         keep_metadata: bool = True,
         list_files: bool = True,
+        persist: bool = False,
     ) -> None:
         self.host = host
         self.api_key = api_key
@@ -326,6 +329,7 @@ class EmulatorServer:
             flavor=flavor,
             keep_metadata=keep_metadata,
             list_files=list_files,
+            persist=persist,
         )
         self._httpd: _HTTPServer | None = None
         self._thread: threading.Thread | None = None

@@ -12,16 +12,17 @@ since its last transition, computed lazily whenever it is read; retrieves then d
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shutil
 import string
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from .errors import ApiError, batch_not_found, file_not_found, invalid_request
 from .faults import Fault, FaultBook
@@ -51,6 +52,7 @@ from .models import (
     StoredBatch,
     StoredFile,
 )
+from .persist import StateFile, batches_from_json, files_from_json, to_json
 
 DEFAULT_MAX_INPUT_BYTES = 200 * 1024 * 1024
 DEFAULT_MAX_INPUT_LINES = 50_000
@@ -113,6 +115,7 @@ class EmulatorState:
         flavor: str = "openai",
         keep_metadata: bool = True,
         list_files: bool = True,
+        persist: bool = False,
     ) -> None:
         """max_input_lines None is the flavour's limit: 50,000 on OpenAI, 100,000 on Azure."""
         if flavor not in FLAVORS:
@@ -148,9 +151,57 @@ class EmulatorState:
         self._faults = FaultBook()
         self._clock = clock
         self.clock_offset = 0.0
+        """Seconds added to the clock: a server that runs ahead of (or behind) its clients."""
         self.line_outcomes: dict[str, LineOutcome] = {}
         """Outcomes forced on requests by custom_id, whatever batch they are in."""
-        """Seconds added to the clock: a server that runs ahead of (or behind) its clients."""
+        self._state_file = StateFile(self.data_dir) if persist else None
+        self._depth = 0
+        """Nesting of transaction(); only the outermost one loads and saves."""
+        # Picks up what an earlier process left in data_dir.
+        with self.transaction():
+            pass
+
+    # Persistence
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Hold the lock; with persist, also the lock file, reloading before and saving after."""
+        with self.lock:
+            if self._state_file is None or self._depth:
+                self._depth += 1
+                try:
+                    yield
+                finally:
+                    self._depth -= 1
+                return
+            self._depth += 1
+            try:
+                with self._state_file.locked():
+                    stored = self._state_file.read_if_changed()
+                    if stored is not None:
+                        self._load(stored)
+                    yield
+                    self._state_file.write(self._dump())
+            finally:
+                self._depth -= 1
+
+    def _dump(self) -> dict[str, Any]:
+        return {
+            "files": to_json(self.files),
+            "batches": to_json(self.batches),
+            "default_outcome": self.default_outcome,
+            "line_outcomes": to_json(self.line_outcomes),
+            "clock_offset": self.clock_offset,
+        }
+
+    def _load(self, data: dict[str, Any]) -> None:
+        self.files = files_from_json(data["files"])
+        self.batches = batches_from_json(data["batches"])
+        self.default_outcome = data["default_outcome"]
+        self.line_outcomes = {
+            custom_id: LineOutcome(**entry) for custom_id, entry in data["line_outcomes"].items()
+        }
+        self.clock_offset = data["clock_offset"]
 
     # Clock
 
@@ -159,7 +210,7 @@ class EmulatorState:
         return self._clock() + self.clock_offset
 
     def set_clock_offset(self, seconds: float) -> None:
-        with self.lock:
+        with self.transaction():
             self.clock_offset = float(seconds)
 
     # Requests and faults
@@ -195,12 +246,12 @@ class EmulatorState:
     def set_outcome(self, batch_id: str, outcome: str) -> None:
         """Choose how a batch ends; no effect once it is final. KeyError if unknown."""
         self._check_outcome(outcome)
-        with self.lock:
+        with self.transaction():
             self.batches[batch_id].outcome = outcome
 
     def set_default_outcome(self, outcome: str) -> None:
         self._check_outcome(outcome)
-        with self.lock:
+        with self.transaction():
             self.default_outcome = outcome
 
     def set_line_outcomes(self, outcomes: dict[str, str], times: int | None = 1) -> None:
@@ -213,12 +264,12 @@ class EmulatorState:
                 )
         if times is not None and times < 1:
             raise ValueError("times must be at least 1, or None for always")
-        with self.lock:
+        with self.transaction():
             for custom_id, outcome in outcomes.items():
                 self.line_outcomes[custom_id] = LineOutcome(outcome, times)
 
     def clear_line_outcomes(self) -> None:
-        with self.lock:
+        with self.transaction():
             self.line_outcomes.clear()
 
     def _take_line_outcome(self, custom_id: str) -> str | None:
@@ -241,7 +292,7 @@ class EmulatorState:
 
     def new_upload(self) -> tuple[str, Path]:
         """Reserve a file id and the temporary path its upload streams to."""
-        with self.lock:
+        with self.transaction():
             file_id = self._new_file_id()
         return file_id, self._files_dir / f"{file_id}.part"
 
@@ -272,19 +323,19 @@ class EmulatorState:
             expires_at=None if expires_after is None else now + expires_after,
             path=path,
         )
-        with self.lock:
+        with self.transaction():
             self.files[file_id] = stored
         return stored
 
     def get_file(self, file_id: str) -> StoredFile:
-        with self.lock:
+        with self.transaction():
             stored = self.files.get(file_id)
         if stored is None:
             raise file_not_found(file_id)
         return stored
 
     def delete_file(self, file_id: str) -> StoredFile:
-        with self.lock:
+        with self.transaction():
             stored = self.files.pop(file_id, None)
         if stored is None:
             raise file_not_found(file_id)
@@ -294,7 +345,7 @@ class EmulatorState:
     def list_files(
         self, *, purpose: str | None, after: str | None, limit: int, newest_first: bool
     ) -> tuple[list[StoredFile], bool]:
-        with self.lock:
+        with self.transaction():
             items = [f for f in self.files.values() if purpose is None or f.purpose == purpose]
         if newest_first:
             items.reverse()
@@ -318,7 +369,7 @@ class EmulatorState:
         output_expires_after: int | None,
     ) -> StoredBatch:
         """Create a batch in status validating; the input file must exist with purpose batch."""
-        with self.lock:
+        with self.transaction():
             source = self.files.get(input_file_id)
             if source is None:
                 raise invalid_request(
@@ -362,7 +413,7 @@ class EmulatorState:
 
     def retrieve_batch(self, batch_id: str) -> StoredBatch:
         """The batch after moving it: one step, or as far as the clock says in time mode."""
-        with self.lock:
+        with self.transaction():
             batch = self._batch(batch_id)
             if self.step_seconds is None:
                 if not batch.is_final:
@@ -373,14 +424,14 @@ class EmulatorState:
 
     def list_batches(self, *, after: str | None, limit: int) -> tuple[list[StoredBatch], bool]:
         """Newest first; moves batches only in time mode, where time alone moves them."""
-        with self.lock:
+        with self.transaction():
             self._catch_up_all()
             items = list(reversed(self.batches.values()))
             return page_after(items, after, limit)
 
     def advance(self, batch_id: str) -> StoredBatch:
         """Move a batch one step now, whatever the mode; no effect on a final batch."""
-        with self.lock:
+        with self.transaction():
             batch = self._batch(batch_id)
             if not batch.is_final:
                 self._step(batch, self.now())
@@ -388,7 +439,7 @@ class EmulatorState:
 
     def cancel_batch(self, batch_id: str) -> StoredBatch:
         """Start cancelling; 409 unless validating, in_progress or already cancelling."""
-        with self.lock:
+        with self.transaction():
             batch = self._batch(batch_id)
             self._catch_up_all()
             if batch.status == "cancelling":
