@@ -7,6 +7,7 @@ import http.client
 import json
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -504,3 +505,22 @@ def test_state_file_is_only_written_with_persist(
 ) -> None:
     new_batch(client, tmp_path, ["a"])
     assert not (server.data_dir / "state.json").exists()
+
+
+def test_parallel_creates_on_two_processes_lose_nothing(tmp_path: Path) -> None:
+    data_dir = tmp_path / "demo"
+    with (
+        EmulatorServer(data_dir=data_dir, persist=True) as one,
+        EmulatorServer(data_dir=data_dir, persist=True) as two,
+    ):
+
+        def create_some(server: EmulatorServer, prefix: str) -> list[str]:
+            with sdk(server) as client:
+                return [new_batch(client, tmp_path, [f"{prefix}{i}"]).id for i in range(5)]
+
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            made = pool.map(create_some, (one, two), ("x", "y"))
+            ids = {batch_id for batch_ids in made for batch_id in batch_ids}
+        with sdk(one) as client:
+            assert {batch.id for batch in client.batches.list(limit=100)} == ids
+    assert len(ids) == 10

@@ -62,6 +62,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_false",
         help="answer GET of the files list with 404, like a provider that cannot list files",
     )
+    parser.add_argument(
+        "--persist",
+        action="store_true",
+        help="keep files and batches in DATA_DIR/state.json, shared with other emulators on it",
+    )
     parser.add_argument("--verbose", action="store_true", help="log every request to stderr")
     return parser
 
@@ -97,6 +102,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         flavor=args.flavor,
         keep_metadata=args.keep_metadata,
         list_files=args.list_files,
+        persist=args.persist,
     )
     # Set explicitly: a shell script's `&` starts us with SIGINT ignored, and scripts that
     # stop the emulator with kill -INT should still work.
