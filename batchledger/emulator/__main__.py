@@ -7,8 +7,9 @@ import signal
 from collections.abc import Sequence
 from types import FrameType
 
+from .models import FLAVORS, TOKEN_LIMIT_CHECKS
 from .server import EmulatorServer
-from .state import DEFAULT_MAX_INPUT_BYTES, DEFAULT_MAX_INPUT_LINES
+from .state import AZURE_MAX_INPUT_LINES, DEFAULT_MAX_INPUT_BYTES, DEFAULT_MAX_INPUT_LINES
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,9 +27,58 @@ def build_parser() -> argparse.ArgumentParser:
         help="advance batches one step per N seconds (default: one step per retrieve)",
     )
     parser.add_argument("--max-input-bytes", type=int, default=DEFAULT_MAX_INPUT_BYTES)
-    parser.add_argument("--max-input-lines", type=int, default=DEFAULT_MAX_INPUT_LINES)
+    parser.add_argument(
+        "--max-input-lines",
+        type=int,
+        help=f"default: {DEFAULT_MAX_INPUT_LINES} ({AZURE_MAX_INPUT_LINES} with --flavor azure)",
+    )
+    parser.add_argument(
+        "--flavor",
+        choices=FLAVORS,
+        default="openai",
+        help="azure serves Azure OpenAI's classic /openai/... paths with api-key auth",
+    )
+    parser.add_argument(
+        "--enqueued-token-limit",
+        type=_positive_int,
+        metavar="N",
+        help="fail batches past N enqueued tokens per model (input bytes / 4; default: none)",
+    )
+    parser.add_argument(
+        "--token-limit-at",
+        choices=TOKEN_LIMIT_CHECKS,
+        default="validate",
+        help="check the token limit when a batch leaves validating, or refuse the create",
+    )
+    parser.add_argument(
+        "--no-metadata",
+        dest="keep_metadata",
+        action="store_false",
+        help="ignore batch metadata, like a provider without it (batches show null)",
+    )
+    parser.add_argument(
+        "--no-file-listing",
+        dest="list_files",
+        action="store_false",
+        help="answer GET of the files list with 404, like a provider that cannot list files",
+    )
+    parser.add_argument(
+        "--persist",
+        action="store_true",
+        help="keep files and batches in DATA_DIR/state.json, shared with other emulators on it",
+    )
     parser.add_argument("--verbose", action="store_true", help="log every request to stderr")
     return parser
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, not {text!r}")
+    return value
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
@@ -47,6 +97,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         max_input_bytes=args.max_input_bytes,
         max_input_lines=args.max_input_lines,
         verbose=args.verbose,
+        enqueued_token_limit=args.enqueued_token_limit,
+        token_limit_at=args.token_limit_at,
+        flavor=args.flavor,
+        keep_metadata=args.keep_metadata,
+        list_files=args.list_files,
+        persist=args.persist,
     )
     # Set explicitly: a shell script's `&` starts us with SIGINT ignored, and scripts that
     # stop the emulator with kill -INT should still work.

@@ -7,8 +7,16 @@ from email.message import Message
 from pathlib import Path
 from typing import Any
 
-from .errors import file_not_found, incorrect_api_key, invalid_request, missing_api_key
-from .models import BATCH_ENDPOINTS, FILE_PURPOSES
+from .errors import (
+    azure_access_denied,
+    azure_resource_not_found,
+    file_not_found,
+    incorrect_api_key,
+    invalid_request,
+    invalid_url,
+    missing_api_key,
+)
+from .models import FILE_PURPOSES
 from .multipart import MultipartError, MultipartReader, boundary_from_content_type
 from .routing import (
     Request,
@@ -44,6 +52,15 @@ def check_auth(headers: Message, api_key: str | None) -> None:
         raise missing_api_key()
     if api_key is not None and token != api_key:
         raise incorrect_api_key(token)
+
+
+def check_azure_request(request: Request, api_key: str | None) -> None:
+    """Require the api-version query parameter and an api-key header (the configured one)."""
+    if not request.query.get("api-version"):
+        raise azure_resource_not_found()
+    key = (request.headers.get("api-key") or "").strip()
+    if not key or (api_key is not None and key != api_key):
+        raise azure_access_denied()
 
 
 # Files
@@ -113,6 +130,9 @@ def upload_file(state: EmulatorState, request: Request) -> Response:
             raise invalid_value("purpose", purpose, FILE_PURPOSES)
         if form.filename is None:
             raise missing_parameter("file")
+        if purpose == "batch" and not form.filename.endswith(".jsonl"):
+            # The live API refuses at upload, not later at batch creation.
+            raise invalid_request("Invalid file format for Batch API. Must be .jsonl")
         expires_after = _upload_expiry(form.fields)
         stored = state.add_file(
             file_id,
@@ -130,6 +150,8 @@ def upload_file(state: EmulatorState, request: Request) -> Response:
 
 
 def list_files(state: EmulatorState, request: Request) -> Response:
+    if not state.can_list_files:
+        raise invalid_url(request.method, request.path)
     query = request.query
     order = query.get("order", "desc")
     if order not in ("asc", "desc"):
@@ -228,8 +250,8 @@ def create_batch(state: EmulatorState, request: Request) -> Response:
             raise invalid_request(f"Unrecognized request argument supplied: {name}")
     input_file_id = required_str(payload, "input_file_id")
     endpoint = required_str(payload, "endpoint")
-    if endpoint not in BATCH_ENDPOINTS:
-        raise invalid_value("endpoint", endpoint, BATCH_ENDPOINTS)
+    if endpoint not in state.batch_endpoints:
+        raise invalid_value("endpoint", endpoint, state.batch_endpoints)
     completion_window = required_str(payload, "completion_window")
     if completion_window != "24h":
         raise invalid_value("completion_window", completion_window, ["24h"])
@@ -265,14 +287,22 @@ def cancel_batch(state: EmulatorState, request: Request) -> Response:
 
 
 _ID = r"(?P<{}>[^/]+)"
-ROUTES: tuple[Route, ...] = (
-    route("GET", r"/v1/files", list_files),
-    route("POST", r"/v1/files", upload_file),
-    route("GET", r"/v1/files/" + _ID.format("file_id"), retrieve_file),
-    route("DELETE", r"/v1/files/" + _ID.format("file_id"), delete_file),
-    route("GET", r"/v1/files/" + _ID.format("file_id") + "/content", file_content),
-    route("GET", r"/v1/batches", list_batches),
-    route("POST", r"/v1/batches", create_batch),
-    route("GET", r"/v1/batches/" + _ID.format("batch_id"), retrieve_batch),
-    route("POST", r"/v1/batches/" + _ID.format("batch_id") + "/cancel", cancel_batch),
-)
+
+
+def _routes(prefix: str) -> tuple[Route, ...]:
+    return (
+        route("GET", prefix + r"/files", list_files),
+        route("POST", prefix + r"/files", upload_file),
+        route("GET", prefix + r"/files/" + _ID.format("file_id"), retrieve_file),
+        route("DELETE", prefix + r"/files/" + _ID.format("file_id"), delete_file),
+        route("GET", prefix + r"/files/" + _ID.format("file_id") + "/content", file_content),
+        route("GET", prefix + r"/batches", list_batches),
+        route("POST", prefix + r"/batches", create_batch),
+        route("GET", prefix + r"/batches/" + _ID.format("batch_id"), retrieve_batch),
+        route("POST", prefix + r"/batches/" + _ID.format("batch_id") + "/cancel", cancel_batch),
+    )
+
+
+ROUTES = _routes("/v1")
+AZURE_ROUTES = _routes("/openai")
+"""Azure OpenAI's classic data plane: /openai/files?api-version=..., authenticated by api-key."""

@@ -72,11 +72,43 @@ def clear_faults(state: EmulatorState, request: Request) -> Response:
     return json_response({"deleted": True})
 
 
+def set_clock(state: EmulatorState, request: Request) -> Response:
+    offset = read_json_object(request).get("offset_seconds")
+    if not isinstance(offset, int | float) or isinstance(offset, bool):
+        raise invalid_request('Expected a JSON body like {"offset_seconds": -1200}.')
+    state.set_clock_offset(offset)
+    return json_response({"offset_seconds": state.clock_offset, "now": state.now()})
+
+
+def set_line_outcomes(state: EmulatorState, request: Request) -> Response:
+    payload = read_json_object(request)
+    outcomes, times = payload.get("outcomes"), payload.get("times", 1)
+    valid = isinstance(outcomes, dict) and all(isinstance(v, str) for v in outcomes.values())
+    if not valid or not (times is None or (isinstance(times, int) and not isinstance(times, bool))):
+        raise invalid_request(
+            'Expected a JSON body like {"outcomes": {"req-1": "500"}, "times": 1}.'
+        )
+    assert isinstance(outcomes, dict)
+    try:
+        state.set_line_outcomes(outcomes, times=times)
+    except ValueError as exc:
+        raise invalid_request(str(exc), param="outcomes") from None
+    return json_response({"outcomes": outcomes, "times": times})
+
+
+def clear_line_outcomes(state: EmulatorState, request: Request) -> Response:
+    state.clear_line_outcomes()
+    return json_response({"deleted": True})
+
+
 _BATCH = r"/_emulator/batches/(?P<batch_id>[^/]+)"
 ROUTES: tuple[Route, ...] = (
     route("POST", _BATCH + "/outcome", set_batch_outcome),
     route("POST", _BATCH + "/advance", advance_batch),
     route("POST", r"/_emulator/outcome", set_default_outcome),
+    route("POST", r"/_emulator/clock", set_clock),
+    route("POST", r"/_emulator/line_outcomes", set_line_outcomes),
+    route("DELETE", r"/_emulator/line_outcomes", clear_line_outcomes),
     route("GET", r"/_emulator/requests", list_requests),
     route("DELETE", r"/_emulator/requests", clear_requests),
     route("GET", r"/_emulator/faults", list_faults),

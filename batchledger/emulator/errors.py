@@ -1,4 +1,5 @@
-"""OpenAI-style error bodies: always exactly {"error": {"message", "type", "param", "code"}}."""
+"""Error bodies: OpenAI's {"error": {"message", "type", "param", "code"}}, or Azure's
+{"error": {"code", "message"}} in the azure flavour."""
 
 from __future__ import annotations
 
@@ -37,6 +38,10 @@ class ApiError(Exception):
                 "code": self.code,
             }
         }
+
+    def azure_body(self) -> dict[str, Any]:
+        """Azure's shape: the code is the error's own, else the status as a string."""
+        return {"error": {"code": self.code or str(self.status), "message": self.message}}
 
 
 def invalid_request(message: str, *, param: str | None = None, code: str | None = None) -> ApiError:
@@ -124,3 +129,18 @@ def injected(status: int, message: str | None) -> ApiError:
     if status == 401:
         return ApiError(401, message or "Incorrect API key provided.", code="invalid_api_key")
     return ApiError(status, message or f"Emulated error with status {status}.")
+
+
+def azure_resource_not_found() -> ApiError:
+    # What Azure answers for an unknown path or a request without api-version.
+    return ApiError(404, "Resource not found", code="404")
+
+
+def azure_access_denied() -> ApiError:
+    return ApiError(
+        401,
+        "Access denied due to invalid subscription key or wrong API endpoint. Make sure to"
+        " provide a valid key for an active subscription and use a correct regional API"
+        " endpoint for your resource.",
+        code="401",
+    )

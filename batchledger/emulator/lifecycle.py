@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from .errors import injected
 from .models import BatchError, RequestCounts, Usage
 from .synth import hex_digest, response_body
 
 MAX_REPORTED_ERRORS = 100
 ERROR_MODEL = "emulator-error"
 """A request whose body.model is this fails with a 400 model_not_found in the error file."""
+
+
+LINE_OUTCOMES = ("expired", "500", "429", "400", "missing")
+"""What a test can force on one request: expire it, fail it with that HTTP status, or lose it
+(in neither file, counted only in the total)."""
 
 
 @dataclass(frozen=True)
@@ -58,14 +64,21 @@ def first_model(path: Path) -> str | None:
     return model if isinstance(model, str) else None
 
 
-def forced_failure(model: str | None) -> BatchError:
-    """The error of a batch whose outcome was set to "failed": the most common live failure."""
-    return BatchError(
-        code="token_limit_exceeded",
-        message=f"Enqueued token limit reached for {model or 'the model'} in organization"
-        " org-emulator. Limit: 90,000 enqueued tokens. Please try again once some in_progress"
-        " batches have been completed.",
+DEFAULT_TOKEN_LIMIT = 90_000
+
+
+def token_limit_message(model: str | None, limit: int) -> str:
+    """The live API's words when a model's enqueued tokens would pass the limit."""
+    return (
+        f"Enqueued token limit reached for {model or 'the model'} in organization org-emulator."
+        f" Limit: {limit:,} enqueued tokens. Please try again once some in_progress batches have"
+        " been completed."
     )
+
+
+def forced_failure(model: str | None, limit: int = DEFAULT_TOKEN_LIMIT) -> BatchError:
+    """The error of a batch that failed on the token limit: the most common live failure."""
+    return BatchError(code="token_limit_exceeded", message=token_limit_message(model, limit))
 
 
 def _file_errors(size: int, lines: int, limits: Limits) -> list[BatchError]:
@@ -209,6 +222,31 @@ class RunPlan:
     executed: int | None = None
     """How many leading lines run; the rest go to the error file. None runs all."""
     interruption: Interruption | None = None
+    line_outcome: Callable[[str], str | None] | None = None
+    """Called with each executed custom_id: a LINE_OUTCOMES value to force, or None."""
+
+
+def _forced_outcome(plan: RunPlan, index: int, custom_id: str) -> str | None:
+    """ "interrupted" past the executed lines, else a forced LINE_OUTCOMES value, else None."""
+    if plan.executed is not None and index >= plan.executed:
+        return "interrupted"
+    if plan.line_outcome is not None:
+        return plan.line_outcome(custom_id)
+    return None
+
+
+def _forced_line(
+    seed: str, custom_id: str, forced: str, interruption: Interruption | None
+) -> dict[str, Any] | None:
+    """The error-file line of a forced outcome; None for a missing line."""
+    if forced == "missing":
+        return None
+    if forced == "interrupted":
+        return _unexecuted_line(seed, custom_id, interruption or EXPIRED)
+    if forced == "expired":
+        return _unexecuted_line(seed, custom_id, EXPIRED)
+    status = int(forced)
+    return _result_line(seed, custom_id, status, injected(status, None).body())
 
 
 def execute(plan: RunPlan) -> Execution:
@@ -221,10 +259,13 @@ def execute(plan: RunPlan) -> Execution:
             custom_id: str = request["custom_id"]
             body: dict[str, Any] = request["body"]
             seed = f"{plan.batch_id}:{custom_id}"
-            if plan.executed is not None and index >= plan.executed:
-                why = plan.interruption or EXPIRED
-                errors.write(_unexecuted_line(seed, custom_id, why))
-                run.counts.failed += 1
+            forced = _forced_outcome(plan, index, custom_id)
+            if forced is not None:
+                line = _forced_line(seed, custom_id, forced, plan.interruption)
+                # A missing line is in neither file and counts only in the total.
+                if line is not None:
+                    errors.write(line)
+                    run.counts.failed += 1
             elif body.get("model") == ERROR_MODEL:
                 errors.write(_result_line(seed, custom_id, 400, _model_error_body(ERROR_MODEL)))
                 run.counts.failed += 1

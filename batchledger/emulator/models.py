@@ -27,6 +27,15 @@ BATCH_ENDPOINTS = (
 )
 """CreateBatchRequest.endpoint in the spec."""
 
+TOKEN_LIMIT_CHECKS = ("validate", "create")
+"""When the enqueued-token limit is checked: as a batch leaves validating (as OpenAI does),
+or at create, which is refused with a 400 (as some providers do)."""
+
+AZURE_BATCH_ENDPOINTS = ("/chat/completions", "/embeddings", "/responses")
+"""Batch endpoints of Azure OpenAI's classic data-plane API, which has no /v1."""
+
+FLAVORS = ("openai", "azure")
+
 OUTCOMES = ("completed", "failed", "expired", "cancelled")
 FINAL_STATUSES = frozenset({"completed", "failed", "expired", "cancelled"})
 
@@ -150,6 +159,16 @@ class StoredBatch:
     @property
     def is_final(self) -> bool:
         return self.status in FINAL_STATUSES
+
+    @property
+    def estimated_tokens(self) -> int:
+        """The batch's tokens for the enqueued-token limit: one per four input bytes."""
+        return self.input_bytes // 4
+
+    @property
+    def is_enqueued(self) -> bool:
+        """Past validation and not yet final: what counts against the enqueued-token limit."""
+        return self.in_progress_at is not None and not self.is_final
 
     def to_json(self) -> dict[str, Any]:
         errors = None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import email.utils
 import shutil
 import socket
 import tempfile
@@ -16,11 +17,11 @@ from typing import Any, cast
 from urllib.parse import parse_qsl, urlsplit
 
 from . import api, control
-from .errors import ApiError, injected, invalid_request, invalid_url
+from .errors import ApiError, azure_resource_not_found, injected, invalid_request, invalid_url
 from .faults import Fault
 from .models import RECORDED_HEADERS, RecordedRequest
 from .routing import Request, Route, resolve
-from .state import DEFAULT_MAX_INPUT_BYTES, DEFAULT_MAX_INPUT_LINES, EmulatorState
+from .state import DEFAULT_MAX_INPUT_BYTES, EmulatorState
 from .wire import BodyError, RequestBody, Response, error_response, new_request_id
 
 
@@ -94,6 +95,13 @@ class _Handler(BaseHTTPRequestHandler):
     def do_PATCH(self) -> None:
         self._dispatch()
 
+    def date_time_string(self, timestamp: float | None = None) -> str:
+        # The Date header follows the emulator's clock, offset included, so a client can
+        # meet a server whose clock differs from its own.
+        if timestamp is None:
+            timestamp = self._emulator.state.now()
+        return email.utils.formatdate(timestamp, usegmt=True)
+
     def log_message(self, format: str, *args: Any) -> None:
         if self._emulator.verbose:
             super().log_message(format, *args)
@@ -109,35 +117,52 @@ class _Handler(BaseHTTPRequestHandler):
                 body=RequestBody(self.rfile, self.headers),
                 params={},
             )
+            prefix = "/openai" if self._azure else "/v1"
             if url.path.startswith("/_emulator/"):
                 self._serve_control(request)
-            elif url.path == "/v1" or url.path.startswith("/v1/"):
+            elif url.path == prefix or url.path.startswith(prefix + "/"):
                 self._serve_api(request)
             else:
                 request.body.drain()
-                self._send(error_response(invalid_url(request.method, request.path)))
+                self._send(self._error(invalid_url(request.method, request.path)))
         except BodyError as exc:
             # The framing is broken, so nothing more can be read from this connection.
             error = invalid_request(f"Malformed request body: {exc}")
-            self._send(error_response(error), close=True)
+            self._send(self._error(error), close=True)
         except OSError:
             self.close_connection = True
 
+    @property
+    def _azure(self) -> bool:
+        return self._emulator.state.flavor == "azure"
+
+    def _error(self, error: ApiError) -> Response:
+        """An error response in the flavour's shape; Azure has one answer for unknown paths."""
+        if (
+            self._azure
+            and error.status in (404, 405)
+            and error.message.startswith(("Invalid URL", "Invalid method"))
+        ):
+            error = azure_resource_not_found()
+        return error_response(error, azure=self._azure)
+
     def _handle(self, request: Request, routes: tuple[Route, ...], auth: bool) -> Response:
-        """Run the route's handler; errors become OpenAI error responses."""
+        """Run the route's handler; errors become error responses of the flavour."""
         try:
-            if auth:
+            if auth and self._azure:
+                api.check_azure_request(request, self._emulator.api_key)
+            elif auth:
                 api.check_auth(request.headers, self._emulator.api_key)
             handler, request.params = resolve(routes, request.method, request.path)
             return handler(self._emulator.state, request)
         except ApiError as exc:
-            return error_response(exc)
+            return self._error(exc) if auth else error_response(exc)
         except (BodyError, OSError):
             raise
         except Exception:
             if self._emulator.verbose:
                 traceback.print_exc()
-            return error_response(injected(500, None))
+            return self._error(injected(500, None))
 
     def _serve_control(self, request: Request) -> None:
         response = self._handle(request, control.ROUTES, auth=False)
@@ -150,9 +175,10 @@ class _Handler(BaseHTTPRequestHandler):
             self._cut_request(request, fault, fault.cut_request_after_bytes)
             return
         if fault is not None and fault.status is not None:
-            response = _fault_response(fault)
+            response = _fault_response(fault, azure=self._azure)
         else:
-            response = self._handle(request, api.ROUTES, auth=True)
+            routes = api.AZURE_ROUTES if self._azure else api.ROUTES
+            response = self._handle(request, routes, auth=True)
         request.body.drain()
         response.headers.setdefault("x-request-id", new_request_id())
         if fault is not None and fault.delay and fault.stall_after_bytes is None:
@@ -192,7 +218,7 @@ class _Handler(BaseHTTPRequestHandler):
                 headers=headers,
                 has_authorization="Authorization" in self.headers,
                 fault=None if fault is None else fault.action,
-                at=time.time(),
+                at=self._emulator.state.now(),
             )
         )
 
@@ -248,9 +274,9 @@ class _Handler(BaseHTTPRequestHandler):
             pass
 
 
-def _fault_response(fault: Fault) -> Response:
+def _fault_response(fault: Fault, azure: bool) -> Response:
     assert fault.status is not None
-    response = error_response(injected(fault.status, fault.message))
+    response = error_response(injected(fault.status, fault.message), azure=azure)
     if fault.retry_after is not None:
         seconds = fault.retry_after
         response.headers["Retry-After"] = (
@@ -263,6 +289,8 @@ class EmulatorServer:
     """The emulator on a local port, served from a daemon thread; also a context manager.
 
     With data_dir=None the files live in a fresh temporary directory that stop() deletes.
+    With persist=True the files and batches are kept in data_dir/state.json, and shared with any
+    other emulator, now or later, on the same data_dir.
     """
 
     def __init__(
@@ -273,8 +301,14 @@ class EmulatorServer:
         api_key: str | None = None,
         step_seconds: float | None = None,
         max_input_bytes: int = DEFAULT_MAX_INPUT_BYTES,
-        max_input_lines: int = DEFAULT_MAX_INPUT_LINES,
+        max_input_lines: int | None = None,
         verbose: bool = False,
+        enqueued_token_limit: int | None = None,
+        token_limit_at: str = "validate",
+        flavor: str = "openai",
+        keep_metadata: bool = True,
+        list_files: bool = True,
+        persist: bool = False,
     ) -> None:
         self.host = host
         self.api_key = api_key
@@ -290,6 +324,12 @@ class EmulatorServer:
             step_seconds=step_seconds,
             max_input_bytes=max_input_bytes,
             max_input_lines=max_input_lines,
+            enqueued_token_limit=enqueued_token_limit,
+            token_limit_at=token_limit_at,
+            flavor=flavor,
+            keep_metadata=keep_metadata,
+            list_files=list_files,
+            persist=persist,
         )
         self._httpd: _HTTPServer | None = None
         self._thread: threading.Thread | None = None

@@ -12,21 +12,24 @@ since its last transition, computed lazily whenever it is read; retrieves then d
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shutil
 import string
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from .errors import ApiError, batch_not_found, file_not_found, invalid_request
 from .faults import Fault, FaultBook
 from .lifecycle import (
     CANCELLED,
     EXPIRED,
+    LINE_OUTCOMES,
     Interruption,
     Limits,
     RunPlan,
@@ -34,19 +37,26 @@ from .lifecycle import (
     execute,
     first_model,
     forced_failure,
+    token_limit_message,
     validate_input,
 )
 from .models import (
+    AZURE_BATCH_ENDPOINTS,
+    BATCH_ENDPOINTS,
+    FLAVORS,
     OUTCOMES,
+    TOKEN_LIMIT_CHECKS,
     BatchError,
     BatchResult,
     RecordedRequest,
     StoredBatch,
     StoredFile,
 )
+from .persist import StateFile, batches_from_json, files_from_json, to_json
 
 DEFAULT_MAX_INPUT_BYTES = 200 * 1024 * 1024
 DEFAULT_MAX_INPUT_LINES = 50_000
+AZURE_MAX_INPUT_LINES = 100_000
 BATCH_FILE_TTL = 30 * 24 * 3600
 COMPLETION_WINDOW_SECONDS = 24 * 3600
 _ALNUM = string.ascii_letters + string.digits
@@ -82,6 +92,13 @@ def _link_or_copy(source: Path, target: Path) -> None:
         shutil.copyfile(source, target)
 
 
+@dataclass
+class LineOutcome:
+    outcome: str
+    remaining: int | None
+    """Executions of the custom_id it still applies to; None for all."""
+
+
 class EmulatorState:
     """Files, batches, recorded requests and pending faults of one emulator."""
 
@@ -91,16 +108,39 @@ class EmulatorState:
         *,
         step_seconds: float | None = None,
         max_input_bytes: int = DEFAULT_MAX_INPUT_BYTES,
-        max_input_lines: int = DEFAULT_MAX_INPUT_LINES,
+        max_input_lines: int | None = None,
         clock: Callable[[], float] = time.time,
+        enqueued_token_limit: int | None = None,
+        token_limit_at: str = "validate",
+        flavor: str = "openai",
+        keep_metadata: bool = True,
+        list_files: bool = True,
+        persist: bool = False,
     ) -> None:
+        """max_input_lines None is the flavour's limit: 50,000 on OpenAI, 100,000 on Azure."""
+        if flavor not in FLAVORS:
+            raise ValueError(f"flavor must be one of {', '.join(FLAVORS)}")
+        if token_limit_at not in TOKEN_LIMIT_CHECKS:
+            raise ValueError(f"token_limit_at must be one of {', '.join(TOKEN_LIMIT_CHECKS)}")
         self.data_dir = Path(data_dir)
         self._files_dir = self.data_dir / "files"
         self._inputs_dir = self.data_dir / "batch_inputs"
         self._files_dir.mkdir(parents=True, exist_ok=True)
         self._inputs_dir.mkdir(parents=True, exist_ok=True)
         self.step_seconds = step_seconds
+        self.flavor = flavor
+        self.keep_metadata = keep_metadata
+        """False: a provider that ignores batch metadata (batches show metadata null)."""
+        self.can_list_files = list_files
+        """False: a provider whose files cannot be listed (GET of the list is a 404)."""
+        if max_input_lines is None:
+            azure = flavor == "azure"
+            max_input_lines = AZURE_MAX_INPUT_LINES if azure else DEFAULT_MAX_INPUT_LINES
         self.limits = Limits(max_bytes=max_input_bytes, max_lines=max_input_lines)
+        self.batch_endpoints = AZURE_BATCH_ENDPOINTS if flavor == "azure" else BATCH_ENDPOINTS
+        self.enqueued_token_limit = enqueued_token_limit
+        """Per model, over the batches that are enqueued; None for no limit."""
+        self.token_limit_at = token_limit_at
         self.files: dict[str, StoredFile] = {}
         self.batches: dict[str, StoredBatch] = {}
         self.requests: list[RecordedRequest] = []
@@ -110,6 +150,68 @@ class EmulatorState:
         """Held by every method; hold it too while reading several fields at once."""
         self._faults = FaultBook()
         self._clock = clock
+        self.clock_offset = 0.0
+        """Seconds added to the clock: a server that runs ahead of (or behind) its clients."""
+        self.line_outcomes: dict[str, LineOutcome] = {}
+        """Outcomes forced on requests by custom_id, whatever batch they are in."""
+        self._state_file = StateFile(self.data_dir) if persist else None
+        self._depth = 0
+        """Nesting of transaction(); only the outermost one loads and saves."""
+        # Picks up what an earlier process left in data_dir.
+        with self.transaction():
+            pass
+
+    # Persistence
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Hold the lock; with persist, also the lock file, reloading before and saving after."""
+        with self.lock:
+            if self._state_file is None or self._depth:
+                self._depth += 1
+                try:
+                    yield
+                finally:
+                    self._depth -= 1
+                return
+            self._depth += 1
+            try:
+                with self._state_file.locked():
+                    stored = self._state_file.read_if_changed()
+                    if stored is not None:
+                        self._load(stored)
+                    yield
+                    self._state_file.write(self._dump())
+            finally:
+                self._depth -= 1
+
+    def _dump(self) -> dict[str, Any]:
+        return {
+            "files": to_json(self.files),
+            "batches": to_json(self.batches),
+            "default_outcome": self.default_outcome,
+            "line_outcomes": to_json(self.line_outcomes),
+            "clock_offset": self.clock_offset,
+        }
+
+    def _load(self, data: dict[str, Any]) -> None:
+        self.files = files_from_json(data["files"])
+        self.batches = batches_from_json(data["batches"])
+        self.default_outcome = data["default_outcome"]
+        self.line_outcomes = {
+            custom_id: LineOutcome(**entry) for custom_id, entry in data["line_outcomes"].items()
+        }
+        self.clock_offset = data["clock_offset"]
+
+    # Clock
+
+    def now(self) -> float:
+        """The server's time: every timestamp, step and Date header comes from it."""
+        return self._clock() + self.clock_offset
+
+    def set_clock_offset(self, seconds: float) -> None:
+        with self.transaction():
+            self.clock_offset = float(seconds)
 
     # Requests and faults
 
@@ -144,13 +246,41 @@ class EmulatorState:
     def set_outcome(self, batch_id: str, outcome: str) -> None:
         """Choose how a batch ends; no effect once it is final. KeyError if unknown."""
         self._check_outcome(outcome)
-        with self.lock:
+        with self.transaction():
             self.batches[batch_id].outcome = outcome
 
     def set_default_outcome(self, outcome: str) -> None:
         self._check_outcome(outcome)
-        with self.lock:
+        with self.transaction():
             self.default_outcome = outcome
+
+    def set_line_outcomes(self, outcomes: dict[str, str], times: int | None = 1) -> None:
+        """Force outcomes on the next `times` executions of these custom_ids (None: always)."""
+        for custom_id, outcome in outcomes.items():
+            if outcome not in LINE_OUTCOMES:
+                raise ValueError(
+                    f"line outcome must be one of {', '.join(LINE_OUTCOMES)}, not {outcome!r}"
+                    f" (for {custom_id!r})"
+                )
+        if times is not None and times < 1:
+            raise ValueError("times must be at least 1, or None for always")
+        with self.transaction():
+            for custom_id, outcome in outcomes.items():
+                self.line_outcomes[custom_id] = LineOutcome(outcome, times)
+
+    def clear_line_outcomes(self) -> None:
+        with self.transaction():
+            self.line_outcomes.clear()
+
+    def _take_line_outcome(self, custom_id: str) -> str | None:
+        entry = self.line_outcomes.get(custom_id)
+        if entry is None:
+            return None
+        if entry.remaining is not None:
+            entry.remaining -= 1
+            if entry.remaining == 0:
+                del self.line_outcomes[custom_id]
+        return entry.outcome
 
     # Files
 
@@ -162,7 +292,7 @@ class EmulatorState:
 
     def new_upload(self) -> tuple[str, Path]:
         """Reserve a file id and the temporary path its upload streams to."""
-        with self.lock:
+        with self.transaction():
             file_id = self._new_file_id()
         return file_id, self._files_dir / f"{file_id}.part"
 
@@ -178,7 +308,7 @@ class EmulatorState:
         expires_after: int | None,
     ) -> StoredFile:
         """Register a fully written file; batch files expire after 30 days by default."""
-        now = int(self._clock())
+        now = int(self.now())
         if expires_after is None and purpose == "batch":
             expires_after = BATCH_FILE_TTL
         path = self._files_dir / file_id
@@ -193,19 +323,19 @@ class EmulatorState:
             expires_at=None if expires_after is None else now + expires_after,
             path=path,
         )
-        with self.lock:
+        with self.transaction():
             self.files[file_id] = stored
         return stored
 
     def get_file(self, file_id: str) -> StoredFile:
-        with self.lock:
+        with self.transaction():
             stored = self.files.get(file_id)
         if stored is None:
             raise file_not_found(file_id)
         return stored
 
     def delete_file(self, file_id: str) -> StoredFile:
-        with self.lock:
+        with self.transaction():
             stored = self.files.pop(file_id, None)
         if stored is None:
             raise file_not_found(file_id)
@@ -215,7 +345,7 @@ class EmulatorState:
     def list_files(
         self, *, purpose: str | None, after: str | None, limit: int, newest_first: bool
     ) -> tuple[list[StoredFile], bool]:
-        with self.lock:
+        with self.transaction():
             items = [f for f in self.files.values() if purpose is None or f.purpose == purpose]
         if newest_first:
             items.reverse()
@@ -239,7 +369,7 @@ class EmulatorState:
         output_expires_after: int | None,
     ) -> StoredBatch:
         """Create a batch in status validating; the input file must exist with purpose batch."""
-        with self.lock:
+        with self.transaction():
             source = self.files.get(input_file_id)
             if source is None:
                 raise invalid_request(
@@ -251,10 +381,17 @@ class EmulatorState:
                     " input file must be uploaded with purpose 'batch'.",
                     param="input_file_id",
                 )
+            if self.token_limit_at == "create":
+                self._catch_up_all()
+                model = first_model(source.path)
+                if self._over_token_limit(model, source.bytes // 4):
+                    assert self.enqueued_token_limit is not None
+                    message = token_limit_message(model, self.enqueued_token_limit)
+                    raise invalid_request(message, code="token_limit_exceeded")
             batch_id = f"batch_{secrets.token_hex(16)}"
             input_path = self._inputs_dir / batch_id
             _link_or_copy(source.path, input_path)
-            now = self._clock()
+            now = self.now()
             batch = StoredBatch(
                 id=batch_id,
                 endpoint=endpoint,
@@ -262,7 +399,7 @@ class EmulatorState:
                 completion_window=completion_window,
                 created_at=int(now),
                 expires_at=int(now) + COMPLETION_WINDOW_SECONDS,
-                metadata=metadata,
+                metadata=metadata if self.keep_metadata else None,
                 model=first_model(input_path),
                 output_expires_after=output_expires_after,
                 input_path=input_path,
@@ -276,41 +413,40 @@ class EmulatorState:
 
     def retrieve_batch(self, batch_id: str) -> StoredBatch:
         """The batch after moving it: one step, or as far as the clock says in time mode."""
-        with self.lock:
+        with self.transaction():
             batch = self._batch(batch_id)
             if self.step_seconds is None:
                 if not batch.is_final:
-                    self._step(batch, self._clock())
+                    self._step(batch, self.now())
             else:
-                self._catch_up(batch)
+                self._catch_up_all()
             return batch
 
     def list_batches(self, *, after: str | None, limit: int) -> tuple[list[StoredBatch], bool]:
         """Newest first; moves batches only in time mode, where time alone moves them."""
-        with self.lock:
+        with self.transaction():
+            self._catch_up_all()
             items = list(reversed(self.batches.values()))
-            for batch in items:
-                self._catch_up(batch)
             return page_after(items, after, limit)
 
     def advance(self, batch_id: str) -> StoredBatch:
         """Move a batch one step now, whatever the mode; no effect on a final batch."""
-        with self.lock:
+        with self.transaction():
             batch = self._batch(batch_id)
             if not batch.is_final:
-                self._step(batch, self._clock())
+                self._step(batch, self.now())
             return batch
 
     def cancel_batch(self, batch_id: str) -> StoredBatch:
         """Start cancelling; 409 unless validating, in_progress or already cancelling."""
-        with self.lock:
+        with self.transaction():
             batch = self._batch(batch_id)
-            self._catch_up(batch)
+            self._catch_up_all()
             if batch.status == "cancelling":
                 return batch
             if batch.status not in ("validating", "in_progress"):
                 raise ApiError(409, f"Cannot cancel a batch with status '{batch.status}'.")
-            now = self._clock()
+            now = self.now()
             batch.status = "cancelling"
             batch.cancelling_at = int(now)
             batch.last_step_at = now
@@ -318,12 +454,34 @@ class EmulatorState:
 
     # Lifecycle steps; callers hold the lock.
 
-    def _catch_up(self, batch: StoredBatch) -> None:
+    def _catch_up_all(self) -> None:
+        """In time mode, take every due step of every batch, earliest first.
+
+        Stepping all batches in time order, not just the one asked for, lets a step see the
+        other batches as they were at that moment (the enqueued-token limit needs that).
+        """
         if self.step_seconds is None:
             return
-        now = self._clock()
-        while not batch.is_final and now - batch.last_step_at >= self.step_seconds:
+        now = self.now()
+        pending = [batch for batch in self.batches.values() if not batch.is_final]
+        while pending:
+            batch = min(pending, key=lambda candidate: candidate.last_step_at)
+            if now - batch.last_step_at < self.step_seconds:
+                return
             self._step(batch, batch.last_step_at + self.step_seconds)
+            if batch.is_final:
+                pending.remove(batch)
+
+    def _over_token_limit(self, model: str | None, tokens: int) -> bool:
+        """Whether `tokens` more of this model would pass the enqueued-token limit."""
+        if self.enqueued_token_limit is None:
+            return False
+        enqueued = sum(
+            batch.estimated_tokens
+            for batch in self.batches.values()
+            if batch.model == model and batch.is_enqueued
+        )
+        return enqueued + tokens > self.enqueued_token_limit
 
     def _step(self, batch: StoredBatch, at: float) -> None:
         batch.last_step_at = at
@@ -353,6 +511,12 @@ class EmulatorState:
             )
         if errors:
             self._fail(batch, now, errors)
+            return
+        if self.token_limit_at == "validate" and self._over_token_limit(
+            batch.model, batch.estimated_tokens
+        ):
+            assert self.enqueued_token_limit is not None
+            self._fail(batch, now, [forced_failure(batch.model, self.enqueued_token_limit)])
             return
         batch.status = "in_progress"
         batch.in_progress_at = now
@@ -394,6 +558,7 @@ class EmulatorState:
             created=now,
             executed=None if interruption is None else batch.input_lines // 2,
             interruption=interruption,
+            line_outcome=self._take_line_outcome,
         )
         run = execute(plan)
         batch.request_counts = run.counts

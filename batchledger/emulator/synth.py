@@ -217,5 +217,10 @@ _BUILDERS: dict[str, Callable[[dict[str, Any], str, int], tuple[dict[str, Any], 
 def response_body(
     endpoint: str, request: dict[str, Any], seed: str, created: int
 ) -> tuple[dict[str, Any], Usage]:
-    """The body the endpoint would answer `request` with, and its token usage."""
+    """The body the endpoint would answer `request` with, and its token usage.
+
+    Azure's classic endpoints have no /v1 prefix; they answer as OpenAI's do.
+    """
+    if not endpoint.startswith("/v1/"):
+        endpoint = "/v1" + endpoint
     return _BUILDERS[endpoint](request, seed, created)

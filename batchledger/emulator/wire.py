@@ -154,5 +154,6 @@ def json_response(
     return Response(status=status, body=body, headers=dict(headers or {}))
 
 
-def error_response(error: ApiError) -> Response:
-    return json_response(error.body(), status=error.status, headers=error.headers)
+def error_response(error: ApiError, azure: bool = False) -> Response:
+    body = error.azure_body() if azure else error.body()
+    return json_response(body, status=error.status, headers=error.headers)
