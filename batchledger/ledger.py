@@ -16,7 +16,7 @@ from typing import Any
 from sqlite_utils import Database
 
 from batchledger.errors import BatchledgerError, ExitCode
-from migrations import migrations
+from migrations import migration_names, migrations
 
 FINAL_STATUSES = frozenset({"completed", "failed", "expired", "cancelled"})
 # Batches in these states hold no work worth keeping, so the same input may be sent again.
@@ -142,7 +142,7 @@ def _claimed_by_another_run(row: Row) -> bool:
 
 
 def _refuse_newer_schema(db: Database, path: Path) -> None:
-    known = {migration.fn.__name__ for migration in migrations._migrations}
+    known = set(migration_names())
     unknown = [m.name for m in migrations.applied(db) if m.name not in known]
     if unknown:
         raise BatchledgerError(
