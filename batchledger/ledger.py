@@ -16,7 +16,7 @@ from typing import Any
 from sqlite_utils import Database
 
 from batchledger.errors import BatchledgerError, ExitCode
-from migrations import migration_names, migrations
+from batchledger.migrations import migration_names, migrations
 
 FINAL_STATUSES = frozenset({"completed", "failed", "expired", "cancelled"})
 # Batches in these states hold no work worth keeping, so the same input may be sent again.
