@@ -27,7 +27,7 @@ from batchledger.batches import (
 from batchledger.claims import claimed_by_another_run, this_run
 from batchledger.errors import BatchledgerError, Refused, UsageError
 from batchledger.times import utc_now
-from migrations import migrations
+from batchledger.migrations import migration_names, migrations
 
 # When a batch was made: the API's created_at, or when the ledger first saw it. Indexed.
 MADE_AT = "coalesce(created_at, recorded_at)"
@@ -96,7 +96,7 @@ def lock_timeout() -> float:
 
 
 def _refuse_newer_schema(db: Database, path: Path) -> None:
-    known = {migration.fn.__name__ for migration in migrations._migrations}
+    known = set(migration_names())
     unknown = [m.name for m in migrations.applied(db) if m.name not in known]
     if unknown:
         raise BatchledgerError(

@@ -1,11 +1,15 @@
-"""Where things live: the ledger, the log files, saved results."""
+"""Where things live: the ledger, the accounts file, the log files, saved results."""
 
 import os
 import sys
 from datetime import datetime
 from pathlib import Path
 
+import platformdirs
+
+APP_NAME = "batchledger"
 LEDGER_ENV = "BATCHLEDGER_DB"
+CONFIG_ENV = "BATCHLEDGER_CONFIG"
 
 
 def ledger_path(db_option: str | None = None) -> Path:
@@ -21,17 +25,37 @@ def ledger_path(db_option: str | None = None) -> Path:
     return user_data_dir() / "ledger.db"
 
 
+def config_path() -> Path:
+    """The accounts file to read."""
+    # 1. the BATCHLEDGER_CONFIG environment variable
+    from_env = os.environ.get(CONFIG_ENV)
+    if from_env:
+        return Path(from_env).expanduser().absolute()
+    # 2. the per-user config directory of the platform
+    return user_config_dir() / "accounts.toml"
+
+
 def user_data_dir() -> Path:
     """batchledger's folder in the platform's per-user data directory."""
-    if sys.platform == "win32":
-        base = os.environ.get("LOCALAPPDATA") or str(Path.home() / "AppData" / "Local")
-        return Path(base) / "batchledger"
+    # appauthor=False: no vendor folder on Windows (%LOCALAPPDATA%\batchledger, not
+    # %LOCALAPPDATA%\batchledger\batchledger); roaming=False: %LOCALAPPDATA%, not %APPDATA%.
     if sys.platform == "darwin":
-        return Path.home() / "Library" / "Application Support" / "batchledger"
-    xdg = os.environ.get("XDG_DATA_HOME")
-    # XDG says a relative XDG_DATA_HOME is invalid and must be ignored.
-    base_dir = Path(xdg) if xdg and Path(xdg).is_absolute() else Path.home() / ".local" / "share"
-    return base_dir / "batchledger"
+        return _macos_app_support()
+    return platformdirs.user_data_path(APP_NAME, appauthor=False, roaming=False)
+
+
+def user_config_dir() -> Path:
+    """batchledger's folder in the platform's per-user config directory."""
+    if sys.platform == "darwin":
+        return _macos_app_support()
+    return platformdirs.user_config_path(APP_NAME, appauthor=False, roaming=False)
+
+
+def _macos_app_support() -> Path:
+    # platformdirs (since 4.6) lets $XDG_DATA_HOME / $XDG_CONFIG_HOME move these on macOS
+    # too. batchledger's ledger has always been here on macOS: a ledger that moved would
+    # forget every batch, and with them the guard against sending an input twice.
+    return Path.home() / "Library" / "Application Support" / APP_NAME
 
 
 def default_log_path(now: datetime) -> Path:

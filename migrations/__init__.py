@@ -9,6 +9,17 @@ from sqlite_utils.migrations import Migrations
 migrations = Migrations("batchledger")
 
 
+def migration_names() -> list[str]:
+    """The names of the migrations this version defines, in the order they apply."""
+    # sqlite-utils keeps its list of registered migrations private; its public `pending`
+    # lists them all for a database that has none applied.
+    db = Database(memory=True)
+    try:
+        return [migration.name for migration in migrations.pending(db)]
+    finally:
+        db.close()
+
+
 @migrations()
 def m001_create_batches(db: Database) -> None:
     # One row per batch this ledger knows. `origin` says how it got here: "create" (made

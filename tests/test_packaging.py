@@ -1,22 +1,38 @@
 """The built wheel, installed into a fresh venv outside the source tree, migrates a ledger."""
 
 import os
+import shutil
 import sqlite3
 import subprocess
 import sys
 import sysconfig
 import venv
+import zipfile
 from pathlib import Path
 
+import pytest
 from helpers import write_jsonl
 
 from batchledger.emulator import EmulatorServer
+from batchledger.migrations import migration_names
 
 SOURCE = Path(__file__).resolve().parents[1]
 
 
-def test_wheel_ships_migrations_and_runs_them(tmp_path: Path, emulator: EmulatorServer):
-    wheels = tmp_path / "wheels"
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The wheel of the source tree, built once for this module."""
+    # Built from a copy: setuptools reuses build/lib, so a build made before a module moved
+    # would slip its stale files into the wheel.
+    tree = tmp_path_factory.mktemp("source") / "batchledger"
+    shutil.copytree(
+        SOURCE,
+        tree,
+        ignore=shutil.ignore_patterns(
+            ".git", ".venv", "build", "dist", "*.egg-info", "*cache*", "node_modules", "logs"
+        ),
+    )
+    wheels = tmp_path_factory.mktemp("wheels")
     subprocess.run(
         [
             sys.executable,
@@ -28,12 +44,36 @@ def test_wheel_ships_migrations_and_runs_them(tmp_path: Path, emulator: Emulator
             "-q",
             "-w",
             str(wheels),
-            str(SOURCE),
+            str(tree),
         ],
         check=True,
         capture_output=True,
     )
-    [wheel] = wheels.glob("batchledger-*.whl")
+    [built] = wheels.glob("batchledger-*.whl")
+    return built
+
+
+def test_wheel_holds_migrations_inside_the_package(wheel: Path):
+    with zipfile.ZipFile(wheel) as archive:
+        names = set(archive.namelist())
+    top_level = {name.split("/")[0] for name in names if ".dist-info/" not in name}
+    # Every module of the source tree is in the wheel; migrations/ under batchledger/.
+    expected = {
+        f"batchledger/{path.relative_to(SOURCE / 'batchledger').as_posix()}"
+        for path in (SOURCE / "batchledger").rglob("*.py")
+    } | {
+        f"batchledger/migrations/{path.relative_to(SOURCE / 'migrations').as_posix()}"
+        for path in (SOURCE / "migrations").rglob("*.py")
+    }
+
+    assert top_level == {"batchledger"}
+    assert "batchledger/migrations/__init__.py" in names
+    assert sorted(expected - names) == []
+
+
+def test_wheel_in_a_fresh_venv_runs_every_migration(
+    wheel: Path, tmp_path: Path, emulator: EmulatorServer
+):
     fresh = tmp_path / "fresh-venv"
     venv.EnvBuilder(with_pip=True).create(fresh)
     python = fresh / "bin" / "python"
@@ -47,26 +87,23 @@ def test_wheel_ships_migrations_and_runs_them(tmp_path: Path, emulator: Emulator
     write_jsonl(elsewhere / "in.jsonl", 2)
     env = {
         **os.environ,
-        # The runtime dependencies come from this test's environment; batchledger and
-        # migrations must come from the wheel (site-packages .pth files are not read
-        # from PYTHONPATH, so the source tree's editable install is not visible).
+        # The runtime dependencies come from this test's environment; batchledger must come
+        # from the wheel (site-packages .pth files are not read from PYTHONPATH, so the
+        # source tree's editable install is not visible).
         "PYTHONPATH": sysconfig.get_paths()["purelib"],
         "BATCHLEDGER_DB": str(elsewhere / "fresh.db"),
     }
 
-    where = subprocess.run(
-        [
-            str(python),
-            "-c",
-            "import batchledger, migrations; print(batchledger.__file__);"
-            "print(migrations.__file__)",
-        ],
-        cwd=elsewhere,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.split()
+    def run_python(code: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(python), "-c", code], cwd=elsewhere, env=env, capture_output=True, text=True
+        )
+
+    installed = run_python(
+        "import batchledger, batchledger.migrations as m; print(batchledger.__file__);"
+        "print(m.__file__); print(*m.migration_names())"
+    )
+    top_level = run_python("import migrations")
     created = subprocess.run(
         [str(fresh / "bin" / "batchledger"), "create", "--in", "in.jsonl"],
         cwd=elsewhere,
@@ -75,9 +112,14 @@ def test_wheel_ships_migrations_and_runs_them(tmp_path: Path, emulator: Emulator
         text=True,
     )
 
-    assert all(path.startswith(str(fresh)) for path in where), where
+    assert installed.returncode == 0, installed.stderr
+    package_file, migrations_file, defined = installed.stdout.splitlines()
+    assert package_file.startswith(str(fresh)), package_file
+    assert migrations_file.startswith(str(fresh)), migrations_file
+    assert "No module named 'migrations'" in top_level.stderr
     assert created.returncode == 0, created.stderr
     conn = sqlite3.connect(elsewhere / "fresh.db")
     applied = [row[0] for row in conn.execute("SELECT name FROM _sqlite_migrations")]
-    assert applied == ["m001_create_batches", "m002_create_history"]
+    assert applied == defined.split() == migration_names()
+    assert applied  # not vacuously equal
     assert conn.execute("SELECT count(*) FROM batches").fetchone()[0] == 1
