@@ -5,18 +5,18 @@ Imported only by commands that talk to the API: importing `openai` costs about a
 
 import json
 import logging
-import os
 import random
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from email.utils import parsedate_to_datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 import httpx2
 import openai
-from openai import OpenAI
+from openai import AzureOpenAI, OpenAI
 
 from batchledger.batches import REF_KEY
 from batchledger.errors import (
@@ -28,7 +28,11 @@ from batchledger.errors import (
     Transient,
     UsageError,
 )
+from batchledger.redaction import redact
 from batchledger.savefile import Incomplete, Saved, prepare_target, save_chunks
+
+if TYPE_CHECKING:
+    from batchledger.accounts import Account
 
 log = logging.getLogger("batchledger")
 # Set when the user interrupts a run whose downloads go on in worker threads (a sweep):
@@ -36,8 +40,11 @@ log = logging.getLogger("batchledger")
 STOP_DOWNLOADS = threading.Event()
 _T = TypeVar("_T")
 
-# Server and local clocks differ; look back this much further than the local time.
-CLOCK_SKEW_SECONDS = 600
+# A lost upload or create is looked for back to a moment of the server's own clock (never
+# the local one, which may be minutes off), less this margin for its services' clocks.
+SERVER_CLOCK_MARGIN_SECONDS = 300
+# Where no such moment is known, at most this many of the newest batches (or files).
+SEARCH_LIMIT = 2000
 INITIAL_RETRY_SECONDS = 0.5
 MAX_RETRY_SECONDS = 8.0
 MAX_RETRY_AFTER_SECONDS = 120.0
@@ -46,18 +53,46 @@ MAX_RETRY_AFTER_SECONDS = 120.0
 DOWNLOAD_ATTEMPTS = 3
 
 
-def make_client(max_retries: int = 2, timeout: float = 600.0) -> OpenAI:
-    """The one client of a run; the key and base URL come from the environment."""
-    key = os.environ.get("OPENAI_API_KEY")
+def make_client(
+    account: "Account",
+    *,
+    max_retries: int = 2,
+    timeout: float = 600.0,
+    base_url: str | None = None,
+) -> OpenAI:
+    """The client of one account; its key comes from the account's environment variable.
+
+    `base_url` overrides the account's (the emulator of a `demo` account, on its own port).
+    """
+    if account.kind == "emulator":
+        return OpenAI(
+            api_key="emulator", base_url=base_url, max_retries=max_retries, timeout=timeout
+        )
+    variable = account.api_key_env or "OPENAI_API_KEY"
+    key = account.key()
     if not key:
-        raise UsageError("OPENAI_API_KEY is not set; export your API key first")
+        named = "" if account.name == "default" else f" (the key of account {account.name!r})"
+        raise UsageError(f"{variable} is not set{named}; export your API key first")
     # A pasted key with a stray space or newline would otherwise fail deep in the HTTP
     # library, with the key itself in the error text.
     if not key.isascii() or not key.isprintable() or key != key.strip():
         raise UsageError(
-            "OPENAI_API_KEY holds spaces, line breaks or non-ASCII characters; export the key alone"
+            f"{variable} holds spaces, line breaks or non-ASCII characters; export the key alone"
         )
-    return OpenAI(max_retries=max_retries, timeout=timeout)
+    if account.kind == "azure":
+        assert account.endpoint is not None  # accounts.py requires it of an azure account
+        return AzureOpenAI(
+            azure_endpoint=account.endpoint,
+            api_version=account.api_version,
+            api_key=key,
+            max_retries=max_retries,
+            timeout=timeout,
+        )
+    if account.name == "default":
+        # Exactly as before accounts: the SDK reads OPENAI_API_KEY, OPENAI_BASE_URL and its
+        # other OPENAI_* variables itself.
+        return OpenAI(max_retries=max_retries, timeout=timeout)
+    return OpenAI(api_key=key, base_url=account.base_url, max_retries=max_retries, timeout=timeout)
 
 
 def _log_response(operation: str, payload: Any) -> None:
@@ -75,20 +110,26 @@ def api_errors(operation: str) -> Iterator[None]:
     except openai.APITimeoutError as exc:
         log.error("%s timed out", operation, exc_info=True)
         raise Transient(
-            f"{operation} timed out talking to {_base_url(exc)}; try again or raise --timeout"
+            redact(
+                f"{operation} timed out talking to {_base_url(exc)}; try again or raise --timeout"
+            )
         ) from exc
     except openai.APIConnectionError as exc:
         log.error("%s connection failed", operation, exc_info=True)
         raise Transient(
-            f"{operation} could not reach {_base_url(exc)} ({_root_cause(exc)}); "
-            "check your network or OPENAI_BASE_URL and try again"
+            redact(
+                f"{operation} could not reach {_base_url(exc)} ({_root_cause(exc)}); "
+                "check your network or OPENAI_BASE_URL and try again"
+            )
         ) from exc
 
 
 def _status_error(operation: str, exc: openai.APIStatusError) -> ApiError:
     """The error of our own that an HTTP error status stands for."""
     status = exc.status_code
-    message = _status_message(operation, exc)
+    # Here, where an API error becomes ours, and nowhere later: an API may echo the key in
+    # its message, and the message goes on to stderr, the log and the ledger's history.
+    message = redact(_status_message(operation, exc))
     code = _error_code(exc)
     if status in (408, 429) or status >= 500:
         error: ApiError = Transient(message, status=status, code=code)
@@ -154,34 +195,38 @@ def _root_cause(exc: BaseException) -> str:
 
 
 def upload_name(path: Path, ref: str) -> str:
-    """The name an input is uploaded under: its own, tagged with the ledger's ref.
+    """The name an input is uploaded under: its own stem, tagged with the ledger's ref.
 
     The tag lets a lost upload be told apart from another upload of a same-named file.
+    The suffix is always .jsonl: the API refuses a batch input named otherwise.
     """
-    return f"{path.stem}.{ref}{path.suffix}"
+    return f"{path.stem}.{ref}.jsonl"
 
 
-def upload_file(client: OpenAI, path: Path, name: str | None = None) -> str:
-    """Upload a JSONL input (purpose `batch`) as `name` and return its file id."""
-    name = name or path.name
+class Uploaded(NamedTuple):
+    id: str
+    created_at: int  # by the server's clock
+
+
+def upload_file(client: OpenAI, path: Path, name: str) -> Uploaded:
+    """Upload a JSONL input (purpose `batch`) as `name`; its file id and creation time."""
     request = {"path": str(path), "name": name, "purpose": "batch"}
     log.info("UPLOAD request=%s", json.dumps(request))
     size = path.stat().st_size
-    since = time.time() - CLOCK_SKEW_SECONDS
+    started = time.monotonic()
 
-    def upload() -> str:
+    def upload() -> Uploaded:
         # An open binary file is streamed by the SDK; a Path or bytes would be read whole.
         with path.open("rb") as stream:
             uploaded = _once(client).files.create(file=(name, stream), purpose="batch")
         _log_response("UPLOAD", uploaded.model_dump(mode="json"))
-        return uploaded.id
+        return Uploaded(uploaded.id, uploaded.created_at)
 
-    return _retry_without_duplicates(
-        client,
-        "UPLOAD",
-        upload,
-        lambda: find_uploaded_file(client, name, size, since),
-    )
+    def find_lost() -> Uploaded | None:
+        # Bounded by the server's clock: no older than this call, as the server counts.
+        return find_uploaded_file(client, name, size, time.monotonic() - started)
+
+    return _retry_without_duplicates(client, "UPLOAD", upload, find_lost)
 
 
 def create_batch(
@@ -190,8 +235,14 @@ def create_batch(
     endpoint: str,
     window: str,
     ref: str,
+    *,
+    file_created_at: int | None,
 ) -> dict[str, Any]:
-    """Create a batch tagged with the ledger's `ref`, never two of them for one call."""
+    """Create a batch tagged with the ledger's `ref`, never two of them for one call.
+
+    A create whose answer is lost is looked for among the batches made since its input
+    file was (`file_created_at`, by the server's clock), never by the local clock.
+    """
     metadata = {REF_KEY: ref}
     request = {
         "input_file_id": file_id,
@@ -200,7 +251,6 @@ def create_batch(
         "metadata": metadata,
     }
     log.info("CREATE_BATCH request=%s", json.dumps(request))
-    since = time.time() - CLOCK_SKEW_SECONDS
 
     def create() -> dict[str, Any]:
         batch = _once(client).batches.create(
@@ -213,12 +263,11 @@ def create_batch(
         _log_response("CREATE_BATCH", result)
         return result
 
-    return _retry_without_duplicates(
-        client,
-        "CREATE_BATCH",
-        create,
-        lambda: find_batches_by_ref(client, {ref}, since).get(ref),
-    )
+    def find_lost() -> dict[str, Any] | None:
+        search = find_batches(client, {ref: file_id}, file_created_at)
+        return search.found.get(ref)
+
+    return _retry_without_duplicates(client, "CREATE_BATCH", create, find_lost)
 
 
 def _once(client: OpenAI) -> OpenAI:
@@ -256,8 +305,16 @@ def _retry_without_duplicates(
             time.sleep(pause)
             try:
                 found = find_existing()
-            except BatchledgerError:
-                raise exc from exc.__cause__  # the first failure is the one to report
+            except BatchledgerError as check:
+                # Trying again blind could make (and bill) a second batch: stop instead.
+                log.error("%s: could not check whether it went through: %s", operation, check)
+                raise Transient(
+                    f"{exc.message}; whether it went through could not be checked "
+                    f"({check.message}), so it was not tried again ('batchledger status --all' "
+                    "records it if it did)",
+                    status=exc.status,
+                    code=exc.code,
+                ) from exc
             if found is not None:
                 log.info("%s found what the failed attempt had made; not repeating it", operation)
                 return found
@@ -379,47 +436,95 @@ def list_batches(client: OpenAI) -> Iterator[dict[str, Any]]:
             page = page.get_next_page()
 
 
-def find_batches_by_ref(client: OpenAI, refs: set[str], since: float) -> dict[str, dict[str, Any]]:
-    """The account's batches tagged with any of the ledger `refs`, made since `since`."""
-    log.info("LIST_BATCHES request=%s", json.dumps({"refs": sorted(refs), "since": since}))
+class Search(NamedTuple):
+    found: dict[str, dict[str, Any]]  # ref -> the batch its create made
+    complete: bool  # every batch back to the bound was looked at: what is not found was not made
+
+
+def find_batches(client: OpenAI, wanted: Mapping[str, str | None], since: float | None) -> Search:
+    """The batches that the creates of `wanted` (ref -> input file id) made.
+
+    A batch is known by the ref in its metadata or, where a provider drops metadata, by
+    its input file: an upload named with the ref, so no one else's. Newest first, back to
+    `since` by the server's clock (when each input file was uploaded: a batch is made
+    after its input), less a margin; without it, through the newest SEARCH_LIMIT batches.
+    """
+    log.info(
+        "LIST_BATCHES request=%s",
+        json.dumps({"wanted": dict(sorted(wanted.items())), "since": since}),
+    )
+    ref_of_file = {file_id: ref for ref, file_id in wanted.items() if file_id}
+    bound = None if since is None else since - SERVER_CLOCK_MARGIN_SECONDS
     found: dict[str, dict[str, Any]] = {}
     seen = 0
+    complete = True
     with api_errors("LIST_BATCHES"):
-        # Newest first: stop paging once batches are older than the submissions.
         for batch in client.batches.list(limit=100):
-            if batch.created_at < since or len(found) == len(refs):
+            if len(found) == len(wanted) or (bound is not None and batch.created_at < bound):
+                break
+            if bound is None and seen >= SEARCH_LIMIT:
+                complete = False
                 break
             seen += 1
             ref = (batch.metadata or {}).get(REF_KEY)
-            if ref in refs and ref not in found:
+            if ref not in wanted:
+                ref = ref_of_file.get(batch.input_file_id)
+            if ref is not None and ref not in found:
                 found[ref] = batch.model_dump(mode="json")
-    log.info("LIST_BATCHES response=%s", json.dumps({"seen": seen, "found": found}))
-    return found
+    log.info(
+        "LIST_BATCHES response=%s",
+        json.dumps({"seen": seen, "complete": complete, "found": found}),
+    )
+    return Search(found, complete)
 
 
-def find_uploaded_file(client: OpenAI, filename: str, size: int, since: float) -> str | None:
-    """An upload of `filename` with `size` bytes made since `since` whose answer was lost."""
+def find_uploaded_file(
+    client: OpenAI, filename: str, size: int, max_age: float | None
+) -> Uploaded | None:
+    """An upload of `filename` with `size` bytes whose answer was lost.
+
+    Looked for among the files made in the last `max_age` seconds by the server's clock
+    (its Date header), less a margin; without it, among the newest SEARCH_LIMIT files.
+    """
     log.info(
         "LIST_FILES request=%s",
-        json.dumps({"purpose": "batch", "filename": filename, "bytes": size}),
+        json.dumps({"purpose": "batch", "filename": filename, "bytes": size, "max_age": max_age}),
     )
     with api_errors("LIST_FILES"):
-        for file in client.files.list(purpose="batch", order="desc", limit=100):
-            if file.created_at < since:
+        raw = client.files.with_raw_response.list(purpose="batch", order="desc", limit=100)
+        server_now = _server_time(raw.headers.get("date"))
+        bound = None
+        if max_age is not None and server_now is not None:
+            bound = server_now - max_age - SERVER_CLOCK_MARGIN_SECONDS
+        for seen, file in enumerate(raw.parse()):
+            if (bound is not None and file.created_at < bound) or (
+                bound is None and seen >= SEARCH_LIMIT
+            ):
                 break
             if file.filename == filename and file.bytes == size:
                 _log_response("LIST_FILES", file.model_dump(mode="json"))
-                return file.id
+                return Uploaded(file.id, file.created_at)
     log.info("LIST_FILES response=%s", json.dumps({"match": None}))
     return None
 
 
-def file_exists(client: OpenAI, file_id: str) -> bool:
+def _server_time(date_header: str | None) -> float | None:
+    """The server's clock, from an HTTP Date header; None without a usable one."""
+    if not date_header:
+        return None
+    try:
+        return parsedate_to_datetime(date_header).timestamp()
+    except (TypeError, ValueError):
+        return None
+
+
+def get_file(client: OpenAI, file_id: str) -> dict[str, Any] | None:
+    """The file object, or None if the API no longer has it."""
     log.info("GET_FILE request=%s", json.dumps({"file_id": file_id}))
     try:
         with api_errors("GET_FILE"):
-            found = client.files.retrieve(file_id)
+            found = client.files.retrieve(file_id).model_dump(mode="json")
     except NotFound:
-        return False
-    _log_response("GET_FILE", found.model_dump(mode="json"))
-    return True
+        return None
+    _log_response("GET_FILE", found)
+    return found

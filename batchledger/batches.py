@@ -2,6 +2,7 @@
 
 import json
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from batchledger.times import iso_from_epoch, utc_now
@@ -17,6 +18,9 @@ SAVABLE_STATUSES = frozenset({"completed"}) | ENDED_EARLY_STATUSES
 RESUBMITTABLE_STATUSES = frozenset({"failed"}) | ENDED_EARLY_STATUSES
 # The status of a row whose create the API refused (a 4xx): there is no batch to follow.
 REJECTED = "rejected"
+# The status of a row whose create made no batch (nothing was found on the server): sweeps
+# stop looking for it; a create of the same input starts it again, reusing its upload.
+ABANDONED = "abandoned"
 
 BATCH_TIMESTAMPS = (
     "created_at",
@@ -30,6 +34,18 @@ BATCH_TIMESTAMPS = (
     "expires_at",
 )
 REF_KEY = "batchledger_ref"  # the batch metadata key that carries a ledger row's ref
+
+
+@dataclass(frozen=True)
+class BatchRef:
+    """A batch as the API knows it: its id is unique on its account only."""
+
+    account: str
+    batch_id: str
+
+    @classmethod
+    def of(cls, row: Row) -> "BatchRef":
+        return cls(account=row["account"], batch_id=row["batch_id"])
 
 
 def ref_of(batch: Mapping[str, Any]) -> str | None:

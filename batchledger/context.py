@@ -11,11 +11,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 from batchledger import __version__
+from batchledger.accounts import Account, builtin_accounts
+from batchledger.errors import UsageError
 from batchledger.ledger import Ledger, open_ledger
-from batchledger.logs import close_logger, setup_logger
+from batchledger.logs import close_logger, create_log_file, setup_logger
 
 if TYPE_CHECKING:
     from openai import OpenAI
+
+    from batchledger.emulator import EmulatorServer
 
 DEFAULT_MAX_RETRIES = 2
 DEFAULT_TIMEOUT = 600.0
@@ -26,13 +30,20 @@ class Context:
     command: str
     ledger_path: Path
     log_file: Path
+    own_log_file: bool = False  # the default log name: this run's alone, suffixed if taken
+    accounts: dict[str, Account] = field(default_factory=builtin_accounts)
+    account: Account = field(default_factory=lambda: Account(name="default"))
+    # The account the user named (--account, BATCHLEDGER_ACCOUNT); None: not named, so
+    # commands on one batch follow it on whatever account it was made on.
+    named_account: str | None = None
     max_retries: int = DEFAULT_MAX_RETRIES
     timeout: float = DEFAULT_TIMEOUT
     stdout: TextIO = field(default_factory=lambda: sys.stdout)
     stderr: TextIO = field(default_factory=lambda: sys.stderr)
     logger: logging.Logger | None = None
     _ledger: Ledger | None = None
-    _client: "OpenAI | None" = None
+    _clients: "dict[str, OpenAI]" = field(default_factory=dict)
+    _emulators: "list[EmulatorServer]" = field(default_factory=list)
 
     # --- the ledger ----------------------------------------------------------------
 
@@ -56,6 +67,7 @@ class Context:
     def start_log(self) -> logging.Logger:
         """Open the log file; only commands that call the API keep a log."""
         if self.logger is None:
+            self.log_file = create_log_file(self.log_file, own_file=self.own_log_file)
             self.logger = setup_logger(self.log_file)
             self.logger.info("RUN command=%s version=%s", self.command, __version__)
             if self._ledger is not None:
@@ -63,12 +75,43 @@ class Context:
         return self.logger
 
     def client(self) -> "OpenAI":
-        """The run's one API client; fails early (exit 2) on a missing or malformed key."""
-        if self._client is None:
+        """The client of the run's account; fails early (exit 2) on a missing or bad key."""
+        return self.client_for(self.account.name)
+
+    def account_named(self, name: str) -> Account:
+        account = self.accounts.get(name)
+        if account is None:
+            raise UsageError(
+                f"the ledger has batches of account {name!r}, which accounts.toml no longer "
+                "names; add it back to follow them"
+            )
+        return account
+
+    def client_for(self, name: str) -> "OpenAI":
+        """The client of account `name`, made once per run; an emulator account's server
+        starts here, inside this process, and stops when the run ends."""
+        if name not in self._clients:
             from batchledger import api  # imports openai: only commands that call the API
 
-            self._client = api.make_client(max_retries=self.max_retries, timeout=self.timeout)
-        return self._client
+            account = self.account_named(name)
+            base_url = None
+            if account.kind == "emulator":
+                base_url = self._start_emulator(account)
+            self._clients[name] = api.make_client(
+                account, max_retries=self.max_retries, timeout=self.timeout, base_url=base_url
+            )
+        return self._clients[name]
+
+    def _start_emulator(self, account: Account) -> str:
+        from batchledger.emulator import EmulatorServer
+
+        assert account.data_dir is not None
+        account.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        server = EmulatorServer(
+            port=0, data_dir=account.data_dir, persist=True, step_seconds=account.step_seconds
+        ).start()
+        self._emulators.append(server)
+        return server.base_url
 
     def start_api_command(self) -> None:
         """The client first (a missing key is reported before anything is written), the
@@ -86,6 +129,10 @@ class Context:
         print(f"batchledger: warning: {message}", file=self.stderr)
 
     def close(self) -> None:
+        for client in self._clients.values():
+            client.close()
+        for server in self._emulators:
+            server.stop()
         if self._ledger is not None:
             self._ledger.close()
         if self.logger is not None:

@@ -1,7 +1,6 @@
 """The input file of a create: checked at once, hashed while the rest of the run starts."""
 
 import hashlib
-import os
 import threading
 from concurrent.futures import Future
 from pathlib import Path
@@ -42,13 +41,23 @@ def check_input(path_text: str) -> Path:
 
 
 def hash_input(path: Path, path_text: str) -> InputFile:
-    """Measure and hash a checked input (the ledger's duplicate guard needs its sha256)."""
+    """Measure, count and hash a checked input in one pass (the ledger's duplicate guard
+    needs its sha256; the account's limits, its number of requests)."""
+    digest = hashlib.sha256()
+    size = newlines = 0
+    last = b""
     try:
-        sha256 = sha256_of(path)
-        size = os.stat(path).st_size
+        with path.open("rb") as stream:
+            while chunk := stream.read(HASH_CHUNK_BYTES):
+                digest.update(chunk)
+                newlines += chunk.count(b"\n")
+                size += len(chunk)
+                last = chunk[-1:]
     except OSError as exc:
         raise _unreadable(path_text, exc) from exc
-    return InputFile(path=path, size=size, sha256=sha256)
+    # A last line without a newline is a request too; lines are never parsed.
+    lines = newlines + (1 if last not in (b"", b"\n") else 0)
+    return InputFile(path=path, size=size, sha256=digest.hexdigest(), lines=lines)
 
 
 def hash_input_in_background(path: Path, path_text: str) -> "Future[InputFile]":

@@ -3,6 +3,8 @@
 It stores what it is given; it does not parse what a user typed (resolve.py does).
 """
 
+import contextlib
+import math
 import os
 import sqlite3
 import threading
@@ -16,6 +18,7 @@ from typing import Any
 from sqlite_utils import Database
 
 from batchledger.batches import (
+    ABANDONED,
     FINAL_STATUSES,
     REJECTED,
     RESUBMITTABLE_STATUSES,
@@ -24,15 +27,16 @@ from batchledger.batches import (
     fields_from_batch,
     ref_of,
 )
-from batchledger.claims import claimed_by_another_run, this_run
+from batchledger.claims import claimed_by_another_run, new_claim
 from batchledger.errors import BatchledgerError, Refused, UsageError
-from batchledger.times import utc_now
 from batchledger.migrations import migration_names, migrations
+from batchledger.times import utc_now
 
 # When a batch was made: the API's created_at, or when the ledger first saw it. Indexed.
 MADE_AT = "coalesce(created_at, recorded_at)"
 LOCK_TIMEOUT_ENV = "BATCHLEDGER_LOCK_TIMEOUT"
 DEFAULT_LOCK_TIMEOUT_SECONDS = 15.0
+MAX_LOCK_TIMEOUT_SECONDS = 86400  # a day; SQLite's busy timeout is a 32-bit count of ms
 
 
 @dataclass(frozen=True)
@@ -42,6 +46,7 @@ class InputFile:
     path: Path
     size: int
     sha256: str
+    lines: int = 0  # requests: lines, counted without parsing them
 
 
 def open_ledger(path: Path, *, create: bool = True) -> "Ledger | None":
@@ -52,7 +57,7 @@ def open_ledger(path: Path, *, create: bool = True) -> "Ledger | None":
         raise BatchledgerError(f"ledger {path} is a directory, not a SQLite file")
     timeout = lock_timeout()
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        _make_private(path)
         conn = sqlite3.connect(path, timeout=timeout, check_same_thread=False)
     except (OSError, sqlite3.Error) as exc:
         raise BatchledgerError(f"cannot open ledger {path}: {exc}") from exc
@@ -61,10 +66,10 @@ def open_ledger(path: Path, *, create: bool = True) -> "Ledger | None":
         conn.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
         if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
             conn.execute("PRAGMA journal_mode = WAL")
-        conn.execute("PRAGMA foreign_keys = ON")
         _refuse_newer_schema(db, path)
         if migrations.pending(db):
             _migrate(db)
+        conn.execute("PRAGMA foreign_keys = ON")
     except BatchledgerError:
         conn.close()
         raise
@@ -74,8 +79,25 @@ def open_ledger(path: Path, *, create: bool = True) -> "Ledger | None":
     return Ledger(db, path)
 
 
+def _make_private(path: Path) -> None:
+    """Create the ledger (and the folder made for it) readable by its owner only.
+
+    It holds paths, errors and what was sent, as gh and ssh keep their files. SQLite
+    gives the -wal and -shm files beside it the same mode.
+    """
+    if not path.parent.exists():
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+
+
 def _migrate(db: Database) -> None:
-    """Apply pending migrations, one run at a time: two runs may open a new ledger at once."""
+    """Apply pending migrations, one run at a time: two runs may open a new ledger at once.
+
+    Foreign keys are off meanwhile (they cannot change inside a transaction), so that a
+    migration may rebuild a table others point at; it checks them itself.
+    """
+    db.execute("PRAGMA foreign_keys = OFF")
     db.execute("BEGIN IMMEDIATE")
     try:
         if migrations.pending(db):  # the other run may have applied them meanwhile
@@ -89,10 +111,18 @@ def _migrate(db: Database) -> None:
 def lock_timeout() -> float:
     """Seconds to wait for a ledger that another run is writing to."""
     text = os.environ.get(LOCK_TIMEOUT_ENV)
+    if not text:
+        return DEFAULT_LOCK_TIMEOUT_SECONDS
     try:
-        return float(text) if text else DEFAULT_LOCK_TIMEOUT_SECONDS
+        seconds = float(text)
     except ValueError:
-        raise UsageError(f"{LOCK_TIMEOUT_ENV} must be a number of seconds, not {text!r}") from None
+        seconds = math.nan
+    if not 0 <= seconds <= MAX_LOCK_TIMEOUT_SECONDS:  # also false for nan
+        raise UsageError(
+            f"{LOCK_TIMEOUT_ENV} must be a number of seconds from 0 to "
+            f"{MAX_LOCK_TIMEOUT_SECONDS}, not {text!r}"
+        )
+    return seconds
 
 
 def _refuse_newer_schema(db: Database, path: Path) -> None:
@@ -173,31 +203,35 @@ class Ledger:
         endpoint: str,
         window: str,
         *,
+        account: str,
+        base_url: str,
         force: bool,
     ) -> tuple[Row, bool]:
         """Start (or resume) the submission of `input_`; the row and whether it resumed.
 
         One transaction decides it, so two runs cannot both start the same input: an
-        input already sent is refused (unless `force`), and a submission another live run
-        is making is refused too. A create cut off earlier is resumed from its row.
+        input already sent on the account is refused (unless `force`), and a submission
+        another run holds a claim on is refused too. A create cut off earlier is resumed
+        from its row.
         """
         with self._writing():
-            duplicate = self.find_active_duplicate(input_, endpoint, window)
+            duplicate = self.find_active_duplicate(input_, endpoint, window, account, base_url)
             if duplicate is not None and not force:
                 raise Refused(
                     f"{input_.path.name} was already submitted as {duplicate['batch_id']} "
                     f"(status {duplicate['status']}, same content, endpoint and window); "
                     "use --force to submit it again"
                 )
-            row = self.find_unfinished_submission(input_, endpoint, window)
+            row = self.find_unfinished_submission(input_, endpoint, window, account, base_url)
             if row is not None and claimed_by_another_run(row):
                 raise Refused(
                     f"{input_.path.name} is being submitted by another run "
                     f"({row['claimed_by']}, since {row['claimed_at']}); wait for it to finish"
                 )
-            claim = {"claimed_by": this_run(), "claimed_at": utc_now()}
             if row is not None:
-                self.db.table("batches").update(row["id"], claim)
+                self.db.table("batches").update(
+                    row["id"], {**new_claim(), "status": None, "base_url": base_url}
+                )
                 self._history(row["id"], "resume", "resuming an interrupted create")
                 return self.get_row(row["id"]), True
             row_id = (
@@ -205,6 +239,8 @@ class Ledger:
                 .insert(
                     {
                         "ref": f"bl_{uuid.uuid4().hex}",
+                        "account": account,
+                        "base_url": base_url,
                         "origin": "create",
                         "input_path": str(input_.path),
                         "input_bytes": input_.size,
@@ -212,7 +248,7 @@ class Ledger:
                         "endpoint": endpoint,
                         "completion_window": window,
                         "recorded_at": utc_now(),
-                        **claim,
+                        **new_claim(),
                     }
                 )
                 .last_pk
@@ -223,7 +259,9 @@ class Ledger:
 
     def release_claim(self, row_id: int) -> None:
         with self._writing():
-            self.db.table("batches").update(row_id, {"claimed_by": None, "claimed_at": None})
+            self.db.table("batches").update(
+                row_id, {"claimed_by": None, "claimed_at": None, "claim_expires_at": None}
+            )
 
     def mark_results_gone(self, row_id: int, reason: str) -> None:
         """The API says a result file does not exist (any more): sweeps stop asking."""
@@ -231,11 +269,23 @@ class Ledger:
             self.db.table("batches").update(row_id, {"results_gone_at": utc_now()})
             self._history(row_id, "results_gone", reason)
 
+    def mark_not_found(self, row_id: int, reason: str) -> None:
+        """The account says it has no such batch: sweeps stop asking."""
+        with self._writing():
+            self.db.table("batches").update(row_id, {"not_found_at": utc_now()})
+            self._history(row_id, "not_found", reason)
+
     def mark_rejected(self, row_id: int, reason: str) -> None:
         """The API refused to create the batch: the row will not be resumed."""
         with self._writing():
             self.db.table("batches").update(row_id, {"status": REJECTED})
             self._history(row_id, "rejected", reason)
+
+    def mark_abandoned(self, row_id: int, reason: str) -> None:
+        """No batch came of this create: sweeps stop looking; a create of it starts again."""
+        with self._writing():
+            self.db.table("batches").update(row_id, {"status": ABANDONED})
+            self._history(row_id, "abandoned", reason)
 
     def record_upload(self, row_id: int, file_id: str) -> None:
         with self._writing():
@@ -248,28 +298,47 @@ class Ledger:
         *,
         action: str,
         row_id: int | None,
+        account: str,
+        base_url: str | None,
         origin: str = "lookup",
     ) -> Row:
-        """Store what the API says of a batch; adds a row (from `origin`) if it is new."""
+        """Store what the account's API says of a batch; adds a row (from `origin`) if new.
+
+        A row made before base URLs were recorded is stamped with the one that answered.
+        """
         fields = fields_from_batch(batch)
         with self._writing():
             if row_id is None:
-                existing = self.row_of(batch)
+                existing = self.row_of(batch, account)
                 row_id = existing["id"] if existing else None
             if row_id is None:
-                row_id = self._insert_foreign(batch, fields, origin)
+                row_id = self._insert_foreign(batch, fields, origin, account, base_url)
             else:
                 self.db.table("batches").update(row_id, fields)
+                if base_url is not None:
+                    self.db.execute(
+                        "UPDATE batches SET base_url = ? WHERE id = ? AND base_url IS NULL",
+                        (base_url, row_id),
+                    )
             self._history(row_id, action, f"status {batch['status']}")
         return self.get_row(row_id)
 
-    def _insert_foreign(self, batch: Mapping[str, Any], fields: Row, origin: str) -> int:
+    def _insert_foreign(
+        self,
+        batch: Mapping[str, Any],
+        fields: Row,
+        origin: str,
+        account: str,
+        base_url: str | None,
+    ) -> int:
         """Add a batch this ledger did not create."""
         row_id = (
             self.db.table("batches")
             .insert(
                 {
                     "ref": f"bl_{uuid.uuid4().hex}",
+                    "account": account,
+                    "base_url": base_url,
                     "origin": origin,
                     "input_file_id": batch.get("input_file_id"),
                     "endpoint": batch.get("endpoint") or "",
@@ -309,30 +378,49 @@ class Ledger:
             raise BatchledgerError(f"ledger row {row_id} vanished")
         return rows[0]
 
-    def find_batch(self, batch_id: str) -> Row | None:
-        rows = self._rows("SELECT * FROM batches WHERE batch_id = ?", (batch_id,))
-        return rows[0] if rows else None
-
-    def batches_with_prefix(self, prefix: str, limit: int = 10) -> list[Row]:
-        """Batches whose id starts with `prefix`, with or without the `batch_` part."""
-        with_part = f"batch_{prefix}"
+    def find_batches(self, batch_id: str, account: str | None = None) -> list[Row]:
+        """The rows of `batch_id`: one per account that has it (or the one of `account`)."""
+        if account is None:
+            return self._rows("SELECT * FROM batches WHERE batch_id = ? ORDER BY id", (batch_id,))
         return self._rows(
-            "SELECT * FROM batches WHERE substr(batch_id, 1, ?) = ? "
-            "OR substr(batch_id, 1, ?) = ? ORDER BY id DESC LIMIT ?",
-            (len(prefix), prefix, len(with_part), with_part, limit),
+            "SELECT * FROM batches WHERE batch_id = ? AND account = ?", (batch_id, account)
         )
 
-    def row_of(self, batch: Mapping[str, Any]) -> Row | None:
-        """The ledger's row of an API batch: by its id, or by the ref a create tagged it with.
+    def find_batch(self, batch_id: str, account: str) -> Row | None:
+        rows = self.find_batches(batch_id, account)
+        return rows[0] if rows else None
+
+    def batches_with_prefix(
+        self, prefix: str, account: str | None = None, limit: int = 10
+    ) -> list[Row]:
+        """Batches whose id starts with `prefix`, with or without the `batch_` part."""
+        with_part = f"batch_{prefix}"
+        where = "AND account = ? " if account is not None else ""
+        return self._rows(
+            "SELECT * FROM batches WHERE (substr(batch_id, 1, ?) = ? "
+            f"OR substr(batch_id, 1, ?) = ?) {where}ORDER BY id DESC LIMIT ?",
+            (
+                len(prefix),
+                prefix,
+                len(with_part),
+                with_part,
+                *((account,) if account is not None else ()),
+                limit,
+            ),
+        )
+
+    def row_of(self, batch: Mapping[str, Any], account: str) -> Row | None:
+        """The ledger's row of an account's batch: by its id, or by the ref a create tagged
+        it with.
 
         A create cut off before it learned its batch id left a row with the ref only; the
         batch must land in that row, not in a second one.
         """
-        row = self.find_batch(str(batch["id"]))
+        row = self.find_batch(str(batch["id"]), account)
         ref = ref_of(batch)
         if row is None and ref:
             by_ref = self.find_by_ref(ref)
-            if by_ref is not None and by_ref["batch_id"] is None:
+            if by_ref is not None and by_ref["batch_id"] is None and by_ref["account"] == account:
                 row = by_ref
         return row
 
@@ -340,33 +428,50 @@ class Ledger:
         rows = self._rows("SELECT * FROM batches WHERE ref = ?", (ref,))
         return rows[0] if rows else None
 
-    def latest_batch(self) -> Row | None:
-        """The batch most recently added to the ledger."""
+    def latest_batch(self, account: str | None = None) -> Row | None:
+        """The batch most recently made, as `list` orders them; made here before synced."""
+        where = "AND account = ? " if account is not None else ""
         rows = self._rows(
-            "SELECT * FROM batches WHERE batch_id IS NOT NULL ORDER BY id DESC LIMIT 1"
+            f"SELECT * FROM batches WHERE batch_id IS NOT NULL {where}"
+            f"ORDER BY origin = 'create' DESC, {MADE_AT} DESC, id DESC LIMIT 1",
+            (account,) if account is not None else (),
         )
         return rows[0] if rows else None
 
-    def find_active_duplicate(self, input_: InputFile, endpoint: str, window: str) -> Row | None:
-        """A batch already sent with the same input bytes and parameters that still counts."""
+    def find_active_duplicate(
+        self, input_: InputFile, endpoint: str, window: str, account: str, base_url: str
+    ) -> Row | None:
+        """A batch of the account (where it points now) already sent with the same input
+        bytes and parameters that still counts."""
         rows = self._rows(
             "SELECT * FROM batches WHERE input_sha256 = ? AND endpoint = ? "
-            "AND completion_window = ? AND batch_id IS NOT NULL "
+            "AND completion_window = ? AND account = ? AND coalesce(base_url, ?) = ? "
+            "AND batch_id IS NOT NULL AND not_found_at IS NULL "
             f"AND coalesce(status, '') NOT IN ({_placeholders(RESUBMITTABLE_STATUSES)}) "
             "ORDER BY id DESC LIMIT 1",
-            (input_.sha256, endpoint, window, *sorted(RESUBMITTABLE_STATUSES)),
+            (
+                input_.sha256,
+                endpoint,
+                window,
+                account,
+                base_url,
+                base_url,
+                *sorted(RESUBMITTABLE_STATUSES),
+            ),
         )
         return rows[0] if rows else None
 
     def find_unfinished_submission(
-        self, input_: InputFile, endpoint: str, window: str
+        self, input_: InputFile, endpoint: str, window: str, account: str, base_url: str
     ) -> Row | None:
-        """A create of the same input that stopped before it knew its batch id."""
+        """A create of the same input on the account (where it points now) that stopped
+        before it knew its batch id: cut off, or given up on."""
         rows = self._rows(
             "SELECT * FROM batches WHERE input_sha256 = ? AND endpoint = ? "
-            "AND completion_window = ? AND batch_id IS NULL AND origin = 'create' "
-            "AND status IS NULL ORDER BY id DESC LIMIT 1",
-            (input_.sha256, endpoint, window),
+            "AND completion_window = ? AND account = ? AND coalesce(base_url, ?) = ? "
+            "AND batch_id IS NULL AND origin = 'create' AND (status IS NULL OR status = ?) "
+            "ORDER BY id DESC LIMIT 1",
+            (input_.sha256, endpoint, window, account, base_url, base_url, ABANDONED),
         )
         return rows[0] if rows else None
 
@@ -377,17 +482,28 @@ class Ledger:
             "AND origin = 'create' AND status IS NULL ORDER BY id"
         )
 
-    def batches_to_sweep(self) -> list[Row]:
-        """Batches not yet final, and finished ones whose result files are not saved yet."""
+    def batches_to_sweep(self, *, include_synced: bool = False) -> list[Row]:
+        """Batches not yet final, and finished ones whose result files are not saved yet.
+
+        Finished batches that `sync` found are left alone unless `include_synced`: their
+        results may be saved elsewhere already, by whoever made them.
+        """
+        synced = "" if include_synced else "AND origin != 'sync' "
         return self._rows(
-            "SELECT * FROM batches WHERE batch_id IS NOT NULL AND results_gone_at IS NULL AND ("
+            "SELECT * FROM batches WHERE batch_id IS NOT NULL AND results_gone_at IS NULL "
+            "AND not_found_at IS NULL AND ("
             f"coalesce(status, '') NOT IN ({_placeholders(FINAL_STATUSES)}) "
-            f"OR (status IN ({_placeholders(SAVABLE_STATUSES)}) AND ("
+            f"OR (status IN ({_placeholders(SAVABLE_STATUSES)}) {synced}AND ("
             "(output_file_id IS NOT NULL AND output_path IS NULL) "
             "OR (error_file_id IS NOT NULL AND error_path IS NULL)))"
             ") ORDER BY id",
             (*sorted(FINAL_STATUSES), *sorted(SAVABLE_STATUSES)),
         )
+
+    def accounts_in_use(self) -> dict[str, int]:
+        """Each account the ledger has batches of, and how many."""
+        rows = self._rows("SELECT account, count(*) AS n FROM batches GROUP BY account")
+        return {row["account"]: int(row["n"]) for row in rows}
 
     def list_batches(self, filters: "BatchFilter", limit: int | None) -> list[Row]:
         """Newest first; `limit` None means all."""
@@ -413,10 +529,11 @@ class BatchFilter:
     statuses: tuple[str, ...] = ()
     since: str | None = None  # ISO 8601 UTC, compared with when the batch was made
     endpoint: str | None = None
+    account: str | None = None
 
     @property
     def active(self) -> bool:
-        return bool(self.statuses or self.since or self.endpoint)
+        return bool(self.statuses or self.since or self.endpoint or self.account)
 
     def sql(self) -> tuple[str, tuple[Any, ...]]:
         clauses: list[str] = []
@@ -430,6 +547,9 @@ class BatchFilter:
         if self.endpoint:
             clauses.append("endpoint = ?")
             params.append(self.endpoint)
+        if self.account:
+            clauses.append("account = ?")
+            params.append(self.account)
         return ("WHERE " + " AND ".join(clauses) if clauses else ""), tuple(params)
 
 

@@ -2,7 +2,7 @@
 
 import os
 import sys
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 import platformdirs
@@ -59,7 +59,8 @@ def _macos_app_support() -> Path:
 
 
 def default_log_path(now: datetime) -> Path:
-    return Path("logs") / f"batch_{now.strftime('%Y%m%d_%H%M%S')}.log"
+    """logs/batch_<YYYYmmdd_HHMMSS>.log under the working directory, the time in UTC."""
+    return Path("logs") / f"batch_{now.astimezone(UTC).strftime('%Y%m%d_%H%M%S')}.log"
 
 
 def default_results_path(batch_id: str) -> Path:

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 LIST_COLUMNS = ("batch_id", "status", "created", "input", "requests", "saved")
 SWEEP_COLUMNS = ("batch_id", "status", "requests", "saved", "note")
 HISTORY_COLUMNS = ("at", "action", "detail", "log file")
+ACCOUNT_COLUMNS = ("account", "kind", "base URL", "key variable", "key set", "batches")
 
 
 def display_path(path: str | Path | None) -> str:
@@ -75,6 +76,8 @@ def status_notes(row: Row) -> list[str]:
 SHOW_FIELDS = (
     "batch_id",
     "status",
+    "account",
+    "base_url",
     "origin",
     "endpoint",
     "completion_window",
@@ -160,9 +163,11 @@ class Progress:
             self.open_line = False
 
 
-def list_table(rows: Iterable[Row]) -> str:
+def list_table(rows: Iterable[Row], *, with_account: bool = False) -> str:
+    """`list`: a row per batch; the account column when the ledger holds several."""
     table = [
         [
+            *([row["account"]] if with_account else []),
             row["batch_id"] or "(not created)",
             row["status"] or "",
             row["created_at"] or row["recorded_at"],
@@ -172,9 +177,26 @@ def list_table(rows: Iterable[Row]) -> str:
         ]
         for row in rows
     ]
+    headers = (("account",) if with_account else ()) + LIST_COLUMNS
     # No number parsing: every cell is text already, and guessing types is most of the
     # time `list --all` spends on a big ledger.
-    return tabulate(table, headers=LIST_COLUMNS, disable_numparse=True)
+    return tabulate(table, headers=headers, disable_numparse=True)
+
+
+def accounts_table(rows: Iterable[Mapping[str, Any]]) -> str:
+    """`accounts`: name, kind, where, the key's variable and whether it is set, batches."""
+    table = [
+        [
+            row["name"],
+            row["kind"] or "(not configured)",
+            row["base_url"] or "",
+            row["api_key_env"] or "",
+            {True: "yes", False: "no", None: ""}[row["key_set"]],
+            str(row["batches"]),
+        ]
+        for row in rows
+    ]
+    return tabulate(table, headers=ACCOUNT_COLUMNS, disable_numparse=True)
 
 
 def report_lines(report: "BatchReport") -> list[str]:

@@ -1,30 +1,45 @@
-"""What the user typed for a batch, turned into a batch id: a full id, a prefix, `last`."""
+"""What the user typed for a batch, turned into the batch and its account: a full id, a
+unique prefix, or `last`."""
 
+from batchledger.batches import BatchRef, Row
 from batchledger.errors import UsageError
 from batchledger.ledger import Ledger
 
 
-def resolve_batch_id(ledger: Ledger | None, text: str) -> str:
-    """A batch id from what the user typed: a full id, a unique prefix, or `last`."""
+def resolve_batch(ledger: Ledger | None, text: str, *, named: str | None, current: str) -> BatchRef:
+    """The batch `text` names, on its own account.
+
+    `named` is the account the user named (--account), if any: prefixes and `last` look
+    only there. A batch the ledger has is followed on the account it was made on; a full
+    id the ledger has not seen is looked up on `current`, the run's account.
+    """
     if not text.strip():
         raise UsageError("the batch id is empty")
     if text == "last":
-        latest = ledger.latest_batch() if ledger is not None else None
+        latest = ledger.latest_batch(named) if ledger is not None else None
         if latest is None:
             raise UsageError("'last' names no batch: the ledger holds no created batch yet")
-        return str(latest["batch_id"])
-    if ledger is not None and ledger.find_batch(text) is not None:
-        return text
-    matches = ledger.batches_with_prefix(text) if ledger is not None else []
-    if len(matches) == 1:
-        return str(matches[0]["batch_id"])
-    if len(matches) > 1:
-        names = ", ".join(row["batch_id"] for row in matches[:5])
-        more = " and more" if len(matches) > 5 else ""
-        raise UsageError(
-            f"{text!r} matches {len(matches)} batches in the ledger ({names}{more}); "
-            "type more of the id"
-        )
+        return BatchRef.of(latest)
+    if ledger is not None:
+        exact = ledger.find_batches(text)
+        mine = [row for row in exact if row["account"] == named]
+        found = _one(mine or exact, text, "is a batch of")
+        if found is None:
+            found = _one(ledger.batches_with_prefix(text, named), text, "matches")
+        if found is not None:
+            return BatchRef.of(found)
     if text.startswith("batch_"):
-        return text  # a full id the ledger has not seen: the API knows it, or says not
+        return BatchRef(named or current, text)  # the API knows it, or says not
     raise UsageError(f"no batch in the ledger matches {text!r}")
+
+
+def _one(rows: list[Row], text: str, verb: str) -> Row | None:
+    """The one row of `rows`; None if none; a usage error naming them if several."""
+    if len(rows) <= 1:
+        return rows[0] if rows else None
+    names = ", ".join(f"{row['batch_id']} ({row['account']})" for row in rows[:5])
+    more = " and more" if len(rows) > 5 else ""
+    raise UsageError(
+        f"{text!r} {verb} {len(rows)} batches in the ledger ({names}{more}); "
+        "type more of the id, or name the account with --account"
+    )

@@ -9,23 +9,40 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from batchledger import api
 from batchledger.batches import (
     FINAL_STATUSES,
     SAVABLE_STATUSES,
+    BatchRef,
     Row,
     has_results,
     progress_of,
     results_saved,
 )
+from batchledger.claims import claimed_by_another_run
 from batchledger.context import Context
-from batchledger.errors import BatchledgerError, NotFound, Refused, Rejected, Transient
+from batchledger.errors import (
+    BatchledgerError,
+    NotFound,
+    Refused,
+    Rejected,
+    Transient,
+    UsageError,
+)
 from batchledger.inputs import sha256_of
 from batchledger.ledger import InputFile
 from batchledger.paths import default_results_path, errors_path_for
 from batchledger.times import epoch_of
+
+if TYPE_CHECKING:
+    from openai import OpenAI
+
+
+# An unfinished create whose batch is not found is given up on after this long, even where
+# the search could not look back far enough to prove that no batch was made.
+ABANDON_AFTER_SECONDS = 7 * 86400
 
 
 @dataclass(frozen=True)
@@ -48,26 +65,63 @@ class SavedFile:
 class BatchReport:
     """What a status check or a retrieve found and did for one batch."""
 
-    batch_id: str
+    ref: BatchRef
     batch: dict[str, Any] | None = None
     row: Row | None = None
     saved: list[SavedFile] = field(default_factory=list)
     already_saved: bool = False  # retrieve found the results saved and unchanged
-    error: BatchledgerError | None = None
+    error: BatchledgerError | None = None  # the check failed
+    warning: str | None = None  # the check went on, but the user should know this
+
+    @property
+    def batch_id(self) -> str:
+        return self.ref.batch_id
+
+
+def record(
+    ctx: Context,
+    ref: BatchRef,
+    batch: dict[str, Any],
+    *,
+    action: str,
+    row_id: int | None = None,
+    origin: str = "lookup",
+) -> Row:
+    """Store what the API said of a batch of `ref`'s account."""
+    return ctx.ledger.record_batch(
+        batch,
+        action=action,
+        row_id=row_id,
+        account=ref.account,
+        base_url=ctx.account_named(ref.account).location,
+        origin=origin,
+    )
 
 
 def submit(
     ctx: Context, input_: InputFile, endpoint: str, window: str, *, force: bool
 ) -> Submitted:
-    """Upload `input_` and create its batch, recording each step as soon as it is known.
+    """Upload `input_` and create its batch on the run's account, recording each step as
+    soon as it is known.
 
     A create of the same input that was cut off earlier is resumed, not repeated: its
-    batch is looked for on the server (by the ledger ref in its metadata), and its upload
-    is reused.
+    batch is looked for on the server (by the ledger ref in its metadata, or by its input
+    file), and its upload is reused.
     """
-    row, resumed = ctx.ledger.claim_submission(input_, endpoint, window, force=force)
+    account = ctx.account
+    max_requests, max_bytes = account.limits
+    if account.kind == "azure" and (input_.lines > max_requests or input_.size > max_bytes):
+        raise UsageError(
+            f"{input_.path.name} holds {input_.lines:,} requests and {input_.size:,} bytes; "
+            f"a batch on account {account.name!r} holds at most {max_requests:,} requests "
+            f"and {max_bytes:,} bytes"
+        )
+    client = ctx.client()
+    row, resumed = ctx.ledger.claim_submission(
+        input_, endpoint, window, account=account.name, base_url=account.location, force=force
+    )
     try:
-        return _submit_claimed(ctx, input_, row, resumed)
+        return _submit_claimed(ctx, client, input_, row, resumed)
     finally:
         # A claim that cannot be released is harmless once this process has ended; the
         # error that got us here is the one to report.
@@ -75,82 +129,131 @@ def submit(
             ctx.ledger.release_claim(row["id"])
 
 
-def _submit_claimed(ctx: Context, input_: InputFile, row: Row, resumed: bool) -> Submitted:
-    client, ledger = ctx.client(), ctx.ledger
+def _submit_claimed(
+    ctx: Context, client: "OpenAI", input_: InputFile, row: Row, resumed: bool
+) -> Submitted:
+    ledger = ctx.ledger
     upload_name = api.upload_name(input_.path, row["ref"])
-    file_id: str | None = None
-    if resumed:
-        since = epoch_of(row["recorded_at"]) - api.CLOCK_SKEW_SECONDS
-        found = api.find_batches_by_ref(client, {row["ref"]}, since).get(row["ref"])
-        if found is not None:
-            row = ledger.record_batch(found, action="recover", row_id=row["id"])
-            return Submitted(file_id=found["input_file_id"], batch=found, row=row, recovered=True)
-        file_id = row["input_file_id"]
-        if file_id is not None and not api.file_exists(client, file_id):
-            file_id = None
-        if file_id is None:
-            file_id = api.find_uploaded_file(client, upload_name, input_.size, since)
-            if file_id is not None:
-                ledger.record_upload(row["id"], file_id)
-    if file_id is None:
-        file_id = api.upload_file(client, input_.path, upload_name)
-        ledger.record_upload(row["id"], file_id)
+    uploaded: api.Uploaded | None = None
+    if resumed and row["input_file_id"] is not None:
+        # The upload was recorded, so a batch may have been made from it.
+        file = api.get_file(client, row["input_file_id"])
+        since = file["created_at"] if file else None
+        found = api.find_batches(client, {row["ref"]: row["input_file_id"]}, since).found
+        if row["ref"] in found:
+            batch = found[row["ref"]]
+            ref = BatchRef(row["account"], batch["id"])
+            row = record(ctx, ref, batch, action="recover", row_id=row["id"])
+            return Submitted(file_id=batch["input_file_id"], batch=batch, row=row, recovered=True)
+        if file is not None:
+            uploaded = api.Uploaded(file["id"], file["created_at"])
+    elif resumed:
+        # Cut off during the upload: it may have arrived all the same.
+        uploaded = api.find_uploaded_file(client, upload_name, input_.size, max_age=None)
+        if uploaded is not None:
+            ledger.record_upload(row["id"], uploaded.id)
+    if uploaded is None:
+        uploaded = api.upload_file(client, input_.path, upload_name)
+        ledger.record_upload(row["id"], uploaded.id)
     # The ledger's ref travels with the batch, so the batch can be found again by
     # listing the account's batches if the response to this request is lost.
     try:
         batch = api.create_batch(
-            client, file_id, row["endpoint"], row["completion_window"], row["ref"]
+            client,
+            uploaded.id,
+            row["endpoint"],
+            row["completion_window"],
+            row["ref"],
+            file_created_at=uploaded.created_at,
         )
     except Rejected as exc:
         ledger.mark_rejected(row["id"], exc.message)
         raise
-    row = ledger.record_batch(batch, action="create", row_id=row["id"])
-    return Submitted(file_id=file_id, batch=batch, row=row)
+    row = record(
+        ctx, BatchRef(row["account"], batch["id"]), batch, action="create", row_id=row["id"]
+    )
+    return Submitted(file_id=uploaded.id, batch=batch, row=row)
 
 
-def check_status(
-    ctx: Context, batch_id: str, *, auto_save: bool, out: Path | None = None
+def look_up(ctx: Context, ref: BatchRef, action: str = "status") -> BatchReport:
+    """Fetch a batch from its account and record what it says."""
+    batch = api.get_batch_status(ctx.client_for(ref.account), ref.batch_id)
+    return BatchReport(ref=ref, batch=batch, row=record(ctx, ref, batch, action=action))
+
+
+def save_if_finished(
+    ctx: Context, report: BatchReport, *, out: Path | None = None, out_dir: Path | None = None
+) -> None:
+    """Save whatever results a looked-up batch has and the ledger does not, into `report`.
+
+    A result already saved is not fetched again unless the user names a place for it; one
+    the API no longer has is noted in the ledger and in `report.warning`, not an error.
+    """
+    batch, row = report.batch, report.row
+    assert batch is not None and row is not None
+    if not has_results(batch) or (out is None and (results_saved(row) or row["results_gone_at"])):
+        return
+    try:
+        report.saved = save_results(ctx, report.ref, batch, row, out, out_dir)
+    except NotFound as exc:
+        report.warning = f"{report.batch_id}: its results are gone from the API ({exc.message})"
+    report.row = ctx.ledger.get_row(row["id"])
+
+
+def check(
+    ctx: Context, ref: BatchRef, *, auto_save: bool, out_dir: Path | None = None
 ) -> BatchReport:
-    """Fetch a batch and record it; with `auto_save`, save whatever results it has."""
-    batch = api.get_batch_status(ctx.client(), batch_id)
-    row = ctx.ledger.record_batch(batch, action="status", row_id=None)
-    report = BatchReport(batch_id=batch_id, batch=batch, row=row)
-    # A result already saved is not fetched again unless the user names a place for it.
-    if auto_save and has_results(batch) and (out is not None or not results_saved(row)):
-        report.saved = save_results(ctx, batch, row, out)
-        report.row = ctx.ledger.get_row(row["id"])
-    return report
+    """Look up a batch and save its results, for sweeps and watches: a failure is reported
+    in the result, and a batch its account does not know is noted and left alone after."""
+    try:
+        report = look_up(ctx, ref)
+        if auto_save:
+            save_if_finished(ctx, report, out_dir=out_dir)
+        return report
+    except NotFound as exc:
+        for row in ctx.ledger.find_batches(ref.batch_id, ref.account):
+            ctx.ledger.mark_not_found(row["id"], exc.message)
+        return BatchReport(
+            ref=ref,
+            row=ctx.ledger.find_batch(ref.batch_id, ref.account),
+            warning=f"{ref.batch_id}: account {ref.account!r} does not know it (not checked again)",
+        )
+    except BatchledgerError as exc:
+        return BatchReport(ref=ref, row=ctx.ledger.find_batch(ref.batch_id, ref.account), error=exc)
 
 
-def retrieve(ctx: Context, batch_id: str, out: Path | None, *, again: bool = False) -> BatchReport:
+def retrieve(ctx: Context, ref: BatchRef, out: Path | None, *, again: bool = False) -> BatchReport:
     """Save a finished batch's results; refuse (exit 3) while it has none.
 
     An expired or cancelled batch keeps what it finished: that is saved too. A result
     already saved at the same place, unchanged on disk, is not downloaded again unless
     `again`.
     """
-    batch = api.get_batch_status(ctx.client(), batch_id)
-    row = ctx.ledger.record_batch(batch, action="retrieve", row_id=None)
+    report = look_up(ctx, ref, action="retrieve")
+    batch, row = report.batch, report.row
+    assert batch is not None and row is not None
     if not has_results(batch):
         ctx.ledger.record_event(row["id"], "retrieve_refused", f"status {batch['status']}")
         if batch["status"] in SAVABLE_STATUSES:
-            reason = f"batch {batch_id} is {batch['status']} with no result files"
+            reason = f"batch {ref.batch_id} is {batch['status']} with no result files"
         else:
-            reason = f"batch {batch_id} is {batch['status']}, not completed"
+            reason = f"batch {ref.batch_id} is {batch['status']}, not completed"
         raise Refused(f"{reason}; nothing was saved")
-    report = BatchReport(batch_id=batch_id, batch=batch, row=row)
     wanted = result_paths(batch, out)
     if not again and all(saved_unchanged(row, kind, path) for kind, _, path in wanted):
         report.already_saved = True
         return report
-    report.saved = save_results(ctx, batch, row, out)
+    report.saved = save_results(ctx, ref, batch, row, out)
     report.row = ctx.ledger.get_row(row["id"])
     return report
 
 
-def result_paths(batch: dict[str, Any], out: Path | None) -> list[tuple[str, str, Path]]:
+def result_paths(
+    batch: dict[str, Any], out: Path | None, out_dir: Path | None = None
+) -> list[tuple[str, str, Path]]:
     """(kind, file id, local path) of each result file the batch has."""
-    out_path = (out or default_results_path(batch["id"])).expanduser().absolute()
+    out_path = out or (out_dir or Path()) / default_results_path(batch["id"])
+    out_path = out_path.expanduser().absolute()
     candidates = [
         ("output", batch.get("output_file_id"), out_path),
         ("error", batch.get("error_file_id"), errors_path_for(out_path)),
@@ -168,15 +271,20 @@ def saved_unchanged(row: Row, kind: str, path: Path) -> bool:
 
 
 def save_results(
-    ctx: Context, batch: dict[str, Any], row: Row, out: Path | None
+    ctx: Context,
+    ref: BatchRef,
+    batch: dict[str, Any],
+    row: Row,
+    out: Path | None,
+    out_dir: Path | None = None,
 ) -> list[SavedFile]:
     """Download the output file and the error file beside it, and record both."""
     saved: list[SavedFile] = []
-    for kind, file_id, path in result_paths(batch, out):
+    for kind, file_id, path in result_paths(batch, out, out_dir):
         replaced = path.exists()
         operation = "DOWNLOAD_RESULTS" if kind == "output" else "DOWNLOAD_ERRORS"
         try:
-            download = api.download_results(ctx.client(), file_id, path, operation)
+            download = api.download_results(ctx.client_for(ref.account), file_id, path, operation)
         except NotFound as exc:
             ctx.ledger.mark_results_gone(row["id"], exc.message)
             raise
@@ -191,15 +299,17 @@ def save_results(
     return saved
 
 
-def cancel(ctx: Context, batch_id: str) -> BatchReport:
+def cancel(ctx: Context, ref: BatchRef) -> BatchReport:
     """Ask the API to cancel a batch; refuse (exit 3) if it is already past that."""
-    batch = api.cancel_batch(ctx.client(), batch_id)
+    client = ctx.client_for(ref.account)
+    batch = api.cancel_batch(client, ref.batch_id)
     if batch is None:
-        batch = api.get_batch_status(ctx.client(), batch_id)
-        ctx.ledger.record_batch(batch, action="cancel_refused", row_id=None)
-        raise Refused(f"batch {batch_id} is already {batch['status']}; there is nothing to cancel")
-    row = ctx.ledger.record_batch(batch, action="cancel", row_id=None)
-    return BatchReport(batch_id=batch_id, batch=batch, row=row)
+        batch = api.get_batch_status(client, ref.batch_id)
+        record(ctx, ref, batch, action="cancel_refused")
+        raise Refused(
+            f"batch {ref.batch_id} is already {batch['status']}; there is nothing to cancel"
+        )
+    return BatchReport(ref=ref, batch=batch, row=record(ctx, ref, batch, action="cancel"))
 
 
 def wait_for_cancel(
@@ -212,7 +322,7 @@ def wait_for_cancel(
         return
     checks = follow(
         ctx,
-        [cancelling.batch_id],
+        [cancelling.ref],
         auto_save=False,
         interval=interval,
         max_interval=max(interval, max_interval),
@@ -225,18 +335,14 @@ def wait_for_cancel(
             yield status
 
 
-def batches_to_watch(ctx: Context) -> list[str]:
-    """What `watch --all` follows: every ledger batch not final, or final but not saved."""
-    return [row["batch_id"] for row in ctx.ledger.batches_to_sweep()]
-
-
 def follow(
     ctx: Context,
-    batch_ids: list[str],
+    refs: list[BatchRef],
     *,
     auto_save: bool,
     interval: float,
     max_interval: float,
+    out_dir: Path | None = None,
     sleep: Callable[[float], None] = time.sleep,
 ) -> Iterator[BatchReport]:
     """Check the batches until each is final, yielding every check; backs off while idle.
@@ -244,25 +350,28 @@ def follow(
     The pause between rounds grows by half each round in which nothing moved, up to
     `max_interval`, and drops back to `interval` as soon as something does. A check that
     fails for a passing reason (the network, a 5xx, a rate limit) is yielded with its error
-    and tried again next round: a watch may run for a day.
+    and tried again next round: a watch may run for a day. A batch its account does not
+    know is yielded with a warning and no longer followed; the others go on.
     """
-    waiting = list(dict.fromkeys(batch_ids))
-    last_seen: dict[str, tuple[Any, ...]] = {}
+    waiting = list(dict.fromkeys(refs))
+    last_seen: dict[BatchRef, tuple[Any, ...]] = {}
     pause = interval
     while waiting:
         moved = False
-        for batch_id in list(waiting):
-            try:
-                report = check_status(ctx, batch_id, auto_save=auto_save)
-            except Transient as exc:
-                yield BatchReport(batch_id=batch_id, error=exc)
+        for ref in list(waiting):
+            report = check(ctx, ref, auto_save=auto_save, out_dir=out_dir)
+            if report.error is not None and not isinstance(report.error, Transient):
+                raise report.error
+            if report.batch is None:
+                if report.error is None:  # not found: nothing more to follow
+                    waiting.remove(ref)
+                yield report
                 continue
-            assert report.batch is not None
             seen = (report.batch["status"], *progress_of(report.batch))
-            moved = moved or last_seen.get(batch_id) != seen
-            last_seen[batch_id] = seen
+            moved = moved or last_seen.get(ref) != seen
+            last_seen[ref] = seen
             if report.batch["status"] in FINAL_STATUSES:
-                waiting.remove(batch_id)
+                waiting.remove(ref)
             yield report
         if waiting:
             pause = interval if moved else min(pause * 1.5, max_interval)
@@ -278,79 +387,168 @@ class SyncReport:
 
 
 def sync(ctx: Context) -> SyncReport:
-    """Bring every batch of the account into the ledger, marking those made elsewhere."""
+    """Bring every batch of the run's account into the ledger, marking those made elsewhere."""
     report = SyncReport()
-    ledger = ctx.ledger
+    ledger, account = ctx.ledger, ctx.account.name
     for batch in api.list_batches(ctx.client()):
-        row = ledger.row_of(batch)
+        ref = BatchRef(account, batch["id"])
+        row = ledger.row_of(batch, account)
         if row is None:
-            ledger.record_batch(batch, action="sync", row_id=None, origin="sync")
+            record(ctx, ref, batch, action="sync", origin="sync")
             report.added.append(batch["id"])
         elif row["batch_id"] is None:
-            ledger.record_batch(batch, action="recover", row_id=row["id"])
+            record(ctx, ref, batch, action="recover", row_id=row["id"])
             report.recovered.append(batch["id"])
         elif (row["status"], row["requests_completed"], row["requests_failed"]) != (
             batch["status"],
             (batch.get("request_counts") or {}).get("completed"),
             (batch.get("request_counts") or {}).get("failed"),
         ):
-            ledger.record_batch(batch, action="sync", row_id=row["id"])
+            record(ctx, ref, batch, action="sync", row_id=row["id"])
             report.updated.append(batch["id"])
         else:
             report.unchanged += 1
     return report
 
 
-def recover_unfinished(ctx: Context) -> list[Row]:
-    """Record the batches that cut-off creates made on the server; the rows it recovered."""
-    ledger = ctx.ledger
-    rows = ledger.unfinished_submissions()
-    if not rows:
-        return []
-    since = min(epoch_of(row["recorded_at"]) for row in rows) - api.CLOCK_SKEW_SECONDS
-    found = api.find_batches_by_ref(ctx.client(), {row["ref"] for row in rows}, since)
-    return [
-        ledger.record_batch(found[row["ref"]], action="recover", row_id=row["id"])
-        for row in rows
-        if row["ref"] in found
-    ]
-
-
 @dataclass
 class SweepReport:
     recovered: list[Row] = field(default_factory=list)  # batches of cut-off creates, found
+    abandoned: list[Row] = field(default_factory=list)  # cut-off creates that made none
+    skipped: list[str] = field(default_factory=list)  # why some accounts were left out
     reports: list[BatchReport] = field(default_factory=list)
 
 
-def sweep_all(ctx: Context, *, auto_save: bool, concurrency: int) -> SweepReport | None:
-    """`status --all`: recover cut-off creates, then check every batch still to follow.
+def sweep_all(
+    ctx: Context,
+    *,
+    auto_save: bool,
+    concurrency: int,
+    include_synced: bool = False,
+    out_dir: Path | None = None,
+) -> SweepReport | None:
+    """`status --all`: recover cut-off creates, then check every batch still to follow,
+    each on its own account.
 
     None when the ledger has nothing to sweep: then no key, log or network is needed.
     """
     ledger = ctx.open_ledger(create=False)
-    if ledger is None or not (ledger.batches_to_sweep() or ledger.unfinished_submissions()):
+    if ledger is None:
         return None
-    ctx.client()
-    logger = ctx.start_log()
-    report = SweepReport(recovered=recover_unfinished(ctx))
-    pending = ledger.batches_to_sweep()
-    logger.info("SWEEP batches=%d", len(pending))
-    report.reports = sweep(ctx, pending, auto_save=auto_save, concurrency=concurrency)
+    pending = ledger.batches_to_sweep(include_synced=include_synced)
+    unfinished = ledger.unfinished_submissions()
+    if not (pending or unfinished):
+        return None
+    report = SweepReport()
+    reachable, report.skipped = followable(ctx, pending + unfinished)
+    if not reachable:
+        return report
+    ctx.start_log()
+    unfinished = [row for row in reachable if row["batch_id"] is None]
+    for account in sorted({row["account"] for row in unfinished}):
+        rows = [row for row in unfinished if row["account"] == account]
+        recover_unfinished(ctx, account, rows, report)
+    pending, _ = followable(ctx, ledger.batches_to_sweep(include_synced=include_synced))
+    assert ctx.logger is not None
+    ctx.logger.info("SWEEP batches=%d", len(pending))
+    report.reports = sweep(
+        ctx,
+        pending,
+        auto_save=auto_save,
+        concurrency=concurrency,
+        include_synced=include_synced,
+        out_dir=out_dir,
+    )
     return report
 
 
-def sweep(ctx: Context, rows: list[Row], *, auto_save: bool, concurrency: int) -> list[BatchReport]:
-    """Check the batches of `rows`, `concurrency` at a time, sharing one client."""
+def followable(ctx: Context, rows: list[Row]) -> tuple[list[Row], list[str]]:
+    """The rows whose account can be reached now, and one line per account that cannot:
+    an account no longer configured, one with no key set, or batches made on another base
+    URL than the account's now (followed there, they would only be 404s)."""
+    reachable: list[Row] = []
+    skipped: list[str] = []
+    for name in sorted({row["account"] for row in rows}):
+        of_account = [row for row in rows if row["account"] == name]
+        account = ctx.accounts.get(name)
+        if account is None:
+            skipped.append(
+                f"skipped {len(of_account)} batches of account {name!r}, which accounts.toml "
+                "no longer names"
+            )
+            continue
+        if account.needs_key() and not account.key():
+            skipped.append(
+                f"skipped {len(of_account)} batches of account {name!r}: "
+                f"{account.api_key_env} is not set"
+            )
+            continue
+        here = [row for row in of_account if row["base_url"] in (None, account.location)]
+        elsewhere = [row for row in of_account if row not in here]
+        if elsewhere:
+            skipped.append(
+                f"skipped {len(elsewhere)} batches of account {name!r} made on "
+                f"{elsewhere[0]['base_url']}; the account now points at {account.location}"
+            )
+        reachable += here
+    return reachable, skipped
 
-    def check(row: Row) -> BatchReport:
-        try:
-            return check_status(ctx, row["batch_id"], auto_save=auto_save)
-        except BatchledgerError as exc:
-            return BatchReport(batch_id=row["batch_id"], row=row, error=exc)
+
+def recover_unfinished(ctx: Context, account: str, rows: list[Row], report: SweepReport) -> None:
+    """Give creates of `account` that were cut off after their upload an end: record the
+    batch one made, or mark it abandoned once no batch can have been made."""
+    rows = [row for row in rows if not claimed_by_another_run(row)]
+    if not rows:
+        return
+    client = ctx.client_for(account)
+    files = {row["ref"]: api.get_file(client, row["input_file_id"]) for row in rows}
+    made_at = [file["created_at"] for file in files.values() if file is not None]
+    # A batch is made after its input file: back to the oldest upload, by the server's
+    # clock. With an upload gone, the search can only look through the newest batches.
+    since = min(made_at) if len(made_at) == len(rows) else None
+    search = api.find_batches(client, {row["ref"]: row["input_file_id"] for row in rows}, since)
+    now = time.time()
+    for row in rows:
+        batch = search.found.get(row["ref"])
+        if batch is not None:
+            ref = BatchRef(account, batch["id"])
+            report.recovered.append(record(ctx, ref, batch, action="recover", row_id=row["id"]))
+        elif (
+            search.complete
+            or files[row["ref"]] is None
+            or (now - epoch_of(row["recorded_at"]) > ABANDON_AFTER_SECONDS)
+        ):
+            why = "its upload is gone" if files[row["ref"]] is None else "no batch was made"
+            ctx.ledger.mark_abandoned(
+                row["id"], f"{why}; 'batchledger create' of the same input sends it again"
+            )
+            report.abandoned.append(row)
+
+
+def sweep(
+    ctx: Context,
+    rows: list[Row],
+    *,
+    auto_save: bool,
+    concurrency: int,
+    include_synced: bool = False,
+    out_dir: Path | None = None,
+) -> list[BatchReport]:
+    """Check the batches of `rows`, `concurrency` at a time, one client per account.
+
+    Batches that `sync` found are not saved unless `include_synced`: whoever made them
+    may have saved them elsewhere.
+    """
+    for account in {row["account"] for row in rows}:
+        ctx.client_for(account)  # made here, before the threads share them
+
+    def check_row(row: Row) -> BatchReport:
+        save = auto_save and (include_synced or row["origin"] != "sync")
+        return check(ctx, BatchRef.of(row), auto_save=save, out_dir=out_dir)
 
     pool = ThreadPoolExecutor(max_workers=concurrency)
     try:
-        reports = list(pool.map(check, rows))
+        reports = list(pool.map(check_row, rows))
     except BaseException:
         # Ctrl-C: stop now. Checks not started are dropped; downloads in flight stop at
         # their next chunk and remove their temporary files.
@@ -359,3 +557,12 @@ def sweep(ctx: Context, rows: list[Row], *, auto_save: bool, concurrency: int) -
         raise
     pool.shutdown()
     return reports
+
+
+def batches_to_watch(
+    ctx: Context, *, include_synced: bool = False
+) -> tuple[list[BatchRef], list[str]]:
+    """What `watch --all` follows: every ledger batch not final, or final but not saved,
+    on an account that can be reached; and a line per account that cannot."""
+    rows, skipped = followable(ctx, ctx.ledger.batches_to_sweep(include_synced=include_synced))
+    return [BatchRef.of(row) for row in rows], skipped

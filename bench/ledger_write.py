@@ -20,6 +20,9 @@ from _common import ENDPOINT, Report, make_ledger, parse_args, progress
 from batchledger.emulator import StoredBatch
 from batchledger.ledger import InputFile, Ledger, open_ledger
 
+# Where the batches are made: the default account, on OpenAI.
+WHERE = {"account": "default", "base_url": "https://api.openai.com/v1"}
+
 TARGET_SECONDS = 0.005
 LOG_FILE = Path("logs/batch_20261126_101500.log")
 WARM_UP = 20
@@ -73,12 +76,12 @@ def one_create(ledger: Ledger, timings: Timings, n: int) -> dict[str, Any]:
     def create() -> None:
         row, _ = timings.timed(
             "claim_submission",
-            lambda: ledger.claim_submission(input_, ENDPOINT, "24h", force=True),
+            lambda: ledger.claim_submission(input_, ENDPOINT, "24h", force=True, **WHERE),
         )
         timings.timed("record_upload", lambda: ledger.record_upload(row["id"], file_id))
         timings.timed(
             "record_batch (create)",
-            lambda: ledger.record_batch(batch, action="create", row_id=row["id"]),
+            lambda: ledger.record_batch(batch, action="create", row_id=row["id"], **WHERE),
         )
         timings.timed("release_claim", lambda: ledger.release_claim(row["id"]))
 
@@ -90,7 +93,7 @@ def one_status(ledger: Ledger, timings: Timings, batch: dict[str, Any]) -> None:
     """record_batch as `status` calls it: found by batch id (row_id=None)."""
     update = {**batch, "status": "in_progress", "in_progress_at": int(time.time())}
     timings.timed(
-        "status", lambda: ledger.record_batch(update, action="status", row_id=None)
+        "status", lambda: ledger.record_batch(update, action="status", row_id=None, **WHERE)
     )
 
 

@@ -34,6 +34,10 @@ from batchledger.cli.parser import DEFAULT_CONCURRENCY
 from batchledger.emulator import EmulatorServer, EmulatorState, Fault
 from batchledger.ledger import InputFile, open_ledger
 
+# The default account; no base URL recorded (as for batches made before they were), so the
+# sweep follows them wherever OPENAI_BASE_URL points: at this run's emulator.
+WHERE = {"account": "default", "base_url": None}
+
 LATENCY = 0.1
 TARGET_FRACTION = 1 / 6
 RETRIEVE_PATH = r"^/v1/batches/[^/]+$"
@@ -53,7 +57,7 @@ def pending_batches(state: EmulatorState, db: Path, work: Path, count: int) -> N
     assert ledger is not None
     try:
         for _ in range(count):
-            row, _ = ledger.claim_submission(input_, ENDPOINT, "24h", force=True)
+            row, _ = ledger.claim_submission(input_, ENDPOINT, "24h", force=True, **WHERE)
             ledger.record_upload(row["id"], input_id)
             batch = state.create_batch(
                 input_file_id=input_id,
@@ -63,7 +67,7 @@ def pending_batches(state: EmulatorState, db: Path, work: Path, count: int) -> N
                 output_expires_after=None,
             )
             state.advance(batch.id)  # validating -> in_progress
-            ledger.record_batch(batch.to_json(), action="create", row_id=row["id"])
+            ledger.record_batch(batch.to_json(), action="create", row_id=row["id"], **WHERE)
     finally:
         ledger.close()
 

@@ -112,3 +112,83 @@ def m002_create_history(db: Database) -> None:
         BEGIN SELECT RAISE(ABORT, 'history is append-only'); END
         """
     )
+
+
+@migrations()
+def m003_accounts_and_claim_leases(db: Database) -> None:
+    # Batches are made on accounts (an OpenAI project, an Azure resource, another
+    # provider), and a batch id is unique per account only: the key becomes
+    # (account, batch_id). SQLite cannot drop a UNIQUE constraint in place, so the table
+    # is rebuilt with the same ids (history rows keep pointing at their batches).
+    # Rows from before: account 'default'; their base URL was never recorded (the logs
+    # of that version do not show it either), so it stays NULL, meaning "the default
+    # account's base URL", and is filled in the first time the API answers for the batch.
+    # New columns:
+    # - `base_url`: where the batch was made; a batch is only ever followed there.
+    # - `not_found_at`: the account answered 404 for the batch; sweeps stop asking.
+    # - `claim_expires_at`: a claim is a lease, so a claim from another host (a ledger
+    #   shared over a network file system) or from a recycled pid cannot block for ever.
+    old_columns = [row[1] for row in db.execute("PRAGMA table_info(batches)").fetchall()]
+    db.execute(
+        """
+        CREATE TABLE batches_new (
+            id INTEGER PRIMARY KEY,
+            ref TEXT NOT NULL UNIQUE,
+            account TEXT NOT NULL DEFAULT 'default',
+            base_url TEXT,
+            batch_id TEXT,
+            origin TEXT NOT NULL DEFAULT 'create',
+            input_path TEXT,
+            input_bytes INTEGER,
+            input_sha256 TEXT,
+            input_file_id TEXT,
+            endpoint TEXT NOT NULL,
+            completion_window TEXT NOT NULL,
+            status TEXT,
+            created_at TEXT,
+            in_progress_at TEXT,
+            finalizing_at TEXT,
+            completed_at TEXT,
+            failed_at TEXT,
+            expired_at TEXT,
+            cancelling_at TEXT,
+            cancelled_at TEXT,
+            expires_at TEXT,
+            requests_total INTEGER,
+            requests_completed INTEGER,
+            requests_failed INTEGER,
+            output_file_id TEXT,
+            error_file_id TEXT,
+            errors TEXT,
+            usage TEXT,
+            output_path TEXT,
+            output_bytes INTEGER,
+            output_sha256 TEXT,
+            output_saved_at TEXT,
+            error_path TEXT,
+            error_bytes INTEGER,
+            error_sha256 TEXT,
+            error_saved_at TEXT,
+            recorded_at TEXT NOT NULL,
+            checked_at TEXT,
+            claimed_by TEXT,
+            claimed_at TEXT,
+            claim_expires_at TEXT,
+            results_gone_at TEXT,
+            not_found_at TEXT,
+            UNIQUE (account, batch_id)
+        )
+        """
+    )
+    columns = ", ".join(old_columns)
+    db.execute(f"INSERT INTO batches_new ({columns}) SELECT {columns} FROM batches")
+    db.execute("DROP TABLE batches")
+    db.execute("ALTER TABLE batches_new RENAME TO batches")
+    db.execute("CREATE INDEX idx_batches_recorded_at ON batches (recorded_at)")
+    db.execute("CREATE INDEX idx_batches_made_at ON batches (coalesce(created_at, recorded_at))")
+    db.execute("CREATE INDEX idx_batches_status ON batches (status)")
+    db.execute("CREATE INDEX idx_batches_input ON batches (input_sha256, endpoint)")
+    db.execute("CREATE INDEX idx_batches_endpoint ON batches (endpoint)")
+    db.execute("CREATE INDEX idx_batches_batch_id ON batches (batch_id)")
+    if db.execute("PRAGMA foreign_key_check").fetchall():
+        raise RuntimeError("m003: history rows lost their batches in the rebuild")

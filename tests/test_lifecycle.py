@@ -22,7 +22,7 @@ from helpers import (
 )
 
 from batchledger import workflow
-from batchledger.batches import REF_KEY
+from batchledger.batches import REF_KEY, BatchRef
 from batchledger.context import Context
 from batchledger.emulator import EmulatorServer, Fault
 
@@ -90,7 +90,7 @@ def test_watch_backs_off_while_nothing_moves(isolated: Path, monkeypatch):
         pauses: list[float] = []
         checks = workflow.follow(
             ctx,
-            [batch.id],
+            [BatchRef("default", batch.id)],
             auto_save=True,
             interval=1.0,
             max_interval=3.0,

@@ -7,7 +7,8 @@ from helpers import API_KEY, advance, ledger_rows, write_jsonl
 
 from batchledger.emulator import EmulatorServer
 
-RECORD = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (INFO|WARNING|ERROR) \S")
+# ISO 8601 in UTC, with milliseconds and an explicit Z.
+RECORD = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z (INFO|WARNING|ERROR) \S")
 
 
 def test_log_has_every_call_and_nothing_secret(cli, emulator: EmulatorServer, isolated: Path):

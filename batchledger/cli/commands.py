@@ -5,13 +5,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from batchledger.batches import FINAL_STATUSES
+from batchledger.batches import FINAL_STATUSES, BatchRef
 from batchledger.context import Context
 from batchledger.errors import ExitCode, UsageError
 from batchledger.ledger import BatchFilter
+from batchledger.paths import config_path, default_results_path
 from batchledger.redaction import redact
 from batchledger.render import (
     Progress,
+    accounts_table,
     json_text,
     list_table,
     report_lines,
@@ -19,9 +21,10 @@ from batchledger.render import (
     saved_line,
     saved_warnings,
     show_lines,
+    status_lines,
     sweep_table,
 )
-from batchledger.resolve import resolve_batch_id
+from batchledger.resolve import resolve_batch
 
 if TYPE_CHECKING:
     from batchledger.workflow import BatchReport
@@ -29,12 +32,28 @@ if TYPE_CHECKING:
 Handler = Callable[[argparse.Namespace, Context], ExitCode]
 
 
-def batch_id(ctx: Context, text: str) -> str:
-    return resolve_batch_id(ctx.open_ledger(create=False), text)
+def batch_ref(ctx: Context, text: str) -> BatchRef:
+    return resolve_batch(
+        ctx.open_ledger(create=False), text, named=ctx.named_account, current=ctx.account.name
+    )
 
 
-def out_path(args: argparse.Namespace) -> Path | None:
-    return Path(args.out) if args.out else None
+def out_path(args: argparse.Namespace, ref: BatchRef) -> Path | None:
+    """Where `--out` says to save: a file, or (an existing folder) the default name in it."""
+    if not args.out:
+        return None
+    out = Path(args.out).expanduser()
+    return out / default_results_path(ref.batch_id) if out.is_dir() else out
+
+
+def out_dir(args: argparse.Namespace) -> Path | None:
+    """`--out-dir`: checked before anything is sent."""
+    if not args.out_dir:
+        return None
+    folder = Path(args.out_dir).expanduser()
+    if folder.exists() and not folder.is_dir():
+        raise UsageError(f"--out-dir {args.out_dir} is a file, not a folder")
+    return folder
 
 
 def create(args: argparse.Namespace, ctx: Context) -> ExitCode:
@@ -45,8 +64,9 @@ def create(args: argparse.Namespace, ctx: Context) -> ExitCode:
     from batchledger import workflow  # imports openai, while the input is hashed
 
     ctx.start_api_command()
+    endpoint = args.endpoint or ctx.account.default_endpoint
     submitted = workflow.submit(
-        ctx, hashing.result(), args.endpoint, args.completion_window, force=args.force
+        ctx, hashing.result(), endpoint, args.completion_window, force=args.force
     )
     if submitted.recovered:
         ctx.warn(
@@ -66,25 +86,50 @@ def status(args: argparse.Namespace, ctx: Context) -> ExitCode:
 
     if args.all:
         if args.out:
-            raise UsageError("--out names one file; it cannot be used with --all")
+            raise UsageError("--out names one file; it cannot be used with --all (--out-dir)")
         return sweep(args, ctx)
+    if args.out_dir or args.include_synced:
+        raise UsageError("--out-dir and --include-synced go with --all; --out names one file")
+    ref = batch_ref(ctx, args.batch_id)
+    out = out_path(args, ref)
     ctx.start_api_command()
-    report = workflow.check_status(
-        ctx, batch_id(ctx, args.batch_id), auto_save=args.auto_save, out=out_path(args)
-    )
-    print_report(ctx, report, as_json=args.json)
+    report = workflow.look_up(ctx, ref)
+    if not args.json:  # the status first: whatever the save does, the user sees it
+        ctx.print("\n".join(status_lines(report.row or {})))
+    if args.auto_save:
+        workflow.save_if_finished(ctx, report, out=out)
+    if args.json:
+        ctx.print(json_text(row_json(report.row or {})))
+    else:
+        for item in report.saved:
+            ctx.print(saved_line(item.kind, item.path, item.size))
+    warn_saved(ctx, report)
     return ExitCode.OK
 
 
 def sweep(args: argparse.Namespace, ctx: Context) -> ExitCode:
     from batchledger import workflow
 
-    swept = workflow.sweep_all(ctx, auto_save=args.auto_save, concurrency=args.concurrency)
-    if swept is None:
+    swept = workflow.sweep_all(
+        ctx,
+        auto_save=args.auto_save,
+        concurrency=args.concurrency,
+        include_synced=args.include_synced,
+        out_dir=out_dir(args),
+    )
+    if swept is not None:
+        for line in swept.skipped:
+            ctx.warn(line)
+        for row in swept.recovered:
+            ctx.warn(f"found {row['batch_id']}, created by a create that was cut off; recorded it")
+        for row in swept.abandoned:
+            ctx.warn(
+                f"a create of {Path(row['input_path'] or '').name} made no batch; marked "
+                "abandoned ('batchledger create' of the same input sends it again)"
+            )
+    if swept is None or not swept.reports:
         ctx.print("[]" if args.json else "No pending batches in the ledger.")
         return ExitCode.OK
-    for row in swept.recovered:
-        ctx.warn(f"found {row['batch_id']}, created by a create that was cut off; recorded it")
     reports = swept.reports
     if args.json:
         ctx.print(json_text([row_json(report.row) for report in reports if report.row]))
@@ -99,23 +144,26 @@ def sweep(args: argparse.Namespace, ctx: Context) -> ExitCode:
     return ExitCode.FAILURE if failures else ExitCode.OK
 
 
-def print_report(ctx: Context, report: "BatchReport", *, as_json: bool) -> None:
-    """A checked batch on stdout: its status lines and saved files, or one JSON object."""
-    assert report.row is not None
-    ctx.print(json_text(row_json(report.row)) if as_json else "\n".join(report_lines(report)))
+def print_report(ctx: Context, report: "BatchReport") -> None:
+    """A checked batch on stdout: its status lines and saved files."""
+    ctx.print("\n".join(report_lines(report)))
     warn_saved(ctx, report)
 
 
 def warn_saved(ctx: Context, report: "BatchReport") -> None:
     for warning in saved_warnings(report):
         ctx.warn(warning)
+    if report.warning:
+        ctx.warn(report.warning)
 
 
 def retrieve(args: argparse.Namespace, ctx: Context) -> ExitCode:
     from batchledger import workflow
 
+    ref = batch_ref(ctx, args.batch_id)
+    out = out_path(args, ref)
     ctx.start_api_command()
-    report = workflow.retrieve(ctx, batch_id(ctx, args.batch_id), out_path(args), again=args.force)
+    report = workflow.retrieve(ctx, ref, out, again=args.force)
     if report.already_saved:
         assert report.row is not None
         for kind in ("output", "error"):
@@ -134,21 +182,26 @@ def watch(args: argparse.Namespace, ctx: Context) -> ExitCode:
     from batchledger import workflow
     from batchledger.cli.process import interrupt_taken
 
-    ctx.start_api_command()
     if args.all:
-        batch_ids = workflow.batches_to_watch(ctx)
-        if not batch_ids:
+        refs, skipped = workflow.batches_to_watch(ctx, include_synced=args.include_synced)
+        for line in skipped:
+            ctx.warn(line)
+        if not refs:
             ctx.print("No pending batches in the ledger.")
             return ExitCode.OK
     else:
-        batch_ids = [batch_id(ctx, args.batch_id)]
+        if args.out_dir or args.include_synced:
+            raise UsageError("--out-dir and --include-synced go with --all")
+        refs = [batch_ref(ctx, args.batch_id)]
+    ctx.start_api_command()
     progress = Progress(ctx.stderr)
     checks = workflow.follow(
         ctx,
-        batch_ids,
+        refs,
         auto_save=args.auto_save,
         interval=args.interval,
         max_interval=args.max_interval,
+        out_dir=out_dir(args),
     )
     try:
         for report in checks:
@@ -156,11 +209,14 @@ def watch(args: argparse.Namespace, ctx: Context) -> ExitCode:
                 progress.end_line()
                 ctx.warn(f"{report.batch_id}: {redact(report.error.message)}; still watching")
                 continue
-            assert report.batch is not None
+            if report.batch is None:  # its account does not know it
+                progress.end_line()
+                warn_saved(ctx, report)
+                continue
             progress.show(report.batch)
             if report.batch["status"] in FINAL_STATUSES:
                 progress.end_line()
-                print_report(ctx, report, as_json=False)
+                print_report(ctx, report)
     except KeyboardInterrupt:
         interrupt_taken()
         progress.end_line()
@@ -173,8 +229,9 @@ def cancel(args: argparse.Namespace, ctx: Context) -> ExitCode:
     from batchledger import workflow
     from batchledger.cli.parser import DEFAULT_WATCH_MAX_INTERVAL
 
+    ref = batch_ref(ctx, args.batch_id)
     ctx.start_api_command()
-    report = workflow.cancel(ctx, batch_id(ctx, args.batch_id))
+    report = workflow.cancel(ctx, ref)
     assert report.batch is not None
     ctx.print(f"batch_id: {report.batch_id}")
     ctx.print(f"status: {report.batch['status']}")
@@ -203,12 +260,12 @@ def show(args: argparse.Namespace, ctx: Context) -> ExitCode:
     if ledger is None:
         ctx.print("null" if args.json else "No batches in the ledger yet.")
         return ExitCode.OK
-    batch_id_ = batch_id(ctx, args.batch_id)
-    row = ledger.find_batch(batch_id_)
+    ref = batch_ref(ctx, args.batch_id)
+    row = ledger.find_batch(ref.batch_id, ref.account)
     if row is None:
         raise UsageError(
-            f"{batch_id_} is not in the ledger; 'batchledger status --batch-id {batch_id_}' "
-            "or 'batchledger sync' adds it"
+            f"{ref.batch_id} is not in the ledger; 'batchledger status --batch-id "
+            f"{ref.batch_id}' or 'batchledger sync' adds it"
         )
     history = ledger.history(row["id"])
     if args.json:
@@ -221,7 +278,12 @@ def show(args: argparse.Namespace, ctx: Context) -> ExitCode:
 def list_(args: argparse.Namespace, ctx: Context) -> ExitCode:
     ledger = ctx.open_ledger(create=False)
     statuses = tuple(s.strip() for text in args.status for s in text.split(",") if s.strip())
-    filters = BatchFilter(statuses=statuses, since=args.since, endpoint=args.endpoint)
+    filters = BatchFilter(
+        statuses=statuses,
+        since=args.since,
+        endpoint=args.endpoint,
+        account=getattr(args, "account", None),
+    )
     limit = None if args.all else args.limit
     rows = ledger.list_batches(filters, limit) if ledger is not None else []
     if args.json:
@@ -229,7 +291,8 @@ def list_(args: argparse.Namespace, ctx: Context) -> ExitCode:
     elif not rows:
         ctx.print("No batches match." if filters.active else "No batches in the ledger yet.")
     else:
-        ctx.print(list_table(rows))
+        assert ledger is not None
+        ctx.print(list_table(rows, with_account=len(ledger.accounts_in_use()) > 1))
     if ledger is not None and limit is not None and len(rows) == limit:
         total = ledger.count_batches(filters)
         if total > len(rows):
@@ -237,4 +300,55 @@ def list_(args: argparse.Namespace, ctx: Context) -> ExitCode:
                 f"batchledger: showing the newest {len(rows)} of {total} batches; "
                 "use --all or --limit N for more\n"
             )
+    return ExitCode.OK
+
+
+def accounts(args: argparse.Namespace, ctx: Context) -> ExitCode:
+    ledger = ctx.open_ledger(create=False)
+    in_ledger = ledger.accounts_in_use() if ledger is not None else {}
+    rows = [
+        {
+            "name": account.name,
+            "kind": account.kind,
+            "base_url": account.location,
+            "api_key_env": account.api_key_env,
+            "key_set": account.key() is not None if account.needs_key() else None,
+            "batches": in_ledger.get(account.name, 0),
+        }
+        for account in ctx.accounts.values()
+    ]
+    gone = sorted(set(in_ledger) - set(ctx.accounts))
+    rows += [
+        {
+            "name": name,
+            "kind": None,
+            "base_url": None,
+            "api_key_env": None,
+            "key_set": None,
+            "batches": in_ledger[name],
+        }
+        for name in gone
+    ]
+    ctx.print(json_text(rows) if args.json else accounts_table(rows))
+    for name in gone:
+        ctx.warn(f"the ledger has batches of account {name!r}, which accounts.toml does not name")
+    return ExitCode.OK
+
+
+def where(args: argparse.Namespace, ctx: Context) -> ExitCode:
+    places = [
+        {"what": "ledger", "path": str(ctx.ledger_path), "exists": ctx.ledger_path.exists()},
+        {"what": "accounts", "path": str(config_path()), "exists": config_path().exists()},
+        {
+            "what": "logs",
+            "path": str(ctx.log_file.parent.absolute()),
+            "exists": ctx.log_file.parent.is_dir(),
+        },
+    ]
+    if args.json:
+        ctx.print(json_text(places))
+    else:
+        for place in places:
+            note = "" if place["exists"] else " (not there yet)"
+            ctx.print(f"{place['what']}: {place['path']}{note}")
     return ExitCode.OK

@@ -38,6 +38,11 @@ def common_options() -> Parser:
         "--db", metavar="PATH", help="ledger file (default: $BATCHLEDGER_DB or per-user data dir)"
     )
     common.add_argument(
+        "--account",
+        metavar="NAME",
+        help="the account to work on (default: $BATCHLEDGER_ACCOUNT or 'default')",
+    )
+    common.add_argument(
         "--max-retries",
         type=non_negative_int,
         metavar="N",
@@ -69,6 +74,18 @@ def build_parser() -> Parser:
         sub.set_defaults(handler=handler)
         return sub
 
+    def sweep_options(sub: Parser) -> None:
+        sub.add_argument(
+            "--out-dir",
+            metavar="DIR",
+            help="with --all: save results into DIR (default: the working directory)",
+        )
+        sub.add_argument(
+            "--include-synced",
+            action="store_true",
+            help="with --all: also save the results of batches found by sync",
+        )
+
     def json_option(sub: Parser) -> None:
         sub.add_argument("--json", action="store_true", help="print JSON instead of text")
 
@@ -83,7 +100,8 @@ def build_parser() -> Parser:
     create = command("create", "upload a JSONL file and create a batch", run.create)
     create.add_argument("--in", dest="input", required=True, metavar="PATH", help="JSONL input")
     create.add_argument(
-        "--endpoint", default=DEFAULT_ENDPOINT, help=f"API endpoint (default: {DEFAULT_ENDPOINT})"
+        "--endpoint",
+        help=f"API endpoint (default: {DEFAULT_ENDPOINT}; /chat/completions on Azure)",
     )
     create.add_argument(
         "--completion-window",
@@ -108,6 +126,7 @@ def build_parser() -> Parser:
     status.add_argument(
         "--out", metavar="PATH", help="where to save results (default: results_<batch_id>.jsonl)"
     )
+    sweep_options(status)
     status.add_argument(
         "--concurrency",
         type=positive_int,
@@ -131,6 +150,7 @@ def build_parser() -> Parser:
     followed.add_argument("--batch-id", metavar="ID", help="the batch to follow")
     followed.add_argument("--all", action="store_true", help="follow every unfinished batch")
     auto_save_option(watch)
+    sweep_options(watch)
     watch.add_argument(
         "--interval",
         type=positive_float,
@@ -193,4 +213,10 @@ def build_parser() -> Parser:
     )
     list_.add_argument("--endpoint", help="only batches sent to this endpoint")
     json_option(list_)
+
+    accounts = command("accounts", "the accounts batches can be made on", run.accounts)
+    json_option(accounts)
+
+    where = command("where", "where the ledger, the accounts file and the logs are", run.where)
+    json_option(where)
     return parser

@@ -12,7 +12,7 @@ from batchledger.errors import ExitCode
 
 def entry() -> None:
     """The console script."""
-    from batchledger.cli.main import main
+    from batchledger.cli.dispatch import main
 
     install_interrupt_handler()
     exit_now(main())

@@ -4,28 +4,45 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
+from batchledger.accounts import ACCOUNT_ENV, choose_account, load_accounts
 from batchledger.cli.commands import Handler
 from batchledger.cli.parser import build_parser
 from batchledger.cli.process import interrupt_taken
 from batchledger.context import DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT, Context
-from batchledger.errors import BatchledgerError, ExitCode
+from batchledger.errors import BatchledgerError, ExitCode, UsageError
 from batchledger.paths import default_log_path, ledger_path
 from batchledger.redaction import redact
 
 
 def context_for(args: argparse.Namespace) -> Context:
-    """The run's context, from the options every command takes."""
-    log_file = getattr(args, "log_file", None) or default_log_path(datetime.now())
+    """The run's context, from the options every command takes and accounts.toml."""
+    if not _working_directory_exists():
+        raise UsageError("the working directory no longer exists; cd into one that does")
+    log_option = getattr(args, "log_file", None)
+    accounts = load_accounts()
+    named = getattr(args, "account", None) or os.environ.get(ACCOUNT_ENV) or None
     return Context(
         command=args.command,
         ledger_path=ledger_path(getattr(args, "db", None)),
-        log_file=Path(log_file),
+        log_file=Path(log_option) if log_option else default_log_path(datetime.now(UTC)),
+        own_log_file=not log_option,
+        accounts=accounts,
+        account=choose_account(accounts, named),
+        named_account=named,
         max_retries=getattr(args, "max_retries", DEFAULT_MAX_RETRIES),
         timeout=getattr(args, "timeout", DEFAULT_TIMEOUT),
     )
+
+
+def _working_directory_exists() -> bool:
+    try:
+        os.getcwd()
+    except FileNotFoundError:
+        return False
+    return True
 
 
 def main(argv: Sequence[str] | None = None) -> int:

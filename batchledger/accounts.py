@@ -1,0 +1,223 @@
+"""Accounts: where batches are made. `default` (today's OPENAI_* variables), the built-in
+`demo` (an emulator inside the process), and those named in accounts.toml.
+
+The file names environment variables, never keys:
+
+    [accounts.work]
+    api_key_env = "OPENAI_WORK_KEY"
+
+    [accounts.azure-east]
+    kind = "azure"
+    endpoint = "https://my-resource.openai.azure.com"
+    api_version = "2025-04-01-preview"
+    api_key_env = "AZURE_OPENAI_API_KEY"
+"""
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from batchledger.errors import UsageError
+from batchledger.paths import config_path, user_data_dir
+from batchledger.redaction import add_secret_variable
+
+ACCOUNT_ENV = "BATCHLEDGER_ACCOUNT"
+DEFAULT = "default"
+DEMO = "demo"
+KINDS = ("openai", "azure", "emulator")
+OPENAI_BASE_URL = "https://api.openai.com/v1"
+MIB = 1024 * 1024
+# Per input file: (requests, bytes). OpenAI's are documented in the Batch guide; Azure's
+# Global Batch takes twice the requests.
+LIMITS = {
+    "openai": (50_000, 200 * MIB),
+    "azure": (100_000, 200 * MIB),
+    "emulator": (50_000, 200 * MIB),
+}
+DEFAULT_ENDPOINTS = {
+    "openai": "/v1/responses",
+    "azure": "/chat/completions",
+    "emulator": "/v1/responses",
+}
+# The demo's batches move one step every this many seconds: done in about ten.
+DEMO_STEP_SECONDS = 3.0
+
+_SETTINGS = {
+    "openai": {"kind", "base_url", "api_key_env"},
+    "azure": {"kind", "endpoint", "api_version", "api_key_env"},
+    "emulator": {"kind", "data_dir", "step_seconds"},
+}
+_VARIABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# What an API key looks like: OpenAI's sk-…, or any long run of key characters.
+_LOOKS_LIKE_A_KEY = re.compile(r"(sk-[A-Za-z0-9_-]{8,}|[A-Za-z0-9_-]{32,})")
+
+
+@dataclass(frozen=True)
+class Account:
+    """Where batches are made, and how to reach it."""
+
+    name: str
+    kind: str = "openai"
+    base_url: str | None = None  # None: the SDK's own (OPENAI_BASE_URL, else OpenAI's)
+    api_key_env: str | None = "OPENAI_API_KEY"
+    endpoint: str | None = None  # azure: https://RESOURCE.openai.azure.com
+    api_version: str | None = None  # azure
+    data_dir: Path | None = None  # emulator: where its state is kept
+    step_seconds: float = DEMO_STEP_SECONDS  # emulator
+
+    @property
+    def location(self) -> str:
+        """Where the account's batches live, as the ledger records it for each batch."""
+        if self.kind == "emulator":
+            return f"emulator:{self.data_dir}"
+        if self.kind == "azure":
+            return f"{(self.endpoint or '').rstrip('/')}/openai"
+        return (self.base_url or os.environ.get("OPENAI_BASE_URL") or OPENAI_BASE_URL).rstrip("/")
+
+    @property
+    def default_endpoint(self) -> str:
+        return DEFAULT_ENDPOINTS[self.kind]
+
+    @property
+    def limits(self) -> tuple[int, int]:
+        """(requests, bytes) one batch input may hold."""
+        return LIMITS[self.kind]
+
+    def key(self) -> str | None:
+        """The account's API key, from its environment variable; None if not set."""
+        if self.api_key_env is None:
+            return None
+        return os.environ.get(self.api_key_env) or None
+
+    def needs_key(self) -> bool:
+        return self.kind != "emulator"
+
+
+def builtin_accounts() -> dict[str, Account]:
+    return {
+        DEFAULT: Account(name=DEFAULT),
+        DEMO: Account(
+            name=DEMO, kind="emulator", api_key_env=None, data_dir=user_data_dir() / "demo"
+        ),
+    }
+
+
+def load_accounts(path: Path | None = None) -> dict[str, Account]:
+    """The built-in accounts and those of accounts.toml (a missing file names none)."""
+    path = path or config_path()
+    accounts = builtin_accounts()
+    try:
+        with path.open("rb") as stream:
+            config = tomllib.load(stream)
+    except FileNotFoundError:
+        return accounts
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise UsageError(f"{path} is not valid TOML: {exc}") from exc
+    _refuse_keys(config, path)
+    section = config.get("accounts", {})
+    if not isinstance(section, dict):
+        raise UsageError(f"{path}: [accounts] must be a table of accounts")
+    for name, settings in section.items():
+        if name in accounts:
+            raise UsageError(f"{path}: the account name {name!r} is built in; pick another")
+        accounts[name] = _account(name, settings, path)
+    for account in accounts.values():
+        if account.api_key_env:
+            add_secret_variable(account.api_key_env)
+    return accounts
+
+
+def choose_account(accounts: Mapping[str, Account], name: str | None) -> Account:
+    """The account a run works on: `--account`, else BATCHLEDGER_ACCOUNT, else default."""
+    name = name or os.environ.get(ACCOUNT_ENV) or DEFAULT
+    if name not in accounts:
+        known = ", ".join(sorted(accounts))
+        raise UsageError(
+            f"no account named {name!r} (accounts: {known}); see 'batchledger accounts'"
+        )
+    return accounts[name]
+
+
+def _account(name: str, settings: Any, path: Path) -> Account:
+    where = f"{path}: [accounts.{name}]"
+    if not isinstance(settings, dict):
+        raise UsageError(f"{where} must be a table")
+    kind = settings.get("kind", "openai")
+    if kind not in KINDS:
+        raise UsageError(f"{where}: unknown kind {kind!r} (kinds: {', '.join(KINDS)})")
+    unknown = sorted(set(settings) - _SETTINGS[kind])
+    if unknown:
+        raise UsageError(f"{where}: unknown setting {unknown[0]!r} for kind {kind!r}")
+    for setting, value in settings.items():
+        if setting != "step_seconds" and not isinstance(value, str):
+            raise UsageError(f"{where}: {setting} must be a string")
+    key_env = settings.get("api_key_env", "AZURE_OPENAI_API_KEY" if kind == "azure" else None)
+    if kind == "openai" and key_env is None:
+        key_env = "OPENAI_API_KEY"
+    if key_env is not None and not _VARIABLE_NAME.fullmatch(key_env):
+        raise UsageError(f"{where}: api_key_env names an environment variable, not {key_env!r}")
+    if kind == "azure":
+        for required in ("endpoint", "api_version"):
+            if not settings.get(required):
+                raise UsageError(f"{where}: kind 'azure' needs {required}")
+        _check_url(settings["endpoint"], f"{where}: endpoint")
+        return Account(
+            name=name,
+            kind=kind,
+            api_key_env=key_env,
+            endpoint=settings["endpoint"],
+            api_version=settings["api_version"],
+        )
+    if kind == "emulator":
+        step = settings.get("step_seconds", DEMO_STEP_SECONDS)
+        if not isinstance(step, int | float) or isinstance(step, bool) or not 0 < step <= 3600:
+            raise UsageError(f"{where}: step_seconds must be a number from 0 to 3600")
+        data_dir = Path(settings.get("data_dir") or user_data_dir() / f"emulator-{name}")
+        return Account(
+            name=name,
+            kind=kind,
+            api_key_env=None,
+            data_dir=data_dir.expanduser(),
+            step_seconds=float(step),
+        )
+    base_url = settings.get("base_url")
+    if base_url is not None:
+        _check_url(base_url, f"{where}: base_url")
+    return Account(name=name, kind=kind, base_url=base_url, api_key_env=key_env)
+
+
+def _check_url(url: str, what: str) -> None:
+    if not re.fullmatch(r"https?://[^\s/]+(/\S*)?", url):
+        raise UsageError(f"{what} must be an http:// or https:// URL, not {url!r}")
+
+
+def _refuse_keys(config: Mapping[str, Any], path: Path) -> None:
+    """The file names variables that hold keys; a key written in it is refused."""
+    for name, value in _strings(config):
+        if name.endswith("api_key_env") and _VARIABLE_NAME.fullmatch(value):
+            continue
+        if name.endswith(("api_key", "key", "token", "secret")) or _LOOKS_LIKE_A_KEY.fullmatch(
+            value
+        ):
+            raise UsageError(
+                f"{path} seems to hold an API key ({name}); it must name the environment "
+                'variable that holds it instead (api_key_env = "MY_KEY_VARIABLE"), and the '
+                "key should be revoked if this file was shared"
+            )
+
+
+def _strings(value: Any, name: str = "") -> list[tuple[str, str]]:
+    """Every string in a TOML document, with the dotted name of where it is."""
+    if isinstance(value, str):
+        return [(name, value)]
+    if isinstance(value, dict):
+        return [item for key, sub in value.items() for item in _strings(sub, f"{name}.{key}")]
+    if isinstance(value, list):
+        return [item for sub in value for item in _strings(sub, name)]
+    return []
