@@ -22,6 +22,10 @@ def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("OPENAI_API_KEY", API_KEY)
     monkeypatch.setenv("BATCHLEDGER_DB", str(tmp_path / "ledger.db"))
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg-config"))
+    # No accounts.toml unless a test writes one here.
+    monkeypatch.setenv("BATCHLEDGER_CONFIG", str(tmp_path / "accounts.toml"))
+    monkeypatch.delenv("BATCHLEDGER_ACCOUNT", raising=False)
     work = tmp_path / "work"
     work.mkdir()
     monkeypatch.chdir(work)

@@ -123,3 +123,62 @@ def test_wheel_in_a_fresh_venv_runs_every_migration(
     assert applied == defined.split() == migration_names()
     assert applied  # not vacuously equal
     assert conn.execute("SELECT count(*) FROM batches").fetchone()[0] == 1
+
+
+def readme_demo_lines() -> list[str]:
+    """The commands of the README's offline try-out (the block after `<!-- demo -->`)."""
+    text = (SOURCE / "README.md").read_text()
+    block = text.split("<!-- demo -->", 1)[1].split("```", 2)[1]
+    return [line for line in block.splitlines()[1:] if line.strip()]
+
+
+def test_a_new_user_runs_the_readme_demo_from_a_fresh_venv(wheel: Path, tmp_path: Path):
+    fresh = tmp_path / "fresh-venv"
+    venv.EnvBuilder(with_pip=True).create(fresh)
+    subprocess.run(
+        [
+            str(fresh / "bin" / "python"),
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-deps",
+            "--no-index",
+            str(wheel),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    clone = tmp_path / "clone"
+    shutil.copytree(SOURCE / "examples", clone / "examples")
+    # Nothing but the clone: no key, no base URL, no ledger named; a home of its own.
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if not name.startswith(("OPENAI_", "BATCHLEDGER_"))
+    }
+    env["PYTHONPATH"] = sysconfig.get_paths()["purelib"]  # the dependencies, not batchledger
+    env["HOME"] = str(tmp_path / "home")
+    env["XDG_DATA_HOME"] = str(tmp_path / "home" / "data")
+    env["XDG_CONFIG_HOME"] = str(tmp_path / "home" / "config")
+    env["PATH"] = f"{fresh / 'bin'}{os.pathsep}{env['PATH']}"
+
+    lines = readme_demo_lines()
+    runs = [
+        subprocess.run(
+            line, shell=True, cwd=clone, env=env, capture_output=True, text=True, timeout=120
+        )
+        for line in lines
+    ]
+
+    assert lines[0].split()[-3:] == ["create", "--in", "examples/requests.jsonl"]
+    for line, run in zip(lines, runs, strict=True):
+        assert run.returncode == 0, f"{line}\n{run.stderr}"
+    created, watched, listed = runs
+    batch_id = next(
+        line.split(": ")[1] for line in created.stdout.splitlines() if line.startswith("batch_id")
+    )
+    assert "status: completed" in watched.stdout
+    assert f"saved: results_{batch_id}.jsonl" in watched.stdout
+    assert (clone / f"results_{batch_id}.jsonl").exists()
+    assert batch_id in listed.stdout and "completed" in listed.stdout

@@ -180,6 +180,7 @@ def retrieve(args: argparse.Namespace, ctx: Context) -> ExitCode:
 
 def watch(args: argparse.Namespace, ctx: Context) -> ExitCode:
     from batchledger import workflow
+    from batchledger.cli.parser import DEFAULT_WATCH_INTERVAL, DEMO_WATCH_INTERVAL
     from batchledger.cli.process import interrupt_taken
 
     if args.all:
@@ -195,11 +196,14 @@ def watch(args: argparse.Namespace, ctx: Context) -> ExitCode:
         refs = [batch_ref(ctx, args.batch_id)]
     ctx.start_api_command()
     progress = Progress(ctx.stderr)
+    interval = args.interval or (
+        DEMO_WATCH_INTERVAL if ctx.account.kind == "emulator" else DEFAULT_WATCH_INTERVAL
+    )
     checks = workflow.follow(
         ctx,
         refs,
         auto_save=args.auto_save,
-        interval=args.interval,
+        interval=interval,
         max_interval=args.max_interval,
         out_dir=out_dir(args),
     )

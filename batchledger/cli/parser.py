@@ -18,6 +18,7 @@ DEFAULT_LIST_LIMIT = 50
 DEFAULT_CONCURRENCY = 8
 DEFAULT_WATCH_INTERVAL = 10.0
 DEFAULT_WATCH_MAX_INTERVAL = 300.0
+DEMO_WATCH_INTERVAL = 1.0  # an emulator's batches move every few seconds
 
 
 class Parser(argparse.ArgumentParser):
@@ -154,9 +155,9 @@ def build_parser() -> Parser:
     watch.add_argument(
         "--interval",
         type=positive_float,
-        default=DEFAULT_WATCH_INTERVAL,
         metavar="SECONDS",
-        help=f"first pause between checks (default: {DEFAULT_WATCH_INTERVAL:g})",
+        help=f"first pause between checks (default: {DEFAULT_WATCH_INTERVAL:g}; "
+        f"{DEMO_WATCH_INTERVAL:g} on an emulator account such as demo)",
     )
     watch.add_argument(
         "--max-interval",
