@@ -70,6 +70,9 @@ def fields_from_batch(batch: Mapping[str, Any]) -> Row:
     }
     for name in BATCH_TIMESTAMPS:
         fields[name] = iso_from_epoch(batch.get(name))
+    # Only what the API knows: a model learned once is not erased by an answer without one.
+    if batch.get("model"):
+        fields["model"] = batch["model"]
     return fields
 
 

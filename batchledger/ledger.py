@@ -413,10 +413,11 @@ class BatchFilter:
     statuses: tuple[str, ...] = ()
     since: str | None = None  # ISO 8601 UTC, compared with when the batch was made
     endpoint: str | None = None
+    model: str | None = None
 
     @property
     def active(self) -> bool:
-        return bool(self.statuses or self.since or self.endpoint)
+        return bool(self.statuses or self.since or self.endpoint or self.model)
 
     def sql(self) -> tuple[str, tuple[Any, ...]]:
         clauses: list[str] = []
@@ -430,6 +431,9 @@ class BatchFilter:
         if self.endpoint:
             clauses.append("endpoint = ?")
             params.append(self.endpoint)
+        if self.model:
+            clauses.append("model = ?")
+            params.append(self.model)
         return ("WHERE " + " AND ".join(clauses) if clauses else ""), tuple(params)
 
 

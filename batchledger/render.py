@@ -13,7 +13,7 @@ from batchledger.batches import BATCH_TIMESTAMPS, ENDED_EARLY_STATUSES, Row, mis
 if TYPE_CHECKING:
     from batchledger.workflow import BatchReport
 
-LIST_COLUMNS = ("batch_id", "status", "created", "input", "requests", "saved")
+LIST_COLUMNS = ("batch_id", "status", "model", "created", "input", "requests", "saved")
 SWEEP_COLUMNS = ("batch_id", "status", "requests", "saved", "note")
 HISTORY_COLUMNS = ("at", "action", "detail", "log file")
 
@@ -75,6 +75,7 @@ def status_notes(row: Row) -> list[str]:
 SHOW_FIELDS = (
     "batch_id",
     "status",
+    "model",
     "origin",
     "endpoint",
     "completion_window",
@@ -165,6 +166,7 @@ def list_table(rows: Iterable[Row]) -> str:
         [
             row["batch_id"] or "(not created)",
             row["status"] or "",
+            row["model"] or "",
             row["created_at"] or row["recorded_at"],
             Path(row["input_path"]).name if row["input_path"] else "",
             requests_text(row),

@@ -101,3 +101,11 @@ def m002_create_history(db: Database) -> None:
         BEGIN SELECT RAISE(ABORT, 'history is append-only'); END
         """
     )
+
+
+@migrations()
+def m004_batch_details(db: Database) -> None:
+    # What users ask about a batch beyond its progress. `model`: the API's Batch.model,
+    # filled in for older rows the next time their batch is looked up.
+    db.execute("ALTER TABLE batches ADD COLUMN model TEXT")
+    db.execute("CREATE INDEX idx_batches_model ON batches (model)")

@@ -221,7 +221,9 @@ def show(args: argparse.Namespace, ctx: Context) -> ExitCode:
 def list_(args: argparse.Namespace, ctx: Context) -> ExitCode:
     ledger = ctx.open_ledger(create=False)
     statuses = tuple(s.strip() for text in args.status for s in text.split(",") if s.strip())
-    filters = BatchFilter(statuses=statuses, since=args.since, endpoint=args.endpoint)
+    filters = BatchFilter(
+        statuses=statuses, since=args.since, endpoint=args.endpoint, model=args.model
+    )
     limit = None if args.all else args.limit
     rows = ledger.list_batches(filters, limit) if ledger is not None else []
     if args.json:

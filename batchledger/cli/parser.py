@@ -192,5 +192,6 @@ def build_parser() -> Parser:
         help="only batches recorded since then: 7d, 12h, 30m, 2w, or a date",
     )
     list_.add_argument("--endpoint", help="only batches sent to this endpoint")
+    list_.add_argument("--model", metavar="NAME", help="only batches of this model")
     json_option(list_)
     return parser
