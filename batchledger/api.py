@@ -9,7 +9,7 @@ import os
 import random
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
@@ -190,9 +190,10 @@ def create_batch(
     endpoint: str,
     window: str,
     ref: str,
+    user_metadata: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """Create a batch tagged with the ledger's `ref`, never two of them for one call."""
-    metadata = {REF_KEY: ref}
+    metadata = {**(user_metadata or {}), REF_KEY: ref}
     request = {
         "input_file_id": file_id,
         "endpoint": endpoint,

@@ -3,6 +3,7 @@
 It stores what it is given; it does not parse what a user typed (resolve.py does).
 """
 
+import json
 import os
 import sqlite3
 import threading
@@ -25,6 +26,7 @@ from batchledger.batches import (
     ref_of,
 )
 from batchledger.claims import claimed_by_another_run, this_run
+from batchledger.details import CreateDetails
 from batchledger.errors import BatchledgerError, Refused, UsageError
 from batchledger.times import utc_now
 from migrations import migrations
@@ -221,6 +223,12 @@ class Ledger:
             self._history(row_id, "submit", f"input {input_.path}")
             return self.get_row(row_id), False
 
+    def record_create_details(self, row_id: int, details: CreateDetails) -> None:
+        """What the user asked of this create beyond its input, before anything is sent."""
+        metadata = json.dumps(details.metadata, sort_keys=True) if details.metadata else None
+        with self._writing():
+            self.db.table("batches").update(row_id, {"metadata": metadata})
+
     def release_claim(self, row_id: int) -> None:
         with self._writing():
             self.db.table("batches").update(row_id, {"claimed_by": None, "claimed_at": None})
@@ -414,10 +422,11 @@ class BatchFilter:
     since: str | None = None  # ISO 8601 UTC, compared with when the batch was made
     endpoint: str | None = None
     model: str | None = None
+    metadata: tuple[tuple[str, str], ...] = ()  # every pair must match
 
     @property
     def active(self) -> bool:
-        return bool(self.statuses or self.since or self.endpoint or self.model)
+        return bool(self.statuses or self.since or self.endpoint or self.model or self.metadata)
 
     def sql(self) -> tuple[str, tuple[Any, ...]]:
         clauses: list[str] = []
@@ -434,6 +443,12 @@ class BatchFilter:
         if self.model:
             clauses.append("model = ?")
             params.append(self.model)
+        for key, value in self.metadata:
+            # json_each rather than a JSON path: a key may hold any character.
+            clauses.append(
+                "EXISTS (SELECT 1 FROM json_each(batches.metadata) WHERE key = ? AND value = ?)"
+            )
+            params += (key, value)
         return ("WHERE " + " AND ".join(clauses) if clauses else ""), tuple(params)
 
 

@@ -94,6 +94,7 @@ def show_lines(row: Row, history: list[Row]) -> list[str]:
     """Everything the ledger knows about one batch, as `key: value` lines and a history."""
     lines = [f"{name}: {row[name]}" for name in SHOW_FIELDS[:2]]
     lines += [f"{name}: {row[name]}" for name in SHOW_FIELDS[2:] if row.get(name) is not None]
+    lines += [f"metadata: {key}={value}" for key, value in metadata_of(row).items()]
     lines += timestamp_and_request_lines(row)
     usage = json.loads(row["usage"]) if row.get("usage") else {}
     if usage.get("total_tokens"):
@@ -126,7 +127,14 @@ def row_json(row: Row) -> dict[str, Any]:
         **row,
         "errors": json.loads(row["errors"]) if row.get("errors") else None,
         "usage": json.loads(row["usage"]) if row.get("usage") else None,
+        "metadata": metadata_of(row) or None,
     }
+
+
+def metadata_of(row: Mapping[str, Any]) -> dict[str, str]:
+    """The user's metadata of a ledger row (never the ledger's own ref)."""
+    metadata: dict[str, str] = json.loads(row["metadata"]) if row.get("metadata") else {}
+    return metadata
 
 
 class Progress:

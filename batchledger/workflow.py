@@ -21,6 +21,7 @@ from batchledger.batches import (
     results_saved,
 )
 from batchledger.context import Context
+from batchledger.details import CreateDetails
 from batchledger.errors import BatchledgerError, NotFound, Refused, Rejected, Transient
 from batchledger.inputs import sha256_of
 from batchledger.ledger import InputFile
@@ -57,7 +58,13 @@ class BatchReport:
 
 
 def submit(
-    ctx: Context, input_: InputFile, endpoint: str, window: str, *, force: bool
+    ctx: Context,
+    input_: InputFile,
+    endpoint: str,
+    window: str,
+    *,
+    force: bool,
+    details: CreateDetails | None = None,
 ) -> Submitted:
     """Upload `input_` and create its batch, recording each step as soon as it is known.
 
@@ -66,8 +73,10 @@ def submit(
     is reused.
     """
     row, resumed = ctx.ledger.claim_submission(input_, endpoint, window, force=force)
+    details = details or CreateDetails()
     try:
-        return _submit_claimed(ctx, input_, row, resumed)
+        ctx.ledger.record_create_details(row["id"], details)
+        return _submit_claimed(ctx, input_, row, resumed, details)
     finally:
         # A claim that cannot be released is harmless once this process has ended; the
         # error that got us here is the one to report.
@@ -75,7 +84,9 @@ def submit(
             ctx.ledger.release_claim(row["id"])
 
 
-def _submit_claimed(ctx: Context, input_: InputFile, row: Row, resumed: bool) -> Submitted:
+def _submit_claimed(
+    ctx: Context, input_: InputFile, row: Row, resumed: bool, details: CreateDetails
+) -> Submitted:
     client, ledger = ctx.client(), ctx.ledger
     upload_name = api.upload_name(input_.path, row["ref"])
     file_id: str | None = None
@@ -99,7 +110,12 @@ def _submit_claimed(ctx: Context, input_: InputFile, row: Row, resumed: bool) ->
     # listing the account's batches if the response to this request is lost.
     try:
         batch = api.create_batch(
-            client, file_id, row["endpoint"], row["completion_window"], row["ref"]
+            client,
+            file_id,
+            row["endpoint"],
+            row["completion_window"],
+            row["ref"],
+            user_metadata=details.metadata,
         )
     except Rejected as exc:
         ledger.mark_rejected(row["id"], exc.message)

@@ -108,4 +108,6 @@ def m004_batch_details(db: Database) -> None:
     # What users ask about a batch beyond its progress. `model`: the API's Batch.model,
     # filled in for older rows the next time their batch is looked up.
     db.execute("ALTER TABLE batches ADD COLUMN model TEXT")
+    # `metadata`: the user's --metadata pairs (a JSON object), without the ledger's ref.
+    db.execute("ALTER TABLE batches ADD COLUMN metadata TEXT")
     db.execute("CREATE INDEX idx_batches_model ON batches (model)")

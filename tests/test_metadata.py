@@ -5,7 +5,8 @@ import os
 import sqlite3
 from pathlib import Path
 
-from helpers import ledger_rows, sdk, write_jsonl
+import pytest
+from helpers import complete, ledger_rows, sdk, write_jsonl
 from sqlite_utils import Database
 
 from batchledger.emulator import EmulatorServer
@@ -66,3 +67,89 @@ def test_an_older_ledger_gets_the_model_on_the_next_status(
     assert ledger_rows()[0]["model"] is None
     assert cli("status", "--batch-id", batch.id).code == 0
     assert ledger_rows()[0]["model"] == "gpt-4o-mini"
+
+
+def test_metadata_is_sent_with_the_ref_kept_and_shown_without_it(
+    cli, emulator: EmulatorServer, isolated: Path
+):
+    write_jsonl(isolated / "in.jsonl", 2)
+    created = cli(
+        "create", "--in", "in.jsonl", "--metadata", "team=search", "--metadata", "run=a=b"
+    )
+    assert created.code == 0, created.err
+    batch_id = created.field("batch_id")
+
+    sent = emulator.state.batches[batch_id].metadata
+    row = ledger_rows()[0]
+    assert sent == {"team": "search", "run": "a=b", "batchledger_ref": row["ref"]}
+    assert json.loads(row["metadata"]) == {"team": "search", "run": "a=b"}
+
+    shown = cli("show", batch_id)
+    assert "metadata: team=search" in shown.out.splitlines()
+    assert "metadata: run=a=b" in shown.out.splitlines()
+    assert "batchledger_ref" not in shown.out
+    as_json = json.loads(cli("show", batch_id, "--json").out)
+    assert as_json["metadata"] == {"team": "search", "run": "a=b"}
+
+    complete(emulator, batch_id)  # what the API says later keeps the same metadata
+    assert cli("status", "--batch-id", batch_id).code == 0
+    assert json.loads(ledger_rows()[0]["metadata"]) == {"team": "search", "run": "a=b"}
+
+
+def test_list_filters_by_metadata_all_pairs_matching(cli, emulator: EmulatorServer, isolated: Path):
+    ids = {}
+    for name, tags in (
+        ("a", ["team=search", "env=prod"]),
+        ("b", ["team=search", "env=dev"]),
+        ("c", []),
+    ):
+        write_jsonl(isolated / f"{name}.jsonl", 1, input=name)
+        options = [arg for tag in tags for arg in ("--metadata", tag)]
+        ids[name] = cli("create", "--in", f"{name}.jsonl", *options).field("batch_id")
+
+    def listed(*pairs: str) -> set[str]:
+        options = [arg for pair in pairs for arg in ("--metadata", pair)]
+        return {row["batch_id"] for row in json.loads(cli("list", *options, "--json").out)}
+
+    assert listed("team=search") == {ids["a"], ids["b"]}
+    assert listed("team=search", "env=prod") == {ids["a"]}
+    assert listed("team=search", "env=test") == set()
+    assert listed("batchledger_ref=" + ledger_rows()[0]["ref"]) == set()
+    assert cli("list", "--metadata", "team=nobody").out == "No batches match.\n"
+
+
+@pytest.mark.parametrize(
+    ("options", "reason"),
+    [
+        (["--metadata", "team"], "expected KEY=VALUE"),
+        (["--metadata", "=search"], "expected a key"),
+        (["--metadata", "a=1", "--metadata", "a=2"], "given twice"),
+        (["--metadata", "batchledger_ref=x"], "reserved"),
+        (["--metadata", "k" * 65 + "=v"], "at most 64"),
+        (["--metadata", "k=" + "v" * 513], "at most 512"),
+        ([arg for n in range(16) for arg in ("--metadata", f"k{n}=v")], "at most 15"),
+    ],
+)
+def test_bad_metadata_is_refused_before_anything_is_sent(
+    cli, emulator: EmulatorServer, isolated: Path, options: list[str], reason: str
+):
+    write_jsonl(isolated / "in.jsonl", 1)
+
+    result = cli("create", "--in", "in.jsonl", *options)
+
+    assert (result.code, result.out) == (2, "")
+    assert reason in result.err and len(result.err.splitlines()) == 1, result.err
+    assert emulator.state.requests == []
+    assert not Path(os.environ["BATCHLEDGER_DB"]).exists()
+
+
+def test_the_most_metadata_the_api_takes_is_accepted(cli, emulator: EmulatorServer, isolated: Path):
+    write_jsonl(isolated / "in.jsonl", 1)
+    pairs = {f"{n:02d}" + "k" * 62: "v" * 512 for n in range(15)}
+    options = [arg for key, value in pairs.items() for arg in ("--metadata", f"{key}={value}")]
+
+    result = cli("create", "--in", "in.jsonl", *options)
+
+    assert result.code == 0, result.err
+    assert json.loads(ledger_rows()[0]["metadata"]) == pairs
+    assert len(emulator.state.batches[result.field("batch_id")].metadata or {}) == 16

@@ -11,6 +11,7 @@ from pathlib import Path
 from helpers import write_jsonl
 
 from batchledger.emulator import EmulatorServer
+from migrations import migrations
 
 SOURCE = Path(__file__).resolve().parents[1]
 
@@ -79,5 +80,5 @@ def test_wheel_ships_migrations_and_runs_them(tmp_path: Path, emulator: Emulator
     assert created.returncode == 0, created.stderr
     conn = sqlite3.connect(elsewhere / "fresh.db")
     applied = [row[0] for row in conn.execute("SELECT name FROM _sqlite_migrations")]
-    assert applied == ["m001_create_batches", "m002_create_history"]
+    assert applied == [migration.name for migration in migrations._migrations]
     assert conn.execute("SELECT count(*) FROM batches").fetchone()[0] == 1

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 from batchledger.batches import FINAL_STATUSES
 from batchledger.context import Context
+from batchledger.details import CreateDetails, check_metadata
 from batchledger.errors import ExitCode, UsageError
 from batchledger.ledger import BatchFilter
 from batchledger.redaction import redact
@@ -40,13 +41,19 @@ def out_path(args: argparse.Namespace) -> Path | None:
 def create(args: argparse.Namespace, ctx: Context) -> ExitCode:
     from batchledger.inputs import check_input, hash_input_in_background
 
+    details = create_details(args)  # before anything is read, written or sent
     path = check_input(args.input)
     hashing = hash_input_in_background(path, args.input)
     from batchledger import workflow  # imports openai, while the input is hashed
 
     ctx.start_api_command()
     submitted = workflow.submit(
-        ctx, hashing.result(), args.endpoint, args.completion_window, force=args.force
+        ctx,
+        hashing.result(),
+        args.endpoint,
+        args.completion_window,
+        force=args.force,
+        details=details,
     )
     if submitted.recovered:
         ctx.warn(
@@ -222,7 +229,11 @@ def list_(args: argparse.Namespace, ctx: Context) -> ExitCode:
     ledger = ctx.open_ledger(create=False)
     statuses = tuple(s.strip() for text in args.status for s in text.split(",") if s.strip())
     filters = BatchFilter(
-        statuses=statuses, since=args.since, endpoint=args.endpoint, model=args.model
+        statuses=statuses,
+        since=args.since,
+        endpoint=args.endpoint,
+        model=args.model,
+        metadata=tuple(args.metadata),
     )
     limit = None if args.all else args.limit
     rows = ledger.list_batches(filters, limit) if ledger is not None else []
@@ -240,3 +251,8 @@ def list_(args: argparse.Namespace, ctx: Context) -> ExitCode:
                 "use --all or --limit N for more\n"
             )
     return ExitCode.OK
+
+
+def create_details(args: argparse.Namespace) -> CreateDetails:
+    """`create`'s metadata and expiry options, checked against the API's limits."""
+    return CreateDetails(metadata=check_metadata(args.metadata))

@@ -5,7 +5,13 @@ from typing import TYPE_CHECKING, NoReturn
 
 from batchledger import __version__
 from batchledger.cli import commands as run
-from batchledger.cli.types import non_negative_int, positive_float, positive_int, since_moment
+from batchledger.cli.types import (
+    metadata_pair,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    since_moment,
+)
 from batchledger.context import DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT
 from batchledger.errors import UsageError
 
@@ -93,6 +99,14 @@ def build_parser() -> Parser:
     )
     create.add_argument(
         "--force", action="store_true", help="submit even if the same input is already in flight"
+    )
+    create.add_argument(
+        "--metadata",
+        type=metadata_pair,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="tag the batch (repeat; at most 15 pairs, keys up to 64 and values up to 512 chars)",
     )
     json_option(create)
 
@@ -193,5 +207,13 @@ def build_parser() -> Parser:
     )
     list_.add_argument("--endpoint", help="only batches sent to this endpoint")
     list_.add_argument("--model", metavar="NAME", help="only batches of this model")
+    list_.add_argument(
+        "--metadata",
+        type=metadata_pair,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="only batches tagged so (repeat: all must match)",
+    )
     json_option(list_)
     return parser
