@@ -161,10 +161,16 @@ def upload_name(path: Path, ref: str) -> str:
     return f"{path.stem}.{ref}{path.suffix}"
 
 
-def upload_file(client: OpenAI, path: Path, name: str | None = None) -> str:
-    """Upload a JSONL input (purpose `batch`) as `name` and return its file id."""
+def upload_file(
+    client: OpenAI, path: Path, name: str | None = None, expires_after: int | None = None
+) -> str:
+    """Upload a JSONL input (purpose `batch`) as `name` and return its file id.
+
+    `expires_after`: seconds after which the API deletes it (else the API's default).
+    """
     name = name or path.name
-    request = {"path": str(path), "name": name, "purpose": "batch"}
+    expiry = {"expires_after": expiry_policy(expires_after)} if expires_after else {}
+    request = {"path": str(path), "name": name, "purpose": "batch", **expiry}
     log.info("UPLOAD request=%s", json.dumps(request))
     size = path.stat().st_size
     since = time.time() - CLOCK_SKEW_SECONDS
@@ -172,7 +178,11 @@ def upload_file(client: OpenAI, path: Path, name: str | None = None) -> str:
     def upload() -> str:
         # An open binary file is streamed by the SDK; a Path or bytes would be read whole.
         with path.open("rb") as stream:
-            uploaded = _once(client).files.create(file=(name, stream), purpose="batch")
+            uploaded = _once(client).files.create(
+                file=(name, stream),
+                purpose="batch",
+                **expiry,  # type: ignore[arg-type]  # a plain dict of the TypedDict's shape
+            )
         _log_response("UPLOAD", uploaded.model_dump(mode="json"))
         return uploaded.id
 
@@ -191,14 +201,21 @@ def create_batch(
     window: str,
     ref: str,
     user_metadata: Mapping[str, str] | None = None,
+    output_expires_after: int | None = None,
 ) -> dict[str, Any]:
     """Create a batch tagged with the ledger's `ref`, never two of them for one call."""
     metadata = {**(user_metadata or {}), REF_KEY: ref}
+    expiry = (
+        {"output_expires_after": expiry_policy(output_expires_after)}
+        if output_expires_after
+        else {}
+    )
     request = {
         "input_file_id": file_id,
         "endpoint": endpoint,
         "completion_window": window,
         "metadata": metadata,
+        **expiry,
     }
     log.info("CREATE_BATCH request=%s", json.dumps(request))
     since = time.time() - CLOCK_SKEW_SECONDS
@@ -209,6 +226,7 @@ def create_batch(
             endpoint=endpoint,  # type: ignore[arg-type]  # the CLI passes what the user typed
             completion_window=window,  # type: ignore[arg-type]
             metadata=metadata,
+            **expiry,  # type: ignore[arg-type]  # a plain dict of the TypedDict's shape
         )
         result = batch.model_dump(mode="json")
         _log_response("CREATE_BATCH", result)
@@ -220,6 +238,11 @@ def create_batch(
         create,
         lambda: find_batches_by_ref(client, {ref}, since).get(ref),
     )
+
+
+def expiry_policy(seconds: int) -> dict[str, Any]:
+    """The API's expiry object: so many seconds after the file (or batch) was made."""
+    return {"anchor": "created_at", "seconds": seconds}
 
 
 def _once(client: OpenAI) -> OpenAI:

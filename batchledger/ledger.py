@@ -227,7 +227,14 @@ class Ledger:
         """What the user asked of this create beyond its input, before anything is sent."""
         metadata = json.dumps(details.metadata, sort_keys=True) if details.metadata else None
         with self._writing():
-            self.db.table("batches").update(row_id, {"metadata": metadata})
+            self.db.table("batches").update(
+                row_id,
+                {
+                    "metadata": metadata,
+                    "input_expires_after": details.input_expires_after,
+                    "output_expires_after": details.output_expires_after,
+                },
+            )
 
     def release_claim(self, row_id: int) -> None:
         with self._writing():

@@ -95,6 +95,12 @@ def show_lines(row: Row, history: list[Row]) -> list[str]:
     lines = [f"{name}: {row[name]}" for name in SHOW_FIELDS[:2]]
     lines += [f"{name}: {row[name]}" for name in SHOW_FIELDS[2:] if row.get(name) is not None]
     lines += [f"metadata: {key}={value}" for key, value in metadata_of(row).items()]
+    for kind in ("input", "output"):
+        if row.get(f"{kind}_expires_after"):
+            lines.append(
+                f"{kind}_expires_after: {duration_text(row[f'{kind}_expires_after'])} "
+                f"({row[f'{kind}_expires_after']} seconds)"
+            )
     lines += timestamp_and_request_lines(row)
     usage = json.loads(row["usage"]) if row.get("usage") else {}
     if usage.get("total_tokens"):
@@ -229,3 +235,11 @@ def sweep_entry(report: "BatchReport") -> tuple[str, str, str, str, str]:
 
 def json_text(value: Any) -> str:
     return json.dumps(value, indent=2, sort_keys=True)
+
+
+def duration_text(seconds: int) -> str:
+    """Seconds as the largest whole unit a user would type: 7d, 36h, 90m."""
+    for unit, size in (("w", 7 * 86400), ("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"

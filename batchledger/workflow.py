@@ -104,7 +104,9 @@ def _submit_claimed(
             if file_id is not None:
                 ledger.record_upload(row["id"], file_id)
     if file_id is None:
-        file_id = api.upload_file(client, input_.path, upload_name)
+        file_id = api.upload_file(
+            client, input_.path, upload_name, expires_after=details.input_expires_after
+        )
         ledger.record_upload(row["id"], file_id)
     # The ledger's ref travels with the batch, so the batch can be found again by
     # listing the account's batches if the response to this request is lost.
@@ -116,6 +118,7 @@ def _submit_claimed(
             row["completion_window"],
             row["ref"],
             user_metadata=details.metadata,
+            output_expires_after=details.output_expires_after,
         )
     except Rejected as exc:
         ledger.mark_rejected(row["id"], exc.message)

@@ -110,4 +110,8 @@ def m004_batch_details(db: Database) -> None:
     db.execute("ALTER TABLE batches ADD COLUMN model TEXT")
     # `metadata`: the user's --metadata pairs (a JSON object), without the ledger's ref.
     db.execute("ALTER TABLE batches ADD COLUMN metadata TEXT")
+    # Seconds after which the API deletes the uploaded input (`create --input-expires-after`)
+    # and the result files (`--output-expires-after`); NULL: the API's default.
+    db.execute("ALTER TABLE batches ADD COLUMN input_expires_after INTEGER")
+    db.execute("ALTER TABLE batches ADD COLUMN output_expires_after INTEGER")
     db.execute("CREATE INDEX idx_batches_model ON batches (model)")

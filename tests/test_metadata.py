@@ -153,3 +153,74 @@ def test_the_most_metadata_the_api_takes_is_accepted(cli, emulator: EmulatorServ
     assert result.code == 0, result.err
     assert json.loads(ledger_rows()[0]["metadata"]) == pairs
     assert len(emulator.state.batches[result.field("batch_id")].metadata or {}) == 16
+
+
+def test_expiries_are_sent_to_the_upload_and_the_batch_and_recorded(
+    cli, emulator: EmulatorServer, isolated: Path
+):
+    write_jsonl(isolated / "in.jsonl", 2)
+
+    result = cli(
+        "create",
+        "--in",
+        "in.jsonl",
+        "--input-expires-after",
+        "12h",
+        "--output-expires-after",
+        "2w",
+    )
+
+    assert result.code == 0, result.err
+    batch = emulator.state.batches[result.field("batch_id")]
+    upload = emulator.state.files[result.field("file_id")]
+    assert upload.expires_at == upload.created_at + 12 * 3600
+    assert batch.output_expires_after == 14 * 86400
+    row = ledger_rows()[0]
+    assert (row["input_expires_after"], row["output_expires_after"]) == (43200, 1209600)
+    shown = cli("show", "last").out.splitlines()
+    assert "input_expires_after: 12h (43200 seconds)" in shown
+    assert "output_expires_after: 2w (1209600 seconds)" in shown
+
+
+def test_without_expiries_nothing_is_sent_for_them(cli, emulator: EmulatorServer, isolated: Path):
+    write_jsonl(isolated / "in.jsonl", 1)
+    result = cli("create", "--in", "in.jsonl")
+    assert result.code == 0, result.err
+    assert emulator.state.batches[result.field("batch_id")].output_expires_after is None
+    row = ledger_rows()[0]
+    assert (row["input_expires_after"], row["output_expires_after"]) == (None, None)
+
+
+@pytest.mark.parametrize("option", ["--input-expires-after", "--output-expires-after"])
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        ("59m", "from 1h to 30d"),
+        ("31d", "from 1h to 30d"),
+        ("5w", "from 1h to 30d"),
+        ("12", "like 90m"),
+        ("soon", "like 90m"),
+        ("-2h", "like 90m"),
+        ("1.5d", "like 90m"),
+    ],
+)
+def test_bad_expiries_are_refused_before_anything_is_sent(
+    cli, emulator: EmulatorServer, isolated: Path, option: str, value: str, reason: str
+):
+    write_jsonl(isolated / "in.jsonl", 1)
+
+    result = cli("create", "--in", "in.jsonl", f"{option}={value}")
+
+    assert (result.code, result.out) == (2, "")
+    assert reason in result.err and len(result.err.splitlines()) == 1, result.err
+    assert emulator.state.requests == []
+    assert not Path(os.environ["BATCHLEDGER_DB"]).exists()
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"), [("1h", 3600), ("90m", 5400), ("7d", 604800), ("30d", 2592000)]
+)
+def test_expiry_forms_within_the_range(value: str, seconds: int):
+    from batchledger.durations import expiry_seconds
+
+    assert expiry_seconds(value) == seconds

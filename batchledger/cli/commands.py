@@ -255,4 +255,8 @@ def list_(args: argparse.Namespace, ctx: Context) -> ExitCode:
 
 def create_details(args: argparse.Namespace) -> CreateDetails:
     """`create`'s metadata and expiry options, checked against the API's limits."""
-    return CreateDetails(metadata=check_metadata(args.metadata))
+    return CreateDetails(
+        metadata=check_metadata(args.metadata),
+        input_expires_after=args.input_expires_after,
+        output_expires_after=args.output_expires_after,
+    )

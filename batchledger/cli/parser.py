@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, NoReturn
 from batchledger import __version__
 from batchledger.cli import commands as run
 from batchledger.cli.types import (
+    expiry_duration,
     metadata_pair,
     non_negative_int,
     positive_float,
@@ -107,6 +108,18 @@ def build_parser() -> Parser:
         default=[],
         metavar="KEY=VALUE",
         help="tag the batch (repeat; at most 15 pairs, keys up to 64 and values up to 512 chars)",
+    )
+    create.add_argument(
+        "--output-expires-after",
+        type=expiry_duration,
+        metavar="DURATION",
+        help="the API deletes the result files this long after the batch is made (1h to 30d)",
+    )
+    create.add_argument(
+        "--input-expires-after",
+        type=expiry_duration,
+        metavar="DURATION",
+        help="the API deletes the uploaded input this long after the upload (1h to 30d)",
     )
     json_option(create)
 

@@ -3,6 +3,7 @@
 import argparse
 from datetime import UTC, datetime, timedelta
 
+from batchledger.durations import expiry_seconds
 from batchledger.times import iso_utc
 
 
@@ -54,3 +55,11 @@ def metadata_pair(text: str) -> tuple[str, str]:
     if not key:
         raise argparse.ArgumentTypeError(f"expected a key before '=' (KEY=VALUE), got {text!r}")
     return key, value
+
+
+def expiry_duration(text: str) -> int:
+    """`--output-expires-after` / `--input-expires-after`: 1h to 30d, as seconds."""
+    try:
+        return expiry_seconds(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
