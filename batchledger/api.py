@@ -447,3 +447,32 @@ def file_exists(client: OpenAI, file_id: str) -> bool:
         return False
     _log_response("GET_FILE", found.model_dump(mode="json"))
     return True
+
+
+def get_file(client: OpenAI, file_id: str) -> dict[str, Any] | None:
+    """The file object; None if the API does not have it (any more)."""
+    log.info("GET_FILE request=%s", json.dumps({"file_id": file_id}))
+    try:
+        with api_errors("GET_FILE"):
+            found = client.files.retrieve(file_id).model_dump(mode="json")
+    except NotFound:
+        return None
+    _log_response("GET_FILE", found)
+    return found
+
+
+def delete_file(client: OpenAI, file_id: str) -> bool:
+    """Delete a file from the account; False if the API did not have it (any more).
+
+    Not retried past the SDK: a repeated delete of a deleted file is a 404, which is fine.
+    """
+    log.info("DELETE_FILE request=%s", json.dumps({"file_id": file_id}))
+    try:
+        with api_errors("DELETE_FILE"):
+            deleted = client.files.delete(file_id).model_dump(mode="json")
+    except NotFound:
+        return False
+    _log_response("DELETE_FILE", deleted)
+    if deleted.get("deleted") is not True:
+        raise ApiError(f"DELETE_FILE of {file_id}: the API answered that it was not deleted")
+    return True

@@ -236,6 +236,12 @@ class Ledger:
                 },
             )
 
+    def record_remote_file_gone(self, row_id: int, kind: str, detail: str) -> None:
+        """The batch's `kind` file ("input", "output", "error") is no longer on the account."""
+        with self._writing():
+            self.db.table("batches").update(row_id, {f"{kind}_file_gone_at": utc_now()})
+            self._history(row_id, f"prune_{kind}_file", detail)
+
     def release_claim(self, row_id: int) -> None:
         with self._writing():
             self.db.table("batches").update(row_id, {"claimed_by": None, "claimed_at": None})
@@ -416,6 +422,16 @@ class Ledger:
         where, params = filters.sql()
         rows = self._rows(f"SELECT count(*) AS n FROM batches {where}", params)
         return int(rows[0]["n"])
+
+    def rows_with_remote_files(self) -> list[Row]:
+        """Every row that names an input, output or error file not known to be gone, oldest
+        first."""
+        return self._rows(
+            "SELECT * FROM batches WHERE "
+            "(input_file_id IS NOT NULL AND input_file_gone_at IS NULL) "
+            "OR (output_file_id IS NOT NULL AND output_file_gone_at IS NULL) "
+            f"OR (error_file_id IS NOT NULL AND error_file_gone_at IS NULL) ORDER BY {MADE_AT}, id"
+        )
 
     def history(self, row_id: int) -> list[Row]:
         return self._rows("SELECT * FROM history WHERE batch = ? ORDER BY id", (row_id,))

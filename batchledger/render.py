@@ -11,6 +11,7 @@ from tabulate import tabulate
 from batchledger.batches import BATCH_TIMESTAMPS, ENDED_EARLY_STATUSES, Row, missing_requests
 
 if TYPE_CHECKING:
+    from batchledger.prune import PruneItem
     from batchledger.workflow import BatchReport
 
 LIST_COLUMNS = ("batch_id", "status", "model", "created", "input", "requests", "saved")
@@ -243,3 +244,31 @@ def duration_text(seconds: int) -> str:
         if seconds % size == 0:
             return f"{seconds // size}{unit}"
     return f"{seconds}s"
+
+
+PRUNE_COLUMNS = ("batch_id", "file", "file_id", "bytes", "result")
+
+
+def prune_json(item: "PruneItem") -> dict[str, Any]:
+    return {
+        "batch_id": item.batch_id,
+        "file": item.kind,
+        "file_id": item.file_id,
+        "bytes": item.size,
+        "result": item.outcome,
+    }
+
+
+def prune_table(items: Iterable["PruneItem"]) -> str:
+    """`prune`: a row per remote file, and what was (or would be) done with it."""
+    table = [
+        [
+            item.batch_id,
+            item.kind,
+            item.file_id,
+            "" if item.size is None else str(item.size),
+            "failed" if item.outcome.startswith("failed") else item.outcome,
+        ]
+        for item in items
+    ]
+    return tabulate(table, headers=PRUNE_COLUMNS, disable_numparse=True)

@@ -114,4 +114,9 @@ def m004_batch_details(db: Database) -> None:
     # and the result files (`--output-expires-after`); NULL: the API's default.
     db.execute("ALTER TABLE batches ADD COLUMN input_expires_after INTEGER")
     db.execute("ALTER TABLE batches ADD COLUMN output_expires_after INTEGER")
+    # When `prune` deleted the batch's input, output or error file from the account (or found
+    # it already gone), so that a second prune does not ask again.
+    db.execute("ALTER TABLE batches ADD COLUMN input_file_gone_at TEXT")
+    db.execute("ALTER TABLE batches ADD COLUMN output_file_gone_at TEXT")
+    db.execute("ALTER TABLE batches ADD COLUMN error_file_gone_at TEXT")
     db.execute("CREATE INDEX idx_batches_model ON batches (model)")

@@ -15,6 +15,8 @@ from batchledger.render import (
     Progress,
     json_text,
     list_table,
+    prune_json,
+    prune_table,
     report_lines,
     row_json,
     saved_line,
@@ -260,3 +262,33 @@ def create_details(args: argparse.Namespace) -> CreateDetails:
         input_expires_after=args.input_expires_after,
         output_expires_after=args.output_expires_after,
     )
+
+
+def prune(args: argparse.Namespace, ctx: Context) -> ExitCode:
+    ledger = ctx.open_ledger(create=False)
+    if ledger is None:
+        ctx.print("[]" if args.json else "Nothing to prune: no batches in the ledger yet.")
+        return ExitCode.OK
+    from batchledger import prune as pruning  # imports openai
+
+    planned = pruning.plan(ledger, args.older_than)
+    if planned.kept_unsaved:
+        ctx.warn(
+            f"kept the files of {planned.kept_unsaved} final batches whose results are not "
+            "saved (or changed on disk); 'batchledger retrieve' saves them"
+        )
+    if not planned.items:
+        ctx.print("[]" if args.json else "Nothing to prune: no final batch with files to delete.")
+        return ExitCode.OK
+    ctx.start_api_command()
+    items = pruning.prune(ctx, planned.items, dry_run=args.dry_run)
+    if args.json:
+        ctx.print(json_text([prune_json(item) for item in items]))
+    else:
+        ctx.print(prune_table(items))
+        freed = sum(item.freed for item in items)
+        ctx.print(f"{'would free' if args.dry_run else 'freed'}: {freed} bytes")
+    failed = [item for item in items if item.outcome.startswith("failed")]
+    for item in failed:
+        ctx.stderr.write(f"batchledger: error: {item.file_id}: {redact(item.outcome)}\n")
+    return ExitCode.FAILURE if failed else ExitCode.OK

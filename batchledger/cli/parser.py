@@ -229,4 +229,20 @@ def build_parser() -> Parser:
         help="only batches tagged so (repeat: all must match)",
     )
     json_option(list_)
+
+    prune = command(
+        "prune",
+        "delete from the account the files of final batches whose results are saved",
+        run.prune,
+    )
+    prune.add_argument(
+        "--older-than",
+        type=since_moment,
+        metavar="AGE|DATE",
+        help="only batches made before then: 7d, 12h, 30m, 2w, or a date",
+    )
+    prune.add_argument(
+        "--dry-run", action="store_true", help="show what would be deleted; delete nothing"
+    )
+    json_option(prune)
     return parser
