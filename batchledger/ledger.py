@@ -433,6 +433,23 @@ class Ledger:
             f"OR (error_file_id IS NOT NULL AND error_file_gone_at IS NULL) ORDER BY {MADE_AT}, id"
         )
 
+    def usage_totals(self, group_sql: str, since: str | None) -> list[Row]:
+        """Batches, requests answered and tokens, summed per (group, model).
+
+        `group_sql` is an SQL expression over `batches` (usage.GROUPS), never user input.
+        """
+        where = f"AND {MADE_AT} >= ?" if since else ""
+        return self._rows(
+            f"SELECT {group_sql} AS grp, model, count(*) AS batches, "
+            "coalesce(sum(requests_completed), 0) AS requests, "
+            "sum(json_extract(usage, '$.input_tokens')) AS input, "
+            "sum(json_extract(usage, '$.input_tokens_details.cached_tokens')) AS cached, "
+            "sum(json_extract(usage, '$.output_tokens')) AS output, "
+            "sum(json_extract(usage, '$.output_tokens_details.reasoning_tokens')) AS reasoning "
+            f"FROM batches WHERE batch_id IS NOT NULL {where} GROUP BY grp, model",
+            (since,) if since else (),
+        )
+
     def history(self, row_id: int) -> list[Row]:
         return self._rows("SELECT * FROM history WHERE batch = ? ORDER BY id", (row_id,))
 

@@ -12,6 +12,7 @@ from batchledger.batches import BATCH_TIMESTAMPS, ENDED_EARLY_STATUSES, Row, mis
 
 if TYPE_CHECKING:
     from batchledger.prune import PruneItem
+    from batchledger.usage import UsageLine
     from batchledger.workflow import BatchReport
 
 LIST_COLUMNS = ("batch_id", "status", "model", "created", "input", "requests", "saved")
@@ -272,3 +273,21 @@ def prune_table(items: Iterable["PruneItem"]) -> str:
         for item in items
     ]
     return tabulate(table, headers=PRUNE_COLUMNS, disable_numparse=True)
+
+
+def usage_table(lines: Iterable["UsageLine"], by: str, *, priced: bool) -> str:
+    """`usage`: a row per group; cost to four decimals, empty where a price is missing."""
+    headers = [by, "batches", "requests", "input", "cached", "output", "reasoning"]
+    table = []
+    for line in lines:
+        cells = [line.group, str(line.batches), str(line.requests)]
+        cells += [str(line.tokens[kind]) for kind in ("input", "cached", "output", "reasoning")]
+        if priced:
+            cells.append("" if line.cost is None else f"{line.cost:.4f}")
+        table.append(cells)
+    return tabulate(
+        table,
+        headers=[*headers, "cost"] if priced else headers,
+        disable_numparse=True,
+        colalign=("left",) + ("right",) * (len(headers) - 1 + priced),
+    )

@@ -23,6 +23,7 @@ from batchledger.render import (
     saved_warnings,
     show_lines,
     sweep_table,
+    usage_table,
 )
 from batchledger.resolve import resolve_batch_id
 
@@ -292,3 +293,23 @@ def prune(args: argparse.Namespace, ctx: Context) -> ExitCode:
     for item in failed:
         ctx.stderr.write(f"batchledger: error: {item.file_id}: {redact(item.outcome)}\n")
     return ExitCode.FAILURE if failed else ExitCode.OK
+
+
+def usage(args: argparse.Namespace, ctx: Context) -> ExitCode:
+    from batchledger import usage as totals
+
+    prices = totals.load_prices(Path(args.prices)) if args.prices else None
+    lines = totals.usage_lines(ctx.open_ledger(create=False), args.by, args.since, prices)
+    unpriced = sorted(set().union(*(line.unpriced for line in lines)))
+    if unpriced:
+        ctx.warn(f"no price for {', '.join(unpriced)} in {args.prices}: cost not shown for it")
+    if args.json:
+        ctx.print(
+            json_text([totals.usage_json(line, args.by, prices is not None) for line in lines])
+        )
+    elif not lines:
+        ctx.print("No batches in the ledger yet." if args.since is None else "No batches match.")
+    else:
+        shown = [*lines, totals.total_of(lines)] if len(lines) > 1 else lines
+        ctx.print(usage_table(shown, args.by, priced=prices is not None))
+    return ExitCode.OK

@@ -245,4 +245,26 @@ def build_parser() -> Parser:
         "--dry-run", action="store_true", help="show what would be deleted; delete nothing"
     )
     json_option(prune)
+
+    usage = command(
+        "usage", "requests and tokens summed from the ledger (no API key needed)", run.usage
+    )
+    usage.add_argument(
+        "--since",
+        type=since_moment,
+        metavar="AGE|DATE",
+        help="only batches made since then: 7d, 12h, 30m, 2w, or a date",
+    )
+    usage.add_argument(
+        "--by",
+        choices=("model", "day", "account"),
+        default="model",
+        help="one line per model (default), per day or per account",
+    )
+    usage.add_argument(
+        "--prices",
+        metavar="FILE",
+        help="TOML prices per model (input, cached_input, output per million tokens): adds cost",
+    )
+    json_option(usage)
     return parser
