@@ -13,6 +13,7 @@ from batchledger.ledger import BatchFilter
 from batchledger.redaction import redact
 from batchledger.render import (
     Progress,
+    display_path,
     json_text,
     list_table,
     prune_json,
@@ -312,4 +313,38 @@ def usage(args: argparse.Namespace, ctx: Context) -> ExitCode:
     else:
         shown = [*lines, totals.total_of(lines)] if len(lines) > 1 else lines
         ctx.print(usage_table(shown, args.by, priced=prices is not None))
+    return ExitCode.OK
+
+
+def export(args: argparse.Namespace, ctx: Context) -> ExitCode:
+    from batchledger import export as exporting
+    from batchledger.savefile import prepare_target, save_chunks
+
+    ledger = ctx.open_ledger(create=False)
+    batch_id_ = batch_id(ctx, args.batch_id)
+    row = ledger.find_batch(batch_id_) if ledger is not None else None
+    if row is None:
+        raise UsageError(
+            f"{batch_id_} is not in the ledger; 'batchledger status --batch-id {batch_id_}' "
+            "or 'batchledger sync' adds it"
+        )
+    input_path, results = exporting.check_exportable(row)
+    counts = exporting.ExportCounts()
+    rows = exporting.export_rows(input_path, results, counts)
+    chunks = exporting.csv_chunks(rows) if args.format == "csv" else exporting.jsonl_chunks(rows)
+    if args.out == "-":
+        for chunk in chunks:
+            ctx.stdout.write(chunk.decode("utf-8"))
+        return ExitCode.OK
+    target = Path(args.out or exporting.default_export_path(batch_id_, args.format))
+    target = target.expanduser().absolute()
+    replaced = target.exists()
+    prepare_target(target)
+    saved = save_chunks(target, chunks)
+    if replaced:
+        ctx.warn(f"overwrote existing file {display_path(target)}")
+    statuses = ", ".join(f"{n} {status}" for status, n in counts.by_status.items())
+    ctx.print(
+        f"exported: {display_path(target)} ({saved.size} bytes; {counts.rows} requests: {statuses})"
+    )
     return ExitCode.OK

@@ -267,4 +267,17 @@ def build_parser() -> Parser:
         help="TOML prices per model (input, cached_input, output per million tokens): adds cost",
     )
     json_option(usage)
+
+    export = command(
+        "export", "one row per input request with its result, as CSV or JSONL", run.export
+    )
+    export.add_argument("batch_id", metavar="ID", help="the batch")
+    export.add_argument(
+        "--format", choices=("csv", "jsonl"), default="csv", help="csv (default) or jsonl"
+    )
+    export.add_argument(
+        "--out",
+        metavar="PATH",
+        help="where to write (default: export_<batch_id>.<format>; - for stdout)",
+    )
     return parser
