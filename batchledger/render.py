@@ -240,8 +240,8 @@ def json_text(value: Any) -> str:
 
 
 def duration_text(seconds: int) -> str:
-    """Seconds as the largest whole unit a user would type: 7d, 36h, 90m."""
-    for unit, size in (("w", 7 * 86400), ("d", 86400), ("h", 3600), ("m", 60)):
+    """Seconds as the largest whole unit of d, h, m that fits: 7d, 36h, 90m."""
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
         if seconds % size == 0:
             return f"{seconds // size}{unit}"
     return f"{seconds}s"
@@ -276,14 +276,14 @@ def prune_table(items: Iterable["PruneItem"]) -> str:
 
 
 def usage_table(lines: Iterable["UsageLine"], by: str, *, priced: bool) -> str:
-    """`usage`: a row per group; cost to four decimals, empty where a price is missing."""
+    """`usage`: a row per group; cost to six decimals, empty where a price is missing."""
     headers = [by, "batches", "requests", "input", "cached", "output", "reasoning"]
     table = []
     for line in lines:
         cells = [line.group, str(line.batches), str(line.requests)]
         cells += [str(line.tokens[kind]) for kind in ("input", "cached", "output", "reasoning")]
         if priced:
-            cells.append("" if line.cost is None else f"{line.cost:.4f}")
+            cells.append("" if line.cost is None else f"{line.cost:.6f}")
         table.append(cells)
     return tabulate(
         table,

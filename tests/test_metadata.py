@@ -179,7 +179,7 @@ def test_expiries_are_sent_to_the_upload_and_the_batch_and_recorded(
     assert (row["input_expires_after"], row["output_expires_after"]) == (43200, 1209600)
     shown = cli("show", "last").out.splitlines()
     assert "input_expires_after: 12h (43200 seconds)" in shown
-    assert "output_expires_after: 2w (1209600 seconds)" in shown
+    assert "output_expires_after: 14d (1209600 seconds)" in shown
 
 
 def test_without_expiries_nothing_is_sent_for_them(cli, emulator: EmulatorServer, isolated: Path):

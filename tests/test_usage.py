@@ -105,8 +105,8 @@ def test_prices_add_a_cost_and_a_missing_model_is_named(cli, ledger_with_usage, 
 
     assert result.code == 0, result.err
     table = rows(result)
-    # (3800 * 0.075 + 200 * 0.0375 + 2000 * 0.3) / 1e6
-    assert table["gpt-4o-mini"][-1] == "0.0009"
+    # (3800 * 0.075 + 200 * 0.0375 + 2000 * 0.3) / 1e6 = 0.0008925
+    assert table["gpt-4o-mini"][-1] == "0.000892"  # 0.0008925
     assert len(table["o4-mini"]) == 6  # no cost cell
     assert len(table["total"]) == 6
     assert result.err == (
