@@ -208,9 +208,15 @@ class Uploaded(NamedTuple):
     created_at: int  # by the server's clock
 
 
-def upload_file(client: OpenAI, path: Path, name: str) -> Uploaded:
-    """Upload a JSONL input (purpose `batch`) as `name`; its file id and creation time."""
-    request = {"path": str(path), "name": name, "purpose": "batch"}
+def upload_file(
+    client: OpenAI, path: Path, name: str, expires_after: int | None = None
+) -> Uploaded:
+    """Upload a JSONL input (purpose `batch`) as `name`; its file id and creation time.
+
+    `expires_after`: seconds after which the API deletes it (else the API's default).
+    """
+    expiry = {"expires_after": expiry_policy(expires_after)} if expires_after else {}
+    request = {"path": str(path), "name": name, "purpose": "batch", **expiry}
     log.info("UPLOAD request=%s", json.dumps(request))
     size = path.stat().st_size
     started = time.monotonic()
@@ -218,7 +224,11 @@ def upload_file(client: OpenAI, path: Path, name: str) -> Uploaded:
     def upload() -> Uploaded:
         # An open binary file is streamed by the SDK; a Path or bytes would be read whole.
         with path.open("rb") as stream:
-            uploaded = _once(client).files.create(file=(name, stream), purpose="batch")
+            uploaded = _once(client).files.create(
+                file=(name, stream),
+                purpose="batch",
+                **expiry,  # type: ignore[arg-type]  # a plain dict of the TypedDict's shape
+            )
         _log_response("UPLOAD", uploaded.model_dump(mode="json"))
         return Uploaded(uploaded.id, uploaded.created_at)
 
@@ -237,18 +247,26 @@ def create_batch(
     ref: str,
     *,
     file_created_at: int | None,
+    user_metadata: Mapping[str, str] | None = None,
+    output_expires_after: int | None = None,
 ) -> dict[str, Any]:
     """Create a batch tagged with the ledger's `ref`, never two of them for one call.
 
     A create whose answer is lost is looked for among the batches made since its input
     file was (`file_created_at`, by the server's clock), never by the local clock.
     """
-    metadata = {REF_KEY: ref}
+    metadata = {**(user_metadata or {}), REF_KEY: ref}
+    expiry = (
+        {"output_expires_after": expiry_policy(output_expires_after)}
+        if output_expires_after
+        else {}
+    )
     request = {
         "input_file_id": file_id,
         "endpoint": endpoint,
         "completion_window": window,
         "metadata": metadata,
+        **expiry,
     }
     log.info("CREATE_BATCH request=%s", json.dumps(request))
 
@@ -258,6 +276,7 @@ def create_batch(
             endpoint=endpoint,  # type: ignore[arg-type]  # the CLI passes what the user typed
             completion_window=window,  # type: ignore[arg-type]
             metadata=metadata,
+            **expiry,  # type: ignore[arg-type]  # a plain dict of the TypedDict's shape
         )
         result = batch.model_dump(mode="json")
         _log_response("CREATE_BATCH", result)
@@ -268,6 +287,11 @@ def create_batch(
         return search.found.get(ref)
 
     return _retry_without_duplicates(client, "CREATE_BATCH", create, find_lost)
+
+
+def expiry_policy(seconds: int) -> dict[str, Any]:
+    """The API's expiry object: so many seconds after the file (or batch) was made."""
+    return {"anchor": "created_at", "seconds": seconds}
 
 
 def _once(client: OpenAI) -> OpenAI:
@@ -528,3 +552,20 @@ def get_file(client: OpenAI, file_id: str) -> dict[str, Any] | None:
         return None
     _log_response("GET_FILE", found)
     return found
+
+
+def delete_file(client: OpenAI, file_id: str) -> bool:
+    """Delete a file from the account; False if the API did not have it (any more).
+
+    Not retried past the SDK: a repeated delete of a deleted file is a 404, which is fine.
+    """
+    log.info("DELETE_FILE request=%s", json.dumps({"file_id": file_id}))
+    try:
+        with api_errors("DELETE_FILE"):
+            deleted = client.files.delete(file_id).model_dump(mode="json")
+    except NotFound:
+        return False
+    _log_response("DELETE_FILE", deleted)
+    if deleted.get("deleted") is not True:
+        raise ApiError(f"DELETE_FILE of {file_id}: the API answered that it was not deleted")
+    return True

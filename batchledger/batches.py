@@ -54,6 +54,12 @@ def ref_of(batch: Mapping[str, Any]) -> str | None:
     return ref if isinstance(ref, str) else None
 
 
+def user_metadata(batch: Mapping[str, Any]) -> dict[str, str]:
+    """The batch's metadata without the ledger's ref: what the user tagged it with."""
+    metadata = batch.get("metadata") or {}
+    return {key: value for key, value in metadata.items() if key != REF_KEY}
+
+
 def has_results(batch: Mapping[str, Any]) -> bool:
     """The batch is over and left a file to save: its output, its errors, or both."""
     return batch["status"] in SAVABLE_STATUSES and bool(
@@ -86,6 +92,13 @@ def fields_from_batch(batch: Mapping[str, Any]) -> Row:
     }
     for name in BATCH_TIMESTAMPS:
         fields[name] = iso_from_epoch(batch.get(name))
+    # Only what the API knows: a model learned once is not erased by an answer without one.
+    if batch.get("model"):
+        fields["model"] = batch["model"]
+    # Likewise metadata: some providers drop it, and the ledger keeps what the user gave.
+    if batch.get("metadata") is not None:
+        user = user_metadata(batch)
+        fields["metadata"] = json.dumps(user, sort_keys=True) if user else None
     return fields
 
 

@@ -4,6 +4,7 @@ It stores what it is given; it does not parse what a user typed (resolve.py does
 """
 
 import contextlib
+import json
 import math
 import os
 import sqlite3
@@ -28,6 +29,7 @@ from batchledger.batches import (
     ref_of,
 )
 from batchledger.claims import claimed_by_another_run, new_claim
+from batchledger.details import CreateDetails
 from batchledger.errors import BatchledgerError, Refused, UsageError
 from batchledger.migrations import migration_names, migrations
 from batchledger.times import utc_now
@@ -256,6 +258,25 @@ class Ledger:
             assert isinstance(row_id, int)
             self._history(row_id, "submit", f"input {input_.path}")
             return self.get_row(row_id), False
+
+    def record_create_details(self, row_id: int, details: CreateDetails) -> None:
+        """What the user asked of this create beyond its input, before anything is sent."""
+        metadata = json.dumps(details.metadata, sort_keys=True) if details.metadata else None
+        with self._writing():
+            self.db.table("batches").update(
+                row_id,
+                {
+                    "metadata": metadata,
+                    "input_expires_after": details.input_expires_after,
+                    "output_expires_after": details.output_expires_after,
+                },
+            )
+
+    def record_remote_file_gone(self, row_id: int, kind: str, detail: str) -> None:
+        """The batch's `kind` file ("input", "output", "error") is no longer on the account."""
+        with self._writing():
+            self.db.table("batches").update(row_id, {f"{kind}_file_gone_at": utc_now()})
+            self._history(row_id, f"prune_{kind}_file", detail)
 
     def release_claim(self, row_id: int) -> None:
         with self._writing():
@@ -518,6 +539,33 @@ class Ledger:
         rows = self._rows(f"SELECT count(*) AS n FROM batches {where}", params)
         return int(rows[0]["n"])
 
+    def rows_with_remote_files(self) -> list[Row]:
+        """Every row that names an input, output or error file not known to be gone, oldest
+        first."""
+        return self._rows(
+            "SELECT * FROM batches WHERE "
+            "(input_file_id IS NOT NULL AND input_file_gone_at IS NULL) "
+            "OR (output_file_id IS NOT NULL AND output_file_gone_at IS NULL) "
+            f"OR (error_file_id IS NOT NULL AND error_file_gone_at IS NULL) ORDER BY {MADE_AT}, id"
+        )
+
+    def usage_totals(self, group_sql: str, since: str | None) -> list[Row]:
+        """Batches, requests answered and tokens, summed per (group, model).
+
+        `group_sql` is an SQL expression over `batches` (usage.GROUPS), never user input.
+        """
+        where = f"AND {MADE_AT} >= ?" if since else ""
+        return self._rows(
+            f"SELECT {group_sql} AS grp, model, count(*) AS batches, "
+            "coalesce(sum(requests_completed), 0) AS requests, "
+            "sum(json_extract(usage, '$.input_tokens')) AS input, "
+            "sum(json_extract(usage, '$.input_tokens_details.cached_tokens')) AS cached, "
+            "sum(json_extract(usage, '$.output_tokens')) AS output, "
+            "sum(json_extract(usage, '$.output_tokens_details.reasoning_tokens')) AS reasoning "
+            f"FROM batches WHERE batch_id IS NOT NULL {where} GROUP BY grp, model",
+            (since,) if since else (),
+        )
+
     def history(self, row_id: int) -> list[Row]:
         return self._rows("SELECT * FROM history WHERE batch = ? ORDER BY id", (row_id,))
 
@@ -530,10 +578,19 @@ class BatchFilter:
     since: str | None = None  # ISO 8601 UTC, compared with when the batch was made
     endpoint: str | None = None
     account: str | None = None
+    model: str | None = None
+    metadata: tuple[tuple[str, str], ...] = ()  # every pair must match
 
     @property
     def active(self) -> bool:
-        return bool(self.statuses or self.since or self.endpoint or self.account)
+        return bool(
+            self.statuses
+            or self.since
+            or self.endpoint
+            or self.account
+            or self.model
+            or self.metadata
+        )
 
     def sql(self) -> tuple[str, tuple[Any, ...]]:
         clauses: list[str] = []
@@ -550,6 +607,15 @@ class BatchFilter:
         if self.account:
             clauses.append("account = ?")
             params.append(self.account)
+        if self.model:
+            clauses.append("model = ?")
+            params.append(self.model)
+        for key, value in self.metadata:
+            # json_each rather than a JSON path: a key may hold any character.
+            clauses.append(
+                "EXISTS (SELECT 1 FROM json_each(batches.metadata) WHERE key = ? AND value = ?)"
+            )
+            params += (key, value)
         return ("WHERE " + " AND ".join(clauses) if clauses else ""), tuple(params)
 
 

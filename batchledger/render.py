@@ -11,9 +11,11 @@ from tabulate import tabulate
 from batchledger.batches import BATCH_TIMESTAMPS, ENDED_EARLY_STATUSES, Row, missing_requests
 
 if TYPE_CHECKING:
+    from batchledger.prune import PruneItem
+    from batchledger.usage import UsageLine
     from batchledger.workflow import BatchReport
 
-LIST_COLUMNS = ("batch_id", "status", "created", "input", "requests", "saved")
+LIST_COLUMNS = ("batch_id", "status", "model", "created", "input", "requests", "saved")
 SWEEP_COLUMNS = ("batch_id", "status", "requests", "saved", "note")
 HISTORY_COLUMNS = ("at", "action", "detail", "log file")
 ACCOUNT_COLUMNS = ("account", "kind", "base URL", "key variable", "key set", "batches")
@@ -78,6 +80,7 @@ SHOW_FIELDS = (
     "status",
     "account",
     "base_url",
+    "model",
     "origin",
     "endpoint",
     "completion_window",
@@ -96,6 +99,13 @@ def show_lines(row: Row, history: list[Row]) -> list[str]:
     """Everything the ledger knows about one batch, as `key: value` lines and a history."""
     lines = [f"{name}: {row[name]}" for name in SHOW_FIELDS[:2]]
     lines += [f"{name}: {row[name]}" for name in SHOW_FIELDS[2:] if row.get(name) is not None]
+    lines += [f"metadata: {key}={value}" for key, value in metadata_of(row).items()]
+    for kind in ("input", "output"):
+        if row.get(f"{kind}_expires_after"):
+            lines.append(
+                f"{kind}_expires_after: {duration_text(row[f'{kind}_expires_after'])} "
+                f"({row[f'{kind}_expires_after']} seconds)"
+            )
     lines += timestamp_and_request_lines(row)
     usage = json.loads(row["usage"]) if row.get("usage") else {}
     if usage.get("total_tokens"):
@@ -128,7 +138,14 @@ def row_json(row: Row) -> dict[str, Any]:
         **row,
         "errors": json.loads(row["errors"]) if row.get("errors") else None,
         "usage": json.loads(row["usage"]) if row.get("usage") else None,
+        "metadata": metadata_of(row) or None,
     }
+
+
+def metadata_of(row: Mapping[str, Any]) -> dict[str, str]:
+    """The user's metadata of a ledger row (never the ledger's own ref)."""
+    metadata: dict[str, str] = json.loads(row["metadata"]) if row.get("metadata") else {}
+    return metadata
 
 
 class Progress:
@@ -170,6 +187,7 @@ def list_table(rows: Iterable[Row], *, with_account: bool = False) -> str:
             *([row["account"]] if with_account else []),
             row["batch_id"] or "(not created)",
             row["status"] or "",
+            row["model"] or "",
             row["created_at"] or row["recorded_at"],
             Path(row["input_path"]).name if row["input_path"] else "",
             requests_text(row),
@@ -241,3 +259,57 @@ def sweep_entry(report: "BatchReport") -> tuple[str, str, str, str, str]:
 
 def json_text(value: Any) -> str:
     return json.dumps(value, indent=2, sort_keys=True)
+
+
+def duration_text(seconds: int) -> str:
+    """Seconds as the largest whole unit of d, h, m that fits: 7d, 36h, 90m."""
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+PRUNE_COLUMNS = ("batch_id", "file", "file_id", "bytes", "result")
+
+
+def prune_json(item: "PruneItem") -> dict[str, Any]:
+    return {
+        "batch_id": item.batch_id,
+        "file": item.kind,
+        "file_id": item.file_id,
+        "bytes": item.size,
+        "result": item.outcome,
+    }
+
+
+def prune_table(items: Iterable["PruneItem"]) -> str:
+    """`prune`: a row per remote file, and what was (or would be) done with it."""
+    table = [
+        [
+            item.batch_id,
+            item.kind,
+            item.file_id,
+            "" if item.size is None else str(item.size),
+            "failed" if item.outcome.startswith("failed") else item.outcome,
+        ]
+        for item in items
+    ]
+    return tabulate(table, headers=PRUNE_COLUMNS, disable_numparse=True)
+
+
+def usage_table(lines: Iterable["UsageLine"], by: str, *, priced: bool) -> str:
+    """`usage`: a row per group; cost to six decimals, empty where a price is missing."""
+    headers = [by, "batches", "requests", "input", "cached", "output", "reasoning"]
+    table = []
+    for line in lines:
+        cells = [line.group, str(line.batches), str(line.requests)]
+        cells += [str(line.tokens[kind]) for kind in ("input", "cached", "output", "reasoning")]
+        if priced:
+            cells.append("" if line.cost is None else f"{line.cost:.6f}")
+        table.append(cells)
+    return tabulate(
+        table,
+        headers=[*headers, "cost"] if priced else headers,
+        disable_numparse=True,
+        colalign=("left",) + ("right",) * (len(headers) - 1 + priced),
+    )

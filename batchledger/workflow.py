@@ -23,6 +23,7 @@ from batchledger.batches import (
 )
 from batchledger.claims import claimed_by_another_run
 from batchledger.context import Context
+from batchledger.details import CreateDetails
 from batchledger.errors import (
     BatchledgerError,
     NotFound,
@@ -99,7 +100,13 @@ def record(
 
 
 def submit(
-    ctx: Context, input_: InputFile, endpoint: str, window: str, *, force: bool
+    ctx: Context,
+    input_: InputFile,
+    endpoint: str,
+    window: str,
+    *,
+    force: bool,
+    details: CreateDetails | None = None,
 ) -> Submitted:
     """Upload `input_` and create its batch on the run's account, recording each step as
     soon as it is known.
@@ -120,8 +127,10 @@ def submit(
     row, resumed = ctx.ledger.claim_submission(
         input_, endpoint, window, account=account.name, base_url=account.location, force=force
     )
+    details = details or CreateDetails()
     try:
-        return _submit_claimed(ctx, client, input_, row, resumed)
+        ctx.ledger.record_create_details(row["id"], details)
+        return _submit_claimed(ctx, client, input_, row, resumed, details)
     finally:
         # A claim that cannot be released is harmless once this process has ended; the
         # error that got us here is the one to report.
@@ -130,7 +139,12 @@ def submit(
 
 
 def _submit_claimed(
-    ctx: Context, client: "OpenAI", input_: InputFile, row: Row, resumed: bool
+    ctx: Context,
+    client: "OpenAI",
+    input_: InputFile,
+    row: Row,
+    resumed: bool,
+    details: CreateDetails,
 ) -> Submitted:
     ledger = ctx.ledger
     upload_name = api.upload_name(input_.path, row["ref"])
@@ -153,7 +167,9 @@ def _submit_claimed(
         if uploaded is not None:
             ledger.record_upload(row["id"], uploaded.id)
     if uploaded is None:
-        uploaded = api.upload_file(client, input_.path, upload_name)
+        uploaded = api.upload_file(
+            client, input_.path, upload_name, expires_after=details.input_expires_after
+        )
         ledger.record_upload(row["id"], uploaded.id)
     # The ledger's ref travels with the batch, so the batch can be found again by
     # listing the account's batches if the response to this request is lost.
@@ -165,6 +181,8 @@ def _submit_claimed(
             row["completion_window"],
             row["ref"],
             file_created_at=uploaded.created_at,
+            user_metadata=details.metadata,
+            output_expires_after=details.output_expires_after,
         )
     except Rejected as exc:
         ledger.mark_rejected(row["id"], exc.message)

@@ -192,3 +192,22 @@ def m003_accounts_and_claim_leases(db: Database) -> None:
     db.execute("CREATE INDEX idx_batches_batch_id ON batches (batch_id)")
     if db.execute("PRAGMA foreign_key_check").fetchall():
         raise RuntimeError("m003: history rows lost their batches in the rebuild")
+
+
+@migrations()
+def m004_batch_details(db: Database) -> None:
+    # What users ask about a batch beyond its progress. `model`: the API's Batch.model,
+    # filled in for older rows the next time their batch is looked up.
+    db.execute("ALTER TABLE batches ADD COLUMN model TEXT")
+    # `metadata`: the user's --metadata pairs (a JSON object), without the ledger's ref.
+    db.execute("ALTER TABLE batches ADD COLUMN metadata TEXT")
+    # Seconds after which the API deletes the uploaded input (`create --input-expires-after`)
+    # and the result files (`--output-expires-after`); NULL: the API's default.
+    db.execute("ALTER TABLE batches ADD COLUMN input_expires_after INTEGER")
+    db.execute("ALTER TABLE batches ADD COLUMN output_expires_after INTEGER")
+    # When `prune` deleted the batch's input, output or error file from the account (or found
+    # it already gone), so that a second prune does not ask again.
+    db.execute("ALTER TABLE batches ADD COLUMN input_file_gone_at TEXT")
+    db.execute("ALTER TABLE batches ADD COLUMN output_file_gone_at TEXT")
+    db.execute("ALTER TABLE batches ADD COLUMN error_file_gone_at TEXT")
+    db.execute("CREATE INDEX idx_batches_model ON batches (model)")

@@ -679,6 +679,46 @@ def test_cli_workflow_conforms_to_published_spec(via_prism: Gate, cli: Any, isol
     _gate_verdict(via_prism.check(since))
 
 
+def test_metadata_expiries_and_prune_conform(via_prism: Gate, cli: Any, isolated: Path) -> None:
+    """create with metadata and both expiries (the upload's expires_after, the batch's
+    output_expires_after), then prune: GET and DELETE of files, one of them already gone."""
+    server = via_prism.server
+    since = via_prism.mark()
+
+    created = cli(
+        "create",
+        "--in",
+        str(write_jsonl(isolated / "tagged.jsonl", 3)),
+        "--metadata",
+        "team=search",
+        "--metadata",
+        "run=2026-11-25",
+        "--input-expires-after",
+        "2d",
+        "--output-expires-after",
+        "7d",
+    )
+    assert created.code == 0, created.err
+    batch_id = created.field("batch_id")
+    batch = server.state.batches[batch_id]
+    assert batch.output_expires_after == 7 * 86400
+    assert (batch.metadata or {})["team"] == "search"
+    upload = server.state.files[created.field("file_id")]
+    assert upload.expires_at == upload.created_at + 2 * 86400
+    _status_until(cli, batch_id, "completed")
+    row = _row(batch_id)
+    server.state.delete_file(row["output_file_id"])  # gone already: prune notes a 404
+
+    pruned = cli("prune")
+    assert pruned.code == 0, pruned.err
+    assert row["input_file_id"] not in server.state.files
+    assert api_requests(server, "DELETE", "/v1/files/") == 1
+    looked_up = [r.path for r in server.state.requests if r.method == "GET"]
+    assert looked_up.count(f"/v1/files/{row['output_file_id']}") == 1
+
+    _gate_verdict(via_prism.check(since))
+
+
 def test_gate_reports_a_request_the_spec_forbids(via_prism: Gate) -> None:
     """The gate can fail: wrong requests sent through the same proxy are reported."""
     import openai

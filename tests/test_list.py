@@ -41,7 +41,8 @@ def test_list_shows_every_batch_newest_first_without_a_key(
 
     assert result.code == 0, result.err
     header, rule, *rows = result.out.splitlines()
-    assert header.split() == ["batch_id", "status", "created", "input", "requests", "saved"]
+    columns = ["batch_id", "status", "model", "created", "input", "requests", "saved"]
+    assert header.split() == columns
     assert set(rule) <= {"-", " "}
     assert [row.split()[0] for row in rows] == list(reversed(ids))
     assert "third.jsonl" in rows[0] and "validating" in rows[0]

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 from batchledger.batches import FINAL_STATUSES, BatchRef
 from batchledger.context import Context
+from batchledger.details import CreateDetails, check_metadata
 from batchledger.errors import ExitCode, UsageError
 from batchledger.ledger import BatchFilter
 from batchledger.paths import config_path, default_results_path
@@ -14,8 +15,11 @@ from batchledger.redaction import redact
 from batchledger.render import (
     Progress,
     accounts_table,
+    display_path,
     json_text,
     list_table,
+    prune_json,
+    prune_table,
     report_lines,
     row_json,
     saved_line,
@@ -23,6 +27,7 @@ from batchledger.render import (
     show_lines,
     status_lines,
     sweep_table,
+    usage_table,
 )
 from batchledger.resolve import resolve_batch
 
@@ -59,6 +64,7 @@ def out_dir(args: argparse.Namespace) -> Path | None:
 def create(args: argparse.Namespace, ctx: Context) -> ExitCode:
     from batchledger.inputs import check_input, hash_input_in_background
 
+    details = create_details(args)  # before anything is read, written or sent
     path = check_input(args.input)
     hashing = hash_input_in_background(path, args.input)
     from batchledger import workflow  # imports openai, while the input is hashed
@@ -66,7 +72,12 @@ def create(args: argparse.Namespace, ctx: Context) -> ExitCode:
     ctx.start_api_command()
     endpoint = args.endpoint or ctx.account.default_endpoint
     submitted = workflow.submit(
-        ctx, hashing.result(), endpoint, args.completion_window, force=args.force
+        ctx,
+        hashing.result(),
+        endpoint,
+        args.completion_window,
+        force=args.force,
+        details=details,
     )
     if submitted.recovered:
         ctx.warn(
@@ -287,6 +298,8 @@ def list_(args: argparse.Namespace, ctx: Context) -> ExitCode:
         since=args.since,
         endpoint=args.endpoint,
         account=getattr(args, "account", None),
+        model=args.model,
+        metadata=tuple(args.metadata),
     )
     limit = None if args.all else args.limit
     rows = ledger.list_batches(filters, limit) if ledger is not None else []
@@ -355,4 +368,98 @@ def where(args: argparse.Namespace, ctx: Context) -> ExitCode:
         for place in places:
             note = "" if place["exists"] else " (not there yet)"
             ctx.print(f"{place['what']}: {place['path']}{note}")
+    return ExitCode.OK
+
+
+def create_details(args: argparse.Namespace) -> CreateDetails:
+    """`create`'s metadata and expiry options, checked against the API's limits."""
+    return CreateDetails(
+        metadata=check_metadata(args.metadata),
+        input_expires_after=args.input_expires_after,
+        output_expires_after=args.output_expires_after,
+    )
+
+
+def prune(args: argparse.Namespace, ctx: Context) -> ExitCode:
+    ledger = ctx.open_ledger(create=False)
+    if ledger is None:
+        ctx.print("[]" if args.json else "Nothing to prune: no batches in the ledger yet.")
+        return ExitCode.OK
+    from batchledger import prune as pruning  # imports openai
+
+    planned = pruning.plan(ledger, args.older_than, ctx.account)
+    if planned.kept_unsaved:
+        ctx.warn(
+            f"kept the files of {planned.kept_unsaved} final batches whose results are not "
+            "saved (or changed on disk); 'batchledger retrieve' saves them"
+        )
+    if not planned.items:
+        ctx.print("[]" if args.json else "Nothing to prune: no final batch with files to delete.")
+        return ExitCode.OK
+    ctx.start_api_command()
+    items = pruning.prune(ctx, planned.items, dry_run=args.dry_run)
+    if args.json:
+        ctx.print(json_text([prune_json(item) for item in items]))
+    else:
+        ctx.print(prune_table(items))
+        freed = sum(item.freed for item in items)
+        ctx.print(f"{'would free' if args.dry_run else 'freed'}: {freed} bytes")
+    failed = [item for item in items if item.outcome.startswith("failed")]
+    for item in failed:
+        ctx.stderr.write(f"batchledger: error: {item.file_id}: {redact(item.outcome)}\n")
+    return ExitCode.FAILURE if failed else ExitCode.OK
+
+
+def usage(args: argparse.Namespace, ctx: Context) -> ExitCode:
+    from batchledger import usage as totals
+
+    prices = totals.load_prices(Path(args.prices)) if args.prices else None
+    lines = totals.usage_lines(ctx.open_ledger(create=False), args.by, args.since, prices)
+    unpriced = sorted(set().union(*(line.unpriced for line in lines)))
+    if unpriced:
+        ctx.warn(f"no price for {', '.join(unpriced)} in {args.prices}: cost not shown for it")
+    if args.json:
+        ctx.print(
+            json_text([totals.usage_json(line, args.by, prices is not None) for line in lines])
+        )
+    elif not lines:
+        ctx.print("No batches in the ledger yet." if args.since is None else "No batches match.")
+    else:
+        shown = [*lines, totals.total_of(lines)] if len(lines) > 1 else lines
+        ctx.print(usage_table(shown, args.by, priced=prices is not None))
+    return ExitCode.OK
+
+
+def export(args: argparse.Namespace, ctx: Context) -> ExitCode:
+    from batchledger import export as exporting
+    from batchledger.savefile import prepare_target, save_chunks
+
+    ledger = ctx.open_ledger(create=False)
+    ref = batch_ref(ctx, args.batch_id)
+    batch_id_ = ref.batch_id
+    row = ledger.find_batch(ref.batch_id, ref.account) if ledger is not None else None
+    if row is None:
+        raise UsageError(
+            f"{batch_id_} is not in the ledger; 'batchledger status --batch-id {batch_id_}' "
+            "or 'batchledger sync' adds it"
+        )
+    input_path, results = exporting.check_exportable(row)
+    counts = exporting.ExportCounts()
+    rows = exporting.export_rows(input_path, results, counts)
+    chunks = exporting.csv_chunks(rows) if args.format == "csv" else exporting.jsonl_chunks(rows)
+    if args.out == "-":
+        for chunk in chunks:
+            ctx.stdout.write(chunk.decode("utf-8"))
+        return ExitCode.OK
+    target = Path(args.out or exporting.default_export_path(batch_id_, args.format))
+    target = target.expanduser().absolute()
+    replaced = target.exists()
+    prepare_target(target)
+    saved = save_chunks(target, chunks)
+    if replaced:
+        ctx.warn(f"overwrote existing file {display_path(target)}")
+    statuses = ", ".join(f"{n} {status}" for status, n in counts.by_status.items())
+    ctx.print(
+        f"exported: {display_path(target)} ({saved.size} bytes; {counts.rows} requests: {statuses})"
+    )
     return ExitCode.OK

@@ -5,7 +5,14 @@ from typing import TYPE_CHECKING, NoReturn
 
 from batchledger import __version__
 from batchledger.cli import commands as run
-from batchledger.cli.types import non_negative_int, positive_float, positive_int, since_moment
+from batchledger.cli.types import (
+    expiry_duration,
+    metadata_pair,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    since_moment,
+)
 from batchledger.context import DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT
 from batchledger.errors import UsageError
 
@@ -113,6 +120,26 @@ def build_parser() -> Parser:
     create.add_argument(
         "--force", action="store_true", help="submit even if the same input is already in flight"
     )
+    create.add_argument(
+        "--metadata",
+        type=metadata_pair,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="tag the batch (repeat; at most 15 pairs, keys up to 64 and values up to 512 chars)",
+    )
+    create.add_argument(
+        "--output-expires-after",
+        type=expiry_duration,
+        metavar="DURATION",
+        help="the API deletes the result files this long after the batch is made (1h to 30d)",
+    )
+    create.add_argument(
+        "--input-expires-after",
+        type=expiry_duration,
+        metavar="DURATION",
+        help="the API deletes the uploaded input this long after the upload (1h to 30d)",
+    )
     json_option(create)
 
     status = command(
@@ -213,6 +240,15 @@ def build_parser() -> Parser:
         help="only batches recorded since then: 7d, 12h, 30m, 2w, or a date",
     )
     list_.add_argument("--endpoint", help="only batches sent to this endpoint")
+    list_.add_argument("--model", metavar="NAME", help="only batches of this model")
+    list_.add_argument(
+        "--metadata",
+        type=metadata_pair,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="only batches tagged so (repeat: all must match)",
+    )
     json_option(list_)
 
     accounts = command("accounts", "the accounts batches can be made on", run.accounts)
@@ -220,4 +256,55 @@ def build_parser() -> Parser:
 
     where = command("where", "where the ledger, the accounts file and the logs are", run.where)
     json_option(where)
+
+    prune = command(
+        "prune",
+        "delete from the account the files of final batches whose results are saved",
+        run.prune,
+    )
+    prune.add_argument(
+        "--older-than",
+        type=since_moment,
+        metavar="AGE|DATE",
+        help="only batches made before then: 7d, 12h, 30m, 2w, or a date",
+    )
+    prune.add_argument(
+        "--dry-run", action="store_true", help="show what would be deleted; delete nothing"
+    )
+    json_option(prune)
+
+    usage = command(
+        "usage", "requests and tokens summed from the ledger (no API key needed)", run.usage
+    )
+    usage.add_argument(
+        "--since",
+        type=since_moment,
+        metavar="AGE|DATE",
+        help="only batches made since then: 7d, 12h, 30m, 2w, or a date",
+    )
+    usage.add_argument(
+        "--by",
+        choices=("model", "day", "account"),
+        default="model",
+        help="one line per model (default), per day or per account",
+    )
+    usage.add_argument(
+        "--prices",
+        metavar="FILE",
+        help="TOML prices per model (input, cached_input, output per million tokens): adds cost",
+    )
+    json_option(usage)
+
+    export = command(
+        "export", "one row per input request with its result, as CSV or JSONL", run.export
+    )
+    export.add_argument("batch_id", metavar="ID", help="the batch")
+    export.add_argument(
+        "--format", choices=("csv", "jsonl"), default="csv", help="csv (default) or jsonl"
+    )
+    export.add_argument(
+        "--out",
+        metavar="PATH",
+        help="where to write (default: export_<batch_id>.<format>; - for stdout)",
+    )
     return parser

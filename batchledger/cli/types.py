@@ -3,6 +3,7 @@
 import argparse
 from datetime import UTC, datetime, timedelta
 
+from batchledger.durations import expiry_seconds
 from batchledger.times import iso_utc
 
 
@@ -44,3 +45,21 @@ def since_moment(text: str) -> str:
             f"expected an age like 7d, 12h, 30m or a date like 2026-11-01, got {text!r}"
         ) from None
     return iso_utc(moment if moment.tzinfo else moment.replace(tzinfo=UTC))
+
+
+def metadata_pair(text: str) -> tuple[str, str]:
+    """`--metadata KEY=VALUE`: split at the first `=` (the value may hold more)."""
+    key, equals, value = text.partition("=")
+    if not equals:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    if not key:
+        raise argparse.ArgumentTypeError(f"expected a key before '=' (KEY=VALUE), got {text!r}")
+    return key, value
+
+
+def expiry_duration(text: str) -> int:
+    """`--output-expires-after` / `--input-expires-after`: 1h to 30d, as seconds."""
+    try:
+        return expiry_seconds(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None

@@ -1,0 +1,238 @@
+"""`export`: one row per input request, in input order, joined by custom_id with its result.
+
+Memory stays bounded whatever the batch's size. The saved results are indexed by custom_id
+in a temporary SQLite file, holding only the fields an export shows (never whole lines);
+SQLite keeps a small page cache and the rest on disk. The input is then read line by line
+and each request looks up its result. Byte offsets into the result files would need a seek
+and a second parse per request; a dict of custom_ids would grow with the batch.
+"""
+
+import base64
+import csv
+import io
+import json
+import sqlite3
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from batchledger.batches import FINAL_STATUSES, Row, results_saved
+from batchledger.errors import Refused, UsageError
+
+COLUMNS = (
+    "line",
+    "custom_id",
+    "status",
+    "http_status",
+    "text",
+    "input_tokens",
+    "output_tokens",
+    "error_code",
+    "error_message",
+)
+RESULT_COLUMNS = COLUMNS[2:]
+INSERT_BATCH = 1_000  # result rows written to the index per statement
+CSV_FLUSH_ROWS = 1_000  # rows encoded before they are handed on as bytes
+
+
+@dataclass
+class ExportCounts:
+    rows: int = 0
+    by_status: dict[str, int] = field(default_factory=lambda: {"ok": 0, "error": 0, "missing": 0})
+
+
+def check_exportable(row: Row) -> tuple[Path, list[Path]]:
+    """The batch's input and its saved result files; Refused (exit 3) if they are not saved."""
+    batch_id = row["batch_id"]
+    retrieve = f"'batchledger retrieve --batch-id {batch_id}'"
+    if row["status"] not in FINAL_STATUSES:
+        raise Refused(
+            f"batch {batch_id} is {row['status']}: its results are not saved yet; "
+            f"once it has finished, run {retrieve} first"
+        )
+    if not results_saved(row):
+        raise Refused(f"the results of batch {batch_id} are not saved; run {retrieve} first")
+    results = []
+    for kind in ("output", "error"):
+        if row[f"{kind}_path"]:
+            path = Path(row[f"{kind}_path"])
+            if not path.is_file():
+                raise Refused(
+                    f"the saved {kind} file of batch {batch_id} is gone from {path}; "
+                    f"run 'batchledger retrieve --batch-id {batch_id} --force' first"
+                )
+            results.append(path)
+    input_path = Path(row["input_path"]) if row["input_path"] else None
+    if input_path is None or not input_path.is_file():
+        where = f"at {input_path}" if input_path else "on this machine"
+        raise UsageError(
+            f"the input of batch {batch_id} is not {where}; export lists its requests from it"
+        )
+    if row["input_bytes"] is not None and input_path.stat().st_size != row["input_bytes"]:
+        raise UsageError(
+            f"the input of batch {batch_id} ({input_path}) has changed since it was sent"
+        )
+    return input_path, results
+
+
+def export_rows(input_path: Path, results: list[Path], counts: ExportCounts) -> Iterator[list[Any]]:
+    """Each input request with its result (or `missing`), as a row of COLUMNS."""
+    with tempfile.TemporaryDirectory(prefix="batchledger-export-") as folder:
+        index = sqlite3.connect(Path(folder) / "results.db")
+        try:
+            index.execute("PRAGMA journal_mode = OFF")
+            index.execute("PRAGMA synchronous = OFF")
+            build_index(index, results)
+            yield from joined_rows(index, input_path, counts)
+        finally:
+            index.close()
+
+
+def build_index(index: sqlite3.Connection, results: list[Path]) -> None:
+    """custom_id -> the fields an export shows, from every result file.
+
+    A custom_id answered twice keeps its successful answer over an error.
+    """
+    placeholders = ", ".join("?" for _ in range(len(RESULT_COLUMNS) + 1))
+    updates = ", ".join(f"{name} = excluded.{name}" for name in RESULT_COLUMNS)
+    index.execute(
+        f"CREATE TABLE results (custom_id TEXT PRIMARY KEY, {', '.join(RESULT_COLUMNS)})"
+        " WITHOUT ROWID"
+    )
+    insert = (
+        f"INSERT INTO results VALUES ({placeholders}) ON CONFLICT (custom_id) DO UPDATE SET "
+        f"{updates} WHERE results.status != 'ok'"
+    )
+    with index:
+        for path in results:
+            pending: list[tuple[Any, ...]] = []
+            with path.open("rb") as lines:
+                for raw in lines:
+                    record = _json_object(raw)
+                    custom_id = record.get("custom_id")
+                    if not isinstance(custom_id, str):
+                        continue
+                    pending.append((custom_id, *result_fields(record)))
+                    if len(pending) >= INSERT_BATCH:
+                        index.executemany(insert, pending)
+                        pending.clear()
+            index.executemany(insert, pending)
+
+
+def joined_rows(
+    index: sqlite3.Connection, input_path: Path, counts: ExportCounts
+) -> Iterator[list[Any]]:
+    missing = ["missing"] + [None] * (len(RESULT_COLUMNS) - 1)
+    with input_path.open("rb") as lines:
+        for number, raw in enumerate(lines, start=1):
+            if not raw.strip():
+                continue
+            custom_id = _json_object(raw).get("custom_id")
+            found = None
+            if isinstance(custom_id, str):
+                found = index.execute(
+                    f"SELECT {', '.join(RESULT_COLUMNS)} FROM results WHERE custom_id = ?",
+                    (custom_id,),
+                ).fetchone()
+            fields = list(found) if found else missing
+            counts.rows += 1
+            counts.by_status[str(fields[0])] += 1
+            yield [number, custom_id if isinstance(custom_id, str) else None, *fields]
+
+
+def _json_object(raw: bytes) -> dict[str, Any]:
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def result_fields(record: dict[str, Any]) -> tuple[Any, ...]:
+    """(status, http_status, text, input_tokens, output_tokens, error_code, error_message)."""
+    response = record.get("response") if isinstance(record.get("response"), dict) else {}
+    assert isinstance(response, dict)
+    status_code = response.get("status_code")
+    body = response.get("body") if isinstance(response.get("body"), dict) else {}
+    assert isinstance(body, dict)
+    error = record.get("error") or body.get("error")
+    ok = not error and isinstance(status_code, int) and 200 <= status_code < 300
+    usage = body.get("usage") if isinstance(body.get("usage"), dict) else {}
+    assert isinstance(usage, dict)
+    code = message = None
+    if isinstance(error, dict):
+        code, message = error.get("code"), error.get("message")
+    elif error:
+        message = str(error)
+    return (
+        "ok" if ok else "error",
+        status_code,
+        answer_text(body) if ok else None,
+        _first(usage, "input_tokens", "prompt_tokens"),
+        _first(usage, "output_tokens", "completion_tokens"),
+        code,
+        message,
+    )
+
+
+def _first(usage: dict[str, Any], *names: str) -> Any:
+    for name in names:
+        if usage.get(name) is not None:
+            return usage[name]
+    return None
+
+
+def answer_text(body: dict[str, Any]) -> str | int | None:
+    """Responses: the output text; Chat Completions: the first choice's message content;
+    Embeddings: the vector's length; anything else: nothing."""
+    kind = body.get("object")
+    if kind == "response":
+        if isinstance(body.get("output_text"), str):
+            return str(body["output_text"])
+        return "".join(
+            part.get("text") or ""
+            for item in body.get("output") or []
+            if isinstance(item, dict) and item.get("type") == "message"
+            for part in item.get("content") or []
+            if isinstance(part, dict) and part.get("type") == "output_text"
+        )
+    if kind == "chat.completion":
+        choices = body.get("choices") or [{}]
+        content = (choices[0].get("message") or {}).get("content")
+        if isinstance(content, list):
+            return "".join(str(part.get("text") or "") for part in content)
+        return content if isinstance(content, str) else None
+    if kind == "list":
+        first = (body.get("data") or [{}])[0]
+        if isinstance(first, dict) and first.get("object") == "embedding":
+            vector = first.get("embedding")
+            if isinstance(vector, str):  # encoding_format "base64": float32s
+                return len(base64.b64decode(vector)) // 4
+            return len(vector) if isinstance(vector, list) else None
+    return None
+
+
+def csv_chunks(rows: Iterator[list[Any]]) -> Iterator[bytes]:
+    """RFC 4180 CSV (quoted where needed, CRLF line ends) in UTF-8, with a header row."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(COLUMNS)
+    for count, row in enumerate(rows, start=1):
+        writer.writerow(["" if value is None else value for value in row])
+        if count % CSV_FLUSH_ROWS == 0:
+            yield buffer.getvalue().encode("utf-8")
+            buffer.seek(0)
+            buffer.truncate()
+    yield buffer.getvalue().encode("utf-8")
+
+
+def jsonl_chunks(rows: Iterator[list[Any]]) -> Iterator[bytes]:
+    """One JSON object per line, keyed by COLUMNS."""
+    for row in rows:
+        yield (json.dumps(dict(zip(COLUMNS, row, strict=True)), ensure_ascii=False) + "\n").encode()
+
+
+def default_export_path(batch_id: str, format_: str) -> Path:
+    return Path(f"export_{batch_id}.{format_}")

@@ -1,0 +1,151 @@
+"""`usage`: requests and tokens summed from the ledger, and their cost from a price list.
+
+No network and no key: the ledger keeps each batch's `usage` object as the API reported it.
+No price list is built in; prices change, and batch prices are the user's to state.
+"""
+
+import math
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from batchledger.errors import UsageError
+from batchledger.ledger import MADE_AT, Ledger
+
+# What `--by` groups on: a name and the SQL expression over `batches` that gives the group.
+GROUPS: dict[str, str] = {
+    "model": "coalesce(model, '(unknown)')",
+    "day": f"substr({MADE_AT}, 1, 10)",
+    "account": "account",
+}
+TOKEN_KINDS = ("input", "cached", "output", "reasoning")
+PRICE_KEYS = ("input", "cached_input", "output")
+PER_TOKENS = 1_000_000
+
+
+@dataclass(frozen=True)
+class Price:
+    """Dollars (or any currency) per million tokens."""
+
+    input: float
+    cached_input: float
+    output: float
+
+
+@dataclass
+class UsageLine:
+    """The totals of one group: batches, requests answered, tokens, and their cost."""
+
+    group: str
+    batches: int = 0
+    requests: int = 0
+    tokens: dict[str, int] = field(default_factory=lambda: dict.fromkeys(TOKEN_KINDS, 0))
+    cost: float | None = 0.0  # None when a model in the group has no price
+    unpriced: set[str] = field(default_factory=set)
+
+    def add(self, other: "UsageLine") -> None:
+        self.batches += other.batches
+        self.requests += other.requests
+        for kind in TOKEN_KINDS:
+            self.tokens[kind] += other.tokens[kind]
+        self.cost = None if self.cost is None or other.cost is None else self.cost + other.cost
+        self.unpriced |= other.unpriced
+
+
+def load_prices(path: Path) -> dict[str, Price]:
+    """A TOML price list: a table per model with `input`, `cached_input` (default: `input`)
+    and `output`, per million tokens. A UsageError if it cannot be used as one."""
+    try:
+        with path.open("rb") as stream:
+            document = tomllib.load(stream)
+    except OSError as exc:
+        raise UsageError(f"cannot read prices file {path}: {exc.strerror or exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise UsageError(f"prices file {path} is not valid TOML: {exc}") from None
+    prices: dict[str, Price] = {}
+    for model, table in document.items():
+        if not isinstance(table, dict):
+            raise UsageError(
+                f"prices file {path}: {model!r} should be a table of prices, like "
+                f'["{model}"] with input = 0.15 and output = 0.6'
+            )
+        unknown = set(table) - set(PRICE_KEYS)
+        if unknown:
+            raise UsageError(
+                f"prices file {path}: {model!r} has unknown keys {', '.join(sorted(unknown))}; "
+                f"expected {', '.join(PRICE_KEYS)}"
+            )
+        for key in ("input", "output"):
+            if key not in table:
+                raise UsageError(f"prices file {path}: {model!r} has no {key} price")
+        for key, value in table.items():
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise UsageError(f"prices file {path}: {model}.{key} is not a number: {value!r}")
+            if value < 0 or not math.isfinite(value):
+                raise UsageError(f"prices file {path}: {model}.{key} is negative or not finite")
+        prices[model] = Price(
+            input=float(table["input"]),
+            cached_input=float(table["cached_input" if "cached_input" in table else "input"]),
+            output=float(table["output"]),
+        )
+    return prices
+
+
+def cost_of(tokens: dict[str, int], price: Price) -> float:
+    """What the tokens cost; cached input tokens are part of the input and priced apart.
+
+    Reasoning tokens are part of the output tokens, and priced with them.
+    """
+    uncached = tokens["input"] - tokens["cached"]
+    return (
+        uncached * price.input
+        + tokens["cached"] * price.cached_input
+        + tokens["output"] * price.output
+    ) / PER_TOKENS
+
+
+def usage_lines(
+    ledger: Ledger | None, by: str, since: str | None, prices: dict[str, Price] | None
+) -> list[UsageLine]:
+    """One line per group (newest day first for `day`, else by name)."""
+    if ledger is None:
+        return []
+    lines: dict[str, UsageLine] = {}
+    for row in ledger.usage_totals(GROUPS[by], since):
+        part = UsageLine(
+            group=row["grp"],
+            batches=row["batches"],
+            requests=row["requests"],
+            tokens={kind: int(row[kind] or 0) for kind in TOKEN_KINDS},
+        )
+        model = row["model"] or "(unknown)"
+        if prices is not None:
+            price = prices.get(model)
+            if price is not None:
+                part.cost = cost_of(part.tokens, price)
+            elif any(part.tokens.values()):
+                part.cost = None
+                part.unpriced.add(model)
+        lines.setdefault(part.group, UsageLine(group=part.group)).add(part)
+    ordered = sorted(lines.values(), key=lambda line: line.group, reverse=by == "day")
+    return ordered
+
+
+def total_of(lines: list[UsageLine]) -> UsageLine:
+    total = UsageLine(group="total")
+    for line in lines:
+        total.add(line)
+    return total
+
+
+def usage_json(line: UsageLine, by: str, priced: bool) -> dict[str, Any]:
+    record: dict[str, Any] = {
+        by: line.group,
+        "batches": line.batches,
+        "requests": line.requests,
+        **{f"{kind}_tokens": line.tokens[kind] for kind in TOKEN_KINDS},
+    }
+    if priced:
+        record["cost"] = line.cost
+    return record
