@@ -8,11 +8,11 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from email.utils import parsedate_to_datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Any, BinaryIO, NamedTuple, TypeVar
 
 import httpx2
 import openai
@@ -209,21 +209,37 @@ class Uploaded(NamedTuple):
 
 
 def upload_file(
-    client: OpenAI, path: Path, name: str, expires_after: int | None = None
+    client: OpenAI,
+    path: Path,
+    name: str,
+    expires_after: int | None = None,
+    ranges: Sequence[tuple[int, int]] | None = None,
 ) -> Uploaded:
     """Upload a JSONL input (purpose `batch`) as `name`; its file id and creation time.
 
     `expires_after`: seconds after which the API deletes it (else the API's default).
+    `ranges`: only these byte ranges of the file, in order (a part of a job, the lines a
+    retry sends again), streamed from the file itself: no copy is made on disk.
     """
     expiry = {"expires_after": expiry_policy(expires_after)} if expires_after else {}
-    request = {"path": str(path), "name": name, "purpose": "batch", **expiry}
+    size = path.stat().st_size if ranges is None else sum(end - start for start, end in ranges)
+    request: dict[str, Any] = {"path": str(path), "name": name, "purpose": "batch", **expiry}
+    if ranges is not None:
+        request["ranges"] = len(ranges)
+        request["bytes"] = size
     log.info("UPLOAD request=%s", json.dumps(request))
-    size = path.stat().st_size
     started = time.monotonic()
+
+    def opened() -> BinaryIO:
+        if ranges is None:
+            return path.open("rb")
+        from batchledger.split import Segments
+
+        return Segments(path, ranges)  # type: ignore[return-value]  # a readable binary stream
 
     def upload() -> Uploaded:
         # An open binary file is streamed by the SDK; a Path or bytes would be read whole.
-        with path.open("rb") as stream:
+        with opened() as stream:
             uploaded = _once(client).files.create(
                 file=(name, stream),
                 purpose="batch",

@@ -22,6 +22,32 @@ REJECTED = "rejected"
 # stop looking for it; a create of the same input starts it again, reusing its upload.
 ABANDONED = "abandoned"
 
+# A job is running until every part is final and its results are merged.
+JOB_RUNNING = "running"
+JOB_DONE = "done"
+JOB_CANCELLED = "cancelled"
+# A part waits in the queue, or has been sent (its last attempt tells how it went).
+PART_QUEUED = "queued"
+PART_SENT = "sent"
+PART_CANCELLED = "cancelled"
+TOKEN_LIMIT_CODE = "token_limit_exceeded"
+
+
+def attempt_is_open(row: Row) -> bool:
+    """A part's attempt that is still live: being created, or a batch not final yet."""
+    if row["batch_id"] is None:
+        return row["status"] is None  # being made (or cut off: recovery decides)
+    return row["status"] not in FINAL_STATUSES and row["not_found_at"] is None
+
+
+def bounced_off_token_limit(row: Row) -> bool:
+    """The attempt failed (or its create was refused) for the enqueued-token limit."""
+    if row["status"] not in ("failed", REJECTED):
+        return False
+    errors = json.loads(row["errors"]) if row.get("errors") else []
+    return any(error.get("code") == TOKEN_LIMIT_CODE for error in errors)
+
+
 BATCH_TIMESTAMPS = (
     "created_at",
     "in_progress_at",
@@ -34,6 +60,13 @@ BATCH_TIMESTAMPS = (
     "expires_at",
 )
 REF_KEY = "batchledger_ref"  # the batch metadata key that carries a ledger row's ref
+
+
+@dataclass(frozen=True)
+class JobRef:
+    """A job of the ledger: its parts' batches are on the job's account."""
+
+    job_id: str
 
 
 @dataclass(frozen=True)

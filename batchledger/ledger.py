@@ -10,7 +10,7 @@ import os
 import sqlite3
 import threading
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,10 +21,16 @@ from sqlite_utils import Database
 from batchledger.batches import (
     ABANDONED,
     FINAL_STATUSES,
+    JOB_CANCELLED,
+    JOB_RUNNING,
+    PART_CANCELLED,
+    PART_QUEUED,
+    PART_SENT,
     REJECTED,
     RESUBMITTABLE_STATUSES,
     SAVABLE_STATUSES,
     Row,
+    attempt_is_open,
     fields_from_batch,
     ref_of,
 )
@@ -224,6 +230,12 @@ class Ledger:
                     f"(status {duplicate['status']}, same content, endpoint and window); "
                     "use --force to submit it again"
                 )
+            job = self.find_active_job(input_, endpoint, window, account, base_url)
+            if job is not None and not force:
+                raise Refused(
+                    f"{input_.path.name} was already submitted as {job['job_id']} "
+                    "(same content, endpoint and window); use --force to submit it again"
+                )
             row = self.find_unfinished_submission(input_, endpoint, window, account, base_url)
             if row is not None and claimed_by_another_run(row):
                 raise Refused(
@@ -258,6 +270,344 @@ class Ledger:
             assert isinstance(row_id, int)
             self._history(row_id, "submit", f"input {input_.path}")
             return self.get_row(row_id), False
+
+    # --- jobs: one input in many parts ------------------------------------------------
+
+    def claim_job(
+        self,
+        input_: InputFile,
+        endpoint: str,
+        window: str,
+        *,
+        account: str,
+        base_url: str,
+        limits: tuple[int, int],
+        max_in_flight: int | None,
+        parts: Sequence[tuple[int, int, int]],
+        details: CreateDetails,
+        force: bool,
+    ) -> tuple[Row, bool]:
+        """Start (or resume) the job of `input_`: its row and whether it resumed.
+
+        `parts` are (start byte, end byte, requests). One transaction decides, as for one
+        batch: an input already sent (as a job or a batch) is refused unless `force`; a job
+        of it that is not wholly sent yet is resumed, unless another run holds it.
+        """
+        with self._writing():
+            sent = self.find_active_job(input_, endpoint, window, account, base_url)
+            if sent is not None and not force:
+                raise Refused(
+                    f"{input_.path.name} was already submitted as {sent['job_id']} "
+                    f"(same content, endpoint and window); use --force to submit it again"
+                )
+            duplicate = self.find_active_duplicate(input_, endpoint, window, account, base_url)
+            if duplicate is not None and not force:
+                raise Refused(
+                    f"{input_.path.name} was already submitted as {duplicate['batch_id']} "
+                    f"(status {duplicate['status']}, same content, endpoint and window); "
+                    "use --force to submit it again"
+                )
+            job = self.find_unsent_job(input_, endpoint, window, account, base_url, limits)
+            if job is not None and claimed_by_another_run(job):
+                raise Refused(
+                    f"{input_.path.name} is being submitted by another run "
+                    f"({job['claimed_by']}, since {job['claimed_at']}); wait for it to finish"
+                )
+            if job is not None:
+                self.db.table("jobs").update(job["id"], new_claim())
+                self._job_history(job["id"], "resume", "resuming the submission of its parts")
+                return self.get_job(job["id"]), True
+            job_row_id = (
+                self.db.table("jobs")
+                .insert(
+                    {
+                        "job_id": f"job_{uuid.uuid4().hex[:24]}",
+                        "account": account,
+                        "base_url": base_url,
+                        "input_path": str(input_.path),
+                        "input_bytes": input_.size,
+                        "input_sha256": input_.sha256,
+                        "input_requests": input_.lines,
+                        "endpoint": endpoint,
+                        "completion_window": window,
+                        "max_requests": limits[0],
+                        "max_bytes": limits[1],
+                        "max_in_flight": max_in_flight,
+                        "metadata": json.dumps(details.metadata, sort_keys=True)
+                        if details.metadata
+                        else None,
+                        "input_expires_after": details.input_expires_after,
+                        "output_expires_after": details.output_expires_after,
+                        "status": JOB_RUNNING,
+                        "recorded_at": utc_now(),
+                        **new_claim(),
+                    }
+                )
+                .last_pk
+            )
+            assert isinstance(job_row_id, int)
+            self.db.table("parts").insert_all(
+                {
+                    "job": job_row_id,
+                    "part_index": index,
+                    "start_byte": start,
+                    "end_byte": end,
+                    "requests": requests,
+                    "ref": f"bl_{uuid.uuid4().hex}",
+                    "state": PART_QUEUED,
+                }
+                for index, (start, end, requests) in enumerate(parts, start=1)
+            )
+            self._job_history(job_row_id, "split", f"{len(parts)} parts of {input_.path}")
+            return self.get_job(job_row_id), False
+
+    def release_job_claim(self, job_row_id: int) -> None:
+        with self._writing():
+            self.db.table("jobs").update(
+                job_row_id, {"claimed_by": None, "claimed_at": None, "claim_expires_at": None}
+            )
+
+    def record_part_upload(self, part_id: int, file_id: str, created_at: int | None) -> None:
+        with self._writing():
+            self.db.table("parts").update(
+                part_id, {"input_file_id": file_id, "input_file_created_at": created_at}
+            )
+
+    def start_attempt(self, part: Row, job: Row, details: CreateDetails) -> Row | None:
+        """A new batch row for the next attempt of `part`, claimed by this run; None if the
+        part has an attempt that is live, or being made by another run."""
+        with self._writing():
+            last = self.last_attempt(part["id"])
+            if last is not None and attempt_is_open(last):
+                return None
+            row_id = (
+                self.db.table("batches")
+                .insert(
+                    {
+                        "ref": f"bl_{uuid.uuid4().hex}",
+                        "account": job["account"],
+                        "base_url": job["base_url"],
+                        "origin": "create",
+                        "part": part["id"],
+                        "input_path": job["input_path"],
+                        "input_bytes": part["end_byte"] - part["start_byte"],
+                        "input_file_id": part["input_file_id"],
+                        "endpoint": job["endpoint"],
+                        "completion_window": job["completion_window"],
+                        "metadata": json.dumps(details.metadata, sort_keys=True)
+                        if details.metadata
+                        else None,
+                        "output_expires_after": details.output_expires_after,
+                        "recorded_at": utc_now(),
+                        **new_claim(),
+                    }
+                )
+                .last_pk
+            )
+            assert isinstance(row_id, int)
+            self.db.table("parts").update(part["id"], {"state": PART_SENT})
+            self._history(row_id, "submit", f"part {part['part_index']} of {job['job_id']}")
+            return self.get_row(row_id)
+
+    def requeue_part(self, part_id: int, not_before: str, reason: str) -> None:
+        """Back to the queue (the enqueued-token limit): sent again after `not_before`, or
+        once another batch of the account has finished."""
+        with self._writing():
+            self.db.execute(
+                "UPDATE parts SET state = ?, requeues = requeues + 1, requeued_at = ?, "
+                "not_before = ? WHERE id = ?",
+                (PART_QUEUED, utc_now(), not_before, part_id),
+            )
+            job = self._rows("SELECT job FROM parts WHERE id = ?", (part_id,))[0]["job"]
+            self._job_history(job, "requeue", reason)
+
+    def cancel_queued_parts(self, job_row_id: int) -> None:
+        with self._writing():
+            self.db.execute(
+                "UPDATE parts SET state = ? WHERE job = ? AND state = ?",
+                (PART_CANCELLED, job_row_id, PART_QUEUED),
+            )
+            self._job_history(job_row_id, "cancel", "queued parts cancelled")
+
+    def record_job_results(
+        self, job_row_id: int, kind: str, path: Path | None, size: int | None, sha256: str | None
+    ) -> None:
+        """The job's merged `kind` file ("output" or "error"), or None: it has none."""
+        with self._writing():
+            self.db.table("jobs").update(
+                job_row_id,
+                {
+                    f"{kind}_path": str(path) if path else None,
+                    f"{kind}_bytes": size,
+                    f"{kind}_sha256": sha256,
+                },
+            )
+            if path is not None:
+                self._job_history(job_row_id, f"merge_{kind}", f"saved {size} bytes to {path}")
+
+    def finish_job(self, job_row_id: int, status: str) -> None:
+        with self._writing():
+            self.db.table("jobs").update(
+                job_row_id, {"status": status, "finished_at": utc_now(), "merged_at": utc_now()}
+            )
+            self._job_history(job_row_id, "finish", f"status {status}")
+
+    def record_job_event(self, job_row_id: int, action: str, detail: str) -> None:
+        with self._writing():
+            self._job_history(job_row_id, action, detail)
+
+    def _job_history(self, job_row_id: int, action: str, detail: str) -> None:
+        self.db.table("job_history").insert(
+            {
+                "job": job_row_id,
+                "at": utc_now(),
+                "action": action,
+                "detail": detail,
+                "log_file": str(self.log_file.absolute()) if self.log_file else None,
+            }
+        )
+
+    def get_job(self, job_row_id: int) -> Row:
+        return self._rows("SELECT * FROM jobs WHERE id = ?", (job_row_id,))[0]
+
+    def find_job(self, job_id: str) -> Row | None:
+        rows = self._rows("SELECT * FROM jobs WHERE job_id = ?", (job_id,))
+        return rows[0] if rows else None
+
+    def jobs_with_prefix(self, prefix: str, account: str | None, limit: int = 10) -> list[Row]:
+        with_part = f"job_{prefix}"
+        where = "AND account = ? " if account is not None else ""
+        return self._rows(
+            "SELECT * FROM jobs WHERE (substr(job_id, 1, ?) = ? OR substr(job_id, 1, ?) = ?) "
+            f"{where}ORDER BY id DESC LIMIT ?",
+            (
+                len(prefix),
+                prefix,
+                len(with_part),
+                with_part,
+                *((account,) if account is not None else ()),
+                limit,
+            ),
+        )
+
+    def latest_job(self, account: str | None = None) -> Row | None:
+        where = "WHERE account = ? " if account is not None else ""
+        rows = self._rows(
+            f"SELECT * FROM jobs {where}ORDER BY recorded_at DESC, id DESC LIMIT 1",
+            (account,) if account is not None else (),
+        )
+        return rows[0] if rows else None
+
+    def find_active_job(
+        self, input_: InputFile, endpoint: str, window: str, account: str, base_url: str
+    ) -> Row | None:
+        """A job of the same input on the account whose every part has been sent."""
+        rows = self._rows(
+            "SELECT * FROM jobs WHERE input_sha256 = ? AND endpoint = ? AND "
+            "completion_window = ? AND account = ? AND coalesce(base_url, ?) = ? "
+            f"AND status != ? AND NOT ({_UNSENT}) ORDER BY id DESC LIMIT 1",
+            (
+                input_.sha256,
+                endpoint,
+                window,
+                account,
+                base_url,
+                base_url,
+                JOB_CANCELLED,
+                PART_QUEUED,
+            ),
+        )
+        return rows[0] if rows else None
+
+    def find_unsent_job(
+        self,
+        input_: InputFile,
+        endpoint: str,
+        window: str,
+        account: str,
+        base_url: str,
+        limits: tuple[int, int],
+    ) -> Row | None:
+        """A job of the same input and split whose submission is not over (cut off, or
+        waiting for --max-in-flight): running `create` again goes on with it."""
+        rows = self._rows(
+            "SELECT * FROM jobs WHERE input_sha256 = ? AND endpoint = ? AND "
+            "completion_window = ? AND account = ? AND coalesce(base_url, ?) = ? "
+            f"AND max_requests = ? AND max_bytes = ? AND status = ? AND ({_UNSENT}) "
+            "ORDER BY id DESC LIMIT 1",
+            (
+                input_.sha256,
+                endpoint,
+                window,
+                account,
+                base_url,
+                base_url,
+                *limits,
+                JOB_RUNNING,
+                PART_QUEUED,
+            ),
+        )
+        return rows[0] if rows else None
+
+    def unfinished_jobs(self) -> list[Row]:
+        return self._rows("SELECT * FROM jobs WHERE status = ? ORDER BY id", (JOB_RUNNING,))
+
+    def job_parts(self, job_row_id: int) -> list[Row]:
+        return self._rows("SELECT * FROM parts WHERE job = ? ORDER BY part_index", (job_row_id,))
+
+    def attempts_of_job(self, job_row_id: int) -> list[Row]:
+        """Every batch row of the job's parts, oldest first."""
+        return self._rows(
+            "SELECT batches.* FROM batches JOIN parts ON batches.part = parts.id "
+            "WHERE parts.job = ? ORDER BY batches.id",
+            (job_row_id,),
+        )
+
+    def last_attempt(self, part_id: int) -> Row | None:
+        rows = self._rows(
+            "SELECT * FROM batches WHERE part = ? ORDER BY id DESC LIMIT 1", (part_id,)
+        )
+        return rows[0] if rows else None
+
+    def job_of_part(self, part_id: int) -> tuple[Row, Row]:
+        """The job and the part a part id names."""
+        part = self._rows("SELECT * FROM parts WHERE id = ?", (part_id,))[0]
+        return self.get_job(part["job"]), part
+
+    def list_jobs(self, filters: "BatchFilter", limit: int | None) -> list[Row]:
+        """Jobs newest first, with counts of their parts and of requests done."""
+        if filters.model or filters.metadata:
+            return []  # those are batches' details
+        clauses: list[str] = []
+        params: list[Any] = []
+        if filters.account:
+            clauses.append("account = ?")
+            params.append(filters.account)
+        if filters.since:
+            clauses.append("recorded_at >= ?")
+            params.append(filters.since)
+        if filters.endpoint:
+            clauses.append("endpoint = ?")
+            params.append(filters.endpoint)
+        if filters.statuses:
+            clauses.append(f"status IN ({', '.join('?' for _ in filters.statuses)})")
+            params += filters.statuses
+        where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
+        # Requests done: those of each part's last attempt.
+        sql = (
+            "SELECT jobs.*, (SELECT count(*) FROM parts WHERE parts.job = jobs.id) AS parts_total, "
+            "(SELECT coalesce(sum(coalesce(b.requests_completed, 0) "
+            "+ coalesce(b.requests_failed, 0)), 0) FROM batches AS b JOIN parts AS p "
+            "ON b.part = p.id WHERE p.job = jobs.id AND b.id = "
+            "(SELECT max(id) FROM batches WHERE part = p.id)) AS requests_done "
+            f"FROM jobs {where} ORDER BY recorded_at DESC, id DESC"
+        )
+        if limit is not None:
+            return self._rows(sql + " LIMIT ?", (*params, limit))
+        return self._rows(sql, tuple(params))
+
+    def job_history(self, job_row_id: int) -> list[Row]:
+        return self._rows("SELECT * FROM job_history WHERE job = ? ORDER BY id", (job_row_id,))
 
     def record_create_details(self, row_id: int, details: CreateDetails) -> None:
         """What the user asked of this create beyond its input, before anything is sent."""
@@ -296,10 +646,11 @@ class Ledger:
             self.db.table("batches").update(row_id, {"not_found_at": utc_now()})
             self._history(row_id, "not_found", reason)
 
-    def mark_rejected(self, row_id: int, reason: str) -> None:
+    def mark_rejected(self, row_id: int, reason: str, code: str | None = None) -> None:
         """The API refused to create the batch: the row will not be resumed."""
+        errors = json.dumps([{"code": code, "message": reason}]) if code else None
         with self._writing():
-            self.db.table("batches").update(row_id, {"status": REJECTED})
+            self.db.table("batches").update(row_id, {"status": REJECTED, "errors": errors})
             self._history(row_id, "rejected", reason)
 
     def mark_abandoned(self, row_id: int, reason: str) -> None:
@@ -453,7 +804,7 @@ class Ledger:
         """The batch most recently made, as `list` orders them; made here before synced."""
         where = "AND account = ? " if account is not None else ""
         rows = self._rows(
-            f"SELECT * FROM batches WHERE batch_id IS NOT NULL {where}"
+            f"SELECT * FROM batches WHERE batch_id IS NOT NULL AND part IS NULL {where}"
             f"ORDER BY origin = 'create' DESC, {MADE_AT} DESC, id DESC LIMIT 1",
             (account,) if account is not None else (),
         )
@@ -580,6 +931,7 @@ class BatchFilter:
     account: str | None = None
     model: str | None = None
     metadata: tuple[tuple[str, str], ...] = ()  # every pair must match
+    parts: bool = False  # the batches of jobs' parts too (else a job is one line of its own)
 
     @property
     def active(self) -> bool:
@@ -593,7 +945,7 @@ class BatchFilter:
         )
 
     def sql(self) -> tuple[str, tuple[Any, ...]]:
-        clauses: list[str] = []
+        clauses: list[str] = [] if self.parts else ["part IS NULL"]
         params: list[Any] = []
         if self.statuses:
             clauses.append(f"status IN ({', '.join('?' for _ in self.statuses)})")
@@ -617,6 +969,16 @@ class BatchFilter:
             )
             params += (key, value)
         return ("WHERE " + " AND ".join(clauses) if clauses else ""), tuple(params)
+
+
+# A job whose submission is not over: a part never sent yet, or an attempt whose create
+# was cut off before it learned its batch id. (One parameter: PART_QUEUED.)
+_UNSENT = (
+    "EXISTS (SELECT 1 FROM parts WHERE parts.job = jobs.id AND parts.state = ? "
+    "AND parts.requeues = 0) OR EXISTS (SELECT 1 FROM batches JOIN parts "
+    "ON batches.part = parts.id WHERE parts.job = jobs.id AND batches.batch_id IS NULL "
+    "AND batches.status IS NULL)"
+)
 
 
 def _placeholders(values: frozenset[str]) -> str:

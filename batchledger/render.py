@@ -313,3 +313,62 @@ def usage_table(lines: Iterable["UsageLine"], by: str, *, priced: bool) -> str:
         disable_numparse=True,
         colalign=("left",) + ("right",) * (len(headers) - 1 + priced),
     )
+
+
+def show_job_lines(
+    job: Row, parts: list[Row], attempts: list[Row], history: list[Row]
+) -> list[str]:
+    """Everything the ledger knows about one job: its fields, parts, attempts and history."""
+    fields = (
+        "job_id",
+        "status",
+        "account",
+        "endpoint",
+        "completion_window",
+        "input_path",
+        "input_bytes",
+        "input_sha256",
+        "input_requests",
+        "max_requests",
+        "max_bytes",
+        "max_in_flight",
+        "recorded_at",
+        "finished_at",
+    )
+    lines = [f"{name}: {job[name]}" for name in fields if job.get(name) is not None]
+    for kind, label in (("output", "saved"), ("error", "saved errors")):
+        if job.get(f"{kind}_path"):
+            lines.append(
+                f"{label}: {display_path(job[f'{kind}_path'])} ({job[f'{kind}_bytes']} bytes, "
+                f"sha256 {job[f'{kind}_sha256']})"
+            )
+    tried = {part["id"]: [row for row in attempts if row["part"] == part["id"]] for part in parts}
+    table = [
+        [
+            str(part["part_index"]),
+            f"{part['start_byte']}-{part['end_byte']}",
+            str(part["requests"]),
+            part["state"],
+            ", ".join(
+                f"{row['batch_id'] or '(not created)'} {row['status'] or ''}".strip()
+                for row in tried[part["id"]]
+            ),
+        ]
+        for part in parts
+    ]
+    lines.append("parts:")
+    lines += [
+        "  " + line
+        for line in tabulate(
+            table, headers=("part", "bytes", "requests", "state", "attempts"), disable_numparse=True
+        ).splitlines()
+    ]
+    lines.append("history:")
+    events = [[event["at"], event["action"], event["detail"] or ""] for event in history]
+    lines += [
+        "  " + line
+        for line in tabulate(
+            events, headers=("at", "action", "detail"), disable_numparse=True
+        ).splitlines()
+    ]
+    return lines

@@ -1,9 +1,27 @@
 """What the user typed for a batch, turned into the batch and its account: a full id, a
 unique prefix, or `last`."""
 
-from batchledger.batches import BatchRef, Row
+from batchledger.batches import BatchRef, JobRef, Row
 from batchledger.errors import UsageError
 from batchledger.ledger import Ledger
+
+
+def resolve(
+    ledger: Ledger | None, text: str, *, named: str | None, current: str
+) -> BatchRef | JobRef:
+    """The batch or job `text` names: a job id (`job_…`) or a unique prefix of one, `last`
+    (the newest batch or job made), or a batch as resolve_batch finds it."""
+    if ledger is not None and text.strip():
+        if text == "last":
+            job = ledger.latest_job(named)
+            batch = ledger.latest_batch(named)
+            if job is not None and (batch is None or job["recorded_at"] >= batch["recorded_at"]):
+                return JobRef(job["job_id"])
+        elif text.startswith("job_") or not ledger.batches_with_prefix(text, named):
+            job = _one(ledger.jobs_with_prefix(text, named), text, "matches")
+            if job is not None:
+                return JobRef(job["job_id"])
+    return resolve_batch(ledger, text, named=named, current=current)
 
 
 def resolve_batch(ledger: Ledger | None, text: str, *, named: str | None, current: str) -> BatchRef:
@@ -37,7 +55,9 @@ def _one(rows: list[Row], text: str, verb: str) -> Row | None:
     """The one row of `rows`; None if none; a usage error naming them if several."""
     if len(rows) <= 1:
         return rows[0] if rows else None
-    names = ", ".join(f"{row['batch_id']} ({row['account']})" for row in rows[:5])
+    names = ", ".join(
+        f"{row.get('job_id') or row['batch_id']} ({row['account']})" for row in rows[:5]
+    )
     more = " and more" if len(rows) > 5 else ""
     raise UsageError(
         f"{text!r} {verb} {len(rows)} batches in the ledger ({names}{more}); "

@@ -40,6 +40,8 @@ from batchledger.times import epoch_of
 if TYPE_CHECKING:
     from openai import OpenAI
 
+    from batchledger.jobs import JobReport
+
 
 # An unfinished create whose batch is not found is given up on after this long, even where
 # the search could not look back far enough to prove that no batch was made.
@@ -185,7 +187,7 @@ def _submit_claimed(
             output_expires_after=details.output_expires_after,
         )
     except Rejected as exc:
-        ledger.mark_rejected(row["id"], exc.message)
+        ledger.mark_rejected(row["id"], exc.message, exc.code)
         raise
     row = record(
         ctx, BatchRef(row["account"], batch["id"]), batch, action="create", row_id=row["id"]
@@ -219,14 +221,19 @@ def save_if_finished(
 
 
 def check(
-    ctx: Context, ref: BatchRef, *, auto_save: bool, out_dir: Path | None = None
+    ctx: Context,
+    ref: BatchRef,
+    *,
+    auto_save: bool,
+    out_dir: Path | None = None,
+    out: Path | None = None,
 ) -> BatchReport:
     """Look up a batch and save its results, for sweeps and watches: a failure is reported
     in the result, and a batch its account does not know is noted and left alone after."""
     try:
         report = look_up(ctx, ref)
         if auto_save:
-            save_if_finished(ctx, report, out_dir=out_dir)
+            save_if_finished(ctx, report, out=out, out_dir=out_dir)
         return report
     except NotFound as exc:
         for row in ctx.ledger.find_batches(ref.batch_id, ref.account):
@@ -435,6 +442,7 @@ class SweepReport:
     abandoned: list[Row] = field(default_factory=list)  # cut-off creates that made none
     skipped: list[str] = field(default_factory=list)  # why some accounts were left out
     reports: list[BatchReport] = field(default_factory=list)
+    jobs: list["JobReport"] = field(default_factory=list)
 
 
 def sweep_all(
@@ -455,14 +463,15 @@ def sweep_all(
         return None
     pending = ledger.batches_to_sweep(include_synced=include_synced)
     unfinished = ledger.unfinished_submissions()
-    if not (pending or unfinished):
+    jobs = ledger.unfinished_jobs()
+    if not (pending or unfinished or jobs):
         return None
     report = SweepReport()
-    reachable, report.skipped = followable(ctx, pending + unfinished)
+    reachable, report.skipped = followable(ctx, pending + unfinished + jobs)
     if not reachable:
         return report
     ctx.start_log()
-    unfinished = [row for row in reachable if row["batch_id"] is None]
+    unfinished = [row for row in reachable if "job_id" not in row and row["batch_id"] is None]
     for account in sorted({row["account"] for row in unfinished}):
         rows = [row for row in unfinished if row["account"] == account]
         recover_unfinished(ctx, account, rows, report)
@@ -477,7 +486,26 @@ def sweep_all(
         include_synced=include_synced,
         out_dir=out_dir,
     )
+    job_ids = {row["job_id"] for row in reachable if "job_id" in row}
+    report.jobs = advance_jobs(ctx, job_ids, out_dir=out_dir)
     return report
+
+
+def advance_jobs(ctx: Context, job_ids: set[str], *, out_dir: Path | None) -> list["JobReport"]:
+    """Move on the running jobs of `job_ids`: their parts were checked by the sweep."""
+    from batchledger.jobs import advance
+
+    reports = []
+    for job in ctx.ledger.unfinished_jobs():
+        if job["job_id"] not in job_ids or claimed_by_another_run(job):
+            continue
+        try:
+            reports.append(advance(ctx, job, check=False, out_dir=out_dir))
+        except BatchledgerError as exc:
+            from batchledger.jobs import JobReport
+
+            reports.append(JobReport(job=job, warnings=[f"{job['job_id']}: {exc.message}"]))
+    return reports
 
 
 def followable(ctx: Context, rows: list[Row]) -> tuple[list[Row], list[str]]:
@@ -560,9 +588,14 @@ def sweep(
     for account in {row["account"] for row in rows}:
         ctx.client_for(account)  # made here, before the threads share them
 
+    parts = part_result_paths(ctx, rows)
+
     def check_row(row: Row) -> BatchReport:
         save = auto_save and (include_synced or row["origin"] != "sync")
-        return check(ctx, BatchRef.of(row), auto_save=save, out_dir=out_dir)
+        out = parts.get(row["id"])  # a part's results are kept with its job's
+        return check(
+            ctx, BatchRef.of(row), auto_save=save or out is not None, out_dir=out_dir, out=out
+        )
 
     pool = ThreadPoolExecutor(max_workers=concurrency)
     try:
@@ -575,6 +608,20 @@ def sweep(
         raise
     pool.shutdown()
     return reports
+
+
+def part_result_paths(ctx: Context, rows: list[Row]) -> dict[int, Path]:
+    """Where the results of the rows that are parts of jobs are saved, by row id."""
+    from batchledger.jobs import part_results_path
+
+    paths = {}
+    for row in rows:
+        if row["part"] is not None and row["batch_id"] is not None:
+            job, part = ctx.ledger.job_of_part(row["part"])
+            paths[row["id"]] = part_results_path(
+                ctx, job["job_id"], part["part_index"], row["batch_id"]
+            )
+    return paths
 
 
 def batches_to_watch(

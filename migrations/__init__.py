@@ -211,3 +211,103 @@ def m004_batch_details(db: Database) -> None:
     db.execute("ALTER TABLE batches ADD COLUMN output_file_gone_at TEXT")
     db.execute("ALTER TABLE batches ADD COLUMN error_file_gone_at TEXT")
     db.execute("CREATE INDEX idx_batches_model ON batches (model)")
+
+
+@migrations()
+def m005_jobs(db: Database) -> None:
+    # A job: one input past a batch's limits, split at line boundaries into parts, each
+    # part sent as its own batch. The input is never copied: a part is a byte range of it.
+    # `max_in_flight`: parts submitted at once (NULL: all); the others wait `queued`.
+    # `retry_of`: the job (or batch) whose failed lines this job sends again.
+    # The merged results (`output_*`, `error_*`) are the parts' results in part order.
+    db.execute(
+        """
+        CREATE TABLE jobs (
+            id INTEGER PRIMARY KEY,
+            job_id TEXT NOT NULL UNIQUE,
+            account TEXT NOT NULL,
+            base_url TEXT,
+            input_path TEXT NOT NULL,
+            input_bytes INTEGER NOT NULL,
+            input_sha256 TEXT NOT NULL,
+            input_requests INTEGER NOT NULL,
+            endpoint TEXT NOT NULL,
+            completion_window TEXT NOT NULL,
+            max_requests INTEGER NOT NULL,
+            max_bytes INTEGER NOT NULL,
+            max_in_flight INTEGER,
+            metadata TEXT,
+            input_expires_after INTEGER,
+            output_expires_after INTEGER,
+            status TEXT NOT NULL,
+            recorded_at TEXT NOT NULL,
+            finished_at TEXT,
+            output_path TEXT,
+            output_bytes INTEGER,
+            output_sha256 TEXT,
+            error_path TEXT,
+            error_bytes INTEGER,
+            error_sha256 TEXT,
+            merged_at TEXT,
+            retry_of TEXT,
+            claimed_by TEXT,
+            claimed_at TEXT,
+            claim_expires_at TEXT
+        )
+        """
+    )
+    db.execute("CREATE INDEX idx_jobs_input ON jobs (input_sha256, endpoint)")
+    # A part: a byte range of the job's input. Its upload is made once (named with `ref`)
+    # and reused by every attempt; each attempt is a batch row pointing at the part.
+    # `state`: queued (waiting to be sent), sent (an attempt is live or final), or
+    # cancelled. A part bounced off the enqueued-token limit goes back to queued, with
+    # `not_before` (a backoff) and `requeued_at` (a batch of the account that finishes
+    # after it lets it go at once).
+    db.execute(
+        """
+        CREATE TABLE parts (
+            id INTEGER PRIMARY KEY,
+            job INTEGER NOT NULL REFERENCES jobs (id),
+            part_index INTEGER NOT NULL,
+            start_byte INTEGER NOT NULL,
+            end_byte INTEGER NOT NULL,
+            requests INTEGER NOT NULL,
+            ref TEXT NOT NULL UNIQUE,
+            input_file_id TEXT,
+            input_file_created_at INTEGER,
+            state TEXT NOT NULL DEFAULT 'queued',
+            requeues INTEGER NOT NULL DEFAULT 0,
+            requeued_at TEXT,
+            not_before TEXT,
+            UNIQUE (job, part_index)
+        )
+        """
+    )
+    db.execute("ALTER TABLE batches ADD COLUMN part INTEGER REFERENCES parts (id)")
+    db.execute("CREATE INDEX idx_batches_part ON batches (part)")
+    # What was done to each job as a whole (split, merge, cancel), as `history` is per batch.
+    db.execute(
+        """
+        CREATE TABLE job_history (
+            id INTEGER PRIMARY KEY,
+            job INTEGER NOT NULL REFERENCES jobs (id),
+            at TEXT NOT NULL,
+            action TEXT NOT NULL,
+            detail TEXT,
+            log_file TEXT
+        )
+        """
+    )
+    db.execute("CREATE INDEX idx_job_history_job ON job_history (job)")
+    db.execute(
+        """
+        CREATE TRIGGER job_history_append_only_update BEFORE UPDATE ON job_history
+        BEGIN SELECT RAISE(ABORT, 'job_history is append-only'); END
+        """
+    )
+    db.execute(
+        """
+        CREATE TRIGGER job_history_append_only_delete BEFORE DELETE ON job_history
+        BEGIN SELECT RAISE(ABORT, 'job_history is append-only'); END
+        """
+    )

@@ -3,9 +3,10 @@
 import argparse
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from batchledger.batches import FINAL_STATUSES, BatchRef
+from batchledger.batches import FINAL_STATUSES, BatchRef, JobRef
+from batchledger.cli import job_commands
 from batchledger.context import Context
 from batchledger.details import CreateDetails, check_metadata
 from batchledger.errors import ExitCode, UsageError
@@ -29,7 +30,7 @@ from batchledger.render import (
     sweep_table,
     usage_table,
 )
-from batchledger.resolve import resolve_batch
+from batchledger.resolve import resolve, resolve_batch
 
 if TYPE_CHECKING:
     from batchledger.workflow import BatchReport
@@ -39,6 +40,13 @@ Handler = Callable[[argparse.Namespace, Context], ExitCode]
 
 def batch_ref(ctx: Context, text: str) -> BatchRef:
     return resolve_batch(
+        ctx.open_ledger(create=False), text, named=ctx.named_account, current=ctx.account.name
+    )
+
+
+def target(ctx: Context, text: str) -> BatchRef | JobRef:
+    """A batch or a job: wherever a batch id is taken, a job id is too."""
+    return resolve(
         ctx.open_ledger(create=False), text, named=ctx.named_account, current=ctx.account.name
     )
 
@@ -68,12 +76,19 @@ def create(args: argparse.Namespace, ctx: Context) -> ExitCode:
     path = check_input(args.input)
     hashing = hash_input_in_background(path, args.input)
     from batchledger import workflow  # imports openai, while the input is hashed
+    from batchledger.jobs import split_wanted
 
     ctx.start_api_command()
     endpoint = args.endpoint or ctx.account.default_endpoint
+    input_ = hashing.result()
+    split = split_wanted(input_, ctx.account.limits, args.max_requests, args.max_bytes)
+    if split is not None:
+        return job_commands.create(args, ctx, input_, endpoint, split, details)
+    if args.max_in_flight is not None:
+        raise UsageError("--max-in-flight is for inputs split into parts (a job)")
     submitted = workflow.submit(
         ctx,
-        hashing.result(),
+        input_,
         endpoint,
         args.completion_window,
         force=args.force,
@@ -101,7 +116,9 @@ def status(args: argparse.Namespace, ctx: Context) -> ExitCode:
         return sweep(args, ctx)
     if args.out_dir or args.include_synced:
         raise UsageError("--out-dir and --include-synced go with --all; --out names one file")
-    ref = batch_ref(ctx, args.batch_id)
+    ref = target(ctx, args.batch_id)
+    if isinstance(ref, JobRef):
+        return job_commands.status(args, ctx, ref)
     out = out_path(args, ref)
     ctx.start_api_command()
     report = workflow.look_up(ctx, ref)
@@ -138,16 +155,21 @@ def sweep(args: argparse.Namespace, ctx: Context) -> ExitCode:
                 f"a create of {Path(row['input_path'] or '').name} made no batch; marked "
                 "abandoned ('batchledger create' of the same input sends it again)"
             )
-    if swept is None or not swept.reports:
+    if swept is None or not (swept.reports or swept.jobs):
         ctx.print("[]" if args.json else "No pending batches in the ledger.")
         return ExitCode.OK
     reports = swept.reports
     if args.json:
         ctx.print(json_text([row_json(report.row) for report in reports if report.row]))
     else:
-        ctx.print(sweep_table(reports))
+        if reports:
+            ctx.print(sweep_table(reports))
+        for job in swept.jobs:
+            ctx.print(job_commands.summary_line(job))
     for report in reports:
         warn_saved(ctx, report)
+    for job in swept.jobs:
+        job_commands.warn(ctx, job)
     failures = [report for report in reports if report.error]
     for report in failures:
         assert report.error is not None
@@ -171,7 +193,9 @@ def warn_saved(ctx: Context, report: "BatchReport") -> None:
 def retrieve(args: argparse.Namespace, ctx: Context) -> ExitCode:
     from batchledger import workflow
 
-    ref = batch_ref(ctx, args.batch_id)
+    ref = target(ctx, args.batch_id)
+    if isinstance(ref, JobRef):
+        return job_commands.retrieve(args, ctx, ref)
     out = out_path(args, ref)
     ctx.start_api_command()
     report = workflow.retrieve(ctx, ref, out, again=args.force)
@@ -204,7 +228,10 @@ def watch(args: argparse.Namespace, ctx: Context) -> ExitCode:
     else:
         if args.out_dir or args.include_synced:
             raise UsageError("--out-dir and --include-synced go with --all")
-        refs = [batch_ref(ctx, args.batch_id)]
+        ref = target(ctx, args.batch_id)
+        if isinstance(ref, JobRef):
+            return job_commands.watch(args, ctx, ref)
+        refs = [ref]
     ctx.start_api_command()
     progress = Progress(ctx.stderr)
     interval = args.interval or (
@@ -244,7 +271,9 @@ def cancel(args: argparse.Namespace, ctx: Context) -> ExitCode:
     from batchledger import workflow
     from batchledger.cli.parser import DEFAULT_WATCH_MAX_INTERVAL
 
-    ref = batch_ref(ctx, args.batch_id)
+    ref = target(ctx, args.batch_id)
+    if isinstance(ref, JobRef):
+        return job_commands.cancel(args, ctx, ref)
     ctx.start_api_command()
     report = workflow.cancel(ctx, ref)
     assert report.batch is not None
@@ -275,7 +304,9 @@ def show(args: argparse.Namespace, ctx: Context) -> ExitCode:
     if ledger is None:
         ctx.print("null" if args.json else "No batches in the ledger yet.")
         return ExitCode.OK
-    ref = batch_ref(ctx, args.batch_id)
+    ref = target(ctx, args.batch_id)
+    if isinstance(ref, JobRef):
+        return job_commands.show(args, ctx, ref)
     row = ledger.find_batch(ref.batch_id, ref.account)
     if row is None:
         raise UsageError(
@@ -300,9 +331,17 @@ def list_(args: argparse.Namespace, ctx: Context) -> ExitCode:
         account=getattr(args, "account", None),
         model=args.model,
         metadata=tuple(args.metadata),
+        parts=args.parts,
     )
     limit = None if args.all else args.limit
     rows = ledger.list_batches(filters, limit) if ledger is not None else []
+    jobs = ledger.list_jobs(filters, limit) if ledger is not None else []
+    if jobs:  # a job is one line, among the batches by when it was made
+        rows = sorted(
+            rows + [job_list_row(job) for job in jobs],
+            key=lambda row: row["created_at"] or row["recorded_at"],
+            reverse=True,
+        )[:limit]
     if args.json:
         ctx.print(json_text([row_json(row) for row in rows]))
     elif not rows:
@@ -318,6 +357,20 @@ def list_(args: argparse.Namespace, ctx: Context) -> ExitCode:
                 "use --all or --limit N for more\n"
             )
     return ExitCode.OK
+
+
+def job_list_row(job: dict[str, Any]) -> dict[str, Any]:
+    """A job as `list` shows it: one line, its id where a batch's would be."""
+    return {
+        **job,
+        "batch_id": job["job_id"],
+        "created_at": job["recorded_at"],
+        "requests_total": job["input_requests"],
+        "requests_completed": job["requests_done"],
+        "requests_failed": 0,
+        "model": None,
+        "kind": "job",
+    }
 
 
 def accounts(args: argparse.Namespace, ctx: Context) -> ExitCode:

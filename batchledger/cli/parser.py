@@ -121,6 +121,24 @@ def build_parser() -> Parser:
         "--force", action="store_true", help="submit even if the same input is already in flight"
     )
     create.add_argument(
+        "--max-requests",
+        type=positive_int,
+        metavar="N",
+        help="split into parts of at most N requests (default: the account's limit)",
+    )
+    create.add_argument(
+        "--max-bytes",
+        type=positive_int,
+        metavar="N",
+        help="split into parts of at most N bytes (default: the account's limit)",
+    )
+    create.add_argument(
+        "--max-in-flight",
+        type=positive_int,
+        metavar="N",
+        help="send at most N parts at once; the others wait, sent by later status or watch",
+    )
+    create.add_argument(
         "--metadata",
         type=metadata_pair,
         action="append",
@@ -240,6 +258,9 @@ def build_parser() -> Parser:
         help="only batches recorded since then: 7d, 12h, 30m, 2w, or a date",
     )
     list_.add_argument("--endpoint", help="only batches sent to this endpoint")
+    list_.add_argument(
+        "--parts", action="store_true", help="also the batches of jobs' parts (one row each)"
+    )
     list_.add_argument("--model", metavar="NAME", help="only batches of this model")
     list_.add_argument(
         "--metadata",

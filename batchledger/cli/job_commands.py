@@ -1,0 +1,194 @@
+"""The commands on a job (an input split into parts): what `create`, `status`, `watch`,
+`retrieve`, `cancel` and `show` do when they are given a job."""
+
+import argparse
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from batchledger.batches import JOB_RUNNING, JobRef, Row
+from batchledger.context import Context
+from batchledger.details import CreateDetails
+from batchledger.errors import ExitCode, Refused, UsageError
+from batchledger.render import Progress, display_path, json_text, saved_line, show_job_lines
+
+if TYPE_CHECKING:
+    from batchledger.jobs import JobReport
+    from batchledger.ledger import InputFile
+
+
+def job_row(ctx: Context, ref: JobRef) -> Row:
+    ledger = ctx.open_ledger(create=False)
+    job = ledger.find_job(ref.job_id) if ledger is not None else None
+    if job is None:
+        raise UsageError(f"no job {ref.job_id} in the ledger")
+    return job
+
+
+def create(
+    args: argparse.Namespace,
+    ctx: Context,
+    input_: "InputFile",
+    endpoint: str,
+    split: tuple[int, int],
+    details: CreateDetails,
+) -> ExitCode:
+    from batchledger.jobs import create_job, job_json
+
+    report = create_job(
+        ctx,
+        input_,
+        endpoint,
+        args.completion_window,
+        split=split,
+        max_in_flight=args.max_in_flight,
+        details=details,
+        force=args.force,
+    )
+    if args.json:
+        ctx.print(json_text(job_json(report)))
+        return ExitCode.OK
+    total = len(report.parts)
+    ctx.print(f"job_id: {report.job_id}")
+    for view in report.parts:
+        attempt = view.attempt
+        where = f"part {view.part['part_index']}/{total}:"
+        if attempt is not None and attempt["batch_id"]:
+            ctx.print(
+                f"{where} file_id: {attempt['input_file_id']} batch_id: {attempt['batch_id']}"
+            )
+        else:
+            ctx.print(f"{where} {view.label}")
+    warn(ctx, report)
+    return ExitCode.OK
+
+
+def print_job(ctx: Context, report: "JobReport", *, as_json: bool = False) -> None:
+    from batchledger.jobs import job_json, job_lines
+
+    if as_json:
+        ctx.print(json_text(job_json(report)))
+        return
+    ctx.print("\n".join(job_lines(report)))
+    job = report.job
+    for kind in ("output", "error"):
+        if job[f"{kind}_path"]:
+            ctx.print(saved_line(kind, job[f"{kind}_path"], job[f"{kind}_bytes"]))
+    warn(ctx, report)
+
+
+def summary_line(report: "JobReport") -> str:
+    """One line per job in a sweep: its status, parts and where its results are."""
+    job = report.job
+    line = (
+        f"{report.job_id}: {job['status']}, {report.parts_done}/{len(report.parts)} parts done, "
+        f"{report.requests_done}/{job['input_requests']} requests"
+    )
+    if report.submitted:
+        line += f", {len(report.submitted)} sent now"
+    if job["output_path"]:
+        line += f"; saved: {display_path(job['output_path'])} ({job['output_bytes']} bytes)"
+    return line
+
+
+def warn(ctx: Context, report: "JobReport") -> None:
+    for item in report.saved:
+        if item.replaced:
+            ctx.warn(f"overwrote existing file {display_path(item.path)}")
+    for line in report.warnings:
+        ctx.warn(line)
+
+
+def status(args: argparse.Namespace, ctx: Context, ref: JobRef) -> ExitCode:
+    from batchledger.jobs import advance
+
+    job = job_row(ctx, ref)
+    out = Path(args.out) if getattr(args, "out", None) else None
+    ctx.start_api_command()
+    report = advance(ctx, job, out=out)
+    print_job(ctx, report, as_json=getattr(args, "json", False))
+    return ExitCode.OK
+
+
+def retrieve(args: argparse.Namespace, ctx: Context, ref: JobRef) -> ExitCode:
+    from batchledger.jobs import advance
+
+    job = job_row(ctx, ref)
+    out = Path(args.out) if args.out else None
+    ctx.start_api_command()
+    report = advance(ctx, job, out=out)
+    if report.job["status"] == JOB_RUNNING:
+        raise Refused(
+            f"job {ref.job_id} is still running ({report.parts_done}/{len(report.parts)} parts "
+            "done); nothing was saved"
+        )
+    job = report.job
+    if not (job["output_path"] or job["error_path"]):
+        raise Refused(f"job {ref.job_id} has no results to save")
+    for kind in ("output", "error"):
+        if job[f"{kind}_path"]:
+            ctx.print(saved_line(kind, job[f"{kind}_path"], job[f"{kind}_bytes"]))
+    warn(ctx, report)
+    return ExitCode.OK
+
+
+def watch(args: argparse.Namespace, ctx: Context, ref: JobRef) -> ExitCode:
+    from batchledger.cli.parser import DEFAULT_WATCH_INTERVAL, DEMO_WATCH_INTERVAL
+    from batchledger.cli.process import interrupt_taken
+    from batchledger.jobs import follow_job
+
+    job = job_row(ctx, ref)
+    ctx.start_api_command()
+    interval = args.interval or (
+        DEMO_WATCH_INTERVAL if ctx.account.kind == "emulator" else DEFAULT_WATCH_INTERVAL
+    )
+    progress = Progress(ctx.stderr)
+    report = None
+    try:
+        for report in follow_job(ctx, job, interval=interval, max_interval=args.max_interval):
+            progress.show(
+                {
+                    "id": report.job_id,
+                    "status": f"{report.job['status']} ({report.parts_done}/"
+                    f"{len(report.parts)} parts)",
+                    "request_counts": {
+                        "completed": report.requests_done,
+                        "failed": 0,
+                        "total": report.job["input_requests"],
+                    },
+                }
+            )
+    except KeyboardInterrupt:
+        interrupt_taken()
+        progress.end_line()
+        ctx.stderr.write("batchledger: stopped watching; the job keeps running on the server\n")
+        return ExitCode.INTERRUPTED
+    progress.end_line()
+    assert report is not None
+    print_job(ctx, report)
+    return ExitCode.OK
+
+
+def cancel(args: argparse.Namespace, ctx: Context, ref: JobRef) -> ExitCode:
+    from batchledger.jobs import cancel_job
+
+    job = job_row(ctx, ref)
+    if job["status"] != JOB_RUNNING:
+        raise Refused(f"job {ref.job_id} is already {job['status']}; there is nothing to cancel")
+    ctx.start_api_command()
+    report = cancel_job(ctx, job)
+    ctx.print(f"job_id: {report.job_id}")
+    ctx.print("status: cancelling")
+    return ExitCode.OK
+
+
+def show(args: argparse.Namespace, ctx: Context, ref: JobRef) -> ExitCode:
+    job = job_row(ctx, ref)
+    ledger = ctx.ledger
+    parts = ledger.job_parts(job["id"])
+    attempts = ledger.attempts_of_job(job["id"])
+    history = ledger.job_history(job["id"])
+    if args.json:
+        ctx.print(json_text({**job, "parts": parts, "attempts": attempts, "history": history}))
+    else:
+        ctx.print("\n".join(show_job_lines(job, parts, attempts, history)))
+    return ExitCode.OK

@@ -1,0 +1,463 @@
+"""Jobs: an input past one batch's limits, split at line boundaries into parts, each part
+its own batch; parts wait in a queue (--max-in-flight, the enqueued-token limit) and are
+sent as earlier ones finish; once every part is final, their results are merged.
+
+Nothing here prints. Every step is recorded before and after it happens, as for one batch:
+a part's upload is named with its own ref (found again if its answer is lost), and each
+attempt of a part is a batch row written before its create (found by ref or input file).
+"""
+
+import contextlib
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from batchledger import api
+from batchledger.batches import (
+    ENDED_EARLY_STATUSES,
+    FINAL_STATUSES,
+    JOB_CANCELLED,
+    JOB_DONE,
+    JOB_RUNNING,
+    PART_CANCELLED,
+    PART_QUEUED,
+    PART_SENT,
+    REJECTED,
+    SAVABLE_STATUSES,
+    TOKEN_LIMIT_CODE,
+    BatchRef,
+    Row,
+    attempt_is_open,
+    bounced_off_token_limit,
+    results_saved,
+)
+from batchledger.claims import claimed_by_another_run
+from batchledger.context import Context
+from batchledger.details import CreateDetails
+from batchledger.errors import BatchledgerError, Rejected
+from batchledger.ledger import InputFile
+from batchledger.times import epoch_of, iso_utc
+
+if TYPE_CHECKING:
+    from openai import OpenAI
+
+    from batchledger.workflow import SavedFile
+
+# A part the enqueued-token limit bounced is sent again once another batch of the account
+# has finished, or after this long (doubled at each bounce, up to the maximum).
+REQUEUE_BACKOFF_SECONDS = 60
+MAX_REQUEUE_BACKOFF_SECONDS = 1800
+
+
+@dataclass
+class PartView:
+    """A part and where it stands."""
+
+    part: Row
+    attempt: Row | None  # its last attempt
+
+    @property
+    def label(self) -> str:
+        if self.part["state"] == PART_CANCELLED:
+            return "cancelled"
+        if self.part["state"] == PART_QUEUED:
+            return "queued" if not self.part["requeues"] else "queued (token limit)"
+        if self.attempt is None:
+            return "queued"
+        return self.attempt["status"] or "submitting"
+
+    @property
+    def done(self) -> bool:
+        """Final: nothing more will happen to it."""
+        if self.part["state"] == PART_CANCELLED:
+            return True
+        if self.part["state"] != PART_SENT or self.attempt is None:
+            return False
+        if bounced_off_token_limit(self.attempt):
+            return False  # it goes back to the queue
+        return self.attempt["status"] in FINAL_STATUSES or self.attempt["status"] == REJECTED
+
+    @property
+    def requests_done(self) -> int:
+        attempt = self.attempt or {}
+        return int((attempt.get("requests_completed") or 0) + (attempt.get("requests_failed") or 0))
+
+
+@dataclass
+class JobReport:
+    job: Row
+    parts: list[PartView] = field(default_factory=list)
+    submitted: list[PartView] = field(default_factory=list)  # sent by this run
+    saved: list["SavedFile"] = field(default_factory=list)  # the merged results, if merged now
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def job_id(self) -> str:
+        return str(self.job["job_id"])
+
+    @property
+    def parts_done(self) -> int:
+        return sum(view.done for view in self.parts)
+
+    @property
+    def requests_done(self) -> int:
+        return sum(view.requests_done for view in self.parts)
+
+
+def split_wanted(
+    input_: InputFile, limits: tuple[int, int], max_requests: int | None, max_bytes: int | None
+) -> tuple[int, int] | None:
+    """The (requests, bytes) each part may hold, or None: the input stays one plain batch.
+
+    An input within the account's limits, with neither --max-requests nor --max-bytes, is
+    one batch exactly as before jobs existed.
+    """
+    within = input_.lines <= limits[0] and input_.size <= limits[1]
+    if max_requests is None and max_bytes is None and within:
+        return None
+    return (
+        min(max_requests or limits[0], limits[0]),
+        min(max_bytes or limits[1], limits[1]),
+    )
+
+
+def create_job(
+    ctx: Context,
+    input_: InputFile,
+    endpoint: str,
+    window: str,
+    *,
+    split: tuple[int, int],
+    max_in_flight: int | None,
+    details: CreateDetails,
+    force: bool,
+) -> JobReport:
+    """Split `input_` into parts and send as many as --max-in-flight lets; the rest wait."""
+    from batchledger.split import plan_parts
+
+    parts = plan_parts(input_.path, max_requests=split[0], max_bytes=split[1])
+    account = ctx.account
+    job, resumed = ctx.ledger.claim_job(
+        input_,
+        endpoint,
+        window,
+        account=account.name,
+        base_url=account.location,
+        limits=split,
+        max_in_flight=max_in_flight,
+        parts=[(part.start, part.end, part.requests) for part in parts],
+        details=details,
+        force=force,
+    )
+    try:
+        return advance(ctx, job, check=resumed, details=details, search_uploads=resumed)
+    finally:
+        with contextlib.suppress(BatchledgerError):
+            ctx.ledger.release_job_claim(job["id"])
+
+
+def details_of(job: Row) -> CreateDetails:
+    import json
+
+    return CreateDetails(
+        metadata=json.loads(job["metadata"]) if job["metadata"] else {},
+        input_expires_after=job["input_expires_after"],
+        output_expires_after=job["output_expires_after"],
+    )
+
+
+def views(ctx: Context, job: Row) -> list[PartView]:
+    attempts: dict[int, Row] = {}
+    for row in ctx.ledger.attempts_of_job(job["id"]):
+        attempts[row["part"]] = row  # oldest first: the last one stays
+    return [PartView(part, attempts.get(part["id"])) for part in ctx.ledger.job_parts(job["id"])]
+
+
+def advance(
+    ctx: Context,
+    job: Row,
+    *,
+    check: bool = True,
+    out: Path | None = None,
+    out_dir: Path | None = None,
+    details: CreateDetails | None = None,
+    search_uploads: bool = False,
+) -> JobReport:
+    """Move a job on: check its live parts (saving their results), send again the parts
+    the enqueued-token limit bounced, send queued parts up to --max-in-flight, and merge
+    the results once every part is final."""
+    details = details or details_of(job)
+    report = JobReport(job=job)
+    if job["status"] != JOB_RUNNING:
+        report.parts = views(ctx, job)
+        return report
+    client = ctx.client_for(job["account"])
+    if check:
+        _check_parts(ctx, job, report)
+    now = datetime.now(UTC)
+    for view in views(ctx, job):
+        if (
+            view.part["state"] == PART_SENT
+            and view.attempt
+            and bounced_off_token_limit(view.attempt)
+        ):
+            wait = min(
+                REQUEUE_BACKOFF_SECONDS * 2 ** view.part["requeues"], MAX_REQUEUE_BACKOFF_SECONDS
+            )
+            ctx.ledger.requeue_part(
+                view.part["id"],
+                iso_utc(now + timedelta(seconds=wait)),
+                f"part {view.part['part_index']} bounced off the enqueued-token limit",
+            )
+    parts = views(ctx, job)
+    open_parts = sum(
+        1
+        for view in parts
+        if view.part["state"] == PART_SENT and view.attempt and attempt_is_open(view.attempt)
+    )
+    limit = job["max_in_flight"]
+    for view in parts:
+        if view.part["state"] != PART_QUEUED or (limit is not None and open_parts >= limit):
+            continue
+        if not _may_send(ctx, job, view.part, now):
+            continue
+        sent = _send_part(ctx, client, job, view.part, len(parts), details, search_uploads)
+        if sent is not None:
+            open_parts += 1
+            report.submitted.append(sent)
+    report.parts = views(ctx, job)
+    if all(view.done for view in report.parts):
+        _merge(ctx, job, report, out, out_dir)
+        report.job = ctx.ledger.get_job(job["id"])
+    return report
+
+
+def _may_send(ctx: Context, job: Row, part: Row, now: datetime) -> bool:
+    """A queued part goes now, unless the token limit bounced it and neither its backoff
+    has passed nor another batch of the account has finished since."""
+    if not part["requeues"] or part["not_before"] is None:
+        return True
+    if now.timestamp() >= epoch_of(part["not_before"]):
+        return True
+    finished = ctx.ledger.db.execute(
+        "SELECT 1 FROM batches WHERE account = ? AND status IN ('completed', 'expired', "
+        "'cancelled') AND checked_at >= ? LIMIT 1",
+        (job["account"], part["requeued_at"]),
+    ).fetchone()
+    return finished is not None
+
+
+def _send_part(
+    ctx: Context,
+    client: "OpenAI",
+    job: Row,
+    part: Row,
+    total: int,
+    details: CreateDetails,
+    search_uploads: bool,
+) -> PartView | None:
+    """Upload the part (once: later attempts reuse it) and create its next attempt."""
+    from batchledger import workflow
+
+    ledger = ctx.ledger
+    input_path = Path(job["input_path"])
+    name = f"{input_path.stem}.part{part['part_index']}of{total}.{part['ref']}.jsonl"
+    size = part["end_byte"] - part["start_byte"]
+    uploaded: api.Uploaded | None = None
+    if part["input_file_id"] is not None:
+        file = api.get_file(client, part["input_file_id"])
+        if file is not None:
+            uploaded = api.Uploaded(file["id"], file["created_at"])
+    elif search_uploads:  # a run cut off during the upload: it may have arrived
+        uploaded = api.find_uploaded_file(client, name, size, max_age=None)
+    if uploaded is None:
+        uploaded = api.upload_file(
+            client,
+            input_path,
+            name,
+            expires_after=details.input_expires_after,
+            ranges=[(part["start_byte"], part["end_byte"])],
+        )
+    if uploaded.id != part["input_file_id"]:
+        ledger.record_part_upload(part["id"], uploaded.id, uploaded.created_at)
+        part = {**part, "input_file_id": uploaded.id}
+    row = ledger.start_attempt(part, job, details)
+    if row is None:
+        return None  # another run is sending it
+    try:
+        batch = api.create_batch(
+            client,
+            uploaded.id,
+            job["endpoint"],
+            job["completion_window"],
+            row["ref"],
+            file_created_at=uploaded.created_at,
+            user_metadata=details.metadata,
+            output_expires_after=details.output_expires_after,
+        )
+    except Rejected as exc:
+        ledger.mark_rejected(row["id"], exc.message, exc.code)
+        if exc.code != TOKEN_LIMIT_CODE:
+            raise
+        return PartView(part, ledger.get_row(row["id"]))
+    finally:
+        with contextlib.suppress(BatchledgerError):
+            ledger.release_claim(row["id"])
+    ref = BatchRef(job["account"], batch["id"])
+    row = workflow.record(ctx, ref, batch, action="create", row_id=row["id"])
+    return PartView(part, row)
+
+
+def part_results_path(ctx: Context, job_id: str, part_index: int, batch_id: str) -> Path:
+    """Where a part's results are kept until (and after) they are merged: beside the ledger."""
+    folder = ctx.ledger_path.parent / "jobs" / job_id
+    return folder / f"part{part_index:04d}.{batch_id}.jsonl"
+
+
+def _check_parts(ctx: Context, job: Row, report: JobReport) -> None:
+    """Check the job's live attempts and save the results of finished ones."""
+    from batchledger import workflow
+
+    unfinished = []
+    for view in views(ctx, job):
+        attempt = view.attempt
+        if attempt is None:
+            continue
+        if attempt["batch_id"] is None:
+            if attempt["status"] is None and not claimed_by_another_run(attempt):
+                unfinished.append(attempt)
+            continue
+        needs_save = attempt["status"] in SAVABLE_STATUSES and not results_saved(attempt)
+        if not attempt_is_open(attempt) and not needs_save:
+            continue
+        if attempt["results_gone_at"] is not None and not attempt_is_open(attempt):
+            continue
+        ref = BatchRef(attempt["account"], attempt["batch_id"])
+        out = part_results_path(ctx, job["job_id"], view.part["part_index"], attempt["batch_id"])
+        checked = workflow.check(ctx, ref, auto_save=True, out=out)
+        if checked.warning:
+            report.warnings.append(checked.warning)
+        if checked.error is not None:
+            report.warnings.append(f"{checked.batch_id}: {checked.error.message}")
+    if unfinished:
+        swept = workflow.SweepReport()
+        workflow.recover_unfinished(ctx, job["account"], unfinished, swept)
+
+
+def _merge(
+    ctx: Context, job: Row, report: JobReport, out: Path | None, out_dir: Path | None
+) -> None:
+    """Every part is final: its results, in part order, into the job's one output file
+    (and one error file), saved atomically."""
+    from batchledger.merge import concat
+    from batchledger.paths import default_results_path, errors_path_for
+    from batchledger.savefile import prepare_target
+    from batchledger.workflow import SavedFile
+
+    target = (out or (out_dir or Path()) / default_results_path(job["job_id"])).expanduser()
+    target = target.absolute()
+    sources: dict[str, list[Path]] = {"output": [], "error": []}
+    missing = 0
+    for view in report.parts:
+        attempt = view.attempt
+        if attempt is None or attempt["status"] not in SAVABLE_STATUSES:
+            missing += view.part["requests"]  # never ran: failed, refused or cancelled
+            continue
+        for kind in sources:
+            if attempt[f"{kind}_path"]:
+                sources[kind].append(Path(attempt[f"{kind}_path"]))
+        if attempt["status"] in ENDED_EARLY_STATUSES:  # as for one batch: no success
+            missing += (attempt["requests_total"] or view.part["requests"]) - (
+                attempt["requests_completed"] or 0
+            )
+    for kind, path in (("output", target), ("error", errors_path_for(target))):
+        if not sources[kind]:
+            ctx.ledger.record_job_results(job["id"], kind, None, None, None)
+            continue
+        replaced = path.exists()
+        prepare_target(path)
+        saved = concat(path, sources[kind])
+        ctx.ledger.record_job_results(job["id"], kind, path, saved.size, saved.sha256)
+        report.saved.append(SavedFile(kind=kind, path=path, size=saved.size, replaced=replaced))
+    if missing:
+        report.warnings.append(
+            f"{job['job_id']}: {missing} of {job['input_requests']} requests have no result "
+            "(parts that failed, expired or were cancelled); 'batchledger retry' sends them again"
+        )
+    cancelled = any(view.part["state"] == PART_CANCELLED for view in report.parts)
+    ctx.ledger.finish_job(job["id"], JOB_CANCELLED if cancelled else JOB_DONE)
+
+
+def cancel_job(ctx: Context, job: Row) -> JobReport:
+    """Cancel the job's live batches; its queued parts are never sent."""
+    ctx.ledger.cancel_queued_parts(job["id"])
+    client = ctx.client_for(job["account"])
+    from batchledger import workflow
+
+    for view in views(ctx, job):
+        attempt = view.attempt
+        if attempt is None or attempt["batch_id"] is None or not attempt_is_open(attempt):
+            continue
+        batch = api.cancel_batch(client, attempt["batch_id"])
+        if batch is not None:
+            workflow.record(ctx, BatchRef.of(attempt), batch, action="cancel", row_id=attempt["id"])
+    return JobReport(job=ctx.ledger.get_job(job["id"]), parts=views(ctx, job))
+
+
+def follow_job(
+    ctx: Context,
+    job: Row,
+    *,
+    interval: float,
+    max_interval: float,
+    out: Path | None = None,
+    sleep: Any = time.sleep,
+) -> "Any":
+    """Advance the job until it is done, yielding a report after each round."""
+    pause = interval
+    last: tuple[int, int] | None = None
+    while True:
+        report = advance(ctx, ctx.ledger.get_job(job["id"]), out=out)
+        yield report
+        if report.job["status"] != JOB_RUNNING:
+            return
+        seen = (report.parts_done, report.requests_done)
+        pause = interval if seen != last else min(pause * 1.5, max_interval)
+        last = seen
+        sleep(pause)
+
+
+def job_lines(report: JobReport) -> list[str]:
+    """`status` of a job: its id, status, parts and requests, a line per part."""
+    job = report.job
+    total = len(report.parts)
+    queued = sum(1 for view in report.parts if view.label.startswith("queued"))
+    lines = [
+        f"job_id: {job['job_id']}",
+        f"status: {job['status']}",
+        f"parts: {report.parts_done}/{total} done, {queued} queued",
+        f"requests: {report.requests_done}/{job['input_requests']} done",
+    ]
+    for view in report.parts:
+        attempt = view.attempt
+        batch = f"{attempt['batch_id']} " if attempt is not None and attempt["batch_id"] else ""
+        lines.append(f"part {view.part['part_index']}/{total}: {batch}{view.label}")
+    return lines
+
+
+def job_json(report: JobReport) -> dict[str, Any]:
+    """A job for --json: its row, and each part with its last attempt."""
+    return {
+        **report.job,
+        "parts": [
+            {
+                **view.part,
+                "label": view.label,
+                "batch_id": view.attempt["batch_id"] if view.attempt else None,
+                "batch_status": view.attempt["status"] if view.attempt else None,
+            }
+            for view in report.parts
+        ],
+    }
