@@ -1,0 +1,286 @@
+"""What `retry` sends again, and the merge of every attempt's results after it.
+
+The one place input lines are parsed: each line's `custom_id` is what joins it to its
+results. Memory stays bounded whatever the job's size: every result line is indexed by
+custom_id in a temporary SQLite file (its outcome, and where its bytes are: file, offset,
+size; never the line itself), the input's custom_ids and offsets go into the same file,
+and SQLite joins the two in input order. A dict or a set of a million custom_ids would
+hold a hundred megabytes or more.
+
+Attempts are given oldest first. A custom_id's outcome is its successful response (HTTP
+200) from any attempt, else its last failure: a later attempt's line replaces an earlier
+one unless the earlier one succeeded.
+"""
+
+import itertools
+import json
+import sqlite3
+import tempfile
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from batchledger.errors import UsageError
+from batchledger.savefile import Saved, prepare_target, save_chunks
+
+# What a failure is called, by the result line's error.code.
+REASON_BY_ERROR_CODE = {
+    "batch_expired": "expired",
+    "batch_cancelled": "cancelled",
+    "request_timeout": "timeout",
+}
+# Sent again by default: failures that say nothing about the request itself.
+DEFAULT_REASONS = frozenset({"expired", "cancelled", "timeout", "429", "5xx", "missing"})
+# Other failures (a 4xx, another error code) are "failed": sent again with all_failed only.
+OTHER_FAILURE = "failed"
+MISSING = "missing"
+
+_decode_json = json.JSONDecoder().raw_decode
+INSERT_BATCH = 2_000  # rows written to the index per statement
+READ_BYTES = 1024 * 1024  # result bytes read at once when merging
+INDEX_CACHE_KIB = 32 * 1024  # SQLite's page cache for the index: bounded, and enough to be quick
+
+# (output file, error file) of one attempt; either may be absent.
+Attempt = tuple[Path | None, Path | None]
+
+
+@dataclass
+class RedoPlan:
+    """The input lines to send again, as byte ranges of the input (for split.Segments)."""
+
+    ranges: list[tuple[int, int]] = field(default_factory=list)  # adjacent lines coalesced
+    lines: int = 0
+    by_reason: Counter[str] = field(default_factory=Counter)
+    kept: int = 0  # lines with a successful response already
+    not_sent: int = 0  # failed lines left out (their reason needs all_failed)
+
+
+def plan_redo(input_path: Path, results: Sequence[Attempt], *, all_failed: bool) -> RedoPlan:
+    """The input lines with no successful response whose last outcome calls for another try.
+
+    UsageError when a line has no custom_id or repeats one (naming the first such line).
+    """
+    plan = RedoPlan()
+    with _Index() as index:
+        index.add_results(results)
+        index.add_input(input_path)
+        (plan.kept,) = index.conn.execute(
+            "SELECT COUNT(*) FROM inputs i JOIN results r ON r.custom_id = i.custom_id"
+            " WHERE r.ok = 1"
+        ).fetchone()
+        for offset, size, reason in index.conn.execute(
+            "SELECT i.offset, i.size, r.reason FROM inputs i"
+            " LEFT JOIN results r ON r.custom_id = i.custom_id"
+            " WHERE r.ok IS NOT 1 ORDER BY i.line"
+        ):
+            reason = reason or MISSING
+            if reason not in DEFAULT_REASONS and not all_failed:
+                plan.not_sent += 1
+                continue
+            plan.lines += 1
+            plan.by_reason[reason] += 1
+            if plan.ranges and plan.ranges[-1][1] == offset:
+                plan.ranges[-1] = (plan.ranges[-1][0], offset + size)
+            else:
+                plan.ranges.append((offset, offset + size))
+    return plan
+
+
+def merge_attempts(
+    output_target: Path, errors_target: Path, input_path: Path, results: Sequence[Attempt]
+) -> tuple[Saved | None, Saved | None]:
+    """One result line per input custom_id, in input order, bytes as the API sent them.
+
+    Into `output_target`: each successful response (from whichever attempt got it); into
+    `errors_target`: the last failure of each of the others. A custom_id no attempt
+    answered has no line in either. A file that would have no line is not written (None).
+    A result line the API ended without a newline (at its file's end) gets one.
+    """
+    with _Index() as index:
+        paths = index.add_results(results)
+        index.add_input(input_path)
+        saved: list[Saved | None] = []
+        for target, ok in ((output_target, 1), (errors_target, 0)):
+            rows = index.conn.execute(
+                "SELECT r.file, r.offset, r.size, r.newline FROM inputs i"
+                " JOIN results r ON r.custom_id = i.custom_id WHERE r.ok = ? ORDER BY i.line",
+                (ok,),
+            )
+            first = rows.fetchone()
+            if first is None:
+                saved.append(None)
+                continue
+            prepare_target(target)
+            saved.append(save_chunks(target, _line_bytes(paths, itertools.chain([first], rows))))
+    return saved[0], saved[1]
+
+
+def outcome(record: dict[str, Any]) -> str | None:
+    """None for a successful response (status 200), else the reason it failed."""
+    response = record.get("response")
+    status = response.get("status_code") if isinstance(response, dict) else None
+    if status == 200:
+        return None
+    error = record.get("error")
+    code = error.get("code") if isinstance(error, dict) else None
+    if isinstance(code, str) and code in REASON_BY_ERROR_CODE:
+        return REASON_BY_ERROR_CODE[code]
+    if status == 429:
+        return "429"
+    if isinstance(status, int) and 500 <= status <= 599:
+        return "5xx"
+    return OTHER_FAILURE
+
+
+class _Index:
+    """The temporary SQLite file that joins input lines and result lines by custom_id."""
+
+    def __init__(self) -> None:
+        self._folder = tempfile.TemporaryDirectory(prefix="batchledger-redo-")
+        self.conn = sqlite3.connect(Path(self._folder.name) / "index.db")
+        # A scratch file, deleted at the end: nothing to recover after a crash.
+        self.conn.execute("PRAGMA journal_mode = OFF")
+        self.conn.execute("PRAGMA synchronous = OFF")
+        self.conn.execute(f"PRAGMA cache_size = -{INDEX_CACHE_KIB}")
+        self.conn.execute(
+            "CREATE TABLE results (custom_id TEXT PRIMARY KEY, ok INTEGER, reason TEXT,"
+            " file INTEGER, offset INTEGER, size INTEGER, newline INTEGER) WITHOUT ROWID"
+        )
+        self.conn.execute(
+            "CREATE TABLE inputs (line INTEGER PRIMARY KEY, custom_id TEXT NOT NULL UNIQUE,"
+            " offset INTEGER, size INTEGER)"
+        )
+
+    def __enter__(self) -> "_Index":
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.conn.close()
+        self._folder.cleanup()
+
+    def add_results(self, results: Sequence[Attempt]) -> list[Path]:
+        """Index every result line; the result files, numbered as the index numbers them."""
+        # A later line replaces an earlier one for the same custom_id, unless that one was
+        # a success: so the index holds any success, else the last failure.
+        insert = (
+            "INSERT INTO results VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (custom_id) DO UPDATE"
+            " SET ok = excluded.ok, reason = excluded.reason, file = excluded.file,"
+            " offset = excluded.offset, size = excluded.size, newline = excluded.newline"
+            " WHERE results.ok = 0"
+        )
+        paths = [path for attempt in results for path in attempt if path is not None]
+        with self.conn:
+            for number, path in enumerate(paths):
+                pending: list[tuple[Any, ...]] = []
+                for offset, raw in _lines(path):
+                    record = _json_object(raw)
+                    custom_id = record.get("custom_id") if record else None
+                    if not isinstance(custom_id, str):
+                        continue  # not attributable to any request
+                    reason = outcome(record)
+                    newline = raw.endswith(b"\n")
+                    row = (custom_id, reason is None, reason, number, offset, len(raw), newline)
+                    pending.append(row)
+                    if len(pending) >= INSERT_BATCH:
+                        self.conn.executemany(insert, pending)
+                        pending.clear()
+                self.conn.executemany(insert, pending)
+        return paths
+
+    def add_input(self, input_path: Path) -> None:
+        """Index each input line's custom_id, line number and bytes; blank lines are skipped."""
+        insert = "INSERT INTO inputs VALUES (?, ?, ?, ?) ON CONFLICT (custom_id) DO NOTHING"
+        with self.conn:
+            pending: list[tuple[int, str, int, int]] = []
+            for number, (offset, raw) in enumerate(_lines(input_path), start=1):
+                if not raw.strip():
+                    continue
+                record = _json_object(raw)
+                custom_id = record.get("custom_id") if record else None
+                if not isinstance(custom_id, str):
+                    raise UsageError(
+                        f"line {number} of {input_path.name} has no custom_id: "
+                        "retry joins each request to its results by it"
+                    )
+                pending.append((number, custom_id, offset, len(raw)))
+                if len(pending) >= INSERT_BATCH:
+                    self._insert_inputs(insert, pending, input_path)
+            self._insert_inputs(insert, pending, input_path)
+
+    def _insert_inputs(
+        self, insert: str, pending: list[tuple[int, str, int, int]], input_path: Path
+    ) -> None:
+        before = self.conn.total_changes
+        self.conn.executemany(insert, pending)
+        if self.conn.total_changes - before != len(pending):
+            self._raise_duplicate(pending, input_path)
+        pending.clear()
+
+    def _raise_duplicate(self, pending: list[tuple[int, str, int, int]], input_path: Path) -> None:
+        """The first line of `pending` whose custom_id an earlier line has (it was not stored)."""
+        for number, custom_id, _, _ in pending:
+            (first,) = self.conn.execute(
+                "SELECT line FROM inputs WHERE custom_id = ?", (custom_id,)
+            ).fetchone()
+            if first != number:
+                raise UsageError(
+                    f"line {number} of {input_path.name} repeats the custom_id {custom_id!r} "
+                    f"of line {first}: retry could not tell their results apart"
+                )
+
+
+def _lines(path: Path) -> Iterator[tuple[int, bytes]]:
+    """Each line of `path` (its newline included) with its byte offset."""
+    offset = 0
+    with path.open("rb", buffering=READ_BYTES) as lines:
+        for raw in lines:
+            yield offset, raw
+            offset += len(raw)
+
+
+def _json_object(raw: bytes) -> dict[str, Any]:
+    """The JSON object on a line; {} if it is not one."""
+    try:
+        # A third faster than json.loads(bytes), which guesses the encoding of every line.
+        value = _decode_json(raw.decode())[0]
+    except ValueError:  # not JSON, not UTF-8, or leading whitespace: the careful way
+        try:
+            value = json.loads(raw)
+        except ValueError:
+            return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _line_bytes(paths: list[Path], rows: Iterator[tuple[int, int, int, int]]) -> Iterator[bytes]:
+    """The bytes of each (file, offset, size, newline) row; adjacent lines read at once."""
+    files = [path.open("rb", buffering=0) for path in paths]
+    try:
+        run: list[int] | None = None  # [file, start, end] of adjacent lines not yet read
+        for file, offset, size, newline in rows:
+            if run is not None and run[0] == file and run[2] == offset:
+                run[2] += size
+            else:
+                if run is not None:
+                    yield from _read_range(files[run[0]], run[1], run[2])
+                run = [file, offset, offset + size]
+            if not newline:  # the last line of its file: end it here, not in the next line
+                yield from _read_range(files[run[0]], run[1], run[2])
+                yield b"\n"
+                run = None
+        if run is not None:
+            yield from _read_range(files[run[0]], run[1], run[2])
+    finally:
+        for opened in files:
+            opened.close()
+
+
+def _read_range(source: Any, start: int, end: int) -> Iterator[bytes]:
+    source.seek(start)
+    while start < end:
+        chunk = source.read(min(READ_BYTES, end - start))
+        if not chunk:
+            raise OSError(f"{source.name} changed while its results were merged")
+        start += len(chunk)
+        yield chunk
