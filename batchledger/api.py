@@ -530,8 +530,15 @@ def find_uploaded_file(
         "LIST_FILES request=%s",
         json.dumps({"purpose": "batch", "filename": filename, "bytes": size, "max_age": max_age}),
     )
+    try:
+        with api_errors("LIST_FILES"):
+            raw = client.files.with_raw_response.list(purpose="batch", order="desc", limit=100)
+    except Rejected as exc:
+        # A provider that cannot list files: the upload cannot be found again, and is made
+        # anew. Unlike a second batch, a second file costs nothing and runs nothing.
+        log.warning("LIST_FILES refused (%s); uploading again", exc.message)
+        return None
     with api_errors("LIST_FILES"):
-        raw = client.files.with_raw_response.list(purpose="batch", order="desc", limit=100)
         server_now = _server_time(raw.headers.get("date"))
         bound = None
         if max_age is not None and server_now is not None:

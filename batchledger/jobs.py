@@ -8,6 +8,7 @@ attempt of a part is a batch row written before its create (found by ref or inpu
 """
 
 import contextlib
+import json
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -147,7 +148,7 @@ def create_job(
         base_url=account.location,
         limits=split,
         max_in_flight=max_in_flight,
-        parts=[(part.start, part.end, part.requests) for part in parts],
+        parts=[(part.start, part.end, part.requests, None) for part in parts],
         details=details,
         force=force,
     )
@@ -159,8 +160,6 @@ def create_job(
 
 
 def details_of(job: Row) -> CreateDetails:
-    import json
-
     return CreateDetails(
         metadata=json.loads(job["metadata"]) if job["metadata"] else {},
         input_expires_after=job["input_expires_after"],
@@ -264,7 +263,8 @@ def _send_part(
     ledger = ctx.ledger
     input_path = Path(job["input_path"])
     name = f"{input_path.stem}.part{part['part_index']}of{total}.{part['ref']}.jsonl"
-    size = part["end_byte"] - part["start_byte"]
+    ranges = part_ranges(part)
+    size = sum(end - start for start, end in ranges)
     uploaded: api.Uploaded | None = None
     if part["input_file_id"] is not None:
         file = api.get_file(client, part["input_file_id"])
@@ -278,7 +278,7 @@ def _send_part(
             input_path,
             name,
             expires_after=details.input_expires_after,
-            ranges=[(part["start_byte"], part["end_byte"])],
+            ranges=ranges,
         )
     if uploaded.id != part["input_file_id"]:
         ledger.record_part_upload(part["id"], uploaded.id, uploaded.created_at)
@@ -308,6 +308,13 @@ def _send_part(
     ref = BatchRef(job["account"], batch["id"])
     row = workflow.record(ctx, ref, batch, action="create", row_id=row["id"])
     return PartView(part, row)
+
+
+def part_ranges(part: Row) -> list[tuple[int, int]]:
+    """The byte ranges of the input a part holds: one, or a retry's lines."""
+    if part["ranges"]:
+        return [(start, end) for start, end in json.loads(part["ranges"])]
+    return [(part["start_byte"], part["end_byte"])]
 
 
 def part_results_path(ctx: Context, job_id: str, part_index: int, batch_id: str) -> Path:
@@ -388,6 +395,16 @@ def _merge(
         )
     cancelled = any(view.part["state"] == PART_CANCELLED for view in report.parts)
     ctx.ledger.finish_job(job["id"], JOB_CANCELLED if cancelled else JOB_DONE)
+    if job["retry_of"]:
+        from batchledger.retry import merge_into_original
+
+        for kind, path, merged in merge_into_original(ctx, ctx.ledger.get_job(job["id"])):
+            if merged is not None:
+                report.saved.append(SavedFile(kind, path, merged.size, replaced=True))
+        report.warnings.append(
+            f"{job['retry_of']}: its results now hold each request's last answer "
+            f"(merged with {job['job_id']})"
+        )
 
 
 def cancel_job(ctx: Context, job: Row) -> JobReport:

@@ -283,24 +283,35 @@ class Ledger:
         base_url: str,
         limits: tuple[int, int],
         max_in_flight: int | None,
-        parts: Sequence[tuple[int, int, int]],
+        parts: Sequence[tuple[int, int, int, list[tuple[int, int]] | None]],
         details: CreateDetails,
         force: bool,
+        retry_of: str | None = None,
     ) -> tuple[Row, bool]:
         """Start (or resume) the job of `input_`: its row and whether it resumed.
 
-        `parts` are (start byte, end byte, requests). One transaction decides, as for one
+        `parts` are (start byte, end byte, requests, and for a retry the byte ranges of its
+        lines). `retry_of`: the batch or job whose lines this job sends again; a retry is
+        never taken for a duplicate of what it retries. One transaction decides, as for one
         batch: an input already sent (as a job or a batch) is refused unless `force`; a job
         of it that is not wholly sent yet is resumed, unless another run holds it.
         """
         with self._writing():
-            sent = self.find_active_job(input_, endpoint, window, account, base_url)
+            sent = (
+                None
+                if retry_of
+                else self.find_active_job(input_, endpoint, window, account, base_url)
+            )
             if sent is not None and not force:
                 raise Refused(
                     f"{input_.path.name} was already submitted as {sent['job_id']} "
                     f"(same content, endpoint and window); use --force to submit it again"
                 )
-            duplicate = self.find_active_duplicate(input_, endpoint, window, account, base_url)
+            duplicate = (
+                None
+                if retry_of
+                else self.find_active_duplicate(input_, endpoint, window, account, base_url)
+            )
             if duplicate is not None and not force:
                 raise Refused(
                     f"{input_.path.name} was already submitted as {duplicate['batch_id']} "
@@ -340,6 +351,7 @@ class Ledger:
                         "output_expires_after": details.output_expires_after,
                         "status": JOB_RUNNING,
                         "recorded_at": utc_now(),
+                        "retry_of": retry_of,
                         **new_claim(),
                     }
                 )
@@ -352,11 +364,12 @@ class Ledger:
                     "part_index": index,
                     "start_byte": start,
                     "end_byte": end,
+                    "ranges": json.dumps(ranges) if ranges is not None else None,
                     "requests": requests,
                     "ref": f"bl_{uuid.uuid4().hex}",
                     "state": PART_QUEUED,
                 }
-                for index, (start, end, requests) in enumerate(parts, start=1)
+                for index, (start, end, requests, ranges) in enumerate(parts, start=1)
             )
             self._job_history(job_row_id, "split", f"{len(parts)} parts of {input_.path}")
             return self.get_job(job_row_id), False
@@ -549,6 +562,13 @@ class Ledger:
         )
         return rows[0] if rows else None
 
+    def find_unsent_job_by_id(self, job_row_id: int) -> Row | None:
+        """The job, if its submission is not over (a part never sent, a create cut off)."""
+        rows = self._rows(
+            f"SELECT * FROM jobs WHERE id = ? AND ({_UNSENT})", (job_row_id, PART_QUEUED)
+        )
+        return rows[0] if rows else None
+
     def unfinished_jobs(self) -> list[Row]:
         return self._rows("SELECT * FROM jobs WHERE status = ? ORDER BY id", (JOB_RUNNING,))
 
@@ -737,6 +757,28 @@ class Ledger:
                 },
             )
             self._history(row_id, f"save_{kind}", f"saved {size} bytes to {path}")
+
+    def record_merge(
+        self,
+        row_id: int,
+        kind: str,
+        path: Path | None,
+        size: int | None,
+        sha256: str | None,
+        detail: str,
+    ) -> None:
+        """The batch's `kind` results, merged with a retry's: one line per custom_id."""
+        with self._writing():
+            self.db.table("batches").update(
+                row_id,
+                {
+                    f"{kind}_path": str(path) if path else None,
+                    f"{kind}_bytes": size,
+                    f"{kind}_sha256": sha256,
+                    f"{kind}_saved_at": utc_now(),
+                },
+            )
+            self._history(row_id, f"merge_{kind}", f"{detail}: {size} bytes at {path}")
 
     def record_event(self, row_id: int, action: str, detail: str) -> None:
         with self._writing():

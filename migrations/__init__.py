@@ -257,8 +257,10 @@ def m005_jobs(db: Database) -> None:
         """
     )
     db.execute("CREATE INDEX idx_jobs_input ON jobs (input_sha256, endpoint)")
-    # A part: a byte range of the job's input. Its upload is made once (named with `ref`)
-    # and reused by every attempt; each attempt is a batch row pointing at the part.
+    # A part: a byte range of the job's input (a retry's part: the `ranges` of the input's
+    # lines it sends again, a JSON list, start_byte/end_byte spanning them). Its upload is
+    # made once (named with `ref`) and reused by every attempt; each attempt is a batch row
+    # pointing at the part.
     # `state`: queued (waiting to be sent), sent (an attempt is live or final), or
     # cancelled. A part bounced off the enqueued-token limit goes back to queued, with
     # `not_before` (a backoff) and `requeued_at` (a batch of the account that finishes
@@ -271,6 +273,7 @@ def m005_jobs(db: Database) -> None:
             part_index INTEGER NOT NULL,
             start_byte INTEGER NOT NULL,
             end_byte INTEGER NOT NULL,
+            ranges TEXT,
             requests INTEGER NOT NULL,
             ref TEXT NOT NULL UNIQUE,
             input_file_id TEXT,

@@ -359,6 +359,10 @@ def list_(args: argparse.Namespace, ctx: Context) -> ExitCode:
     return ExitCode.OK
 
 
+def retry(args: argparse.Namespace, ctx: Context) -> ExitCode:
+    return job_commands.retry(args, ctx, target(ctx, args.batch_id))
+
+
 def job_list_row(job: dict[str, Any]) -> dict[str, Any]:
     """A job as `list` shows it: one line, its id where a batch's would be."""
     return {

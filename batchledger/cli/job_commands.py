@@ -5,7 +5,7 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from batchledger.batches import JOB_RUNNING, JobRef, Row
+from batchledger.batches import JOB_RUNNING, BatchRef, JobRef, Row
 from batchledger.context import Context
 from batchledger.details import CreateDetails
 from batchledger.errors import ExitCode, Refused, UsageError
@@ -47,18 +47,7 @@ def create(
     if args.json:
         ctx.print(json_text(job_json(report)))
         return ExitCode.OK
-    total = len(report.parts)
-    ctx.print(f"job_id: {report.job_id}")
-    for view in report.parts:
-        attempt = view.attempt
-        where = f"part {view.part['part_index']}/{total}:"
-        if attempt is not None and attempt["batch_id"]:
-            ctx.print(
-                f"{where} file_id: {attempt['input_file_id']} batch_id: {attempt['batch_id']}"
-            )
-        else:
-            ctx.print(f"{where} {view.label}")
-    warn(ctx, report)
+    print_parts(ctx, report)
     return ExitCode.OK
 
 
@@ -192,3 +181,52 @@ def show(args: argparse.Namespace, ctx: Context, ref: JobRef) -> ExitCode:
     else:
         ctx.print("\n".join(show_job_lines(job, parts, attempts, history)))
     return ExitCode.OK
+
+
+def retry(args: argparse.Namespace, ctx: Context, ref: JobRef | BatchRef) -> ExitCode:
+    from batchledger.retry import retry as send_again
+
+    ctx.start_api_command()
+    report = send_again(ctx, ref, all_failed=args.all_failed, max_in_flight=args.max_in_flight)
+    original = report.original.retry_of
+    plan = report.plan
+    if plan is not None and not plan.lines:
+        others = (
+            f"; {plan.not_sent} failed for other reasons (--all-failed sends them)"
+            if plan.not_sent
+            else ""
+        )
+        ctx.print(
+            f"Nothing to retry: {plan.kept} requests of {original} have a successful response"
+            f"{others}."
+        )
+        return ExitCode.OK
+    assert report.job is not None
+    if args.json:
+        from batchledger.jobs import job_json
+
+        ctx.print(json_text(job_json(report.job)))
+        return ExitCode.OK
+    if plan is not None:
+        reasons = ", ".join(f"{n} {reason}" for reason, n in sorted(plan.by_reason.items()))
+        ctx.print(f"retry of {original}: {plan.lines} requests ({reasons})")
+    else:
+        ctx.print(f"retry of {original}: resuming {report.job.job_id}")
+    print_parts(ctx, report.job)
+    return ExitCode.OK
+
+
+def print_parts(ctx: Context, report: "JobReport") -> None:
+    """`job_id: …` and a line per part: its upload and batch, or `queued`."""
+    total = len(report.parts)
+    ctx.print(f"job_id: {report.job_id}")
+    for view in report.parts:
+        attempt = view.attempt
+        where = f"part {view.part['part_index']}/{total}:"
+        if attempt is not None and attempt["batch_id"]:
+            ctx.print(
+                f"{where} file_id: {attempt['input_file_id']} batch_id: {attempt['batch_id']}"
+            )
+        else:
+            ctx.print(f"{where} {view.label}")
+    warn(ctx, report)

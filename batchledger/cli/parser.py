@@ -272,6 +272,23 @@ def build_parser() -> Parser:
     )
     json_option(list_)
 
+    retry = command(
+        "retry",
+        "send again the requests of a batch or job that got no successful response",
+        run.retry,
+    )
+    retry.add_argument("batch_id", metavar="ID", help="the batch or job")
+    retry.add_argument(
+        "--all-failed",
+        action="store_true",
+        help="also requests that failed for other reasons (a 4xx): not only expired, "
+        "cancelled, timed out, 429, 5xx or missing",
+    )
+    retry.add_argument(
+        "--max-in-flight", type=positive_int, metavar="N", help="send at most N parts at once"
+    )
+    json_option(retry)
+
     accounts = command("accounts", "the accounts batches can be made on", run.accounts)
     json_option(accounts)
 
