@@ -400,7 +400,7 @@ def _merge(
 
         for kind, path, merged in merge_into_original(ctx, ctx.ledger.get_job(job["id"])):
             if merged is not None:
-                report.saved.append(SavedFile(kind, path, merged.size, replaced=True))
+                report.saved.append(SavedFile(kind, path, merged.size, replaced=False))
         report.warnings.append(
             f"{job['retry_of']}: its results now hold each request's last answer "
             f"(merged with {job['job_id']})"
