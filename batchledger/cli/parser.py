@@ -5,6 +5,7 @@ from typing import TYPE_CHECKING, NoReturn
 
 from batchledger import __version__
 from batchledger.cli import commands as run
+from batchledger.cli import ledger_commands as read
 from batchledger.cli.types import (
     expiry_duration,
     metadata_pair,
@@ -230,11 +231,11 @@ def build_parser() -> Parser:
 
     command("sync", "add the account's batches to the ledger (also those made elsewhere)", run.sync)
 
-    show = command("show", "everything the ledger knows about one batch", run.show)
+    show = command("show", "everything the ledger knows about one batch", read.show)
     show.add_argument("batch_id", metavar="ID", help="the batch")
     json_option(show)
 
-    list_ = command("list", "show the batches in the ledger (no API key needed)", run.list_)
+    list_ = command("list", "show the batches in the ledger (no API key needed)", read.list_)
     shown = list_.add_mutually_exclusive_group()
     shown.add_argument(
         "--limit",
@@ -289,16 +290,16 @@ def build_parser() -> Parser:
     )
     json_option(retry)
 
-    accounts = command("accounts", "the accounts batches can be made on", run.accounts)
+    accounts = command("accounts", "the accounts batches can be made on", read.accounts)
     json_option(accounts)
 
-    where = command("where", "where the ledger, the accounts file and the logs are", run.where)
+    where = command("where", "where the ledger, the accounts file and the logs are", read.where)
     json_option(where)
 
     prune = command(
         "prune",
         "delete from the account the files of final batches whose results are saved",
-        run.prune,
+        read.prune,
     )
     prune.add_argument(
         "--older-than",
@@ -312,7 +313,7 @@ def build_parser() -> Parser:
     json_option(prune)
 
     usage = command(
-        "usage", "requests and tokens summed from the ledger (no API key needed)", run.usage
+        "usage", "requests and tokens summed from the ledger (no API key needed)", read.usage
     )
     usage.add_argument(
         "--since",
@@ -334,7 +335,7 @@ def build_parser() -> Parser:
     json_option(usage)
 
     export = command(
-        "export", "one row per input request with its result, as CSV or JSONL", run.export
+        "export", "one row per input request with its result, as CSV or JSONL", read.export
     )
     export.add_argument("batch_id", metavar="ID", help="the batch")
     export.add_argument(

@@ -1,0 +1,236 @@
+"""The commands that read the ledger, and those around a batch: show, list, accounts,
+where, prune, usage and export. Each turns its arguments into calls, the results into output."""
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from batchledger.batches import JobRef
+from batchledger.cli import job_commands
+from batchledger.cli.commands import batch_ref, target
+from batchledger.context import Context
+from batchledger.errors import ExitCode, UsageError
+from batchledger.ledger import BatchFilter
+from batchledger.paths import config_path
+from batchledger.redaction import redact
+from batchledger.render import (
+    accounts_table,
+    display_path,
+    json_text,
+    list_table,
+    prune_json,
+    prune_table,
+    row_json,
+    show_lines,
+    usage_table,
+)
+
+
+def show(args: argparse.Namespace, ctx: Context) -> ExitCode:
+    ledger = ctx.open_ledger(create=False)
+    if ledger is None:
+        ctx.print("null" if args.json else "No batches in the ledger yet.")
+        return ExitCode.OK
+    ref = target(ctx, args.batch_id)
+    if isinstance(ref, JobRef):
+        return job_commands.show(args, ctx, ref)
+    row = ledger.find_batch(ref.batch_id, ref.account)
+    if row is None:
+        raise UsageError(
+            f"{ref.batch_id} is not in the ledger; 'batchledger status --batch-id "
+            f"{ref.batch_id}' or 'batchledger sync' adds it"
+        )
+    history = ledger.history(row["id"])
+    if args.json:
+        ctx.print(json_text({**row_json(row), "history": history}))
+    else:
+        ctx.print("\n".join(show_lines(row, history)))
+    return ExitCode.OK
+
+
+def list_(args: argparse.Namespace, ctx: Context) -> ExitCode:
+    ledger = ctx.open_ledger(create=False)
+    statuses = tuple(s.strip() for text in args.status for s in text.split(",") if s.strip())
+    filters = BatchFilter(
+        statuses=statuses,
+        since=args.since,
+        endpoint=args.endpoint,
+        account=getattr(args, "account", None),
+        model=args.model,
+        metadata=tuple(args.metadata),
+        parts=args.parts,
+    )
+    limit = None if args.all else args.limit
+    rows = ledger.list_batches(filters, limit) if ledger is not None else []
+    jobs = ledger.list_jobs(filters, limit) if ledger is not None else []
+    if jobs:  # a job is one line, among the batches by when it was made
+        rows = sorted(
+            rows + [job_list_row(job) for job in jobs],
+            key=lambda row: row["created_at"] or row["recorded_at"],
+            reverse=True,
+        )[:limit]
+    if args.json:
+        ctx.print(json_text([row_json(row) for row in rows]))
+    elif not rows:
+        ctx.print("No batches match." if filters.active else "No batches in the ledger yet.")
+    else:
+        assert ledger is not None
+        ctx.print(list_table(rows, with_account=len(ledger.accounts_in_use()) > 1))
+    if ledger is not None and limit is not None and len(rows) == limit:
+        total = ledger.count_batches(filters)
+        if total > len(rows):
+            ctx.stderr.write(
+                f"batchledger: showing the newest {len(rows)} of {total} batches; "
+                "use --all or --limit N for more\n"
+            )
+    return ExitCode.OK
+
+
+def job_list_row(job: dict[str, Any]) -> dict[str, Any]:
+    """A job as `list` shows it: one line, its id where a batch's would be."""
+    return {
+        **job,
+        "batch_id": job["job_id"],
+        "created_at": job["recorded_at"],
+        "requests_total": job["input_requests"],
+        "requests_completed": job["requests_done"],
+        "requests_failed": 0,
+        "model": None,
+        "kind": "job",
+    }
+
+
+def accounts(args: argparse.Namespace, ctx: Context) -> ExitCode:
+    ledger = ctx.open_ledger(create=False)
+    in_ledger = ledger.accounts_in_use() if ledger is not None else {}
+    rows = [
+        {
+            "name": account.name,
+            "kind": account.kind,
+            "base_url": account.location,
+            "api_key_env": account.api_key_env,
+            "key_set": account.key() is not None if account.needs_key() else None,
+            "batches": in_ledger.get(account.name, 0),
+        }
+        for account in ctx.accounts.values()
+    ]
+    gone = sorted(set(in_ledger) - set(ctx.accounts))
+    rows += [
+        {
+            "name": name,
+            "kind": None,
+            "base_url": None,
+            "api_key_env": None,
+            "key_set": None,
+            "batches": in_ledger[name],
+        }
+        for name in gone
+    ]
+    ctx.print(json_text(rows) if args.json else accounts_table(rows))
+    for name in gone:
+        ctx.warn(f"the ledger has batches of account {name!r}, which accounts.toml does not name")
+    return ExitCode.OK
+
+
+def where(args: argparse.Namespace, ctx: Context) -> ExitCode:
+    places = [
+        {"what": "ledger", "path": str(ctx.ledger_path), "exists": ctx.ledger_path.exists()},
+        {"what": "accounts", "path": str(config_path()), "exists": config_path().exists()},
+        {
+            "what": "logs",
+            "path": str(ctx.log_file.parent.absolute()),
+            "exists": ctx.log_file.parent.is_dir(),
+        },
+    ]
+    if args.json:
+        ctx.print(json_text(places))
+    else:
+        for place in places:
+            note = "" if place["exists"] else " (not there yet)"
+            ctx.print(f"{place['what']}: {place['path']}{note}")
+    return ExitCode.OK
+
+
+def prune(args: argparse.Namespace, ctx: Context) -> ExitCode:
+    ledger = ctx.open_ledger(create=False)
+    if ledger is None:
+        ctx.print("[]" if args.json else "Nothing to prune: no batches in the ledger yet.")
+        return ExitCode.OK
+    from batchledger import prune as pruning  # imports openai
+
+    planned = pruning.plan(ledger, args.older_than, ctx.account)
+    if planned.kept_unsaved:
+        ctx.warn(
+            f"kept the files of {planned.kept_unsaved} final batches whose results are not "
+            "saved (or changed on disk); 'batchledger retrieve' saves them"
+        )
+    if not planned.items:
+        ctx.print("[]" if args.json else "Nothing to prune: no final batch with files to delete.")
+        return ExitCode.OK
+    ctx.start_api_command()
+    items = pruning.prune(ctx, planned.items, dry_run=args.dry_run)
+    if args.json:
+        ctx.print(json_text([prune_json(item) for item in items]))
+    else:
+        ctx.print(prune_table(items))
+        freed = sum(item.freed for item in items)
+        ctx.print(f"{'would free' if args.dry_run else 'freed'}: {freed} bytes")
+    failed = [item for item in items if item.outcome.startswith("failed")]
+    for item in failed:
+        ctx.stderr.write(f"batchledger: error: {item.file_id}: {redact(item.outcome)}\n")
+    return ExitCode.FAILURE if failed else ExitCode.OK
+
+
+def usage(args: argparse.Namespace, ctx: Context) -> ExitCode:
+    from batchledger import usage as totals
+
+    prices = totals.load_prices(Path(args.prices)) if args.prices else None
+    lines = totals.usage_lines(ctx.open_ledger(create=False), args.by, args.since, prices)
+    unpriced = sorted(set().union(*(line.unpriced for line in lines)))
+    if unpriced:
+        ctx.warn(f"no price for {', '.join(unpriced)} in {args.prices}: cost not shown for it")
+    if args.json:
+        ctx.print(
+            json_text([totals.usage_json(line, args.by, prices is not None) for line in lines])
+        )
+    elif not lines:
+        ctx.print("No batches in the ledger yet." if args.since is None else "No batches match.")
+    else:
+        shown = [*lines, totals.total_of(lines)] if len(lines) > 1 else lines
+        ctx.print(usage_table(shown, args.by, priced=prices is not None))
+    return ExitCode.OK
+
+
+def export(args: argparse.Namespace, ctx: Context) -> ExitCode:
+    from batchledger import export as exporting
+    from batchledger.savefile import prepare_target, save_chunks
+
+    ledger = ctx.open_ledger(create=False)
+    ref = batch_ref(ctx, args.batch_id)
+    batch_id_ = ref.batch_id
+    row = ledger.find_batch(ref.batch_id, ref.account) if ledger is not None else None
+    if row is None:
+        raise UsageError(
+            f"{batch_id_} is not in the ledger; 'batchledger status --batch-id {batch_id_}' "
+            "or 'batchledger sync' adds it"
+        )
+    input_path, results = exporting.check_exportable(row)
+    counts = exporting.ExportCounts()
+    rows = exporting.export_rows(input_path, results, counts)
+    chunks = exporting.csv_chunks(rows) if args.format == "csv" else exporting.jsonl_chunks(rows)
+    if args.out == "-":
+        for chunk in chunks:
+            ctx.stdout.write(chunk.decode("utf-8"))
+        return ExitCode.OK
+    target = Path(args.out or exporting.default_export_path(batch_id_, args.format))
+    target = target.expanduser().absolute()
+    replaced = target.exists()
+    prepare_target(target)
+    saved = save_chunks(target, chunks)
+    if replaced:
+        ctx.warn(f"overwrote existing file {display_path(target)}")
+    statuses = ", ".join(f"{n} {status}" for status, n in counts.by_status.items())
+    ctx.print(
+        f"exported: {display_path(target)} ({saved.size} bytes; {counts.rows} requests: {statuses})"
+    )
+    return ExitCode.OK
