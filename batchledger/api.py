@@ -252,7 +252,13 @@ def upload_file(
         # Bounded by the server's clock: no older than this call, as the server counts.
         return find_uploaded_file(client, name, size, time.monotonic() - started)
 
-    return _retry_without_duplicates(client, "UPLOAD", upload, find_lost)
+    return _retry_without_duplicates(
+        client,
+        "UPLOAD",
+        upload,
+        find_lost,
+        "the same create run again finds the upload if it arrived",
+    )
 
 
 def create_batch(
@@ -319,6 +325,7 @@ def _retry_without_duplicates(
     operation: str,
     call: Callable[[], _T],
     find_existing: Callable[[], _T | None],
+    found_later: str = "'batchledger status --all' records it if it did",
 ) -> _T:
     """Call an API that makes something, retrying like the SDK, but without duplicates.
 
@@ -350,8 +357,7 @@ def _retry_without_duplicates(
                 log.error("%s: could not check whether it went through: %s", operation, check)
                 raise Transient(
                     f"{exc.message}; whether it went through could not be checked "
-                    f"({check.message}), so it was not tried again ('batchledger status --all' "
-                    "records it if it did)",
+                    f"({check.message}), so it was not tried again ({found_later})",
                     status=exc.status,
                     code=exc.code,
                 ) from exc

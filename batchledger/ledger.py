@@ -889,6 +889,14 @@ class Ledger:
         )
         return rows[0] if rows else None
 
+    def unsent_submissions(self) -> list[Row]:
+        """Creates cut off before their upload was recorded: no batch can have been made of
+        them (a create needs the file id the upload answers with)."""
+        return self._rows(
+            "SELECT * FROM batches WHERE batch_id IS NULL AND input_file_id IS NULL "
+            "AND origin = 'create' AND status IS NULL AND part IS NULL ORDER BY id"
+        )
+
     def unfinished_submissions(self) -> list[Row]:
         """Creates cut off after the upload: their batch may exist on the server."""
         return self._rows(

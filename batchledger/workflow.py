@@ -30,7 +30,6 @@ from batchledger.errors import (
     Refused,
     Rejected,
     Transient,
-    UsageError,
 )
 from batchledger.inputs import sha256_of
 from batchledger.ledger import InputFile
@@ -118,13 +117,6 @@ def submit(
     file), and its upload is reused.
     """
     account = ctx.account
-    max_requests, max_bytes = account.limits
-    if account.kind == "azure" and (input_.lines > max_requests or input_.size > max_bytes):
-        raise UsageError(
-            f"{input_.path.name} holds {input_.lines:,} requests and {input_.size:,} bytes; "
-            f"a batch on account {account.name!r} holds at most {max_requests:,} requests "
-            f"and {max_bytes:,} bytes"
-        )
     client = ctx.client()
     row, resumed = ctx.ledger.claim_submission(
         input_, endpoint, window, account=account.name, base_url=account.location, force=force
@@ -461,12 +453,21 @@ def sweep_all(
     ledger = ctx.open_ledger(create=False)
     if ledger is None:
         return None
+    report = SweepReport()
+    for row in ledger.unsent_submissions():
+        if not claimed_by_another_run(row):
+            ledger.mark_abandoned(
+                row["id"],
+                "cut off before its upload was recorded, so no batch was made; "
+                "'batchledger create' of the same input sends it (reusing the upload if it "
+                "arrived)",
+            )
+            report.abandoned.append(row)
     pending = ledger.batches_to_sweep(include_synced=include_synced)
     unfinished = ledger.unfinished_submissions()
     jobs = ledger.unfinished_jobs()
     if not (pending or unfinished or jobs):
-        return None
-    report = SweepReport()
+        return report if report.abandoned else None
     reachable, report.skipped = followable(ctx, pending + unfinished + jobs)
     if not reachable:
         return report
