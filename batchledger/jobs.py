@@ -10,6 +10,7 @@ attempt of a part is a batch row written before its create (found by ref or inpu
 import contextlib
 import json
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from batchledger import api
 from batchledger.batches import (
+    ABANDONED,
     ENDED_EARLY_STATUSES,
     FINAL_STATUSES,
     JOB_CANCELLED,
@@ -197,7 +199,10 @@ def advance(
         _check_parts(ctx, job, report)
     now = datetime.now(UTC)
     for view in views(ctx, job):
-        if (
+        if view.part["state"] == PART_SENT and view.attempt and view.attempt["status"] == ABANDONED:
+            # Its create was cut off and made no batch: the part goes out again.
+            ctx.ledger.reset_part(view.part["id"])
+        elif (
             view.part["state"] == PART_SENT
             and view.attempt
             and bounced_off_token_limit(view.attempt)
@@ -240,12 +245,7 @@ def _may_send(ctx: Context, job: Row, part: Row, now: datetime) -> bool:
         return True
     if now.timestamp() >= epoch_of(part["not_before"]):
         return True
-    finished = ctx.ledger.db.execute(
-        "SELECT 1 FROM batches WHERE account = ? AND status IN ('completed', 'expired', "
-        "'cancelled') AND checked_at >= ? LIMIT 1",
-        (job["account"], part["requeued_at"]),
-    ).fetchone()
-    return finished is not None
+    return ctx.ledger.batch_finished_since(job["account"], part["requeued_at"])
 
 
 def _send_part(
@@ -430,8 +430,8 @@ def follow_job(
     interval: float,
     max_interval: float,
     out: Path | None = None,
-    sleep: Any = time.sleep,
-) -> "Any":
+    sleep: Callable[[float], None] = time.sleep,
+) -> Iterator[JobReport]:
     """Advance the job until it is done, yielding a report after each round."""
     pause = interval
     last: tuple[int, int] | None = None

@@ -434,6 +434,20 @@ class Ledger:
             job = self._rows("SELECT job FROM parts WHERE id = ?", (part_id,))[0]["job"]
             self._job_history(job, "requeue", reason)
 
+    def reset_part(self, part_id: int) -> None:
+        """Back to the queue: its last attempt made no batch (a create cut off, abandoned)."""
+        with self._writing():
+            self.db.table("parts").update(part_id, {"state": PART_QUEUED})
+
+    def batch_finished_since(self, account: str, since: str) -> bool:
+        """A batch of the account was seen ending well (or early) at or after `since`."""
+        rows = self._rows(
+            "SELECT 1 FROM batches WHERE account = ? AND status IN ('completed', 'expired', "
+            "'cancelled') AND checked_at >= ? LIMIT 1",
+            (account, since),
+        )
+        return bool(rows)
+
     def cancel_queued_parts(self, job_row_id: int) -> None:
         with self._writing():
             self.db.execute(
