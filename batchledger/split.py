@@ -1,9 +1,10 @@
 """Splitting an input into parts at line boundaries, and reading parts back without copies.
 
 A part is a byte range of the input that ends just after a newline (or at the end of the
-file, when the last line has none). Lines are never parsed: newlines are found with
-`bytes.count`, in C, over large blocks, so planning a 2 GiB input costs about one read of
-it and a fixed few megabytes of memory, whatever its size or its number of lines.
+file, when the last line has none). Lines are never parsed: newlines are found in C, by
+`bytes.find` (memchr) where lines are long and `bytes.count` where they are short, over
+large blocks, so planning a 2 GiB input costs little more than one read of it and a fixed
+few megabytes of memory, whatever its size or its number of lines.
 
 A part, or the lines a retry sends again, is uploaded straight from the input through
 `Segments`: a readable, seekable stream over byte ranges of the file, which the SDK
@@ -29,7 +30,6 @@ FIND_ONE_BY_ONE = 32
 # faster) but costs a Python call per line. Blocks whose lines average more than this many
 # bytes are walked newline by newline with `find`; denser ones are counted (bench/jobs.py).
 SPARSE_LINE_BYTES = 400
-
 
 _HAS_PREAD = hasattr(os, "pread")  # POSIX
 
@@ -214,7 +214,8 @@ class Segments(io.RawIOBase):
       raises (io.UnsupportedOperation), or the whole file's size would be announced; the
       seek to the end gives the ranges' total, so the request has a Content-Length.
     - It then `seek(0)`s and sends `read(65536)` chunks until an empty one: memory holds a
-      chunk or two, whatever the ranges' size.
+      chunk or two, whatever the ranges' size. Each read is one `os.pread` (where there is
+      one), filled across ranges, so short ranges (a retry's lines) still go in full chunks.
     - openai retries a request only if every file object is `seekable()` with `tell`/`seek`
       (`_RequestBodyReplay`), rewinding it first: this stream is.
     """
