@@ -1,9 +1,9 @@
 """Concatenating files (or byte ranges of them) into one, saved atomically: a job's merged results.
 
 The bytes go through `savefile.save_chunks`, whose writer thread writes and hashes them
-while this thread reads the next block: `os.sendfile` or `copy_file_range` would copy in
-the kernel but skip that hash, and bench/jobs.py measures large reads as enough (the
-figures are in bench/README.md).
+while this thread reads the next block. `os.sendfile` or `copy_file_range` would copy in
+the kernel but skip that hash; bench/jobs.py measures both ways against `cat` + fsync
+(bench/README.md): the sha256 (under 1 GB/s on one core) is what bounds either.
 """
 
 from collections.abc import Iterator, Sequence
@@ -14,7 +14,10 @@ from batchledger.savefile import Saved, prepare_target, save_chunks
 
 # Bytes read at once: each read is a new bytes object handed to the writer thread, which
 # holds a few of them at most (savefile.QUEUED_BATCHES), so memory stays a few of these.
-READ_BYTES = 4 * 1024 * 1024
+# savefile's own batch size: one read is one hand-over, with no join; and the writer
+# hashes what it has just written while it is still in the CPU's cache (1 MiB beat 4 and
+# 16 MiB in bench/jobs.py).
+READ_BYTES = 1024 * 1024
 
 Source = Path | tuple[Path, int, int]
 

@@ -1,9 +1,10 @@
 """Splitting an input into parts at line boundaries, and reading parts back without copies.
 
 A part is a byte range of the input that ends just after a newline (or at the end of the
-file, when the last line has none). Lines are never parsed: newlines are found with
-`bytes.count`, in C, over large blocks, so planning a 2 GiB input costs about one read of
-it and a fixed few megabytes of memory, whatever its size or its number of lines.
+file, when the last line has none). Lines are never parsed: newlines are found in C, by
+`bytes.find` (memchr) where lines are long and `bytes.count` where they are short, over
+large blocks, so planning a 2 GiB input costs little more than one read of it and a fixed
+few megabytes of memory, whatever its size or its number of lines.
 
 A part, or the lines a retry sends again, is uploaded straight from the input through
 `Segments`: a readable, seekable stream over byte ranges of the file, which the SDK
@@ -25,6 +26,12 @@ PLAN_BLOCK = 4 * 1024 * 1024
 # Under this many newlines left to find in a block, `find` them one by one; over it, halve
 # the block with `count` (each halving scans half as much as the last).
 FIND_ONE_BY_ONE = 32
+# `count` scans a byte at a time (about 1.5-2 GB/s here); `find` uses memchr (several times
+# faster) but costs a Python call per line. Blocks whose lines average more than this many
+# bytes are walked newline by newline with `find`; denser ones are counted (bench/jobs.py).
+SPARSE_LINE_BYTES = 400
+
+_HAS_PREAD = hasattr(os, "pread")  # POSIX
 
 
 @dataclass(frozen=True)
@@ -76,8 +83,48 @@ class _Planner:
         self.part_cut = 0  # offset just past the part's last newline so far
         self.next_line = 1  # line number of the part's first line
         self.too_long_line_at: int | None = None  # offset of a line over max_bytes
+        self.sparse = False  # the lines of the last block were long: walk newlines with find
 
     def feed(self, block: bytearray, length: int) -> None:
+        lines_before = self.lines_seen
+        if self.sparse:
+            self._feed_sparse(block, length)
+        else:
+            self._feed_dense(block, length)
+        self.sparse = (self.lines_seen - lines_before) * SPARSE_LINE_BYTES < length
+
+    @property
+    def lines_seen(self) -> int:
+        return self.next_line - 1 + self.part_lines
+
+    def _feed_sparse(self, block: bytearray, length: int) -> None:
+        base = self.end
+        self.end += length
+        find = block.find
+        at = 0
+        while True:
+            room_end = self.part_start + self.max_bytes - base
+            limit = min(length, max(at, room_end))
+            wanted = self.max_requests - self.part_lines
+            lines = 0
+            # The one loop per line of this module: kept to a find and two additions.
+            while lines < wanted and (newline := find(b"\n", at, limit)) >= 0:
+                lines += 1
+                at = newline + 1
+            if lines:
+                self.part_lines += lines
+                self.part_cut = base + at
+            if lines == wanted:
+                self._close(self.part_cut)
+                continue
+            if room_end >= length:
+                return  # the part has room past this block: the next block (or EOF) decides
+            if self.part_cut == self.part_start:
+                self.too_long_line_at = self.part_start
+                return
+            self._close(self.part_cut)
+
+    def _feed_dense(self, block: bytearray, length: int) -> None:
         base = self.end
         self.end += length
         at = 0  # where in the block the current part's unseen bytes begin
@@ -167,7 +214,8 @@ class Segments(io.RawIOBase):
       raises (io.UnsupportedOperation), or the whole file's size would be announced; the
       seek to the end gives the ranges' total, so the request has a Content-Length.
     - It then `seek(0)`s and sends `read(65536)` chunks until an empty one: memory holds a
-      chunk or two, whatever the ranges' size.
+      chunk or two, whatever the ranges' size. Each read is one `os.pread` (where there is
+      one), filled across ranges, so short ranges (a retry's lines) still go in full chunks.
     - openai retries a request only if every file object is `seekable()` with `tell`/`seek`
       (`_RequestBodyReplay`), rewinding it first: this stream is.
     """
@@ -231,14 +279,19 @@ class Segments(io.RawIOBase):
         left = min(size, self._length - self._position)
         while left > 0:
             start, room = self._locate()
-            self._file.seek(start)
-            piece = self._file.read(min(left, room))
+            piece = self._read_at(start, min(left, room))
             if not piece:  # the file shrank under us
                 raise OSError(f"{self._file.name} ended before the range at {start}")
             pieces.append(piece)
             self._position += len(piece)
             left -= len(piece)
         return pieces[0] if len(pieces) == 1 else b"".join(pieces)
+
+    def _read_at(self, start: int, size: int) -> bytes:
+        if _HAS_PREAD:  # one system call, and no shared file position
+            return os.pread(self._file.fileno(), size, start)
+        self._file.seek(start)
+        return self._file.read(size)
 
     def readinto(self, buffer: "memoryview | bytearray") -> int:  # type: ignore[override]
         self._check_open()

@@ -39,9 +39,11 @@ def random_input(rng: random.Random, lines: int, longest: int, newline_at_end: b
     return text if newline_at_end else text[:-1]
 
 
+@pytest.mark.parametrize("sparse_line_bytes", [0, 10**9, 8])
 @pytest.mark.parametrize("block", [1, 7, 64, 4096])
-def test_plan_matches_the_line_by_line_cut(tmp_path, monkeypatch, block):
+def test_plan_matches_the_line_by_line_cut(tmp_path, monkeypatch, block, sparse_line_bytes):
     monkeypatch.setattr(split, "PLAN_BLOCK", block)
+    monkeypatch.setattr(split, "SPARSE_LINE_BYTES", sparse_line_bytes)  # dense, sparse, mixed
     monkeypatch.setattr(split, "FIND_ONE_BY_ONE", 2)  # exercise the halving search too
     rng = random.Random(block)
     path = tmp_path / "in.jsonl"
