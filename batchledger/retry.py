@@ -14,7 +14,7 @@ from batchledger.jobs import JobReport, advance
 from batchledger.ledger import InputFile
 from batchledger.paths import default_results_path, errors_path_for
 from batchledger.redo import RedoPlan, merge_attempts, plan_redo
-from batchledger.savefile import Saved
+from batchledger.savefile import Saved, prepare_target, save_chunks
 
 READ_BYTES = 1024 * 1024
 
@@ -221,11 +221,13 @@ def merge_into_original(ctx: Context, retry_job: Row) -> list[tuple[str, Path, S
     )
     merged = []
     for kind, path, saved in (("output", output_target, output), ("error", errors_target, errors)):
-        if (
-            saved is None
-            and path.exists()
-            and path == (original.errors if kind == "error" else original.output)
-        ):
+        if saved is None and not original.is_job and original.row[f"{kind}_file_id"]:
+            # Every line it held has a newer outcome in the other file. The batch still has
+            # that file on the API: an empty one here keeps it saved, so that no sweep
+            # fetches the stale lines back.
+            prepare_target(path)
+            saved = save_chunks(path, [])
+        elif saved is None and path.exists():
             path.unlink()  # every line it held has a newer outcome in the other file
         _record(ctx, original, kind, path if saved else None, saved, retry_job["job_id"])
         merged.append((kind, path, saved))

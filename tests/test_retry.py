@@ -96,14 +96,19 @@ def test_retry_leaves_other_failures_unless_all_failed(
     assert every.out.startswith(f"retry of {batch_id}: 1 requests (1 failed)")
     assert swept.code == 0, swept.err
     results = isolated / f"results_{batch_id}.jsonl"
+    errors = isolated / f"results_{batch_id}.errors.jsonl"
     assert custom_ids(results) == [f"request-{n}" for n in range(4)]
-    assert not (isolated / f"results_{batch_id}.errors.jsonl").exists()
+    assert errors.read_bytes() == b""  # its one error was answered by the retry
     conn = sqlite3.connect(os.environ["BATCHLEDGER_DB"])
     row = conn.execute(
-        "SELECT output_bytes, error_path FROM batches WHERE batch_id = ?", (batch_id,)
+        "SELECT output_bytes, error_bytes FROM batches WHERE batch_id = ?", (batch_id,)
     ).fetchone()
     conn.close()
-    assert row == (results.stat().st_size, None)
+    assert row == (results.stat().st_size, 0)
+    # Nothing left for a sweep to fetch back, and nothing left to retry.
+    assert cli("status", "--all").out == "No pending batches in the ledger.\n"
+    assert cli("retry", batch_id).out.startswith(f"Nothing to retry: 4 requests of {batch_id}")
+    assert custom_ids(results) == [f"request-{n}" for n in range(4)]
 
 
 def test_retry_of_a_batch_whose_results_are_not_saved_says_what_to_run(
