@@ -623,12 +623,3 @@ def part_result_paths(ctx: Context, rows: list[Row]) -> dict[int, Path]:
                 ctx, job["job_id"], part["part_index"], row["batch_id"]
             )
     return paths
-
-
-def batches_to_watch(
-    ctx: Context, *, include_synced: bool = False
-) -> tuple[list[BatchRef], list[str]]:
-    """What `watch --all` follows: every ledger batch not final, or final but not saved,
-    on an account that can be reached; and a line per account that cannot."""
-    rows, skipped = followable(ctx, ctx.ledger.batches_to_sweep(include_synced=include_synced))
-    return [BatchRef.of(row) for row in rows], skipped

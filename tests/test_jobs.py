@@ -291,3 +291,23 @@ def test_a_last_line_without_a_newline_ends_the_last_part(
     uploads = [emulator.state.files[emulator.state.batches[b].input_file_id] for b in batch_ids]
     assert b"".join(u.path.read_bytes() for u in uploads) == source.read_bytes()
     assert [u.lines for u in uploads] == [2, 2, 1]
+
+
+def test_watch_all_sends_queued_parts_and_merges_the_job(cli, isolated: Path, monkeypatch):
+    # Time moves the batches on: watch --all alone must carry the job to its end.
+    with EmulatorServer(port=0, step_seconds=0.05) as server:
+        monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
+        write_jsonl(isolated / "in.jsonl", 6)
+        write_jsonl(isolated / "plain.jsonl", 2)
+        created = cli("create", "--in", "in.jsonl", "--max-requests", "2", "--max-in-flight", "1")
+        plain = cli("create", "--in", "plain.jsonl").field("batch_id")
+
+        watched = cli("watch", "--all", "--interval", "0.05", "--max-interval", "0.1")
+
+    job_id = created.out.splitlines()[0].removeprefix("job_id: ")
+    assert watched.code == 0, watched.err
+    assert f"{job_id}: done, 3/3 parts done" in watched.out
+    assert f"saved: results_{plain}.jsonl" in watched.out
+    assert len((isolated / f"results_{job_id}.jsonl").read_bytes().splitlines()) == 6
+    assert len(server.state.batches) == 4
+    assert not list(isolated.glob("results_batch_*part*"))

@@ -210,25 +210,19 @@ def watch(args: argparse.Namespace, ctx: Context) -> ExitCode:
     from batchledger.cli.parser import DEFAULT_WATCH_INTERVAL, DEMO_WATCH_INTERVAL
     from batchledger.cli.process import interrupt_taken
 
-    if args.all:
-        refs, skipped = workflow.batches_to_watch(ctx, include_synced=args.include_synced)
-        for line in skipped:
-            ctx.warn(line)
-        if not refs:
-            ctx.print("No pending batches in the ledger.")
-            return ExitCode.OK
-    else:
-        if args.out_dir or args.include_synced:
-            raise UsageError("--out-dir and --include-synced go with --all")
-        ref = target(ctx, args.batch_id)
-        if isinstance(ref, JobRef):
-            return job_commands.watch(args, ctx, ref)
-        refs = [ref]
-    ctx.start_api_command()
-    progress = Progress(ctx.stderr)
     interval = args.interval or (
         DEMO_WATCH_INTERVAL if ctx.account.kind == "emulator" else DEFAULT_WATCH_INTERVAL
     )
+    if args.all:
+        return watch_all(args, ctx, interval)
+    if args.out_dir or args.include_synced:
+        raise UsageError("--out-dir and --include-synced go with --all")
+    ref = target(ctx, args.batch_id)
+    if isinstance(ref, JobRef):
+        return job_commands.watch(args, ctx, ref)
+    refs = [ref]
+    ctx.start_api_command()
+    progress = Progress(ctx.stderr)
     checks = workflow.follow(
         ctx,
         refs,
@@ -257,6 +251,77 @@ def watch(args: argparse.Namespace, ctx: Context) -> ExitCode:
         ctx.stderr.write("batchledger: stopped watching; the batches keep running on the server\n")
         return ExitCode.INTERRUPTED
     return ExitCode.OK
+
+
+def watch_all(args: argparse.Namespace, ctx: Context, interval: float) -> ExitCode:
+    """`watch --all`: sweep (batches, then jobs: their queued parts sent, their results
+    merged) round after round, backing off while nothing moves, until nothing is left."""
+    import time
+
+    from batchledger import workflow
+    from batchledger.batches import progress_of
+    from batchledger.cli.parser import DEFAULT_CONCURRENCY
+    from batchledger.cli.process import interrupt_taken
+    from batchledger.errors import Transient
+
+    progress = Progress(ctx.stderr)
+    seen: dict[str, tuple[object, ...]] = {}
+    warned: set[str] = set()
+    pause = interval
+    first = True
+    try:
+        while True:
+            swept = workflow.sweep_all(
+                ctx,
+                auto_save=args.auto_save,
+                concurrency=DEFAULT_CONCURRENCY,
+                include_synced=args.include_synced,
+                out_dir=out_dir(args),
+            )
+            if swept is None or not (swept.reports or swept.jobs):
+                if first:
+                    for line in swept.skipped if swept else []:
+                        ctx.warn(line)
+                    ctx.print("No pending batches in the ledger.")
+                return ExitCode.OK
+            for line in swept.skipped:
+                if line not in warned:
+                    warned.add(line)
+                    ctx.warn(line)
+            first = False
+            moved = False
+            for report in swept.reports:
+                if report.error is not None:
+                    progress.end_line()
+                    if not isinstance(report.error, Transient):
+                        raise report.error
+                    ctx.warn(f"{report.batch_id}: {redact(report.error.message)}; still watching")
+                    continue
+                if report.batch is None:
+                    progress.end_line()
+                    warn_saved(ctx, report)
+                    continue
+                state = (report.batch["status"], *progress_of(report.batch))
+                moved = moved or seen.get(report.batch_id) != state
+                seen[report.batch_id] = state
+                progress.show(report.batch)
+                part = report.row is not None and report.row["part"] is not None
+                if report.batch["status"] in FINAL_STATUSES and not part:
+                    progress.end_line()
+                    print_report(ctx, report)
+            for job in swept.jobs:
+                moved = moved or bool(job.submitted) or job.job["status"] != "running"
+                if job.job["status"] != "running":
+                    progress.end_line()
+                    ctx.print(job_commands.summary_line(job))
+                    job_commands.warn(ctx, job)
+            pause = interval if moved else min(pause * 1.5, args.max_interval)
+            time.sleep(pause)
+    except KeyboardInterrupt:
+        interrupt_taken()
+        progress.end_line()
+        ctx.stderr.write("batchledger: stopped watching; the batches keep running on the server\n")
+        return ExitCode.INTERRUPTED
 
 
 def cancel(args: argparse.Namespace, ctx: Context) -> ExitCode:
