@@ -719,6 +719,31 @@ def test_metadata_expiries_and_prune_conform(via_prism: Gate, cli: Any, isolated
     _gate_verdict(via_prism.check(since))
 
 
+def test_a_job_and_its_retry_conform(via_prism: Gate, cli: Any, isolated: Path) -> None:
+    """A job: its parts uploaded from byte ranges of the input (one multipart body each),
+    their batches followed and merged; then a retry of the request that got a 500."""
+    server = via_prism.server
+    since = via_prism.mark()
+    write_jsonl(isolated / "job.jsonl", 7)
+    server.state.set_line_outcomes({"request-2": "500"}, times=1)
+
+    created = cli("create", "--in", "job.jsonl", "--max-requests", "3")
+    assert created.code == 0, created.err
+    job_id = created.out.splitlines()[0].removeprefix("job_id: ")
+    statuses = [cli("status", "--batch-id", job_id).field("status") for _ in range(4)]
+    retried = cli("retry", job_id)
+    assert retried.code == 0, retried.err
+    retry_job = retried.out.splitlines()[1].removeprefix("job_id: ")
+    again = [cli("status", "--batch-id", retry_job).field("status") for _ in range(4)]
+
+    assert statuses[-1] == "done" and again[-1] == "done", (statuses, again)
+    merged = (isolated / f"results_{job_id}.jsonl").read_bytes().splitlines()
+    assert sorted(json.loads(line)["custom_id"] for line in merged) == sorted(
+        f"request-{n}" for n in range(7)
+    )
+    _gate_verdict(via_prism.check(since))
+
+
 def test_gate_reports_a_request_the_spec_forbids(via_prism: Gate) -> None:
     """The gate can fail: wrong requests sent through the same proxy are reported."""
     import openai
