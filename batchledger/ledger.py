@@ -154,16 +154,27 @@ class Ledger:
                 raise BatchledgerError(_describe_sqlite_error(self.path, exc)) from exc
 
     def _history(self, row_id: int, action: str, detail: str) -> None:
-        self.db.table("history").insert(
-            {
-                "batch": row_id,
-                "at": utc_now(),
-                "action": action,
-                "detail": detail,
+        # Plain SQL: sqlite-utils' insert reads the table's schema first, on every call.
+        self.db.conn.execute(
+            "INSERT INTO history (batch, at, action, detail, log_file) VALUES (?, ?, ?, ?, ?)",
+            (
+                row_id,
+                utc_now(),
+                action,
+                detail,
                 # Absolute: the ledger is shared by runs from any working directory.
-                "log_file": str(self.log_file.absolute()) if self.log_file else None,
-            }
+                str(self.log_file.absolute()) if self.log_file else None,
+            ),
         )
+
+    def _update(self, row_id: int, fields: Mapping[str, Any]) -> None:
+        """Set `fields` of a batch row in one UPDATE (sqlite-utils' reads row and schema first)."""
+        columns = ", ".join(f"[{name}] = ?" for name in fields)
+        cursor = self.db.conn.execute(
+            f"UPDATE batches SET {columns} WHERE id = ?", (*fields.values(), row_id)
+        )
+        if cursor.rowcount != 1:
+            raise BatchledgerError(f"ledger row {row_id} vanished")
 
     # --- writes -------------------------------------------------------------------
 
@@ -252,6 +263,7 @@ class Ledger:
     ) -> Row:
         """Store what the API says of a batch; adds a row (from `origin`) if it is new."""
         fields = fields_from_batch(batch)
+        existing: Row | None = None
         with self._writing():
             if row_id is None:
                 existing = self.row_of(batch)
@@ -259,8 +271,11 @@ class Ledger:
             if row_id is None:
                 row_id = self._insert_foreign(batch, fields, origin)
             else:
-                self.db.table("batches").update(row_id, fields)
+                self._update(row_id, fields)
             self._history(row_id, action, f"status {batch['status']}")
+        if existing is not None and _stored_as_given(fields):
+            # Read inside the transaction: the row as it is now, without reading it again.
+            return {**existing, **fields}
         return self.get_row(row_id)
 
     def _insert_foreign(self, batch: Mapping[str, Any], fields: Row, origin: str) -> int:
@@ -431,6 +446,18 @@ class BatchFilter:
             clauses.append("endpoint = ?")
             params.append(self.endpoint)
         return ("WHERE " + " AND ".join(clauses) if clauses else ""), tuple(params)
+
+
+# The columns of fields_from_batch that SQLite stores as INTEGER; the others are TEXT.
+_INTEGER_FIELDS = frozenset({"requests_total", "requests_completed", "requests_failed"})
+
+
+def _stored_as_given(fields: Mapping[str, Any]) -> bool:
+    """SQLite gives these values back as they are: no column's type converts them."""
+    return all(
+        value is None or type(value) is (int if name in _INTEGER_FIELDS else str)
+        for name, value in fields.items()
+    )
 
 
 def _placeholders(values: frozenset[str]) -> str:
