@@ -89,9 +89,7 @@ def one_create(ledger: Ledger, timings: Timings, n: int) -> dict[str, Any]:
 def one_status(ledger: Ledger, timings: Timings, batch: dict[str, Any]) -> None:
     """record_batch as `status` calls it: found by batch id (row_id=None)."""
     update = {**batch, "status": "in_progress", "in_progress_at": int(time.time())}
-    timings.timed(
-        "status", lambda: ledger.record_batch(update, action="status", row_id=None)
-    )
+    timings.timed("status", lambda: ledger.record_batch(update, action="status", row_id=None))
 
 
 def reopen(path: Path) -> None:
