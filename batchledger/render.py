@@ -3,7 +3,6 @@
 import json
 import os
 import re
-import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
@@ -336,66 +335,4 @@ def sweep_entry(report: "BatchReport") -> tuple[str, str, str, str, str]:
 
 
 def json_text(value: Any) -> str:
-    """`json.dumps(value, indent=2, sort_keys=True)`, without json's slow path where it can.
-
-    With `indent`, json encodes in Python, a call per value: 6 s for the rows of
-    `list --all --json` on 100,000 batches. Here each dict or list is encoded by json's
-    C encoder, whose item separator can carry the newline and the indent of its level;
-    the dicts and lists inside it are swapped for marker strings, laid out the same way,
-    and put in the markers' place. Same bytes (tests/test_render.py).
-    """
-    if isinstance(value, (dict, list)):
-        try:
-            return _JsonLayout().text(value, 0)
-        except _NotPlainJson:
-            pass
     return json.dumps(value, indent=2, sort_keys=True)
-
-
-class _NotPlainJson(Exception):
-    """A value json_text leaves to json.dumps."""
-
-
-class _JsonLayout:
-    """json.dumps(indent=2, sort_keys=True) of dicts and lists, a C encoder call per container."""
-
-    def __init__(self) -> None:
-        self.marker = f"batchledger-json-{uuid.uuid4().hex}-"
-        self.markers = re.compile(f'"{self.marker}([0-9]+)"')
-        self.encoders: dict[int, Callable[[Any], str]] = {}
-
-    def text(self, value: dict[Any, Any] | list[Any], level: int) -> str:
-        if not value:
-            return "{}" if type(value) is dict else "[]"
-        if type(value) is dict:
-            nested = [key for key, item in value.items() if type(item) in _CONTAINERS]
-        elif type(value) is list:
-            nested = [index for index, item in enumerate(value) if type(item) in _CONTAINERS]
-        else:
-            raise _NotPlainJson  # a subclass: json.dumps decides
-        swapped: Any = value
-        if nested:
-            swapped = value.copy()
-            for number, key in enumerate(nested):
-                swapped[key] = f"{self.marker}{number}"
-        try:
-            text = self._encoder(level + 1)(swapped)
-        except (TypeError, ValueError) as exc:  # json.dumps will say what is wrong
-            raise _NotPlainJson from exc
-        if nested:
-            if text.count(self.marker) != len(nested):  # the marker is in the data too
-                raise _NotPlainJson
-            inner = [self.text(value[key], level + 1) for key in nested]
-            text = self.markers.sub(lambda found: inner[int(found[1])], text)
-        indent = "\n" + "  " * level
-        return text[0] + indent + "  " + text[1:-1] + indent + text[-1]
-
-    def _encoder(self, level: int) -> Callable[[Any], str]:
-        if level not in self.encoders:
-            separator = ",\n" + "  " * level
-            encoder = json.JSONEncoder(sort_keys=True, separators=(separator, ": "))
-            self.encoders[level] = encoder.encode
-        return self.encoders[level]
-
-
-_CONTAINERS = (dict, list)

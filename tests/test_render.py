@@ -1,6 +1,5 @@
 """The fast layouts of render.py give the same bytes as tabulate and json.dumps."""
 
-import json
 import os
 import unicodedata
 from pathlib import Path
@@ -10,7 +9,7 @@ import pytest
 import tabulate as tabulate_module
 from tabulate import tabulate
 
-from batchledger.render import LIST_COLUMNS, display_path, json_text, list_table, plain_table
+from batchledger.render import LIST_COLUMNS, display_path, list_table, plain_table
 
 AWKWARD_CELLS = [
     "",
@@ -148,44 +147,6 @@ def test_list_table_paths_are_display_paths(isolated: Path):
     ]
     assert list_table(rows) == expected(table)
     assert os.getcwd() == str(work)
-
-
-JSON_VALUES: list[Any] = [
-    [],
-    {},
-    [{}],
-    [{"a": 1}],
-    [ledger_row(), ledger_row(batch_id=None, output_path="/x/ü 日本.jsonl")],
-    [
-        {
-            **ledger_row(),
-            "usage": {"input_tokens": 5, "input_tokens_details": {"cached_tokens": 0}},
-            "errors": [{"code": "bad", "line": 4, "message": 'quote " and \\ and \n'}, {}],
-        }
-    ],
-    [{"nested": [[], [{}], [1, [2, {"z": None, "a": True}]]], "f": 1.5, "g": float("nan")}],
-    [{"b": 2, "a": 1}, {"x": "batchledger-json-"}],
-    {"row": ledger_row(), "history": [{"at": "now", "action": "status"}]},
-    [{"text": "\u2028 \x00 \x1f é"}],
-    [{1: "int key", 2: "b"}],
-    "just text",
-    None,
-]
-
-
-@pytest.mark.parametrize("value", JSON_VALUES)
-def test_json_text_is_json_dumps(value: Any):
-    assert json_text(value) == json.dumps(value, indent=2, sort_keys=True)
-
-
-def test_json_text_with_a_value_that_looks_like_its_marker(monkeypatch: pytest.MonkeyPatch):
-    import uuid
-
-    fixed = uuid.UUID(int=7)
-    monkeypatch.setattr(uuid, "uuid4", lambda: fixed)
-    marker = f"batchledger-json-{fixed.hex}-0"
-    value = [{"a": {"b": 1}, "c": marker}, {"d": marker, "e": [1]}]
-    assert json_text(value) == json.dumps(value, indent=2, sort_keys=True)
 
 
 def test_plain_table_lays_out_ordinary_and_wide_cells_itself(monkeypatch: pytest.MonkeyPatch):
