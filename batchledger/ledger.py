@@ -192,16 +192,27 @@ class Ledger:
                 raise BatchledgerError(_describe_sqlite_error(self.path, exc)) from exc
 
     def _history(self, row_id: int, action: str, detail: str) -> None:
-        self.db.table("history").insert(
-            {
-                "batch": row_id,
-                "at": utc_now(),
-                "action": action,
-                "detail": detail,
+        # Plain SQL: sqlite-utils' insert reads the table's schema first, on every call.
+        self.db.conn.execute(
+            "INSERT INTO history (batch, at, action, detail, log_file) VALUES (?, ?, ?, ?, ?)",
+            (
+                row_id,
+                utc_now(),
+                action,
+                detail,
                 # Absolute: the ledger is shared by runs from any working directory.
-                "log_file": str(self.log_file.absolute()) if self.log_file else None,
-            }
+                str(self.log_file.absolute()) if self.log_file else None,
+            ),
         )
+
+    def _update(self, row_id: int, fields: Mapping[str, Any]) -> None:
+        """Set `fields` of a batch row in one UPDATE (sqlite-utils' reads row and schema first)."""
+        columns = ", ".join(f"[{name}] = ?" for name in fields)
+        cursor = self.db.conn.execute(
+            f"UPDATE batches SET {columns} WHERE id = ?", (*fields.values(), row_id)
+        )
+        if cursor.rowcount != 1:
+            raise BatchledgerError(f"ledger row {row_id} vanished")
 
     # --- writes -------------------------------------------------------------------
 
@@ -713,6 +724,7 @@ class Ledger:
         A row made before base URLs were recorded is stamped with the one that answered.
         """
         fields = fields_from_batch(batch)
+        existing: Row | None = None
         with self._writing():
             if row_id is None:
                 existing = self.row_of(batch, account)
@@ -720,13 +732,18 @@ class Ledger:
             if row_id is None:
                 row_id = self._insert_foreign(batch, fields, origin, account, base_url)
             else:
-                self.db.table("batches").update(row_id, fields)
-                if base_url is not None:
-                    self.db.execute(
+                self._update(row_id, fields)
+                if base_url is not None and (existing is None or existing["base_url"] is None):
+                    self.db.conn.execute(
                         "UPDATE batches SET base_url = ? WHERE id = ? AND base_url IS NULL",
                         (base_url, row_id),
                     )
+                    if existing is not None:
+                        existing = {**existing, "base_url": base_url}
             self._history(row_id, action, f"status {batch['status']}")
+        if existing is not None and _stored_as_given(fields):
+            # Read inside the transaction: the row as it is now, without reading it again.
+            return {**existing, **fields}
         return self.get_row(row_id)
 
     def _insert_foreign(
@@ -941,10 +958,25 @@ class Ledger:
         rows = self._rows("SELECT account, count(*) AS n FROM batches GROUP BY account")
         return {row["account"]: int(row["n"]) for row in rows}
 
-    def list_batches(self, filters: "BatchFilter", limit: int | None) -> list[Row]:
-        """Newest first; `limit` None means all."""
+    def has_work_to_sweep(self, *, include_synced: bool) -> bool:
+        """`status --all` has something to do: a batch to check or save, a create to
+        recover or end, a job to move on. Without, it needs no key and no network."""
+        for sql in (
+            "SELECT 1 FROM batches WHERE batch_id IS NULL AND origin = 'create' "
+            "AND status IS NULL LIMIT 1",
+            "SELECT 1 FROM jobs WHERE status = 'running' LIMIT 1",
+        ):
+            if self._rows(sql):
+                return True
+        return bool(self.batches_to_sweep(include_synced=include_synced))
+
+    def list_batches(
+        self, filters: "BatchFilter", limit: int | None, columns: Sequence[str] = ("*",)
+    ) -> list[Row]:
+        """Newest first; `limit` None means all. `columns`: only these (a big listing is
+        quicker to read without the columns it does not show)."""
         where, params = filters.sql()
-        sql = f"SELECT * FROM batches {where} ORDER BY {MADE_AT} DESC, id DESC"
+        sql = f"SELECT {', '.join(columns)} FROM batches {where} ORDER BY {MADE_AT} DESC, id DESC"
         if limit is not None:
             return self._rows(sql + " LIMIT ?", (*params, limit))
         return self._rows(sql, params)
@@ -1043,6 +1075,18 @@ _UNSENT = (
     "ON batches.part = parts.id WHERE parts.job = jobs.id AND batches.batch_id IS NULL "
     "AND batches.status IS NULL)"
 )
+
+
+# The columns of fields_from_batch that SQLite stores as INTEGER; the others are TEXT.
+_INTEGER_FIELDS = frozenset({"requests_total", "requests_completed", "requests_failed"})
+
+
+def _stored_as_given(fields: Mapping[str, Any]) -> bool:
+    """SQLite gives these values back as they are: no column's type converts them."""
+    return all(
+        value is None or type(value) is (int if name in _INTEGER_FIELDS else str)
+        for name, value in fields.items()
+    )
 
 
 def _placeholders(values: frozenset[str]) -> str:

@@ -111,6 +111,7 @@ class Run:
     returncode: int
     stdout: Path
     stderr: Path
+    cpu: float = 0.0  # user + system seconds of the command (not of the launcher)
 
 
 class ChildFailed(RuntimeError):
@@ -144,13 +145,13 @@ child = subprocess.Popen(sys.argv[2:])
 _, status, usage = os.wait4(child.pid, 0)
 wall = time.perf_counter() - started
 with open(sys.argv[1], "w") as out:
-    out.write(f"{usage.ru_maxrss} {wall}")
+    out.write(f"{usage.ru_maxrss} {wall} {usage.ru_utime + usage.ru_stime}")
 sys.exit(os.waitstatus_to_exitcode(status))
 """
 
 
 def run_measured(cmd: Sequence[str], env: dict[str, str], cwd: Path, *, check: bool = True) -> Run:
-    """Run `cmd` to the end; its wall time and its own peak RSS.
+    """Run `cmd` to the end; its wall time, its own peak RSS and CPU time.
 
     The child is started by a small launcher (GNU time, else a bare Python): on Linux a
     child's ru_maxrss includes the memory of whatever process forked it, at exec, so a
@@ -159,19 +160,20 @@ def run_measured(cmd: Sequence[str], env: dict[str, str], cwd: Path, *, check: b
     out, err, usage = cwd / ".bench.stdout", cwd / ".bench.stderr", cwd / ".bench.rusage"
     gnu_time = TIME_BIN.exists()
     if gnu_time:
-        launched = [str(TIME_BIN), "-f", "%M", "-o", str(usage), *cmd]
+        launched = [str(TIME_BIN), "-f", "%M %U %S", "-o", str(usage), *cmd]
     else:
         launched = [sys.executable, "-I", "-S", "-c", LAUNCHER, str(usage), *cmd]
     with out.open("wb") as stdout, err.open("wb") as stderr:
         started = time.perf_counter()
         returncode = subprocess.call(launched, stdout=stdout, stderr=stderr, env=env, cwd=cwd)
         wall = time.perf_counter() - started
-    # GNU time may write "Command exited with non-zero status N" before the figure.
+    # GNU time may write "Command exited with non-zero status N" before the figures.
     fields = usage.read_text().split()
-    maxrss = int(fields[-1] if gnu_time else fields[0])
-    if not gnu_time:
-        wall = float(fields[1])
-    run = Run(wall, maxrss, returncode, out, err)
+    if gnu_time:
+        maxrss, cpu = int(fields[-3]), float(fields[-2]) + float(fields[-1])
+    else:
+        maxrss, wall, cpu = int(fields[0]), float(fields[1]), float(fields[2])
+    run = Run(wall, maxrss, returncode, out, err, cpu)
     if check and run.returncode != 0:
         raise ChildFailed(
             f"{' '.join(cmd)} exited {run.returncode}: {err.read_text(errors='replace')[-2000:]}"

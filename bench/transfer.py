@@ -1,11 +1,12 @@
-"""Transfers: `retrieve` of a 1 GiB result and `create` of a 200 MB input, against curl.
+"""Transfers: `retrieve` of a 1 GiB result and `create` of a 200 MB input, against the bare SDK.
 
     .venv/bin/python bench/transfer.py [--quick]
 
 Peak RSS is compared with the "import floor": a child that only imports what a command
 calling the API imports (openai, batchledger.api, batchledger.workflow) and exits. Wall
-time is compared with curl, and, for information, with the bare SDK: a script that does
-the same transfer with the `openai` SDK and nothing else (no ledger, no hash, no fsync).
+time is compared with the bare SDK: a script that does the same transfer with the `openai`
+SDK and nothing else (no ledger, no hash, no fsync); and, for information, with curl (the
+SDK alone is about twice curl; issue 15 withdrew the targets against curl).
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ from batchledger.emulator import EmulatorServer
 from batchledger.inputs import read_input
 
 RSS_MARGIN_KIB = 20 * 1024
-WALL_RATIO = 1.5
+SDK_RATIO = 1.10  # issue 15: at most 1.10x the bare SDK, in the same run
 
 
 # The same transfers with the SDK alone, as a user's own script would do them.
@@ -117,13 +118,18 @@ def add_rss_and_wall(
         )
     report.add("curl: peak RSS", megabytes(max(run.maxrss_kib for run in compared.curl)))
     ratio = median_wall(compared.tool) / median_wall(compared.curl)
-    report.add(f"{what} / curl", f"{ratio:.2f}x", f"<= {WALL_RATIO:g}x", ratio <= WALL_RATIO)
+    report.add(f"{what} / curl", f"{ratio:.2f}x")
     report.add(
         f"{what} / curl, fastest runs", f"{fastest(compared.tool) / fastest(compared.curl):.2f}x"
     )
     report.add("bare SDK / curl", f"{median_wall(compared.sdk) / median_wall(compared.curl):.2f}x")
+    sdk_ratio = median_wall(compared.tool) / median_wall(compared.sdk)
     report.add(
-        f"{what} / bare SDK", f"{median_wall(compared.tool) / median_wall(compared.sdk):.2f}x"
+        f"{what} / bare SDK", f"{sdk_ratio:.2f}x", f"<= {SDK_RATIO:.2f}x", sdk_ratio <= SDK_RATIO
+    )
+    report.add(
+        f"{what} / bare SDK, fastest runs",
+        f"{fastest(compared.tool) / fastest(compared.sdk):.2f}x",
     )
     if extra_label:
         report.add(extra_label, fmt(compared.extra))

@@ -128,6 +128,11 @@ def status(args: argparse.Namespace, ctx: Context) -> ExitCode:
 
 
 def sweep(args: argparse.Namespace, ctx: Context) -> ExitCode:
+    ledger = ctx.open_ledger(create=False)
+    if ledger is None or not ledger.has_work_to_sweep(include_synced=args.include_synced):
+        # Nothing to poll: no key, no network, and not even the import of openai.
+        ctx.print("[]" if args.json else "No pending batches in the ledger.")
+        return ExitCode.OK
     from batchledger import workflow
 
     swept = workflow.sweep_all(
@@ -264,6 +269,10 @@ def watch_all(args: argparse.Namespace, ctx: Context, interval: float) -> ExitCo
     from batchledger.cli.process import interrupt_taken
     from batchledger.errors import Transient
 
+    ledger = ctx.open_ledger(create=False)
+    if ledger is None or not ledger.has_work_to_sweep(include_synced=args.include_synced):
+        ctx.print("No pending batches in the ledger.")
+        return ExitCode.OK
     progress = Progress(ctx.stderr)
     seen: dict[str, tuple[object, ...]] = {}
     warned: set[str] = set()

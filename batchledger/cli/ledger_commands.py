@@ -14,6 +14,7 @@ from batchledger.ledger import BatchFilter
 from batchledger.paths import config_path
 from batchledger.redaction import redact
 from batchledger.render import (
+    LIST_FIELDS,
     accounts_table,
     display_path,
     json_text,
@@ -61,7 +62,8 @@ def list_(args: argparse.Namespace, ctx: Context) -> ExitCode:
         parts=args.parts,
     )
     limit = None if args.all else args.limit
-    rows = ledger.list_batches(filters, limit) if ledger is not None else []
+    columns = ("*",) if args.json else LIST_FIELDS
+    rows = ledger.list_batches(filters, limit, columns) if ledger is not None else []
     jobs = ledger.list_jobs(filters, limit) if ledger is not None else []
     if jobs:  # a job is one line, among the batches by when it was made
         rows = sorted(

@@ -1,0 +1,85 @@
+"""record_batch returns the row as the ledger holds it, whether or not it reads it back."""
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from batchledger.ledger import InputFile, Ledger, open_ledger
+
+WHERE = {"account": "default", "base_url": "https://api.openai.com/v1"}
+
+
+@pytest.fixture
+def ledger(tmp_path: Path) -> Any:
+    opened = open_ledger(tmp_path / "ledger.db")
+    assert opened is not None
+    yield opened
+    opened.close()
+
+
+def api_batch(file_id: str, **values: Any) -> dict[str, Any]:
+    batch: dict[str, Any] = {
+        "id": "batch_abc",
+        "object": "batch",
+        "endpoint": "/v1/responses",
+        "input_file_id": file_id,
+        "completion_window": "24h",
+        "status": "validating",
+        "created_at": 1_764_000_000,
+        "expires_at": 1_764_086_400,
+        "request_counts": {"total": 3, "completed": 0, "failed": 0},
+        "metadata": None,
+    }
+    return {**batch, **values}
+
+
+def created(ledger: Ledger, tmp_path: Path) -> dict[str, Any]:
+    input_ = InputFile(tmp_path / "in.jsonl", 10, "ab" * 32)
+    row, _ = ledger.claim_submission(input_, "/v1/responses", "24h", force=False, **WHERE)
+    ledger.record_upload(row["id"], "file-1")
+    ledger.record_batch(api_batch("file-1"), action="create", row_id=row["id"], **WHERE)
+    return row
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"status": "in_progress", "in_progress_at": 1_764_000_100},
+        {
+            "status": "completed",
+            "completed_at": 1_764_000_900,
+            "output_file_id": "file-out",
+            "request_counts": {"total": 3, "completed": 2, "failed": 1},
+            "usage": {"input_tokens": 5, "output_tokens": 7, "total_tokens": 12},
+        },
+        {"status": "failed", "errors": {"data": [{"code": "bad", "line": 1, "message": "x"}]}},
+        # Values SQLite stores in another type: the row must be read back.
+        {"request_counts": {"total": 3.0, "completed": "2", "failed": True}},
+        {"request_counts": None},
+    ],
+)
+def test_record_batch_returns_the_stored_row(ledger: Ledger, tmp_path: Path, changes: Any):
+    row = created(ledger, tmp_path)
+    returned = ledger.record_batch(
+        api_batch("file-1", **changes), action="status", row_id=None, **WHERE
+    )
+    assert returned == ledger.get_row(row["id"])
+    assert [type(value) for value in returned.values()] == [
+        type(value) for value in ledger.get_row(row["id"]).values()
+    ]
+    assert [event["action"] for event in ledger.history(row["id"])] == [
+        "submit",
+        "upload",
+        "create",
+        "status",
+    ]
+
+
+def test_record_batch_of_a_new_batch_adds_its_row(ledger: Ledger):
+    returned = ledger.record_batch(
+        api_batch("file-9"), action="sync", row_id=None, origin="sync", **WHERE
+    )
+    assert returned == ledger.find_batch("batch_abc", "default")
+    assert returned["origin"] == "sync"
+    assert [event["action"] for event in ledger.history(returned["id"])] == ["sync"]
