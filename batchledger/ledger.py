@@ -981,6 +981,28 @@ class Ledger:
             return self._rows(sql + " LIMIT ?", (*params, limit))
         return self._rows(sql, params)
 
+    def list_batches_json(self, filters: "BatchFilter", limit: int | None) -> list[tuple[str, str]]:
+        """As list_batches, each row as (when it was made, its JSON text), built by SQLite:
+        keys sorted, the JSON columns (errors, usage, metadata) as objects. Python's own
+        encoding of 100,000 rows takes seconds; SQLite's, a fraction of one."""
+        names = sorted(row["name"] for row in self._rows("PRAGMA table_info(batches)"))
+        pairs = ", ".join(
+            f"'{name}', json([{name}])" if name in _JSON_COLUMNS else f"'{name}', [{name}]"
+            for name in names
+        )
+        where, params = filters.sql()
+        sql = (
+            f"SELECT {MADE_AT} AS made, json_object({pairs}) AS doc FROM batches {where} "
+            f"ORDER BY {MADE_AT} DESC, id DESC"
+        )
+        if limit is not None:
+            sql, params = sql + " LIMIT ?", (*params, limit)
+        with self._lock:
+            try:
+                return list(self.db.conn.execute(sql, params))
+            except sqlite3.Error as exc:
+                raise BatchledgerError(_describe_sqlite_error(self.path, exc)) from exc
+
     def count_batches(self, filters: "BatchFilter") -> int:
         where, params = filters.sql()
         rows = self._rows(f"SELECT count(*) AS n FROM batches {where}", params)
@@ -1087,6 +1109,10 @@ def _stored_as_given(fields: Mapping[str, Any]) -> bool:
         value is None or type(value) is (int if name in _INTEGER_FIELDS else str)
         for name, value in fields.items()
     )
+
+
+# Columns that hold JSON text: shown as JSON objects by --json.
+_JSON_COLUMNS = frozenset({"errors", "usage", "metadata"})
 
 
 def _placeholders(values: frozenset[str]) -> str:

@@ -100,12 +100,12 @@ def create(args: argparse.Namespace, ctx: Context) -> ExitCode:
 
 
 def status(args: argparse.Namespace, ctx: Context) -> ExitCode:
-    from batchledger import workflow
-
     if args.all:
         if args.out:
             raise UsageError("--out names one file; it cannot be used with --all (--out-dir)")
         return sweep(args, ctx)
+    from batchledger import workflow
+
     if args.out_dir or args.include_synced:
         raise UsageError("--out-dir and --include-synced go with --all; --out names one file")
     ref = target(ctx, args.batch_id)

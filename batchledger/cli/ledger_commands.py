@@ -2,6 +2,7 @@
 where, prune, usage and export. Each turns its arguments into calls, the results into output."""
 
 import argparse
+import json
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +11,7 @@ from batchledger.cli import job_commands
 from batchledger.cli.commands import batch_ref, target
 from batchledger.context import Context
 from batchledger.errors import ExitCode, UsageError
-from batchledger.ledger import BatchFilter
+from batchledger.ledger import BatchFilter, Ledger
 from batchledger.paths import config_path
 from batchledger.redaction import redact
 from batchledger.render import (
@@ -62,30 +63,52 @@ def list_(args: argparse.Namespace, ctx: Context) -> ExitCode:
         parts=args.parts,
     )
     limit = None if args.all else args.limit
-    columns = ("*",) if args.json else LIST_FIELDS
-    rows = ledger.list_batches(filters, limit, columns) if ledger is not None else []
     jobs = ledger.list_jobs(filters, limit) if ledger is not None else []
+    if args.json:
+        return list_json(ctx, filters, limit, jobs)
+    rows = ledger.list_batches(filters, limit, LIST_FIELDS) if ledger is not None else []
     if jobs:  # a job is one line, among the batches by when it was made
         rows = sorted(
             rows + [job_list_row(job) for job in jobs],
             key=lambda row: row["created_at"] or row["recorded_at"],
             reverse=True,
         )[:limit]
-    if args.json:
-        ctx.print(json_text([row_json(row) for row in rows]))
-    elif not rows:
+    if not rows:
         ctx.print("No batches match." if filters.active else "No batches in the ledger yet.")
     else:
         assert ledger is not None
         ctx.print(list_table(rows, with_account=len(ledger.accounts_in_use()) > 1))
-    if ledger is not None and limit is not None and len(rows) == limit:
+    if ledger is not None:
+        warn_if_cut(ctx, ledger, filters, limit, len(rows))
+    return ExitCode.OK
+
+
+def list_json(
+    ctx: Context, filters: BatchFilter, limit: int | None, jobs: list[dict[str, Any]]
+) -> ExitCode:
+    """`list --json`: one JSON array, a row per line, the batches' JSON made by SQLite."""
+    ledger = ctx.open_ledger(create=False)
+    docs = ledger.list_batches_json(filters, limit) if ledger is not None else []
+    if jobs:
+        job_docs = [(job["recorded_at"], json.dumps(row_json(job), sort_keys=True)) for job in jobs]
+        docs = sorted(docs + job_docs, key=lambda doc: doc[0], reverse=True)[:limit]
+    ctx.print("[\n" + ",\n".join(doc for _, doc in docs) + "\n]" if docs else "[]")
+    if ledger is not None:
+        warn_if_cut(ctx, ledger, filters, limit, len(docs))
+    return ExitCode.OK
+
+
+def warn_if_cut(
+    ctx: Context, ledger: Ledger, filters: BatchFilter, limit: int | None, shown: int
+) -> None:
+    """On stderr: the listing stopped at --limit, and how many batches there are."""
+    if limit is not None and shown == limit:
         total = ledger.count_batches(filters)
-        if total > len(rows):
+        if total > shown:
             ctx.stderr.write(
-                f"batchledger: showing the newest {len(rows)} of {total} batches; "
+                f"batchledger: showing the newest {shown} of {total} batches; "
                 "use --all or --limit N for more\n"
             )
-    return ExitCode.OK
 
 
 def job_list_row(job: dict[str, Any]) -> dict[str, Any]:
