@@ -8,7 +8,7 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from email.utils import parsedate_to_datetime
 from pathlib import Path
@@ -271,6 +271,7 @@ def create_batch(
     file_created_at: int | None,
     user_metadata: Mapping[str, str] | None = None,
     output_expires_after: int | None = None,
+    exclude: Collection[str] = (),
 ) -> dict[str, Any]:
     """Create a batch tagged with the ledger's `ref`, never two of them for one call.
 
@@ -305,7 +306,7 @@ def create_batch(
         return result
 
     def find_lost() -> dict[str, Any] | None:
-        search = find_batches(client, {ref: file_id}, file_created_at)
+        search = find_batches(client, {ref: file_id}, file_created_at, exclude)
         return search.found.get(ref)
 
     return _retry_without_duplicates(client, "CREATE_BATCH", create, find_lost)
@@ -502,11 +503,17 @@ class Search(NamedTuple):
     complete: bool  # every batch back to the bound was looked at: what is not found was not made
 
 
-def find_batches(client: OpenAI, wanted: Mapping[str, str | None], since: float | None) -> Search:
+def find_batches(
+    client: OpenAI,
+    wanted: Mapping[str, str | None],
+    since: float | None,
+    exclude: Collection[str] = (),
+) -> Search:
     """The batches that the creates of `wanted` (ref -> input file id) made.
 
     A batch is known by the ref in its metadata or, where a provider drops metadata, by
-    its input file: an upload named with the ref, so no one else's. Newest first, back to
+    its input file: an upload named with the ref, so no one else's (`exclude`: batches
+    already recorded, made by earlier attempts from the same upload). Newest first, back to
     `since` by the server's clock (when each input file was uploaded: a batch is made
     after its input), less a margin; without it, through the newest SEARCH_LIMIT batches.
     """
@@ -527,10 +534,12 @@ def find_batches(client: OpenAI, wanted: Mapping[str, str | None], since: float 
                 complete = False
                 break
             seen += 1
+            if batch.id in exclude:
+                continue  # already recorded: an earlier attempt from the same upload
             ref = (batch.metadata or {}).get(REF_KEY)
-            if ref not in wanted:
+            if ref is None:  # a provider that drops metadata: known by its input file
                 ref = ref_of_file.get(batch.input_file_id)
-            if ref is not None and ref not in found:
+            if ref is not None and ref in wanted and ref not in found:
                 found[ref] = batch.model_dump(mode="json")
     log.info(
         "LIST_BATCHES response=%s",

@@ -72,6 +72,14 @@ class PartView:
         return self.attempt["status"] or "submitting"
 
     @property
+    def ready(self) -> bool:
+        """Done, and whatever results it has are saved (or gone from the API): mergeable."""
+        attempt = self.attempt
+        if not self.done or attempt is None or attempt["status"] not in SAVABLE_STATUSES:
+            return self.done
+        return results_saved(attempt) or attempt["results_gone_at"] is not None
+
+    @property
     def done(self) -> bool:
         """Final: nothing more will happen to it."""
         if self.part["state"] == PART_CANCELLED:
@@ -232,7 +240,7 @@ def advance(
             open_parts += 1
             report.submitted.append(sent)
     report.parts = views(ctx, job)
-    if all(view.done for view in report.parts):
+    if all(view.ready for view in report.parts):
         _merge(ctx, job, report, out, out_dir)
         report.job = ctx.ledger.get_job(job["id"])
     return report
@@ -270,9 +278,12 @@ def _send_part(
         file = api.get_file(client, part["input_file_id"])
         if file is not None:
             uploaded = api.Uploaded(file["id"], file["created_at"])
-    elif search_uploads:  # a run cut off during the upload: it may have arrived
+    elif search_uploads or part["upload_started_at"]:
+        # An upload was begun and its answer never recorded: it may have arrived.
         uploaded = api.find_uploaded_file(client, name, size, max_age=None)
     if uploaded is None:
+        if not part["upload_started_at"]:
+            ledger.mark_upload_started(part["id"])
         uploaded = api.upload_file(
             client,
             input_path,
@@ -296,6 +307,7 @@ def _send_part(
             file_created_at=uploaded.created_at,
             user_metadata=details.metadata,
             output_expires_after=details.output_expires_after,
+            exclude=ledger.batch_ids_made_from({uploaded.id}),
         )
     except Rejected as exc:
         ledger.mark_rejected(row["id"], exc.message, exc.code)

@@ -10,7 +10,7 @@ import os
 import sqlite3
 import threading
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -390,6 +390,10 @@ class Ledger:
             self.db.table("jobs").update(
                 job_row_id, {"claimed_by": None, "claimed_at": None, "claim_expires_at": None}
             )
+
+    def mark_upload_started(self, part_id: int) -> None:
+        with self._writing():
+            self.db.table("parts").update(part_id, {"upload_started_at": utc_now()})
 
     def record_part_upload(self, part_id: int, file_id: str, created_at: int | None) -> None:
         with self._writing():
@@ -868,6 +872,17 @@ class Ledger:
             if by_ref is not None and by_ref["batch_id"] is None and by_ref["account"] == account:
                 row = by_ref
         return row
+
+    def batch_ids_made_from(self, file_ids: Collection[str]) -> set[str]:
+        """The batches recorded as made from these uploads (a part's attempts share one)."""
+        if not file_ids:
+            return set()
+        rows = self._rows(
+            f"SELECT batch_id FROM batches WHERE batch_id IS NOT NULL AND input_file_id IN "
+            f"({', '.join('?' for _ in file_ids)})",
+            tuple(file_ids),
+        )
+        return {row["batch_id"] for row in rows}
 
     def find_by_ref(self, ref: str) -> Row | None:
         rows = self._rows("SELECT * FROM batches WHERE ref = ?", (ref,))

@@ -147,7 +147,8 @@ def _submit_claimed(
         # The upload was recorded, so a batch may have been made from it.
         file = api.get_file(client, row["input_file_id"])
         since = file["created_at"] if file else None
-        found = api.find_batches(client, {row["ref"]: row["input_file_id"]}, since).found
+        known = ctx.ledger.batch_ids_made_from({row["input_file_id"]})
+        found = api.find_batches(client, {row["ref"]: row["input_file_id"]}, since, known).found
         if row["ref"] in found:
             batch = found[row["ref"]]
             ref = BatchRef(row["account"], batch["id"])
@@ -553,7 +554,9 @@ def recover_unfinished(ctx: Context, account: str, rows: list[Row], report: Swee
     # A batch is made after its input file: back to the oldest upload, by the server's
     # clock. With an upload gone, the search can only look through the newest batches.
     since = min(made_at) if len(made_at) == len(rows) else None
-    search = api.find_batches(client, {row["ref"]: row["input_file_id"] for row in rows}, since)
+    wanted = {row["ref"]: row["input_file_id"] for row in rows}
+    known = ctx.ledger.batch_ids_made_from({row["input_file_id"] for row in rows})
+    search = api.find_batches(client, wanted, since, known)
     now = time.time()
     for row in rows:
         batch = search.found.get(row["ref"])

@@ -260,7 +260,8 @@ def m005_jobs(db: Database) -> None:
     # A part: a byte range of the job's input (a retry's part: the `ranges` of the input's
     # lines it sends again, a JSON list, start_byte/end_byte spanning them). Its upload is
     # made once (named with `ref`) and reused by every attempt; each attempt is a batch row
-    # pointing at the part.
+    # pointing at the part; `upload_started_at` says an upload may have reached the API
+    # without its answer (it is then looked for by its name before another is made).
     # `state`: queued (waiting to be sent), sent (an attempt is live or final), or
     # cancelled. A part bounced off the enqueued-token limit goes back to queued, with
     # `not_before` (a backoff) and `requeued_at` (a batch of the account that finishes
@@ -278,6 +279,7 @@ def m005_jobs(db: Database) -> None:
             ref TEXT NOT NULL UNIQUE,
             input_file_id TEXT,
             input_file_created_at INTEGER,
+            upload_started_at TEXT,
             state TEXT NOT NULL DEFAULT 'queued',
             requeues INTEGER NOT NULL DEFAULT 0,
             requeued_at TEXT,

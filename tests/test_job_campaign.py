@@ -41,7 +41,6 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import pytest
 from test_fault_campaign import fast_retries  # noqa: F401  (a fixture, used by name)
 
 from batchledger import jobs as jobs_module
@@ -101,18 +100,7 @@ entry()
 """
 # Package bugs, reproduced by strict xfail tests below where named so: a schedule that fails with
 # one (the sign is in its message) is counted apart, with a warning, not as a failure.
-KNOWN_BUGS = {
-    "test_a_part_whose_create_was_abandoned_is_sent_again": "its last attempt abandoned",
-    # Not reproduced on its own yet (seeds 7019 and 7036 replay it): a job merged while an
-    # expired part's results were not saved; the merged files lack them for good.
-    "merged without an expired part's results (seeds 7019, 7036)": "lacks the",
-    # Not reproduced on its own yet (seeds 7014, 7133): SIGINT while main() closes its log
-    # (dispatch.main's finally: ctx.close() -> close_logger) escapes as a traceback.
-    "Ctrl-C during main()'s close escapes as a traceback (seeds 7014, 7133)": (
-        "the child crashed: KeyboardInterrupt"
-    ),
-    "test_a_lost_part_upload_is_found_not_sent_again_by_a_sweep": "0 cut off by kills",
-}
+KNOWN_BUGS: dict[str, str] = {}
 FINAL = frozenset({"completed", "failed", "expired", "cancelled"})
 RECOVERY_ROUNDS = 60
 # The clock of the jobs module, moved on when a user would wait out a token-limit backoff.
@@ -900,11 +888,6 @@ def batch_rows(schedule: Schedule) -> list[dict[str, Any]]:
 # schedules that hit them apart (KNOWN_BUGS) so that they do not hide other failures.
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="package bug: a part whose create failed and was then marked abandoned is never "
-    "sent again; its job stays running forever (jobs.advance sends only queued parts)",
-)
 def test_a_part_whose_create_was_abandoned_is_sent_again(cli, emulator: EmulatorServer):
     Path("in.jsonl").write_bytes(
         b"".join(
@@ -960,11 +943,6 @@ def six_lines() -> None:
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="package bug: a part upload whose answer was lost is uploaded again by the next "
-    "`status --all` (jobs.advance sends queued parts with search_uploads=False)",
-)
 def test_a_lost_part_upload_is_found_not_sent_again_by_a_sweep(cli, emulator: EmulatorServer):
     six_lines()
     # The first part's upload is made on the server; its answer is lost.

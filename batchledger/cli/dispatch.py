@@ -82,4 +82,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(ExitCode.FAILURE)
     finally:
         if ctx is not None:
-            ctx.close()
+            try:
+                ctx.close()
+            except KeyboardInterrupt:
+                # The work is done and recorded; only the closing was interrupted.
+                interrupt_taken()
