@@ -234,19 +234,8 @@ class Ledger:
         from its row.
         """
         with self._writing():
-            duplicate = self.find_active_duplicate(input_, endpoint, window, account, base_url)
-            if duplicate is not None and not force:
-                raise Refused(
-                    f"{input_.path.name} was already submitted as {duplicate['batch_id']} "
-                    f"(status {duplicate['status']}, same content, endpoint and window); "
-                    "use --force to submit it again"
-                )
-            job = self.find_active_job(input_, endpoint, window, account, base_url)
-            if job is not None and not force:
-                raise Refused(
-                    f"{input_.path.name} was already submitted as {job['job_id']} "
-                    "(same content, endpoint and window); use --force to submit it again"
-                )
+            if not force:
+                self._refuse_duplicates(input_, endpoint, window, account, base_url)
             row = self.find_unfinished_submission(input_, endpoint, window, account, base_url)
             if row is not None and claimed_by_another_run(row):
                 raise Refused(
@@ -308,27 +297,8 @@ class Ledger:
         of it that is not wholly sent yet is resumed, unless another run holds it.
         """
         with self._writing():
-            sent = (
-                None
-                if retry_of
-                else self.find_active_job(input_, endpoint, window, account, base_url)
-            )
-            if sent is not None and not force:
-                raise Refused(
-                    f"{input_.path.name} was already submitted as {sent['job_id']} "
-                    f"(same content, endpoint and window); use --force to submit it again"
-                )
-            duplicate = (
-                None
-                if retry_of
-                else self.find_active_duplicate(input_, endpoint, window, account, base_url)
-            )
-            if duplicate is not None and not force:
-                raise Refused(
-                    f"{input_.path.name} was already submitted as {duplicate['batch_id']} "
-                    f"(status {duplicate['status']}, same content, endpoint and window); "
-                    "use --force to submit it again"
-                )
+            if not (force or retry_of):
+                self._refuse_duplicates(input_, endpoint, window, account, base_url)
             job = self.find_unsent_job(input_, endpoint, window, account, base_url, limits)
             if job is not None and claimed_by_another_run(job):
                 raise Refused(
@@ -676,6 +646,24 @@ class Ledger:
         with self._writing():
             self.db.table("batches").update(row_id, {f"{kind}_file_gone_at": utc_now()})
             self._history(row_id, f"prune_{kind}_file", detail)
+
+    def _refuse_duplicates(
+        self, input_: InputFile, endpoint: str, window: str, account: str, base_url: str
+    ) -> None:
+        """The duplicate guard: the same input already sent on the account, as one batch
+        or as a job, and not over (failed, expired, cancelled), is refused."""
+        sent = self.find_active_duplicate(input_, endpoint, window, account, base_url)
+        job = self.find_active_job(input_, endpoint, window, account, base_url)
+        if sent is not None:
+            what = f"{sent['batch_id']} (status {sent['status']}, "
+        elif job is not None:
+            what = f"{job['job_id']} ("
+        else:
+            return
+        raise Refused(
+            f"{input_.path.name} was already submitted as {what}same content, endpoint and "
+            "window); use --force to submit it again"
+        )
 
     def release_claim(self, row_id: int) -> None:
         with self._writing():
