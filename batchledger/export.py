@@ -77,6 +77,29 @@ def check_exportable(row: Row) -> tuple[Path, list[Path]]:
     return input_path, results
 
 
+def check_job_exportable(job: Row) -> tuple[Path, list[Path]]:
+    """A job's input and its merged result files; Refused (exit 3) while it is running."""
+    job_id = job["job_id"]
+    if job["retry_of"]:
+        raise UsageError(
+            f"job {job_id} retries {job['retry_of']}, whose results now hold every request's "
+            f"last answer: export {job['retry_of']}"
+        )
+    if job["status"] == "running":
+        raise Refused(
+            f"job {job_id} is still running: its results are not merged yet; "
+            f"'batchledger watch --batch-id {job_id}' first"
+        )
+    results = [Path(job[f"{kind}_path"]) for kind in ("output", "error") if job[f"{kind}_path"]]
+    for path in results:
+        if not path.is_file():
+            raise Refused(f"the merged results of job {job_id} are gone from {path}")
+    input_path = Path(job["input_path"])
+    if not input_path.is_file() or input_path.stat().st_size != job["input_bytes"]:
+        raise UsageError(f"the input of job {job_id} ({input_path}) is gone or has changed")
+    return input_path, results
+
+
 def export_rows(input_path: Path, results: list[Path], counts: ExportCounts) -> Iterator[list[Any]]:
     """Each input request with its result (or `missing`), as a row of COLUMNS."""
     with tempfile.TemporaryDirectory(prefix="batchledger-export-") as folder:

@@ -311,3 +311,23 @@ def test_watch_all_sends_queued_parts_and_merges_the_job(cli, isolated: Path, mo
     assert len((isolated / f"results_{job_id}.jsonl").read_bytes().splitlines()) == 6
     assert len(server.state.batches) == 4
     assert not list(isolated.glob("results_batch_*part*"))
+
+
+def test_export_of_a_job_lists_every_request_of_its_input(
+    cli, emulator: EmulatorServer, isolated: Path
+):
+    source = write_jsonl(isolated / "in.jsonl", 7)
+    created = cli("create", "--in", "in.jsonl", "--max-requests", "3")
+    job_id = created.out.splitlines()[0].removeprefix("job_id: ")
+    early = cli("export", job_id)
+    finish_all(emulator)
+    assert cli("status", "--all").code == 0
+
+    exported = cli("export", job_id, "--format", "jsonl", "--out", "-")
+
+    assert early.code == 3 and "still running" in early.err
+    assert exported.code == 0, exported.err
+    rows = [json.loads(line) for line in exported.out.splitlines()]
+    wanted = [json.loads(line)["custom_id"] for line in source.read_text().splitlines()]
+    assert [row["custom_id"] for row in rows] == wanted
+    assert {row["status"] for row in rows} == {"ok"}

@@ -8,7 +8,7 @@ from typing import Any
 
 from batchledger.batches import JobRef
 from batchledger.cli import job_commands
-from batchledger.cli.commands import batch_ref, target
+from batchledger.cli.commands import target
 from batchledger.context import Context
 from batchledger.errors import ExitCode, UsageError
 from batchledger.ledger import BatchFilter, Ledger
@@ -231,15 +231,20 @@ def export(args: argparse.Namespace, ctx: Context) -> ExitCode:
     from batchledger.savefile import prepare_target, save_chunks
 
     ledger = ctx.open_ledger(create=False)
-    ref = batch_ref(ctx, args.batch_id)
-    batch_id_ = ref.batch_id
-    row = ledger.find_batch(ref.batch_id, ref.account) if ledger is not None else None
-    if row is None:
-        raise UsageError(
-            f"{batch_id_} is not in the ledger; 'batchledger status --batch-id {batch_id_}' "
-            "or 'batchledger sync' adds it"
-        )
-    input_path, results = exporting.check_exportable(row)
+    ref = target(ctx, args.batch_id)
+    if isinstance(ref, JobRef):
+        job = job_commands.job_row(ctx, ref)
+        batch_id_ = ref.job_id
+        input_path, results = exporting.check_job_exportable(job)
+    else:
+        batch_id_ = ref.batch_id
+        row = ledger.find_batch(ref.batch_id, ref.account) if ledger is not None else None
+        if row is None:
+            raise UsageError(
+                f"{batch_id_} is not in the ledger; 'batchledger status --batch-id {batch_id_}' "
+                "or 'batchledger sync' adds it"
+            )
+        input_path, results = exporting.check_exportable(row)
     counts = exporting.ExportCounts()
     rows = exporting.export_rows(input_path, results, counts)
     chunks = exporting.csv_chunks(rows) if args.format == "csv" else exporting.jsonl_chunks(rows)
@@ -247,15 +252,15 @@ def export(args: argparse.Namespace, ctx: Context) -> ExitCode:
         for chunk in chunks:
             ctx.stdout.write(chunk.decode("utf-8"))
         return ExitCode.OK
-    target = Path(args.out or exporting.default_export_path(batch_id_, args.format))
-    target = target.expanduser().absolute()
-    replaced = target.exists()
-    prepare_target(target)
-    saved = save_chunks(target, chunks)
+    out = Path(args.out or exporting.default_export_path(batch_id_, args.format))
+    out = out.expanduser().absolute()
+    replaced = out.exists()
+    prepare_target(out)
+    saved = save_chunks(out, chunks)
     if replaced:
-        ctx.warn(f"overwrote existing file {display_path(target)}")
+        ctx.warn(f"overwrote existing file {display_path(out)}")
     statuses = ", ".join(f"{n} {status}" for status, n in counts.by_status.items())
     ctx.print(
-        f"exported: {display_path(target)} ({saved.size} bytes; {counts.rows} requests: {statuses})"
+        f"exported: {display_path(out)} ({saved.size} bytes; {counts.rows} requests: {statuses})"
     )
     return ExitCode.OK
