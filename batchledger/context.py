@@ -6,6 +6,7 @@ Environment are, so that a new concern does not become a new parameter of every 
 
 import logging
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
@@ -41,6 +42,9 @@ class Context:
     stdout: TextIO = field(default_factory=lambda: sys.stdout)
     stderr: TextIO = field(default_factory=lambda: sys.stderr)
     logger: logging.Logger | None = None
+    # Told of each part of a job as its upload ends: (part, parts, bytes, seconds). The
+    # CLI shows it on stderr; the workflow never prints.
+    on_part_uploaded: Callable[[int, int, int, float], None] | None = None
     _ledger: Ledger | None = None
     _clients: "dict[str, OpenAI]" = field(default_factory=dict)
     _emulators: "list[EmulatorServer]" = field(default_factory=list)

@@ -284,6 +284,7 @@ def _send_part(
     if uploaded is None:
         if not part["upload_started_at"]:
             ledger.mark_upload_started(part["id"])
+        started = time.monotonic()
         uploaded = api.upload_file(
             client,
             input_path,
@@ -291,6 +292,8 @@ def _send_part(
             expires_after=details.input_expires_after,
             ranges=ranges,
         )
+        if ctx.on_part_uploaded is not None:
+            ctx.on_part_uploaded(part["part_index"], total, size, time.monotonic() - started)
     if uploaded.id != part["input_file_id"]:
         ledger.record_part_upload(part["id"], uploaded.id, uploaded.created_at)
         part = {**part, "input_file_id": uploaded.id}

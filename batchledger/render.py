@@ -508,3 +508,32 @@ def show_job_lines(
         ).splitlines()
     ]
     return lines
+
+
+class PartProgress:
+    """Uploads of a job's parts on a stream: a line kept up to date on a terminal (parts and
+    bytes done, rate), one line per part otherwise."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self.on_terminal = stream.isatty()
+        self.sent = 0
+        self.seconds = 0.0
+
+    def __call__(self, part: int, parts: int, size: int, seconds: float) -> None:
+        self.sent += size
+        self.seconds += seconds
+        rate = self.sent / self.seconds / 1e6 if self.seconds else 0.0
+        text = (
+            f"part {part}/{parts} uploaded: {size:,} bytes ({self.sent:,} in all, {rate:.1f} MB/s)"
+        )
+        if self.on_terminal:
+            self.stream.write(f"\r{text}\033[K")
+        else:
+            self.stream.write(text + "\n")
+        self.stream.flush()
+
+    def end_line(self) -> None:
+        if self.on_terminal and self.sent:
+            self.stream.write("\n")
+            self.stream.flush()

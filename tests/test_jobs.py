@@ -99,6 +99,9 @@ def test_max_in_flight_sends_one_part_at_a_time_across_sweeps(
 
     assert created.code == 0, created.err
     assert created.out.splitlines()[2:] == ["part 2/3: queued", "part 3/3: queued"]
+    # Progress of the uploads on stderr, a line per part off a terminal; stdout untouched.
+    assert created.err.startswith("part 1/3 uploaded: ")
+    assert len(created.err.splitlines()) == 1
     assert sent == [1, 2, 3, 3]
     # Never two parts live at once on the server.
     jobs, _, attempts = job_rows()

@@ -9,7 +9,14 @@ from batchledger.batches import JOB_RUNNING, BatchRef, JobRef, Row
 from batchledger.context import Context
 from batchledger.details import CreateDetails
 from batchledger.errors import ExitCode, Refused, UsageError
-from batchledger.render import Progress, display_path, json_text, saved_line, show_job_lines
+from batchledger.render import (
+    PartProgress,
+    Progress,
+    display_path,
+    json_text,
+    saved_line,
+    show_job_lines,
+)
 
 if TYPE_CHECKING:
     from batchledger.jobs import JobReport
@@ -34,6 +41,8 @@ def create(
 ) -> ExitCode:
     from batchledger.jobs import create_job, job_json
 
+    progress = PartProgress(ctx.stderr)
+    ctx.on_part_uploaded = progress
     report = create_job(
         ctx,
         input_,
@@ -44,6 +53,7 @@ def create(
         details=details,
         force=args.force,
     )
+    progress.end_line()
     if args.json:
         ctx.print(json_text(job_json(report)))
         return ExitCode.OK
@@ -187,7 +197,10 @@ def retry(args: argparse.Namespace, ctx: Context, ref: JobRef | BatchRef) -> Exi
     from batchledger.retry import retry as send_again
 
     ctx.start_api_command()
+    progress = PartProgress(ctx.stderr)
+    ctx.on_part_uploaded = progress
     report = send_again(ctx, ref, all_failed=args.all_failed, max_in_flight=args.max_in_flight)
+    progress.end_line()
     original = report.original.retry_of
     plan = report.plan
     if plan is not None and not plan.lines:
