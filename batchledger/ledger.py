@@ -464,10 +464,6 @@ class Ledger:
             )
             self._job_history(job_row_id, "finish", f"status {status}")
 
-    def record_job_event(self, job_row_id: int, action: str, detail: str) -> None:
-        with self._writing():
-            self._job_history(job_row_id, action, detail)
-
     def _job_history(self, job_row_id: int, action: str, detail: str) -> None:
         self.db.table("job_history").insert(
             {

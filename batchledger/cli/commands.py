@@ -22,18 +22,12 @@ from batchledger.render import (
     status_lines,
     sweep_table,
 )
-from batchledger.resolve import resolve, resolve_batch
+from batchledger.resolve import resolve
 
 if TYPE_CHECKING:
     from batchledger.workflow import BatchReport
 
 Handler = Callable[[argparse.Namespace, Context], ExitCode]
-
-
-def batch_ref(ctx: Context, text: str) -> BatchRef:
-    return resolve_batch(
-        ctx.open_ledger(create=False), text, named=ctx.named_account, current=ctx.account.name
-    )
 
 
 def target(ctx: Context, text: str) -> BatchRef | JobRef:
