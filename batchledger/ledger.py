@@ -980,10 +980,13 @@ class Ledger:
             return self._rows(sql + " LIMIT ?", (*params, limit))
         return self._rows(sql, params)
 
-    def list_batches_json(self, filters: "BatchFilter", limit: int | None) -> list[tuple[str, str]]:
-        """As list_batches, each row as (when it was made, its JSON text), built by SQLite:
-        keys sorted, the JSON columns (errors, usage, metadata) as objects. Python's own
-        encoding of 100,000 rows takes seconds; SQLite's, a fraction of one."""
+    def list_batches_json(
+        self, filters: "BatchFilter", limit: int | None
+    ) -> Iterator[tuple[str, str]]:
+        """As list_batches, each row as (when it was made, its JSON text), built by SQLite
+        and yielded as read: keys sorted, the JSON columns (errors, usage, metadata) as
+        objects. Python's own encoding of 100,000 rows takes seconds; SQLite's, a fraction
+        of one, and the listing is never held whole."""
         names = sorted(row["name"] for row in self._rows("PRAGMA table_info(batches)"))
         pairs = ", ".join(
             f"'{name}', json([{name}])" if name in _JSON_COLUMNS else f"'{name}', [{name}]"
@@ -998,7 +1001,7 @@ class Ledger:
             sql, params = sql + " LIMIT ?", (*params, limit)
         with self._lock:
             try:
-                return list(self.db.conn.execute(sql, params))
+                yield from self.db.conn.execute(sql, params)
             except sqlite3.Error as exc:
                 raise BatchledgerError(_describe_sqlite_error(self.path, exc)) from exc
 

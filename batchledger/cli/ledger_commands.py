@@ -2,7 +2,10 @@
 where, prune, usage and export. Each turns its arguments into calls, the results into output."""
 
 import argparse
+import heapq
+import itertools
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -83,18 +86,28 @@ def list_(args: argparse.Namespace, ctx: Context) -> ExitCode:
     return ExitCode.OK
 
 
+JSON_ROWS_PER_WRITE = 1000  # rows of `list --json` joined before each write
+
+
 def list_json(
     ctx: Context, filters: BatchFilter, limit: int | None, jobs: list[dict[str, Any]]
 ) -> ExitCode:
-    """`list --json`: one JSON array, a row per line, the batches' JSON made by SQLite."""
+    """`list --json`: one JSON array, a row per line, written as SQLite makes the rows."""
     ledger = ctx.open_ledger(create=False)
-    docs = ledger.list_batches_json(filters, limit) if ledger is not None else []
-    if jobs:
+    docs: Iterator[tuple[str, str]] = (
+        ledger.list_batches_json(filters, limit) if ledger is not None else iter(())
+    )
+    if jobs:  # among the batches by when they were made (both newest first)
         job_docs = [(job["recorded_at"], json.dumps(row_json(job), sort_keys=True)) for job in jobs]
-        docs = sorted(docs + job_docs, key=lambda doc: doc[0], reverse=True)[:limit]
-    ctx.print("[\n" + ",\n".join(doc for _, doc in docs) + "\n]" if docs else "[]")
+        docs = heapq.merge(docs, job_docs, key=lambda doc: doc[0], reverse=True)
+    shown = 0
+    rows = itertools.islice(docs, limit)
+    while chunk := [doc for _, doc in itertools.islice(rows, JSON_ROWS_PER_WRITE)]:
+        ctx.stdout.write(("[\n" if not shown else ",\n") + ",\n".join(chunk))
+        shown += len(chunk)
+    ctx.stdout.write("\n]\n" if shown else "[]\n")
     if ledger is not None:
-        warn_if_cut(ctx, ledger, filters, limit, len(docs))
+        warn_if_cut(ctx, ledger, filters, limit, shown)
     return ExitCode.OK
 
 
