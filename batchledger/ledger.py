@@ -225,6 +225,7 @@ class Ledger:
         account: str,
         base_url: str,
         force: bool,
+        details: CreateDetails | None = None,
     ) -> tuple[Row, bool]:
         """Start (or resume) the submission of `input_`; the row and whether it resumed.
 
@@ -242,9 +243,10 @@ class Ledger:
                     f"{input_.path.name} is being submitted by another run "
                     f"({row['claimed_by']}, since {row['claimed_at']}); wait for it to finish"
                 )
+            asked = _details_fields(details or CreateDetails())
             if row is not None:
                 self.db.table("batches").update(
-                    row["id"], {**new_claim(), "status": None, "base_url": base_url}
+                    row["id"], {**new_claim(), "status": None, "base_url": base_url, **asked}
                 )
                 self._history(row["id"], "resume", "resuming an interrupted create")
                 return self.get_row(row["id"]), True
@@ -262,6 +264,7 @@ class Ledger:
                         "endpoint": endpoint,
                         "completion_window": window,
                         "recorded_at": utc_now(),
+                        **asked,
                         **new_claim(),
                     }
                 )
@@ -623,19 +626,6 @@ class Ledger:
 
     def job_history(self, job_row_id: int) -> list[Row]:
         return self._rows("SELECT * FROM job_history WHERE job = ? ORDER BY id", (job_row_id,))
-
-    def record_create_details(self, row_id: int, details: CreateDetails) -> None:
-        """What the user asked of this create beyond its input, before anything is sent."""
-        metadata = json.dumps(details.metadata, sort_keys=True) if details.metadata else None
-        with self._writing():
-            self.db.table("batches").update(
-                row_id,
-                {
-                    "metadata": metadata,
-                    "input_expires_after": details.input_expires_after,
-                    "output_expires_after": details.output_expires_after,
-                },
-            )
 
     def record_remote_file_gone(self, row_id: int, kind: str, detail: str) -> None:
         """The batch's `kind` file ("input", "output", "error") is no longer on the account."""
@@ -1112,6 +1102,15 @@ def _stored_as_given(fields: Mapping[str, Any]) -> bool:
         value is None or type(value) is (int if name in _INTEGER_FIELDS else str)
         for name, value in fields.items()
     )
+
+
+def _details_fields(details: CreateDetails) -> Row:
+    """The ledger columns of what a create asked beyond its input."""
+    return {
+        "metadata": json.dumps(details.metadata, sort_keys=True) if details.metadata else None,
+        "input_expires_after": details.input_expires_after,
+        "output_expires_after": details.output_expires_after,
+    }
 
 
 # Columns that hold JSON text: shown as JSON objects by --json.

@@ -118,12 +118,17 @@ def submit(
     """
     account = ctx.account
     client = ctx.client()
-    row, resumed = ctx.ledger.claim_submission(
-        input_, endpoint, window, account=account.name, base_url=account.location, force=force
-    )
     details = details or CreateDetails()
+    row, resumed = ctx.ledger.claim_submission(
+        input_,
+        endpoint,
+        window,
+        account=account.name,
+        base_url=account.location,
+        force=force,
+        details=details,
+    )
     try:
-        ctx.ledger.record_create_details(row["id"], details)
         return _submit_claimed(ctx, client, input_, row, resumed, details)
     finally:
         # A claim that cannot be released is harmless once this process has ended; the
