@@ -1,5 +1,6 @@
 """The input file of a create: checked at once, hashed while the rest of the run starts."""
 
+import dataclasses
 import hashlib
 import threading
 from concurrent.futures import Future
@@ -9,6 +10,7 @@ from batchledger.errors import UsageError
 from batchledger.ledger import InputFile
 
 HASH_CHUNK_BYTES = 1024 * 1024
+COUNT_CHUNK_BYTES = 4 * 1024 * 1024
 
 
 def read_input(path_text: str) -> InputFile:
@@ -40,28 +42,46 @@ def check_input(path_text: str) -> Path:
     return path
 
 
-def hash_input(path: Path, path_text: str) -> InputFile:
-    """Measure, count and hash a checked input in one pass (the ledger's duplicate guard
-    needs its sha256; the account's limits, its number of requests)."""
+def hash_input(path: Path, path_text: str, *, count: bool = True) -> InputFile:
+    """Measure and hash a checked input (the ledger's duplicate guard needs its sha256);
+    with `count`, count its requests too (see count_lines)."""
     digest = hashlib.sha256()
-    size = newlines = 0
-    last = b""
+    size = 0
     try:
         with path.open("rb") as stream:
             while chunk := stream.read(HASH_CHUNK_BYTES):
                 digest.update(chunk)
-                newlines += chunk.count(b"\n")
                 size += len(chunk)
+    except OSError as exc:
+        raise _unreadable(path_text, exc) from exc
+    input_ = InputFile(path=path, size=size, sha256=digest.hexdigest())
+    return count_lines(input_, path_text) if count else input_
+
+
+def count_lines(input_: InputFile, path_text: str) -> InputFile:
+    """`input_` with its number of requests: its lines, counted, never parsed.
+
+    Not done while hashing in the background: `bytes.count` holds the GIL, and beside the
+    import of `openai` it cost that import half a second on a 200 MB input
+    (bench/transfer.py); done after it, it costs ~0.1 s, from the page cache.
+    """
+    newlines = 0
+    last = b""
+    try:
+        with input_.path.open("rb") as stream:
+            while chunk := stream.read(COUNT_CHUNK_BYTES):
+                newlines += chunk.count(b"\n")
                 last = chunk[-1:]
     except OSError as exc:
         raise _unreadable(path_text, exc) from exc
-    # A last line without a newline is a request too; lines are never parsed.
+    # A last line without a newline is a request too.
     lines = newlines + (1 if last not in (b"", b"\n") else 0)
-    return InputFile(path=path, size=size, sha256=digest.hexdigest(), lines=lines)
+    return dataclasses.replace(input_, lines=lines)
 
 
 def hash_input_in_background(path: Path, path_text: str) -> "Future[InputFile]":
-    """`hash_input` in a thread of its own, so that it overlaps the import of `openai`.
+    """`hash_input` (without the count) in a thread of its own, so that it overlaps the
+    import of `openai`.
 
     Hashing is C code that releases the GIL; the import is Python: on two cores they run
     side by side (bench/transfer.py). The thread is a daemon: a run that fails meanwhile
@@ -71,7 +91,7 @@ def hash_input_in_background(path: Path, path_text: str) -> "Future[InputFile]":
 
     def run() -> None:
         try:
-            future.set_result(hash_input(path, path_text))
+            future.set_result(hash_input(path, path_text, count=False))
         except BaseException as exc:  # handed to whoever waits on the future
             future.set_exception(exc)
 

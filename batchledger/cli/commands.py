@@ -56,7 +56,7 @@ def out_dir(args: argparse.Namespace) -> Path | None:
 
 
 def create(args: argparse.Namespace, ctx: Context) -> ExitCode:
-    from batchledger.inputs import check_input, hash_input_in_background
+    from batchledger.inputs import check_input, count_lines, hash_input_in_background
 
     details = create_details(args)  # before anything is read, written or sent
     path = check_input(args.input)
@@ -66,7 +66,7 @@ def create(args: argparse.Namespace, ctx: Context) -> ExitCode:
 
     ctx.start_api_command()
     endpoint = args.endpoint or ctx.account.default_endpoint
-    input_ = hashing.result()
+    input_ = count_lines(hashing.result(), args.input)  # after the import: see count_lines
     split = split_wanted(input_, ctx.account.limits, args.max_requests, args.max_bytes)
     if split is not None:
         return job_commands.create(args, ctx, input_, endpoint, split, details)
