@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import API_KEY
+from helpers import API_KEY, ServerFactory
 
 from batchledger.cli import main
 from batchledger.emulator import EmulatorServer
@@ -66,3 +66,23 @@ def cli(capsys: pytest.CaptureFixture[str]) -> Any:
         return Result(code, captured.out, captured.err)
 
     return run
+
+
+@pytest.fixture
+def make_server() -> Iterator[ServerFactory]:
+    """Start emulators with custom settings; all are stopped at teardown."""
+    started: list[EmulatorServer] = []
+
+    def make(**kwargs: Any) -> EmulatorServer:
+        server = EmulatorServer(**kwargs).start()
+        started.append(server)
+        return server
+
+    yield make
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture
+def server(make_server: ServerFactory) -> EmulatorServer:
+    return make_server()

@@ -4,12 +4,15 @@ import json
 import os
 import socket
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from batchledger.emulator import EmulatorServer
 
 API_KEY = "sk-test-0123456789abcdefSECRET"
+# Starts an emulator with the given settings (the make_server fixture).
+ServerFactory = Callable[..., EmulatorServer]
 
 
 def write_jsonl(path: Path, lines: int, endpoint: str = "/v1/responses", **body: Any) -> Path:

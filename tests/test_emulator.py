@@ -15,32 +15,11 @@ from typing import Any
 
 import openai
 import pytest
+from helpers import ServerFactory
 from openai import OpenAI
 
 from batchledger.emulator import EmulatorServer, Fault
 from batchledger.emulator.multipart import MultipartError, MultipartReader
-
-ServerFactory = Callable[..., EmulatorServer]
-
-
-@pytest.fixture
-def make_server() -> Iterator[ServerFactory]:
-    """Start emulators with custom settings; all are stopped at teardown."""
-    started: list[EmulatorServer] = []
-
-    def make(**kwargs: Any) -> EmulatorServer:
-        server = EmulatorServer(**kwargs).start()
-        started.append(server)
-        return server
-
-    yield make
-    for server in started:
-        server.stop()
-
-
-@pytest.fixture
-def server(make_server: ServerFactory) -> EmulatorServer:
-    return make_server()
 
 
 def sdk(server: EmulatorServer, **kwargs: Any) -> OpenAI:

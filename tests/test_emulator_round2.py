@@ -6,38 +6,17 @@ import email.utils
 import http.client
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import openai
 import pytest
+from helpers import ServerFactory
 from openai import AzureOpenAI, OpenAI
 
 from batchledger.emulator import EmulatorServer
-
-ServerFactory = Callable[..., EmulatorServer]
-
-
-@pytest.fixture
-def make_server() -> Iterator[ServerFactory]:
-    """Start emulators with custom settings; all are stopped at teardown."""
-    started: list[EmulatorServer] = []
-
-    def make(**kwargs: Any) -> EmulatorServer:
-        server = EmulatorServer(**kwargs).start()
-        started.append(server)
-        return server
-
-    yield make
-    for server in started:
-        server.stop()
-
-
-@pytest.fixture
-def server(make_server: ServerFactory) -> EmulatorServer:
-    return make_server()
 
 
 def sdk(server: EmulatorServer) -> OpenAI:
