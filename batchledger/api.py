@@ -45,6 +45,8 @@ _T = TypeVar("_T")
 SERVER_CLOCK_MARGIN_SECONDS = 300
 # Where no such moment is known, at most this many of the newest batches (or files).
 SEARCH_LIMIT = 2000
+# The most a list request may ask for (the API's limit is 100).
+LIST_PAGE = 100
 INITIAL_RETRY_SECONDS = 0.5
 MAX_RETRY_SECONDS = 8.0
 MAX_RETRY_AFTER_SECONDS = 120.0
@@ -386,6 +388,70 @@ def get_batch_status(client: OpenAI, batch_id: str) -> dict[str, Any]:
     result = _batch_json("GET_STATUS", response.content)
     _log_response("GET_STATUS", result)
     return result
+
+
+class Listed(NamedTuple):
+    batches: dict[str, dict[str, Any]]  # batch id -> the batch as the listing showed it
+    pages: int  # pages read
+    error: BatchledgerError | None  # why the listing stopped short, if it did
+
+
+def list_batches_by_id(
+    client: OpenAI, wanted: Collection[str], since: float | None, max_pages: int
+) -> Listed:
+    """The batches of `wanted` (ids) among the account's newest, a page of LIST_PAGE at a time.
+
+    A sweep reads its batches this way when a look-up each would cost more round trips:
+    the pages are the same Batch objects a look-up returns. It reads back to `since` (the
+    oldest wanted batch's created_at), less a margin, and at most `max_pages` pages. What
+    it does not find (older, or a listing that failed) the sweep looks up one by one, so a
+    provider that cannot list, or lists in another order, costs a request, never a batch.
+    """
+    bound = None if since is None else since - SERVER_CLOCK_MARGIN_SECONDS
+    found: dict[str, dict[str, Any]] = {}
+    after: str | None = None
+    pages = 0
+    while pages < max_pages:
+        request: dict[str, Any] = (
+            {"limit": LIST_PAGE} if after is None else {"limit": LIST_PAGE, "after": after}
+        )
+        log.info("LIST_BATCHES request=%s", json.dumps({**request, "wanted": len(wanted)}))
+        try:
+            with api_errors("LIST_BATCHES"):
+                body = client.batches.with_raw_response.list(**request).content
+            page = _page_json("LIST_BATCHES", body)
+        except BatchledgerError as exc:
+            log.warning(
+                "LIST_BATCHES stopped after %d pages (%s); looking up the rest", pages, exc.message
+            )
+            return Listed(found, pages, exc)
+        pages += 1
+        _log_response("LIST_BATCHES", page)
+        data = [batch for batch in page["data"] if _is_batch(batch)]
+        found.update((batch["id"], batch) for batch in data if batch["id"] in wanted)
+        if len(found) == len(wanted) or not page.get("has_more") or not data:
+            break
+        oldest = data[-1].get("created_at")
+        if bound is not None and isinstance(oldest, int | float) and oldest < bound:
+            break
+        after = data[-1]["id"]
+    return Listed(found, pages, None)
+
+
+def _is_batch(item: Any) -> bool:
+    return isinstance(item, dict) and isinstance(item.get("id"), str) and "status" in item
+
+
+def _page_json(operation: str, body: bytes) -> dict[str, Any]:
+    """A list page from a response body; an ApiError if the body is not one."""
+    try:
+        page = json.loads(body)
+    except ValueError:
+        page = None
+    if not isinstance(page, dict) or not isinstance(page.get("data"), list):
+        log.error("%s returned something that is not a list page: %r", operation, body[:2000])
+        raise ApiError(f"{operation} returned something that is not a list page")
+    return page
 
 
 def _batch_json(operation: str, body: bytes) -> dict[str, Any]:

@@ -45,6 +45,8 @@ class Context:
     # Told of each part of a job as its upload ends: (part, parts, bytes, seconds). The
     # CLI shows it on stderr; the workflow never prints.
     on_part_uploaded: Callable[[int, int, int, float], None] | None = None
+    # Accounts whose provider refused to list batches in this run: a sweep looks each up.
+    cannot_list: set[str] = field(default_factory=set)
     _ledger: Ledger | None = None
     _clients: "dict[str, OpenAI]" = field(default_factory=dict)
     _emulators: "list[EmulatorServer]" = field(default_factory=list)

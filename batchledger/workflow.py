@@ -45,6 +45,9 @@ if TYPE_CHECKING:
 # An unfinished create whose batch is not found is given up on after this long, even where
 # the search could not look back far enough to prove that no batch was made.
 ABANDON_AFTER_SECONDS = 7 * 86400
+# A sweep reads its batches from the account's listing when looking each up would take at
+# least this many rounds of `concurrency` requests.
+LIST_FROM_ROUNDS = 3
 
 
 @dataclass(frozen=True)
@@ -193,9 +196,11 @@ def _submit_claimed(
     return Submitted(file_id=uploaded.id, batch=batch, row=row)
 
 
-def look_up(ctx: Context, ref: BatchRef, action: str = "status") -> BatchReport:
-    """Fetch a batch from its account and record what it says."""
-    batch = api.get_batch_status(ctx.client_for(ref.account), ref.batch_id)
+def look_up(
+    ctx: Context, ref: BatchRef, action: str = "status", *, listed: dict[str, Any] | None = None
+) -> BatchReport:
+    """Fetch a batch from its account (unless a listing just showed it) and record it."""
+    batch = listed or api.get_batch_status(ctx.client_for(ref.account), ref.batch_id)
     return BatchReport(ref=ref, batch=batch, row=record(ctx, ref, batch, action=action))
 
 
@@ -225,11 +230,15 @@ def check(
     auto_save: bool,
     out_dir: Path | None = None,
     out: Path | None = None,
+    listed: dict[str, Any] | None = None,
 ) -> BatchReport:
     """Look up a batch and save its results, for sweeps and watches: a failure is reported
-    in the result, and a batch its account does not know is noted and left alone after."""
+    in the result, and a batch its account does not know is noted and left alone after.
+
+    `listed`: the batch as a listing of its account has just shown it, not looked up again.
+    """
     try:
-        report = look_up(ctx, ref)
+        report = look_up(ctx, ref, listed=listed)
         if auto_save:
             save_if_finished(ctx, report, out=out, out_dir=out_dir)
         return report
@@ -594,16 +603,25 @@ def sweep(
     Batches that `sync` found are not saved unless `include_synced`: whoever made them
     may have saved them elsewhere.
     """
-    for account in {row["account"] for row in rows}:
+    listed: dict[BatchRef, dict[str, Any]] = {}
+    for account in sorted({row["account"] for row in rows}):
         ctx.client_for(account)  # made here, before the threads share them
+        of_account = [row for row in rows if row["account"] == account]
+        listed.update(list_batches(ctx, account, of_account, concurrency))
 
     parts = part_result_paths(ctx, rows)
 
     def check_row(row: Row) -> BatchReport:
         save = auto_save and (include_synced or row["origin"] != "sync")
         out = parts.get(row["id"])  # a part's results are kept with its job's
+        ref = BatchRef.of(row)
         return check(
-            ctx, BatchRef.of(row), auto_save=save or out is not None, out_dir=out_dir, out=out
+            ctx,
+            ref,
+            auto_save=save or out is not None,
+            out_dir=out_dir,
+            out=out,
+            listed=listed.get(ref),
         )
 
     pool = ThreadPoolExecutor(max_workers=concurrency)
@@ -617,6 +635,37 @@ def sweep(
         raise
     pool.shutdown()
     return reports
+
+
+def list_batches(
+    ctx: Context, account: str, rows: list[Row], concurrency: int
+) -> dict[BatchRef, dict[str, Any]]:
+    """The batches of `rows` (all of `account`) read from the account's listing, when that
+    takes fewer round trips than looking each up, `concurrency` at a time.
+
+    A page shows up to 100 batches, so 200 pending batches are two requests instead of
+    200. The listing may read at most half the round trips the look-ups would take; what
+    it does not show (older batches, a provider that cannot list) is looked up as before.
+    """
+    rounds = -(-len(rows) // max(concurrency, 1))
+    if rounds < LIST_FROM_ROUNDS or account in ctx.cannot_list:
+        return {}
+    made = [moment for moment in map(_made_at, rows) if moment is not None]
+    since = min(made) if len(made) == len(rows) else None  # else: the page budget alone
+    wanted = {row["batch_id"] for row in rows}
+    pages = max(1, rounds // 2)
+    listed = api.list_batches_by_id(ctx.client_for(account), wanted, since, pages)
+    if isinstance(listed.error, Rejected):
+        ctx.cannot_list.add(account)  # not asked again in this run (watch --all)
+    return {BatchRef(account, batch_id): batch for batch_id, batch in listed.batches.items()}
+
+
+def _made_at(row: Row) -> float | None:
+    """When the API says the row's batch was made; None if the ledger does not know."""
+    try:
+        return epoch_of(row["created_at"])
+    except (TypeError, ValueError):
+        return None
 
 
 def part_result_paths(ctx: Context, rows: list[Row]) -> dict[int, Path]:

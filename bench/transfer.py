@@ -48,6 +48,7 @@ from batchledger.inputs import read_input
 
 RSS_MARGIN_KIB = 20 * 1024
 SDK_RATIO = 1.10  # issue 15: at most 1.10x the bare SDK, in the same run
+LINE_BYTES = 5000
 
 
 # The same transfers with the SDK alone, as a user's own script would do them.
@@ -194,7 +195,9 @@ def bench_download(server: EmulatorServer, work: Path, size: int, runs: int) -> 
 def bench_upload(server: EmulatorServer, work: Path, size: int, runs: int) -> Compared:
     progress(f"writing a {size / MB:.0f} MB input file")
     big = work / "big.jsonl"
-    write_chunks(big, request_lines(size))
+    # Lines of 5 kB: 40,000 requests in 200 MB, within one batch's limit of 50,000, so that
+    # create sends one upload, as the bare SDK does (with 1 kB lines it made a job of 5).
+    write_chunks(big, request_lines(size, line_bytes=LINE_BYTES))
     env = child_env(server.base_url, work / "ledger.db")
     url = f"{server.base_url}/files"
     tool_runs: list[Run] = []
@@ -206,6 +209,9 @@ def bench_upload(server: EmulatorServer, work: Path, size: int, runs: int) -> Co
         os.sync()
         # --force: every run sends the same input, which the ledger would refuse as a repeat.
         tool_runs.append(run_measured(cli("create", "--in", str(big), "--force"), env, work))
+        uploads = [file for file in server.state.files.values() if file.purpose == "batch"]
+        if len(uploads) != 1 or uploads[0].bytes != big.stat().st_size:
+            raise SystemExit(f"create sent {len(uploads)} uploads, not the input in one")
         sdk_runs.append(run_measured([sys.executable, "-c", SDK_UPLOAD, str(big)], env, work))
         curl_runs.append(
             run_measured(

@@ -744,6 +744,35 @@ def test_a_job_and_its_retry_conform(via_prism: Gate, cli: Any, isolated: Path) 
     _gate_verdict(via_prism.check(since))
 
 
+def test_a_sweep_that_reads_the_listing_conforms(via_prism: Gate, cli: Any, isolated: Path) -> None:
+    """status --all over more batches than it would look up one by one: list requests,
+    the second with the `after` cursor, past a page of batches the ledger does not know."""
+    server = via_prism.server
+    ours = []
+    for n in range(4):
+        created = cli("create", "--in", str(write_jsonl(isolated / f"swept{n}.jsonl", n + 1)))
+        assert created.code == 0, created.err
+        ours.append(created.field("batch_id"))
+    upload = _row(ours[0])["input_file_id"]
+    for _ in range(100):  # made elsewhere, after ours: the listing pages past them
+        server.state.create_batch(
+            input_file_id=upload,
+            endpoint="/v1/responses",
+            completion_window="24h",
+            metadata=None,
+            output_expires_after=None,
+        )
+    since = via_prism.mark()
+
+    swept = cli("status", "--all", "--concurrency", "1")
+
+    assert swept.code == 0, swept.err
+    listed = [r for r in server.state.requests if r.method == "GET" and r.path == "/v1/batches"]
+    assert [bool(r.query.get("after")) for r in listed[-2:]] == [False, True]
+    assert all(batch_id in swept.out for batch_id in ours)
+    _gate_verdict(via_prism.check(since))
+
+
 def test_gate_reports_a_request_the_spec_forbids(via_prism: Gate) -> None:
     """The gate can fail: wrong requests sent through the same proxy are reported."""
     import openai

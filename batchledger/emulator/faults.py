@@ -47,6 +47,8 @@ class Fault:
     """Send this many body bytes, then wait `delay` seconds before the rest."""
     message: str | None = None
     """Overrides the error message of a `status` fault."""
+    spare: int = 0
+    """Let this many matching requests through first (the second page of a listing)."""
     _pattern: re.Pattern[str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -67,6 +69,8 @@ class Fault:
             raise ValueError("cut_request_after_bytes must be >= 0 and stand alone")
         if self.delay < 0:
             raise ValueError("delay must not be negative")
+        if self.spare < 0:
+            raise ValueError("spare must not be negative")
 
     def matches(self, method: str, path: str) -> bool:
         if self.method is not None and self.method.upper() != method.upper():
@@ -104,6 +108,7 @@ _FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "stall_after_bytes": (int, type(None)),
     "cut_request_after_bytes": (int, type(None)),
     "message": (str, type(None)),
+    "spare": (int,),
 }
 
 
@@ -129,6 +134,8 @@ class _Entry:
     fault: Fault
     remaining: int | None
     """Uses left, None for unlimited; kept here so the caller's Fault is never mutated."""
+    spare: int
+    """Matching requests still to let through before it applies."""
 
 
 class FaultBook:
@@ -140,7 +147,7 @@ class FaultBook:
 
     def add(self, fault: Fault) -> None:
         with self._lock:
-            self._entries.append(_Entry(fault, fault.times))
+            self._entries.append(_Entry(fault, fault.times, fault.spare))
 
     def clear(self) -> None:
         with self._lock:
@@ -156,6 +163,9 @@ class FaultBook:
             for entry in self._entries:
                 if not entry.fault.matches(method, path):
                     continue
+                if entry.spare:
+                    entry.spare -= 1
+                    return None
                 if entry.remaining is not None:
                     entry.remaining -= 1
                     if entry.remaining == 0:

@@ -423,7 +423,12 @@ class EmulatorState:
             return batch
 
     def list_batches(self, *, after: str | None, limit: int) -> tuple[list[StoredBatch], bool]:
-        """Newest first; moves batches only in time mode, where time alone moves them."""
+        """Newest first; moves batches only in time mode, where time alone moves them.
+
+        In step mode a listing moves nothing, so a sweep that reads its batches from the
+        listing (three rounds of look-ups or more, workflow.list_batches) sees them as they
+        are: tests move them with look-ups or `advance`, or use time mode.
+        """
         with self.transaction():
             self._catch_up_all()
             items = list(reversed(self.batches.values()))

@@ -1,0 +1,203 @@
+"""A sweep reads many batches from their account's listing: a page of 100 per request.
+
+Looking each batch up costs a request per batch; when that would take three or more rounds
+of `--concurrency` requests, `status --all` reads the account's list of batches instead,
+and looks up one by one only what the listing did not show.
+"""
+
+import json
+import re
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+from helpers import complete, ledger_rows, log_text, sdk, server_bytes, write_jsonl
+
+from batchledger import api
+from batchledger.emulator import EmulatorServer, Fault
+from batchledger.errors import Transient
+
+LIST = r"^/v1/batches$"
+
+
+def created(cli: Any, work: Path, count: int, first: int = 0) -> list[str]:
+    ids = []
+    for n in range(first, first + count):
+        result = cli("create", "--in", str(write_jsonl(work / f"in{n}.jsonl", n + 1)))
+        assert result.code == 0, result.err
+        ids.append(result.field("batch_id"))
+    return ids
+
+
+def made_elsewhere(server: EmulatorServer, work: Path, count: int) -> list[str]:
+    """`count` batches on the same account that the ledger does not know (newer than ours)."""
+    client = sdk(server)
+    upload = client.files.create(
+        file=write_jsonl(work / "theirs.jsonl", 1).open("rb"), purpose="batch"
+    )
+    return [
+        client.batches.create(
+            input_file_id=upload.id, endpoint="/v1/responses", completion_window="24h"
+        ).id
+        for _ in range(count)
+    ]
+
+
+def lookups(server: EmulatorServer) -> int:
+    return sum(
+        1
+        for r in server.state.requests
+        if r.method == "GET" and re.match(r"^/v1/batches/[^/]+$", r.path)
+    )
+
+
+def listings(server: EmulatorServer) -> list[str | None]:
+    """The `after` cursor of each list request, in order."""
+    return [
+        r.query.get("after")
+        for r in server.state.requests
+        if r.method == "GET" and r.path == "/v1/batches"
+    ]
+
+
+def history_actions(batch_id: str) -> list[str]:
+    conn = sqlite3.connect(Path.cwd().parent / "ledger.db")
+    try:
+        return [
+            action
+            for (action,) in conn.execute(
+                "SELECT h.action FROM history h JOIN batches b ON b.id = h.batch "
+                "WHERE b.batch_id = ? ORDER BY h.id",
+                (batch_id,),
+            )
+        ]
+    finally:
+        conn.close()
+
+
+def test_a_sweep_of_many_batches_reads_them_from_one_page(
+    cli: Any, emulator: EmulatorServer, isolated: Path
+) -> None:
+    ours = created(cli, isolated, 6)
+    for batch_id in ours[:4]:
+        complete(emulator, batch_id)
+    emulator.state.clear_requests()
+
+    swept = cli("status", "--all", "--concurrency", "2")  # 3 rounds of look-ups: listed
+
+    assert swept.code == 0, swept.err
+    assert listings(emulator) == [None] and lookups(emulator) == 0
+    rows = {row["batch_id"]: row for row in ledger_rows()}
+    for batch_id in ours[:4]:
+        row = rows[batch_id]
+        assert row["status"] == "completed", row
+        assert Path(row["output_path"]).read_bytes() == server_bytes(
+            emulator, row["output_file_id"]
+        )
+        assert history_actions(batch_id)[-2:] == ["status", "save_output"]
+    for batch_id in ours[4:]:
+        assert rows[batch_id]["status"] == "validating"
+        assert history_actions(batch_id)[-1] == "status"
+    for batch_id in ours:
+        assert batch_id in swept.out
+    log = log_text(isolated)
+    assert 'LIST_BATCHES request={"limit": 100, "wanted": 6}' in log
+    assert "GET_STATUS" not in log
+    # the page is logged as the API sent it: our batches and the rest of the account's
+    page = json.loads(log.split("LIST_BATCHES response=", 1)[1].splitlines()[0])
+    assert {batch["id"] for batch in page["data"]} == set(ours)
+
+
+def test_the_listing_pages_back_past_other_batches(
+    cli: Any, emulator: EmulatorServer, isolated: Path
+) -> None:
+    ours = created(cli, isolated, 4)
+    theirs = made_elsewhere(emulator, isolated, 150)
+    emulator.state.clear_requests()
+
+    swept = cli("status", "--all", "--concurrency", "1")  # 4 rounds: up to 2 pages
+
+    assert swept.code == 0, swept.err
+    assert listings(emulator) == [None, theirs[-100]] and lookups(emulator) == 0
+    assert {row["batch_id"] for row in ledger_rows()} == set(ours)  # theirs are not added
+    assert all(history_actions(batch_id)[-1] == "status" for batch_id in ours)
+
+
+def test_a_provider_that_cannot_list_has_each_batch_looked_up(
+    cli: Any, emulator: EmulatorServer, isolated: Path
+) -> None:
+    ours = created(cli, isolated, 6)
+    emulator.state.add_fault(Fault(path=LIST, method="GET", status=404, times=None))
+    emulator.state.clear_requests()
+
+    swept = cli("status", "--all", "--concurrency", "2")
+
+    assert swept.code == 0, swept.err
+    assert swept.err == ""
+    assert len(listings(emulator)) == 1 and lookups(emulator) == 6
+    assert {row["status"] for row in ledger_rows()} == {"in_progress"}  # each looked up once
+    assert all(batch_id in swept.out for batch_id in ours)
+    assert "LIST_BATCHES stopped after 0 pages" in log_text(isolated)
+
+
+def test_a_listing_cut_off_midway_keeps_its_first_page(
+    cli: Any, emulator: EmulatorServer, isolated: Path
+) -> None:
+    ours = created(cli, isolated, 3)
+    made_elsewhere(emulator, isolated, 99)
+    newest = created(cli, isolated, 1, first=3)[0]  # on the first page, with 99 of theirs
+    emulator.state.add_fault(Fault(path=LIST, method="GET", status=500, spare=1, times=None))
+    emulator.state.clear_requests()
+
+    swept = cli("--max-retries", "0", "status", "--all", "--concurrency", "1")
+
+    assert swept.code == 0, swept.err
+    assert len(listings(emulator)) == 2
+    assert lookups(emulator) == 3  # the three the second page would have shown
+    rows = {row["batch_id"]: row for row in ledger_rows()}
+    assert rows[newest]["status"] == "validating"  # from the listing: it does not move them
+    assert {rows[batch_id]["status"] for batch_id in ours} == {"in_progress"}
+
+
+def test_the_listing_stops_at_the_oldest_wanted_batch(
+    emulator: EmulatorServer, isolated: Path
+) -> None:
+    """Newest first, it reads back to the oldest wanted batch (less a margin) and no further;
+    what it did not see is the sweep's to look up."""
+    old = made_elsewhere(emulator, isolated, 150)
+    emulator.state.set_clock_offset(3600)
+    new = made_elsewhere(emulator, isolated, 150)
+    client = sdk(emulator)
+    since = client.batches.retrieve(new[0]).created_at
+    emulator.state.clear_requests()
+
+    listed = api.list_batches_by_id(client, {new[0], old[0], "batch_gone"}, since, max_pages=10)
+
+    assert set(listed.batches) == {new[0]} and listed.error is None
+    assert listed.pages == 2  # the second page ends among the old ones: no third
+    assert listed.batches[new[0]]["id"] == new[0]
+
+    emulator.state.add_fault(Fault(path=LIST, method="GET", status=503, times=None))
+    failed = api.list_batches_by_id(client, {new[0]}, since, max_pages=10)
+    assert failed.batches == {} and failed.pages == 0 and isinstance(failed.error, Transient)
+
+    emulator.state.clear_faults()
+    capped = api.list_batches_by_id(client, {old[0]}, None, max_pages=2)
+    assert capped.batches == {} and capped.pages == 2
+
+
+def test_watch_all_asks_a_provider_that_cannot_list_once(
+    cli: Any, emulator: EmulatorServer, isolated: Path
+) -> None:
+    ours = created(cli, isolated, 17)  # 3 rounds at the default concurrency of 8
+    emulator.state.add_fault(Fault(path=LIST, method="GET", status=405, times=None))
+    emulator.state.clear_requests()
+
+    watched = cli("watch", "--all", "--interval", "0.01")
+
+    assert watched.code == 0, watched.err
+    assert len(listings(emulator)) == 1  # refused once: not asked again in this run
+    assert lookups(emulator) == 3 * len(
+        ours
+    )  # validating -> in_progress -> finalizing -> completed
+    assert {row["status"] for row in ledger_rows()} == {"completed"}
