@@ -208,8 +208,9 @@ def bench_upload(server: EmulatorServer, work: Path, size: int, runs: int) -> Co
         progress(f"upload run {attempt + 1}/{runs}")
         os.sync()
         # --force: every run sends the same input, which the ledger would refuse as a repeat.
+        before = set(server.state.files)
         tool_runs.append(run_measured(cli("create", "--in", str(big), "--force"), env, work))
-        uploads = [file for file in server.state.files.values() if file.purpose == "batch"]
+        uploads = [file for id_, file in server.state.files.items() if id_ not in before]
         if len(uploads) != 1 or uploads[0].bytes != big.stat().st_size:
             raise SystemExit(f"create sent {len(uploads)} uploads, not the input in one")
         sdk_runs.append(run_measured([sys.executable, "-c", SDK_UPLOAD, str(big)], env, work))
