@@ -8,6 +8,7 @@ from pathlib import Path
 
 from batchledger.errors import UsageError
 from batchledger.ledger import InputFile
+from batchledger.split import SPARSE_LINE_BYTES
 
 HASH_CHUNK_BYTES = 1024 * 1024
 COUNT_CHUNK_BYTES = 4 * 1024 * 1024
@@ -61,22 +62,35 @@ def hash_input(path: Path, path_text: str, *, count: bool = True) -> InputFile:
 def count_lines(input_: InputFile, path_text: str) -> InputFile:
     """`input_` with its number of requests: its lines, counted, never parsed.
 
-    Not done while hashing in the background: `bytes.count` holds the GIL, and beside the
+    Not done while hashing in the background: counting holds the GIL, and beside the
     import of `openai` it cost that import half a second on a 200 MB input
-    (bench/transfer.py); done after it, it costs ~0.1 s, from the page cache.
+    (bench/transfer.py); done after it, it costs 50-100 ms, from the page cache. Newlines
+    are found as `split` finds them: with `find` (memchr) where lines are long, with
+    `count` where they are short (on 200 MB of 5 kB lines: 53 ms against 136-155 ms).
     """
     newlines = 0
     last = b""
+    sparse = False  # the last chunk's lines were long: walk its newlines with find
     try:
         with input_.path.open("rb") as stream:
             while chunk := stream.read(COUNT_CHUNK_BYTES):
-                newlines += chunk.count(b"\n")
+                found = _newlines(chunk) if sparse else chunk.count(b"\n")
+                sparse = found == 0 or len(chunk) // found > SPARSE_LINE_BYTES
+                newlines += found
                 last = chunk[-1:]
     except OSError as exc:
         raise _unreadable(path_text, exc) from exc
     # A last line without a newline is a request too.
     lines = newlines + (1 if last not in (b"", b"\n") else 0)
     return dataclasses.replace(input_, lines=lines)
+
+
+def _newlines(chunk: bytes) -> int:
+    found = at = 0
+    find = chunk.find
+    while at := find(b"\n", at) + 1:  # -1 + 1: no more
+        found += 1
+    return found
 
 
 def hash_input_in_background(path: Path, path_text: str) -> "Future[InputFile]":

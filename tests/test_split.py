@@ -9,7 +9,7 @@ import tracemalloc
 import pytest
 from openai import OpenAI
 
-from batchledger import split
+from batchledger import inputs, split
 from batchledger.emulator import EmulatorServer
 from batchledger.errors import UsageError
 from batchledger.split import Part, Segments, plan_parts
@@ -60,6 +60,24 @@ def test_plan_matches_the_line_by_line_cut(tmp_path, monkeypatch, block, sparse_
         assert b"".join(data[p.start : p.end] for p in parts) == data
         assert sum(p.requests for p in parts) == len(data.splitlines())
         assert all(p.size <= max_bytes and p.requests <= max_requests for p in parts)
+
+
+@pytest.mark.parametrize("sparse_line_bytes", [0, 10**9, 8])
+@pytest.mark.parametrize("chunk", [1, 7, 64, 4096])
+def test_create_counts_the_lines_planning_would(tmp_path, monkeypatch, chunk, sparse_line_bytes):
+    """`inputs.count_lines` (create's count, against the account's request limit) walks
+    newlines the way planning does, with find or count by the density of each chunk."""
+    monkeypatch.setattr(inputs, "COUNT_CHUNK_BYTES", chunk)
+    monkeypatch.setattr(inputs, "SPARSE_LINE_BYTES", sparse_line_bytes)  # dense, sparse, mixed
+    rng = random.Random(chunk)
+    path = tmp_path / "in.jsonl"
+    for _ in range(60):
+        data = random_input(rng, rng.randint(1, 200), rng.randint(1, 40), rng.random() < 0.7)
+        if not data:
+            continue
+        path.write_bytes(data)
+        hashed = inputs.hash_input(path, "in.jsonl", count=False)
+        assert inputs.count_lines(hashed, "in.jsonl").lines == len(data.splitlines()), data
 
 
 def test_parts_end_after_a_newline_or_at_the_end(tmp_path):
