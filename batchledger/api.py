@@ -402,19 +402,21 @@ def list_batches_by_id(
     """The batches of `wanted` (ids) among the account's newest, a page of LIST_PAGE at a time.
 
     A sweep reads its batches this way when a look-up each would cost more round trips:
-    the pages are the same Batch objects a look-up returns. It reads back to `since` (the
-    oldest wanted batch's created_at), less a margin, and at most `max_pages` pages. What
-    it does not find (older, or a listing that failed) the sweep looks up one by one, so a
-    provider that cannot list, or lists in another order, costs a request, never a batch.
+    the pages hold the same Batch objects a look-up returns (an item without the fields
+    the API's spec requires of a Batch is left out, to be looked up). It reads back to
+    `since` (the oldest wanted batch's created_at) less a margin, and at most `max_pages`
+    pages. What it does not find (older, or a listing that failed) the sweep looks up one
+    by one, so a provider that cannot list, or lists in another order, costs requests,
+    never a batch.
     """
     bound = None if since is None else since - SERVER_CLOCK_MARGIN_SECONDS
     found: dict[str, dict[str, Any]] = {}
     after: str | None = None
     pages = 0
     while pages < max_pages:
-        request: dict[str, Any] = (
-            {"limit": LIST_PAGE} if after is None else {"limit": LIST_PAGE, "after": after}
-        )
+        request: dict[str, Any] = {"limit": LIST_PAGE}
+        if after is not None:
+            request["after"] = after
         log.info("LIST_BATCHES request=%s", json.dumps({**request, "wanted": len(wanted)}))
         try:
             with api_errors("LIST_BATCHES"):
@@ -427,19 +429,42 @@ def list_batches_by_id(
             return Listed(found, pages, exc)
         pages += 1
         _log_response("LIST_BATCHES", page)
-        data = [batch for batch in page["data"] if _is_batch(batch)]
-        found.update((batch["id"], batch) for batch in data if batch["id"] in wanted)
-        if len(found) == len(wanted) or not page.get("has_more") or not data:
+        items = page["data"]
+        found.update(
+            (item["id"], item) for item in items if _is_batch(item) and item["id"] in wanted
+        )
+        last = items[-1] if items else None
+        cursor = last.get("id") if isinstance(last, dict) else None
+        if len(found) == len(wanted) or not page.get("has_more") or not isinstance(cursor, str):
             break
-        oldest = data[-1].get("created_at")
+        if cursor == after:  # a provider that ignores the cursor: the same page again
+            break
+        oldest = last.get("created_at") if isinstance(last, dict) else None
         if bound is not None and isinstance(oldest, int | float) and oldest < bound:
             break
-        after = data[-1]["id"]
+        after = cursor
     return Listed(found, pages, None)
 
 
+# What the API's spec requires of a Batch object (../shared/openapi): a listing's item
+# without them is not trusted to stand for a look-up.
+BATCH_REQUIRED = (
+    "id",
+    "object",
+    "endpoint",
+    "input_file_id",
+    "completion_window",
+    "status",
+    "created_at",
+)
+
+
 def _is_batch(item: Any) -> bool:
-    return isinstance(item, dict) and isinstance(item.get("id"), str) and "status" in item
+    return (
+        isinstance(item, dict)
+        and all(key in item for key in BATCH_REQUIRED)
+        and isinstance(item["id"], str)
+    )
 
 
 def _page_json(operation: str, body: bytes) -> dict[str, Any]:

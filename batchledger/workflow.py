@@ -643,21 +643,29 @@ def list_batches(
     """The batches of `rows` (all of `account`) read from the account's listing, when that
     takes fewer round trips than looking each up, `concurrency` at a time.
 
-    A page shows up to 100 batches, so 200 pending batches are two requests instead of
-    200. The listing may read at most half the round trips the look-ups would take; what
-    it does not show (older batches, a provider that cannot list) is looked up as before.
+    A page shows up to 100 batches, so the 200 newest batches are two requests instead of
+    200. Only batches not final yet are read so: a batch the listing shows final, like one
+    already final and not saved yet, is looked up (its results are fetched next anyway),
+    so what decides a download is always a look-up's answer. The listing may read at most
+    half the round trips the look-ups would take; what it does not show (older batches, a
+    provider that cannot list) is looked up as before.
     """
-    rounds = -(-len(rows) // max(concurrency, 1))
+    live = [row for row in rows if row["status"] not in FINAL_STATUSES]
+    rounds = -(-len(live) // max(concurrency, 1))
     if rounds < LIST_FROM_ROUNDS or account in ctx.cannot_list:
         return {}
-    made = [moment for moment in map(_made_at, rows) if moment is not None]
-    since = min(made) if len(made) == len(rows) else None  # else: the page budget alone
-    wanted = {row["batch_id"] for row in rows}
+    made = [moment for moment in map(_made_at, live) if moment is not None]
+    since = min(made) if len(made) == len(live) else None  # else: the page budget alone
+    wanted = {row["batch_id"] for row in live}
     pages = max(1, rounds // 2)
     listed = api.list_batches_by_id(ctx.client_for(account), wanted, since, pages)
-    if isinstance(listed.error, Rejected):
-        ctx.cannot_list.add(account)  # not asked again in this run (watch --all)
-    return {BatchRef(account, batch_id): batch for batch_id, batch in listed.batches.items()}
+    if listed.error is not None and not isinstance(listed.error, Transient):
+        ctx.cannot_list.add(account)  # refused, or no list page: not asked again this run
+    return {
+        BatchRef(account, batch_id): batch
+        for batch_id, batch in listed.batches.items()
+        if batch["status"] not in FINAL_STATUSES
+    }
 
 
 def _made_at(row: Row) -> float | None:

@@ -193,7 +193,7 @@ def random_command(schedule: Schedule, rng: random.Random) -> tuple[Route, list[
         schedule.sending(route, name)
         return route, ["create", "--in", name]
     if choice == "status-all":
-        # At concurrency 1 or 2, three batches or more are read from the account's listing.
+        # Read from the account's listing: three batches or more at concurrency 1, five at 2.
         concurrency = str(rng.choice((1, 2, 8)))
         return rng.choice(ROUTES), ["status", "--all", "--concurrency", concurrency]
     server, batch_id = rng.choice(batches)
@@ -315,7 +315,7 @@ def recover(schedule: Schedule) -> None:
     """What a user runs next, with each base URL in turn (rows of `--account second` are
     swept by both, as `status --all` covers every account): sweep, let the batches finish,
     sweep again."""
-    for route in (DEFAULT, FOREIGN):  # a listing, where three batches or more are pending
+    for route in (DEFAULT, FOREIGN):  # a listing, where three or more are not final yet
         code = schedule.run(route, "status", "--all", "--concurrency", "1")
         assert code in (0, 1)  # 1: a check that failed
     schedule.advance_all(4)

@@ -274,7 +274,10 @@ def test_retrieve_does_not_download_an_unchanged_result_again(
 # --- sync and show --------------------------------------------------------------------
 
 
-def test_sync_adds_batches_made_elsewhere(cli, emulator: EmulatorServer, isolated: Path):
+def test_sync_adds_batches_made_elsewhere(cli, make_server, monkeypatch, isolated: Path):
+    # Time mode, with time standing still: in step mode each listing moves every batch.
+    emulator = make_server(step_seconds=3600)
+    monkeypatch.setenv("OPENAI_BASE_URL", emulator.base_url)
     ours = created(cli, isolated / "ours.jsonl")
     client = sdk(emulator)
     theirs = []
@@ -300,7 +303,7 @@ def test_sync_adds_batches_made_elsewhere(cli, emulator: EmulatorServer, isolate
     listed = cli("list", "--json")
     assert {record["batch_id"] for record in json.loads(listed.out)} == set(rows)
 
-    advance(emulator, theirs[0], 1)
+    emulator.state.advance(theirs[0])
     assert cli("sync").out == "added: 0\nupdated: 1\nrecovered: 0\nunchanged: 3\n"
 
 

@@ -8,10 +8,14 @@ and looks up one by one only what the listing did not show.
 import json
 import re
 import sqlite3
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
+from urllib.parse import parse_qs, urlsplit
 
 from helpers import complete, ledger_rows, log_text, sdk, server_bytes, write_jsonl
+from openai import OpenAI
 
 from batchledger import api
 from batchledger.emulator import EmulatorServer, Fault
@@ -86,7 +90,8 @@ def test_a_sweep_of_many_batches_reads_them_from_one_page(
     swept = cli("status", "--all", "--concurrency", "2")  # 3 rounds of look-ups: listed
 
     assert swept.code == 0, swept.err
-    assert listings(emulator) == [None] and lookups(emulator) == 0
+    # one page; the four it shows finished are looked up before their results are saved
+    assert listings(emulator) == [None] and lookups(emulator) == 4
     rows = {row["batch_id"]: row for row in ledger_rows()}
     for batch_id in ours[:4]:
         row = rows[batch_id]
@@ -95,14 +100,14 @@ def test_a_sweep_of_many_batches_reads_them_from_one_page(
             emulator, row["output_file_id"]
         )
         assert history_actions(batch_id)[-2:] == ["status", "save_output"]
-    for batch_id in ours[4:]:
-        assert rows[batch_id]["status"] == "validating"
+    for batch_id in ours[4:]:  # from the listing, which moved them a step (step mode)
+        assert rows[batch_id]["status"] == "in_progress"
         assert history_actions(batch_id)[-1] == "status"
     for batch_id in ours:
         assert batch_id in swept.out
     log = log_text(isolated)
     assert 'LIST_BATCHES request={"limit": 100, "wanted": 6}' in log
-    assert "GET_STATUS" not in log
+    assert log.count("GET_STATUS request=") == 4
     # the page is logged as the API sent it: our batches and the rest of the account's
     page = json.loads(log.split("LIST_BATCHES response=", 1)[1].splitlines()[0])
     assert {batch["id"] for batch in page["data"]} == set(ours)
@@ -155,7 +160,7 @@ def test_a_listing_cut_off_midway_keeps_its_first_page(
     assert len(listings(emulator)) == 2
     assert lookups(emulator) == 3  # the three the second page would have shown
     rows = {row["batch_id"]: row for row in ledger_rows()}
-    assert rows[newest]["status"] == "validating"  # from the listing: it does not move them
+    assert rows[newest]["status"] == "in_progress"  # from the listing's first page
     assert {rows[batch_id]["status"] for batch_id in ours} == {"in_progress"}
 
 
@@ -201,3 +206,88 @@ def test_watch_all_asks_a_provider_that_cannot_list_once(
         ours
     )  # validating -> in_progress -> finalizing -> completed
     assert {row["status"] for row in ledger_rows()} == {"completed"}
+
+
+def test_watch_all_follows_many_batches_through_the_listing(
+    cli: Any, emulator: EmulatorServer, isolated: Path
+) -> None:
+    ours = created(cli, isolated, 17)
+    emulator.state.clear_requests()
+
+    watched = cli("watch", "--all", "--interval", "0.01")
+
+    assert watched.code == 0, watched.err
+    # in_progress, finalizing, completed: a listing each; then a look-up of each finished
+    # batch before its results are saved
+    assert len(listings(emulator)) == 3 and lookups(emulator) == len(ours)
+    for row in ledger_rows():
+        assert row["status"] == "completed"
+        assert Path(row["output_path"]).read_bytes() == server_bytes(
+            emulator, row["output_file_id"]
+        )
+
+
+class OddProvider(BaseHTTPRequestHandler):
+    """A provider whose listing is odd: pages with items that are not whole batches."""
+
+    pages: ClassVar[dict[str | None, dict[str, Any]]] = {}
+    seen: ClassVar[list[str | None]] = []
+
+    def do_GET(self) -> None:
+        after = parse_qs(urlsplit(self.path).query).get("after", [None])[0]
+        self.seen.append(after)
+        body = json.dumps(self.pages.get(after, {"object": "list", "data": []})).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def whole(batch_id: str, **fields: Any) -> dict[str, Any]:
+    return {
+        "id": batch_id,
+        "object": "batch",
+        "endpoint": "/v1/responses",
+        "input_file_id": "file-x",
+        "completion_window": "24h",
+        "status": "in_progress",
+        "created_at": 1_700_000_000,
+        **fields,
+    }
+
+
+def test_an_odd_listing_costs_look_ups_not_batches() -> None:
+    """Items without a Batch's required fields, or not objects at all, are left to be looked
+    up; a page without `has_more` ends the listing, and so does a cursor that does not move."""
+    thin = {"id": "batch_thin", "status": "completed"}  # no file ids: not trusted
+    OddProvider.pages = {
+        None: {"data": [whole("batch_a"), thin, "junk", whole("batch_b")], "has_more": True},
+        "batch_b": {"data": [whole("batch_c"), whole("batch_b")], "has_more": True},
+    }
+    OddProvider.seen = []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), OddProvider)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        client = OpenAI(
+            api_key="sk-test", base_url=f"http://127.0.0.1:{server.server_port}/v1", max_retries=0
+        )
+        wanted = {"batch_a", "batch_thin", "batch_c", "batch_gone"}
+        listed = api.list_batches_by_id(client, wanted, None, max_pages=10)
+        assert set(listed.batches) == {"batch_a", "batch_c"} and listed.error is None
+        assert OddProvider.seen == [None, "batch_b"]  # the second page's cursor did not move
+
+        OddProvider.pages = {None: {"data": [whole("batch_a")]}}  # no has_more: the last page
+        OddProvider.seen = []
+        assert set(api.list_batches_by_id(client, wanted, None, 10).batches) == {"batch_a"}
+        assert OddProvider.seen == [None]
+
+        OddProvider.pages = {None: {"object": "list"}}  # not a page: an error, nothing found
+        failed = api.list_batches_by_id(client, wanted, None, 10)
+        assert failed.batches == {} and failed.error is not None
+    finally:
+        server.shutdown()
+        server.server_close()

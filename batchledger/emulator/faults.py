@@ -165,7 +165,7 @@ class FaultBook:
                     continue
                 if entry.spare:
                     entry.spare -= 1
-                    return None
+                    continue
                 if entry.remaining is not None:
                     entry.remaining -= 1
                     if entry.remaining == 0:

@@ -423,16 +423,19 @@ class EmulatorState:
             return batch
 
     def list_batches(self, *, after: str | None, limit: int) -> tuple[list[StoredBatch], bool]:
-        """Newest first; moves batches only in time mode, where time alone moves them.
-
-        In step mode a listing moves nothing, so a sweep that reads its batches from the
-        listing (three rounds of look-ups or more, workflow.list_batches) sees them as they
-        are: tests move them with look-ups or `advance`, or use time mode.
-        """
+        """Newest first. In step mode each batch on the page moves one step, as a look-up
+        moves it: a sweep of many batches reads them from the listing (workflow.list_batches),
+        and a `watch --all` of them must see them move."""
         with self.transaction():
             self._catch_up_all()
             items = list(reversed(self.batches.values()))
-            return page_after(items, after, limit)
+            page, more = page_after(items, after, limit)
+            if self.step_seconds is None:
+                now = self.now()
+                for batch in page:
+                    if not batch.is_final:
+                        self._step(batch, now)
+            return page, more
 
     def advance(self, batch_id: str) -> StoredBatch:
         """Move a batch one step now, whatever the mode; no effect on a final batch."""
