@@ -597,6 +597,39 @@ def test_ctrl_c_stops_a_sweep_promptly(cli, emulator: EmulatorServer, isolated: 
     assert not list(isolated.glob("results_*.jsonl"))
 
 
+def test_ctrl_c_does_not_wait_for_a_stalled_download(cli, emulator: EmulatorServer, isolated: Path):
+    """A download stalled in a read cannot see Ctrl-C until the server sends again: the run
+    waits a moment for it, then ends; the next sweep removes what it left and saves all."""
+    ids = [created(cli, isolated / f"in{n}.jsonl", lines=100 + n) for n in range(2)]
+    for batch_id in ids:
+        complete(emulator, batch_id)
+    stall = Fault(path=r"/content$", stall_after_bytes=500, delay=60, times=2)
+    emulator.state.add_fault(stall)
+    child = subprocess.Popen(  # the console script's way: its own exit and Ctrl-C handling
+        [sys.executable, "-m", "batchledger", "status", "--all", "--concurrency", "2"],
+        cwd=isolated,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    wait_for_downloads(isolated, 2)
+
+    interrupted = time.monotonic()
+    child.send_signal(signal.SIGINT)
+    _, err = child.communicate(timeout=30)
+
+    assert child.returncode == 130, err
+    assert time.monotonic() - interrupted < 10  # not the 60 s of the stall
+    assert not list(isolated.glob("results_*.jsonl"))
+    swept = cli("status", "--all")
+    assert swept.code == 0, swept.err
+    assert no_part_files(isolated)
+    for row in ledger_rows():
+        assert Path(row["output_path"]).read_bytes() == server_bytes(
+            emulator, row["output_file_id"]
+        )
+
+
 def test_results_the_api_no_longer_has_stop_blocking_sweeps(
     cli, emulator: EmulatorServer, isolated: Path
 ):

@@ -5,6 +5,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from typing import NoReturn
 
 from batchledger.errors import ExitCode
@@ -24,12 +25,19 @@ def exit_now(code: int) -> NoReturn:
     Once `openai` is imported, tearing down its thousands of classes and modules adds
     about 0.1 s to every run (`python -c "import openai"`: 0.47 s; ending in `os._exit`:
     0.39 s). By now `main` has closed the ledger and
-    the log; the standard streams are flushed here. A run with threads of its own still
-    going (a sweep stopped by Ctrl-C, whose downloads are removing their temporary files)
-    exits the usual way, which waits for them.
+    the log; the standard streams are flushed here.
+
+    A run with threads of its own still going (a sweep stopped by Ctrl-C, whose downloads
+    stop at their next chunk and remove their temporary files) waits for them, but not
+    longer than THREADS_GRACE_SECONDS: a download stalled in a read would otherwise hold
+    the exit until the server sends again or the read times out (minutes). What such a
+    thread leaves is what `kill -9` leaves: an uncommitted ledger write, which SQLite
+    rolls back, and a temporary file, which the next save to that target removes.
     """
-    if any(t is not threading.main_thread() and not t.daemon for t in threading.enumerate()):
-        sys.exit(code)
+    deadline = time.monotonic() + THREADS_GRACE_SECONDS
+    for thread in threading.enumerate():
+        if thread is not threading.current_thread() and not thread.daemon:
+            thread.join(max(0.0, deadline - time.monotonic()))
     try:
         sys.stdout.flush()
     except BrokenPipeError:
@@ -45,6 +53,8 @@ def exit_now(code: int) -> NoReturn:
     os._exit(code)
 
 
+# How long the end of a run waits for its other threads (downloads stopping after Ctrl-C).
+THREADS_GRACE_SECONDS = 2.0
 # How long a Ctrl-C may go unanswered before it is raised again.
 INTERRUPT_REPEAT_SECONDS = 1.0
 
