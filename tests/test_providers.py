@@ -177,6 +177,27 @@ def test_an_azure_input_of_100000_requests_is_accepted(cli, azure: EmulatorServe
     assert azure.state.files[batch.input_file_id].lines == 100_000
 
 
+def test_a_sweep_of_azure_batches_reads_azures_listing(cli, azure: EmulatorServer, isolated: Path):
+    ids = []
+    for n in range(3):
+        created = cli(
+            "--account", "east", "create", "--in", str(tiny_lines(isolated / f"{n}.jsonl", n + 1))
+        )
+        assert created.code == 0, created.err
+        ids.append(created.field("batch_id"))
+    azure.state.clear_requests()
+
+    swept = cli("status", "--all", "--concurrency", "1")  # 3 rounds: listed
+
+    assert swept.code == 0, swept.err
+    gets = [r for r in azure.state.requests if r.method == "GET"]
+    assert [r.path for r in gets] == ["/openai/batches"]  # one page, no look-up each
+    assert gets[0].query.get("api-version") == "2025-04-01-preview"
+    rows = {row["batch_id"]: row for row in ledger_rows()}
+    assert set(rows) == set(ids)
+    assert {row["status"] for row in rows.values()} == {"in_progress"}  # moved by the listing
+
+
 # --- a completion window other than 24h ---------------------------------------------------
 
 

@@ -291,3 +291,32 @@ def test_an_odd_listing_costs_look_ups_not_batches() -> None:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_each_account_is_listed_on_its_own_server(
+    cli: Any, emulator: EmulatorServer, make_server: Any, isolated: Path, monkeypatch: Any
+) -> None:
+    second = make_server()
+    monkeypatch.setenv("SECOND_KEY", "sk-second-0123456789abcdef")
+    (isolated.parent / "accounts.toml").write_text(
+        f'[accounts.second]\nbase_url = "{second.base_url}"\napi_key_env = "SECOND_KEY"\n'
+    )
+    ours = created(cli, isolated, 6)
+    theirs = []
+    for n in range(6, 12):
+        path = write_jsonl(isolated / f"in{n}.jsonl", n + 1)
+        result = cli("--account", "second", "create", "--in", str(path))
+        assert result.code == 0, result.err
+        theirs.append(result.field("batch_id"))
+    emulator.state.clear_requests()
+    second.state.clear_requests()
+
+    swept = cli("status", "--all", "--concurrency", "2")
+
+    assert swept.code == 0, swept.err
+    for server in (emulator, second):
+        assert listings(server) == [None] and lookups(server) == 0
+    rows = ledger_rows()
+    assert {row["batch_id"] for row in rows if row["account"] == "default"} == set(ours)
+    assert {row["batch_id"] for row in rows if row["account"] == "second"} == set(theirs)
+    assert {row["status"] for row in rows} == {"in_progress"}
