@@ -131,6 +131,16 @@ class Context:
     def print(self, text: str) -> None:
         print(text, file=self.stdout)
 
+    def write_bytes(self, data: bytes) -> None:
+        """UTF-8 bytes to stdout, through its binary layer where it has one: a big listing
+        is not decoded only to be encoded again."""
+        buffer = getattr(self.stdout, "buffer", None)
+        if buffer is None:
+            self.stdout.write(data.decode("utf-8"))
+            return
+        self.stdout.flush()  # what was printed before comes first
+        buffer.write(data)
+
     def warn(self, message: str) -> None:
         print(f"batchledger: warning: {message}", file=self.stderr)
 

@@ -972,11 +972,12 @@ class Ledger:
 
     def list_batches_json(
         self, filters: "BatchFilter", limit: int | None
-    ) -> Iterator[tuple[str, str]]:
-        """As list_batches, each row as (when it was made, its JSON text), built by SQLite
-        and yielded as read: keys sorted, the JSON columns (errors, usage, metadata) as
-        objects. Python's own encoding of 100,000 rows takes seconds; SQLite's, a fraction
-        of one, and the listing is never held whole."""
+    ) -> Iterator[tuple[str, bytes]]:
+        """As list_batches, each row as (when it was made, its JSON as UTF-8), built by
+        SQLite and yielded as read: keys sorted, the JSON columns (errors, usage, metadata)
+        as objects. Python's own encoding of 100,000 rows takes seconds; SQLite's, a
+        fraction of one, and the listing is never held whole. As bytes (a BLOB), not text:
+        they go to stdout as they are, not decoded and encoded again (0.2 s of 100,000)."""
         names = sorted(row["name"] for row in self._rows("PRAGMA table_info(batches)"))
         pairs = ", ".join(
             f"'{name}', json([{name}])" if name in _JSON_COLUMNS else f"'{name}', [{name}]"
@@ -984,7 +985,8 @@ class Ledger:
         )
         where, params = filters.sql()
         sql = (
-            f"SELECT {MADE_AT} AS made, json_object({pairs}) AS doc FROM batches {where} "
+            f"SELECT {MADE_AT} AS made, CAST(json_object({pairs}) AS BLOB) AS doc "
+            f"FROM batches {where} "
             f"ORDER BY {MADE_AT} DESC, id DESC"
         )
         if limit is not None:

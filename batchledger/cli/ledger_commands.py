@@ -94,18 +94,20 @@ def list_json(
 ) -> ExitCode:
     """`list --json`: one JSON array, a row per line, written as SQLite makes the rows."""
     ledger = ctx.open_ledger(create=False)
-    docs: Iterator[tuple[str, str]] = (
+    docs: Iterator[tuple[str, bytes]] = (
         ledger.list_batches_json(filters, limit) if ledger is not None else iter(())
     )
     if jobs:  # among the batches by when they were made (both newest first)
-        job_docs = [(job["recorded_at"], json.dumps(row_json(job), sort_keys=True)) for job in jobs]
+        job_docs = [
+            (job["recorded_at"], json.dumps(row_json(job), sort_keys=True).encode()) for job in jobs
+        ]
         docs = heapq.merge(docs, job_docs, key=lambda doc: doc[0], reverse=True)
     shown = 0
     rows = itertools.islice(docs, limit)
     while chunk := [doc for _, doc in itertools.islice(rows, JSON_ROWS_PER_WRITE)]:
-        ctx.stdout.write(("[\n" if not shown else ",\n") + ",\n".join(chunk))
+        ctx.write_bytes((b"[\n" if not shown else b",\n") + b",\n".join(chunk))
         shown += len(chunk)
-    ctx.stdout.write("\n]\n" if shown else "[]\n")
+    ctx.write_bytes(b"\n]\n" if shown else b"[]\n")
     if ledger is not None:
         warn_if_cut(ctx, ledger, filters, limit, shown)
     return ExitCode.OK
