@@ -238,11 +238,7 @@ class Ledger:
             if not force:
                 self._refuse_duplicates(input_, endpoint, window, account, base_url)
             row = self.find_unfinished_submission(input_, endpoint, window, account, base_url)
-            if row is not None and claimed_by_another_run(row):
-                raise Refused(
-                    f"{input_.path.name} is being submitted by another run "
-                    f"({row['claimed_by']}, since {row['claimed_at']}); wait for it to finish"
-                )
+            _refuse_if_held(input_, row)
             asked = _details_fields(details or CreateDetails())
             if row is not None:
                 self.db.table("batches").update(
@@ -303,11 +299,7 @@ class Ledger:
             if not (force or retry_of):
                 self._refuse_duplicates(input_, endpoint, window, account, base_url)
             job = self.find_unsent_job(input_, endpoint, window, account, base_url, limits)
-            if job is not None and claimed_by_another_run(job):
-                raise Refused(
-                    f"{input_.path.name} is being submitted by another run "
-                    f"({job['claimed_by']}, since {job['claimed_at']}); wait for it to finish"
-                )
+            _refuse_if_held(input_, job)
             if job is not None:
                 self.db.table("jobs").update(job["id"], new_claim())
                 self._job_history(job["id"], "resume", "resuming the submission of its parts")
@@ -1104,6 +1096,16 @@ def _stored_as_given(fields: Mapping[str, Any]) -> bool:
         value is None or type(value) is (int if name in _INTEGER_FIELDS else str)
         for name, value in fields.items()
     )
+
+
+def _refuse_if_held(input_: InputFile, held: Row | None) -> None:
+    """Refused when another run holds the claim on the submission (a batch's row or a
+    job) that would be resumed."""
+    if held is not None and claimed_by_another_run(held):
+        raise Refused(
+            f"{input_.path.name} is being submitted by another run "
+            f"({held['claimed_by']}, since {held['claimed_at']}); wait for it to finish"
+        )
 
 
 def _details_fields(details: CreateDetails) -> Row:
