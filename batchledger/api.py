@@ -469,26 +469,31 @@ def _is_batch(item: Any) -> bool:
 
 def _page_json(operation: str, body: bytes) -> dict[str, Any]:
     """A list page from a response body; an ApiError if the body is not one."""
-    try:
-        page = json.loads(body)
-    except ValueError:
-        page = None
-    if not isinstance(page, dict) or not isinstance(page.get("data"), list):
-        log.error("%s returned something that is not a list page: %r", operation, body[:2000])
-        raise ApiError(f"{operation} returned something that is not a list page")
-    return page
+    return _json_object(
+        operation, body, "a list page", lambda page: isinstance(page.get("data"), list)
+    )
 
 
 def _batch_json(operation: str, body: bytes) -> dict[str, Any]:
     """A Batch object from a response body; an ApiError if the body is not one."""
+    return _json_object(
+        operation, body, "a batch object", lambda batch: "id" in batch and "status" in batch
+    )
+
+
+def _json_object(
+    operation: str, body: bytes, what: str, is_one: Callable[[dict[str, Any]], bool]
+) -> dict[str, Any]:
+    """The JSON object of a response body, if `is_one` takes it for `what`; else an ApiError
+    (and the body, cut short, in the log)."""
     try:
-        batch = json.loads(body)
+        value = json.loads(body)
     except ValueError:
-        batch = None
-    if not isinstance(batch, dict) or "id" not in batch or "status" not in batch:
-        log.error("%s returned something that is not a batch: %r", operation, body[:2000])
-        raise ApiError(f"{operation} returned something that is not a batch object")
-    return batch
+        value = None
+    if not isinstance(value, dict) or not is_one(value):
+        log.error("%s returned something that is not %s: %r", operation, what, body[:2000])
+        raise ApiError(f"{operation} returned something that is not {what}")
+    return value
 
 
 def download_results(
