@@ -265,7 +265,7 @@ def export(args: argparse.Namespace, ctx: Context) -> ExitCode:
     chunks = exporting.csv_chunks(rows) if args.format == "csv" else exporting.jsonl_chunks(rows)
     if args.out == "-":
         for chunk in chunks:
-            ctx.stdout.write(chunk.decode("utf-8"))
+            ctx.write_bytes(chunk)
         return ExitCode.OK
     out = Path(args.out or exporting.default_export_path(batch_id_, args.format))
     out = out.expanduser().absolute()
