@@ -30,6 +30,7 @@ from _common import (
     progress,
     request_lines,
     result_lines,
+    warm,
 )
 from _common import seconds as fmt
 
@@ -79,9 +80,7 @@ def main() -> None:
                     out = work / "out.jsonl"
                     out.unlink(missing_ok=True)
                     os.sync()
-                    with source.open("rb") as stream:
-                        while stream.read(8 * MIB):
-                            pass
+                    warm(source)
                     argv = [mode, batch_id, output_id, str(out), str(work / "run.log")]
                     done = subprocess.run(
                         [sys.executable, "-c", DRIVER, *argv],

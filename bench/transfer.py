@@ -20,7 +20,6 @@ from pathlib import Path
 
 from _common import (
     API_KEY,
-    COPY_CHUNK,
     GIB,
     MB,
     MIB,
@@ -39,6 +38,7 @@ from _common import (
     result_lines,
     run_measured,
     sha256_file,
+    warm,
     write_chunks,
 )
 from _common import seconds as fmt
@@ -134,17 +134,6 @@ def add_rss_and_wall(
     )
     if extra_label:
         report.add(extra_label, fmt(compared.extra))
-
-
-def warm(path: Path) -> None:
-    """Read the emulator's copy into the page cache, so no run waits on the disk for it.
-
-    This machine does not keep a gigabyte cached between runs that each write another
-    gigabyte; without this, whichever command ran after an eviction was slowed by reads.
-    """
-    with path.open("rb", buffering=0) as source:
-        while source.read(COPY_CHUNK):
-            pass
 
 
 def check_saved(path: Path, size: int, sha256: str | None) -> None:
