@@ -7,7 +7,6 @@ and looks up one by one only what the listing did not show.
 
 import json
 import re
-import sqlite3
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -65,18 +64,8 @@ def listings(server: EmulatorServer) -> list[str | None]:
 
 
 def history_actions(batch_id: str) -> list[str]:
-    conn = sqlite3.connect(Path.cwd().parent / "ledger.db")
-    try:
-        return [
-            action
-            for (action,) in conn.execute(
-                "SELECT h.action FROM history h JOIN batches b ON b.id = h.batch "
-                "WHERE b.batch_id = ? ORDER BY h.id",
-                (batch_id,),
-            )
-        ]
-    finally:
-        conn.close()
+    [row_id] = [row["id"] for row in ledger_rows() if row["batch_id"] == batch_id]
+    return [entry["action"] for entry in ledger_rows("history") if entry["batch"] == row_id]
 
 
 def test_a_sweep_of_many_batches_reads_them_from_one_page(
