@@ -1,5 +1,6 @@
 """Helpers the tests share: inputs, ledger reads, server-side bytes."""
 
+import http.client
 import json
 import os
 import socket
@@ -89,3 +90,32 @@ def api_requests(server: EmulatorServer, method: str, path_prefix: str) -> int:
         for request in server.state.requests
         if request.method == method and request.path.startswith(path_prefix)
     )
+
+
+def raw(
+    server: EmulatorServer,
+    method: str,
+    path: str,
+    body: Any = None,
+    headers: dict[str, str] | None = None,
+) -> tuple[int, dict[str, str], Any]:
+    """One request with http.client, so tests control every header (or its absence): the
+    status, the headers (lower-cased names) and the JSON body. A dict or list `body` is
+    sent as its JSON; text, bytes or an iterable of chunks (sent chunked) as they are."""
+    if isinstance(body, dict | list):
+        body = json.dumps(body)
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    try:
+        connection.request(method, path, body=body, headers=headers or {})
+        response = connection.getresponse()
+        data = response.read()
+        response_headers = {name.lower(): value for name, value in response.getheaders()}
+        return response.status, response_headers, json.loads(data) if data else None
+    finally:
+        connection.close()
+
+
+def jsonl(client: Any, file_id: str | None) -> list[dict[str, Any]]:
+    """The lines of a file on the emulator, each parsed."""
+    assert file_id is not None
+    return [json.loads(line) for line in client.files.content(file_id).text.splitlines()]

@@ -15,7 +15,7 @@ from typing import Any
 
 import openai
 import pytest
-from helpers import ServerFactory
+from helpers import ServerFactory, jsonl, raw
 from openai import OpenAI
 
 from batchledger.emulator import EmulatorServer, Fault
@@ -58,35 +58,11 @@ def new_batch(client: OpenAI, tmp_path: Path, count: int = 3, **kwargs: Any) -> 
     return create_batch(client, upload_lines(client, tmp_path / "input.jsonl", lines), **kwargs)
 
 
-def jsonl(client: OpenAI, file_id: str | None) -> list[dict[str, Any]]:
-    assert file_id is not None
-    return [json.loads(line) for line in client.files.content(file_id).text.splitlines()]
-
-
 def counts(batch: Any) -> tuple[int, int, int]:
     """(total, completed, failed) of a batch."""
     assert batch.request_counts is not None
     c = batch.request_counts
     return c.total, c.completed, c.failed
-
-
-def raw(
-    server: EmulatorServer,
-    method: str,
-    path: str,
-    body: Any = None,
-    headers: dict[str, str] | None = None,
-) -> tuple[int, dict[str, str], Any]:
-    """One request with http.client, so tests control every header (or its absence)."""
-    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
-    try:
-        connection.request(method, path, body=body, headers=headers or {})
-        response = connection.getresponse()
-        data = response.read()
-        response_headers = {name.lower(): value for name, value in response.getheaders()}
-        return response.status, response_headers, json.loads(data) if data else None
-    finally:
-        connection.close()
 
 
 AUTH = {"Authorization": "Bearer sk-test"}

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import email.utils
-import http.client
 import json
 import time
 from collections.abc import Iterator
@@ -13,7 +12,7 @@ from typing import Any
 
 import openai
 import pytest
-from helpers import ServerFactory
+from helpers import ServerFactory, jsonl, raw
 from openai import AzureOpenAI, OpenAI
 
 from batchledger.emulator import EmulatorServer
@@ -56,31 +55,6 @@ def run_to_end(client: Any, batch_id: str) -> Any:
         if batch.status in ("completed", "failed", "expired", "cancelled"):
             return batch
     raise AssertionError(f"{batch_id} did not finish")
-
-
-def jsonl(client: Any, file_id: str | None) -> list[dict[str, Any]]:
-    assert file_id is not None
-    return [json.loads(line) for line in client.files.content(file_id).text.splitlines()]
-
-
-def raw(
-    server: EmulatorServer,
-    method: str,
-    path: str,
-    body: Any = None,
-    headers: dict[str, str] | None = None,
-) -> tuple[int, dict[str, str], Any]:
-    """One request with http.client, so tests control every header (or its absence)."""
-    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
-    try:
-        data = None if body is None else json.dumps(body)
-        connection.request(method, path, body=data, headers=headers or {})
-        response = connection.getresponse()
-        payload = response.read()
-        response_headers = {name.lower(): value for name, value in response.getheaders()}
-        return response.status, response_headers, json.loads(payload) if payload else None
-    finally:
-        connection.close()
 
 
 # 1. Batch input names
