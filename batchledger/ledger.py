@@ -165,7 +165,12 @@ class Ledger:
         self._lock = threading.RLock()
 
     def close(self) -> None:
-        self.db.close()
+        """Close the connection once no thread is using it: a sweep stopped by Ctrl-C may
+        still be writing from its workers, and closing a connection another thread is
+        inside crashes the sqlite3 module (SIGSEGV, tests/test_ledger_write.py). Their
+        next use raises an error instead."""
+        with self._lock:
+            self.db.close()
 
     @contextmanager
     def _writing(self) -> Iterator[None]:

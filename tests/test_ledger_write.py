@@ -1,5 +1,7 @@
 """record_batch returns the row as the ledger holds it, whether or not it reads it back."""
 
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -83,3 +85,48 @@ def test_record_batch_of_a_new_batch_adds_its_row(ledger: Ledger):
     assert returned == ledger.find_batch("batch_abc", "default")
     assert returned["origin"] == "sync"
     assert [event["action"] for event in ledger.history(returned["id"])] == ["sync"]
+
+
+CLOSE_WHILE_WRITING = """
+import sys, threading, time
+from pathlib import Path
+from batchledger.ledger import BatchFilter, InputFile, open_ledger
+
+work = Path(sys.argv[1])
+source = work / "in.jsonl"
+source.write_text("x\\n")
+input_ = InputFile(path=source, size=2, sha256="0" * 64)
+for attempt in range(50):
+    ledger = open_ledger(work / f"ledger{attempt}.db")
+
+    def write() -> None:
+        try:
+            while True:
+                ledger.claim_submission(
+                    input_, "/v1/responses", "24h", force=True, account="default", base_url="x"
+                )
+                ledger.list_batches(BatchFilter(), 5)
+        except Exception:  # the ledger was closed: the thread ends
+            pass
+
+    threads = [threading.Thread(target=write) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    time.sleep(0.003)
+    ledger.close()
+    for thread in threads:
+        thread.join()
+"""
+
+
+def test_closing_the_ledger_while_threads_write_ends_them_cleanly(tmp_path: Path) -> None:
+    """A sweep stopped by Ctrl-C closes the ledger while its workers may still be writing
+    (they stop at their next chunk). Closing a sqlite3 connection that another thread is
+    inside crashed the process (SIGSEGV, once in a CI run); close waits for the write."""
+    done = subprocess.run(
+        [sys.executable, "-c", CLOSE_WHILE_WRITING, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, (done.returncode, done.stderr[-2000:])
