@@ -256,14 +256,8 @@ class Ledger:
                 .insert(
                     {
                         "ref": f"bl_{uuid.uuid4().hex}",
-                        "account": account,
-                        "base_url": base_url,
+                        **_input_fields(input_, endpoint, window, account, base_url),
                         "origin": "create",
-                        "input_path": str(input_.path),
-                        "input_bytes": input_.size,
-                        "input_sha256": input_.sha256,
-                        "endpoint": endpoint,
-                        "completion_window": window,
                         "recorded_at": utc_now(),
                         **asked,
                         **new_claim(),
@@ -314,22 +308,12 @@ class Ledger:
                 .insert(
                     {
                         "job_id": f"job_{uuid.uuid4().hex[:24]}",
-                        "account": account,
-                        "base_url": base_url,
-                        "input_path": str(input_.path),
-                        "input_bytes": input_.size,
-                        "input_sha256": input_.sha256,
+                        **_input_fields(input_, endpoint, window, account, base_url),
                         "input_requests": input_.lines,
-                        "endpoint": endpoint,
-                        "completion_window": window,
                         "max_requests": limits[0],
                         "max_bytes": limits[1],
                         "max_in_flight": max_in_flight,
-                        "metadata": json.dumps(details.metadata, sort_keys=True)
-                        if details.metadata
-                        else None,
-                        "input_expires_after": details.input_expires_after,
-                        "output_expires_after": details.output_expires_after,
+                        **_details_fields(details),
                         "status": JOB_RUNNING,
                         "recorded_at": utc_now(),
                         "retry_of": retry_of,
@@ -1111,6 +1095,21 @@ def _refuse_if_held(input_: InputFile, held: Row | None) -> None:
             f"{input_.path.name} is being submitted by another run "
             f"({held['claimed_by']}, since {held['claimed_at']}); wait for it to finish"
         )
+
+
+def _input_fields(
+    input_: InputFile, endpoint: str, window: str, account: str, base_url: str
+) -> Row:
+    """The ledger columns of what a create sends and where, for a batch's row or a job."""
+    return {
+        "account": account,
+        "base_url": base_url,
+        "input_path": str(input_.path),
+        "input_bytes": input_.size,
+        "input_sha256": input_.sha256,
+        "endpoint": endpoint,
+        "completion_window": window,
+    }
 
 
 def _details_fields(details: CreateDetails) -> Row:
