@@ -76,6 +76,7 @@ def test_results_mix_all_four_types_in_an_order_unlike_the_input(
     )
     created = client.messages.batches.with_raw_response.create(requests=batch_requests)
     assert created.headers["date"]  # the server's clock, for finding a lost create
+    assert created.request_id is not None and created.request_id.startswith("req_")
     batch = created.parse()
     assert re.fullmatch(r"msgbatch_\w+", batch.id)
     assert batch.type == "message_batch" and batch.processing_status == "in_progress"

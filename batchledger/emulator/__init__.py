@@ -1,7 +1,8 @@
 """A local emulator of the OpenAI Files and Batches API, for tests and offline use.
 
 Start one with `with EmulatorServer() as server:` and point the SDK at it with
-`OpenAI(api_key="sk-test", base_url=server.base_url)`.
+`OpenAI(api_key="sk-test", base_url=server.base_url)`. `EmulatorServer(flavor="anthropic")`
+serves Anthropic's Message Batches instead: `Anthropic(api_key=..., base_url=server.base_url)`.
 """
 
 from .faults import Fault

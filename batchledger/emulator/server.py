@@ -185,7 +185,9 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             response = self._handle(request, _ROUTES[self._emulator.state.flavor], auth=True)
         request.body.drain()
-        response.headers.setdefault("x-request-id", new_request_id())
+        request_id = response.headers.setdefault("x-request-id", new_request_id())
+        if self._anthropic:
+            response.headers.setdefault("request-id", request_id)
         if fault is not None and fault.delay and fault.stall_after_bytes is None:
             time.sleep(fault.delay)
         dropped = fault is not None and fault.drop_request
