@@ -144,6 +144,10 @@ class _Source:
 
     def value(self) -> Any:
         """Decode the next value, reading more until it is whole."""
+        return self.value_and_text()[0]
+
+    def value_and_text(self) -> tuple[Any, str]:
+        """The next value decoded, and its JSON text as it came."""
         self.peek()
         chars = _READ_CHARS
         while True:
@@ -157,16 +161,17 @@ class _Source:
             # A number cut at the window's edge decodes too (12 of 123): read on to be sure.
             if end == len(self._buffer) and self._more():
                 continue
-            self._pos = end
-            return value
+            start, self._pos = self._pos, end
+            return value, self._buffer[start:end]
 
 
 def _unparseable() -> ApiError:
     return invalid_request("The request body is not valid JSON.")
 
 
-def iter_requests(handle: TextIO) -> Iterator[Any]:
-    """Each element of the body's "requests" array, in order; 400 on any other shape."""
+def iter_requests(handle: TextIO) -> Iterator[tuple[Any, str]]:
+    """Each element of the body's "requests" array, in order, with its JSON text; 400 on any
+    other shape."""
     source = _Source(handle)
     seen_requests = False
     source.expect("{")
@@ -185,7 +190,7 @@ def iter_requests(handle: TextIO) -> Iterator[Any]:
                 source.expect("]")
             else:
                 while True:
-                    yield source.value()
+                    yield source.value_and_text()
                     if source.expect(",", "]") == "]":
                         break
             if source.expect(",", "}") == "}":
@@ -256,13 +261,15 @@ def normalize_requests(body: Path, target: Path, max_requests: int) -> int:
     count = 0
     with body.open(encoding="utf-8") as handle, target.open("w", encoding="utf-8") as out:
         try:
-            for index, request in enumerate(iter_requests(handle)):
+            for index, (request, text) in enumerate(iter_requests(handle)):
                 if index >= max_requests:
                     raise invalid_request(
                         f"requests: a Message Batch can contain at most {max_requests} requests."
                     )
                 check_request(index, request, seen)
-                out.write(json.dumps(request, separators=(",", ":")))
+                # Line breaks in JSON text are whitespace between tokens (never inside a
+                # string), so the request's own text makes one JSONL line without re-encoding.
+                out.write(text.replace("\n", " ").replace("\r", " "))
                 out.write("\n")
                 count = index + 1
         except UnicodeDecodeError:
