@@ -388,3 +388,42 @@ def test_the_banner_names_the_base_url_the_flavor_serves(flavor: str) -> None:
         process.terminate()
         _, stderr = process.communicate(timeout=10)
     assert process.returncode == 0 and stderr == ""
+
+
+def test_the_line_outcomes_added_for_anthropic_work_in_the_openai_flavor(
+    make_server: ServerFactory, tmp_path: Path
+) -> None:
+    from openai import OpenAI
+
+    server = make_server()
+    server.state.set_line_outcomes({"a": "cancelled", "b": "529"})
+    path = tmp_path / "in.jsonl"
+    path.write_text(
+        "".join(
+            json.dumps(
+                {
+                    "custom_id": custom_id,
+                    "method": "POST",
+                    "url": "/v1/responses",
+                    "body": {"model": "gpt-test", "input": "hi"},
+                }
+            )
+            + "\n"
+            for custom_id in ("a", "b", "c")
+        )
+    )
+    with OpenAI(api_key="sk-test", base_url=server.base_url, max_retries=0) as client:
+        with path.open("rb") as handle:
+            file_id = client.files.create(file=handle, purpose="batch").id
+        batch = client.batches.create(
+            input_file_id=file_id, endpoint="/v1/responses", completion_window="24h"
+        )
+        for _ in range(3):
+            batch = client.batches.retrieve(batch.id)
+        assert batch.status == "completed" and batch.request_counts is not None
+        assert (batch.request_counts.completed, batch.request_counts.failed) == (1, 2)
+        assert batch.error_file_id is not None
+        errors = client.files.content(batch.error_file_id).text.splitlines()
+    by_id = {line["custom_id"]: line for line in map(json.loads, errors)}
+    assert by_id["a"]["error"]["code"] == "batch_cancelled"
+    assert by_id["b"]["response"]["status_code"] == 529
