@@ -26,7 +26,6 @@ MAX_BODY_BYTES = 256 * 1024 * 1024
 RESULTS_TTL_SECONDS = 29 * 24 * 3600
 """Results are kept 29 days after the batch was created; then the batch is archived."""
 CUSTOM_ID = re.compile(r"[a-zA-Z0-9_-]{1,64}")
-PROCESSING_STATUSES = ("in_progress", "canceling", "ended")
 _READ_CHARS = 1024 * 1024
 _WHITESPACE = " \t\n\r"
 
@@ -282,7 +281,6 @@ def normalize_requests(body: Path, target: Path, max_requests: int) -> int:
 # Processing
 
 
-RESULT_TYPES = ("succeeded", "errored", "canceled", "expired")
 _LINE_ERRORS = {
     "400": ("invalid_request_error", "Emulated invalid request."),
     "429": ("rate_limit_error", "Number of request tokens has exceeded your rate limit."),
