@@ -276,14 +276,26 @@ def test_time_mode_and_forced_outcomes(make_server: ServerFactory) -> None:
             ]
             == 200
         )
+        pushed = client.messages.batches.create(requests=requests_(1, "pushed"))
         for _ in range(3):
             assert client.messages.batches.retrieve(plain.id).processing_status == "in_progress"
+        status, _, advanced = raw(server, "POST", f"/_emulator/batches/{pushed.id}/advance")
+        assert status == 200 and advanced["processing_status"] == "ended"
+        assert advanced["results_url"] == f"/v1/messages/batches/{pushed.id}/results"
         server.state.set_clock_offset(61)
         listed = {b.id: b for b in client.messages.batches.list()}
         assert listed[plain.id].processing_status == "ended"
         assert listed[plain.id].request_counts.succeeded == 2
         assert listed[doomed.id].request_counts.expired == 2
         assert (listed[plain.id].ended_at - plain.created_at).total_seconds() == 60
+
+
+def test_the_outcome_failed_errors_every_request(server: EmulatorServer, client: Anthropic) -> None:
+    assert raw(server, "POST", "/_emulator/outcome", {"outcome": "failed"})[0] == 200
+    batch = client.messages.batches.create(requests=requests_(3))
+    assert client.messages.batches.retrieve(batch.id).request_counts.errored == 3
+    lines = results(client, batch.id)
+    assert {line.result.error.error.type for line in lines} == {"api_error"}
 
 
 # Faults

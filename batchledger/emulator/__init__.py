@@ -6,6 +6,7 @@ serves Anthropic's Message Batches instead: `Anthropic(api_key=..., base_url=ser
 """
 
 from .faults import Fault
+from .message_batches import StoredMessageBatch
 from .models import RecordedRequest, StoredBatch, StoredFile
 from .server import EmulatorServer
 from .state import EmulatorState
@@ -17,4 +18,5 @@ __all__ = [
     "RecordedRequest",
     "StoredBatch",
     "StoredFile",
+    "StoredMessageBatch",
 ]

@@ -12,7 +12,8 @@ since its last transition, computed lazily whenever it is read; retrieves then d
 The anthropic flavour keeps Message Batches (message_batches.py): in_progress -> ended, or
 in_progress -> canceling -> ended after a cancel (or the outcome "cancelled"), stepped the same
 way. A batch that expires (24 h, or the outcome "expired") or is cancelled runs the first half of
-its requests; the rest end expired or canceled.
+its requests; the rest end expired or canceled. The outcome "failed" errors every request
+(api_error): Message Batches themselves never fail.
 """
 
 from __future__ import annotations
