@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from batchledger.batches import FINAL_STATUSES, BatchRef, JobRef
-from batchledger.cli import job_commands
+from batchledger.cli import estimate_commands, job_commands
 from batchledger.context import Context
 from batchledger.details import CreateDetails, check_metadata
 from batchledger.errors import ExitCode, UsageError
@@ -59,7 +59,11 @@ def create(args: argparse.Namespace, ctx: Context) -> ExitCode:
     from batchledger.inputs import check_input, count_lines, hash_input_in_background
 
     details = create_details(args)  # before anything is read, written or sent
+    if args.dry_run:
+        return estimate_commands.estimate(args, ctx)
     path = check_input(args.input)
+    if args.max_cost is not None:
+        estimate_commands.check_max_cost(args, ctx)  # before the key, the ledger, any upload
     hashing = hash_input_in_background(path, args.input)
     from batchledger import workflow  # imports openai, while the input is hashed
     from batchledger.jobs import split_wanted
