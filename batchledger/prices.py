@@ -102,11 +102,7 @@ class PriceList:
             return Quote(price, FROM_FILE)
         return library_quote(model)
 
-    def prices(self, models: list[str]) -> dict[str, Price]:
-        """Each of `models` that has a price, with it: the shape `usage` prices with."""
-        found: dict[str, Price] = {}
-        for model in models:
-            quote = self.quote(model)
-            if quote is not None:
-                found[model] = quote.price
-        return found
+    def get(self, model: str, /) -> Price | None:
+        """`model`'s price, or None: what `usage` prices with."""
+        quote = self.quote(model)
+        return None if quote is None else quote.price

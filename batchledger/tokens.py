@@ -47,6 +47,9 @@ ENCODINGS = {
 UNREADABLE = "(unreadable)"  # the model of lines that are not request objects
 OUTPUT_CAPS = ("max_output_tokens", "max_completion_tokens", "max_tokens")
 _TEXT_KEYS = ("instructions", "system", "prompt")
+# Counts of texts already seen (a system prompt or instructions shared by every request are
+# counted once), kept while they total at most this many characters; then forgotten.
+CACHE_CHARS = 4 * 1024 * 1024
 _loaded: dict[str, "Tokenizer"] = {}
 
 
@@ -169,6 +172,8 @@ class Counter:
         self._decode = json.JSONDecoder().raw_decode
         # Per model: its tokenizer's count, or None to estimate (bytes / 4).
         self._counters: dict[str, Callable[[str], int] | None] = {}
+        self._seen: dict[tuple[str, str], int] = {}  # (model, text): tokens
+        self._seen_chars = 0
 
     def add(self, line: bytes) -> None:
         size = len(line)
@@ -194,7 +199,18 @@ class Counter:
         if counter is None:
             tokens = _estimate(sum(len(t.encode("utf-8", "surrogatepass")) for t in texts))
         else:
-            tokens = sum(map(counter, texts))
+            tokens = 0
+            for text in texts:
+                key = (model, text)
+                found = self._seen.get(key)
+                if found is None:
+                    found = counter(text)
+                    if self._seen_chars > CACHE_CHARS:
+                        self._seen.clear()
+                        self._seen_chars = 0
+                    self._seen[key] = found
+                    self._seen_chars += len(text)
+                tokens += found
         count.input_tokens += tokens + messages * TOKENS_PER_MESSAGE + TOKENS_PER_REQUEST
         if cap is None:
             count.uncapped += 1

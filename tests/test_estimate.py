@@ -4,6 +4,7 @@ anything is sent; no server, no ledger, no key."""
 import json
 from pathlib import Path
 
+import pytest
 from helpers import api_requests, ledger_rows, write_jsonl
 
 from batchledger.emulator import EmulatorServer
@@ -190,3 +191,51 @@ def test_library_prices_are_batch_prices_or_half_the_standard_ones():
     assert haiku.price.input == float(standard.input_mtok) / 2  # type: ignore[attr-defined]
     assert haiku.price.output == float(standard.output_mtok) / 2  # type: ignore[attr-defined]
     assert library_quote("no-such-model-anywhere") is None
+
+
+def add_batches_with_usage(batches: list[tuple[str, int, int]]) -> None:
+    """Completed batches in the ledger: (model, input tokens, output tokens) each."""
+    import os
+
+    from batchledger.ledger import open_ledger
+
+    ledger = open_ledger(Path(os.environ["BATCHLEDGER_DB"]))
+    assert ledger is not None
+    with ledger.db.conn:
+        ledger.db.conn.executemany(
+            "INSERT INTO batches (ref, batch_id, endpoint, completion_window, status, model,"
+            " created_at, recorded_at, requests_completed, usage)"
+            " VALUES (?, ?, '/v1/responses', '24h', 'completed', ?, '2026-12-01T10:00:00Z',"
+            " '2026-12-01T10:00:00Z', 1, ?)",
+            [
+                (
+                    f"ref{n}",
+                    f"batch_{n}",
+                    model,
+                    json.dumps({"input_tokens": input_, "output_tokens": output}),
+                )
+                for n, (model, input_, output) in enumerate(batches)
+            ],
+        )
+    ledger.close()
+
+
+def test_usage_shows_a_cost_with_no_price_file(cli, monkeypatch):
+    monkeypatch.delenv("OPENAI_API_KEY")
+    add_batches_with_usage([("gpt-4o-mini", 2_000_000, 1_000_000), ("my-deployment", 10, 10)])
+
+    result = cli("usage", "--json")
+
+    assert result.code == 0
+    costs = {line["model"]: line["cost"] for line in json.loads(result.out)}
+    quote = library_quote("gpt-4o-mini")
+    assert quote is not None
+    assert costs["gpt-4o-mini"] == pytest.approx(2 * quote.price.input + quote.price.output)
+    assert costs["my-deployment"] is None
+    assert result.err == (
+        "batchledger: warning: no price for my-deployment in genai-prices: cost not shown "
+        "for it (give one with --prices FILE)\n"
+    )
+    table = cli("usage")
+    assert table.out.splitlines()[0].split()[-1] == "cost"
+    assert f"{costs['gpt-4o-mini']:.6f}" in table.out

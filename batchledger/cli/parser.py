@@ -368,7 +368,8 @@ def build_parser() -> Parser:
     usage.add_argument(
         "--prices",
         metavar="FILE",
-        help="TOML prices per model (input, cached_input, output per million tokens): adds cost",
+        help="TOML prices per model (input, cached_input, output per million tokens), "
+        "over genai-prices' batch prices",
     )
     json_option(usage)
 
