@@ -171,7 +171,43 @@ def test_max_cost_lets_an_input_under_it_through(cli, emulator: EmulatorServer, 
 
     assert result.code == 0, result.err
     assert api_requests(emulator, "POST", "/v1/batches") == 1
-    assert len(ledger_rows()) == 1
+    (row,) = ledger_rows()
+    # The estimate it made is recorded with the batch, and shown by show and list --json.
+    planned = json.loads(cli("estimate", "--in", "in.jsonl", "--json").out)
+    assert row["estimated_input_tokens"] == planned["models"][0]["input_tokens"]
+    assert row["estimated_cost_min"] == pytest.approx(planned["cost_input_only"])
+    assert row["estimated_cost_max"] == pytest.approx(planned["cost_max"])
+    shown = cli("show", "last").out
+    assert f"estimated_input_tokens: {row['estimated_input_tokens']}" in shown
+    assert f"estimated_cost_max: {row['estimated_cost_max']}" in shown
+    (listed,) = json.loads(cli("list", "--json").out)
+    assert listed["estimated_cost_max"] == pytest.approx(row["estimated_cost_max"])
+
+
+def test_a_job_records_its_estimate_and_its_parts_none(
+    cli, emulator: EmulatorServer, isolated: Path
+):
+    write_jsonl(isolated / "in.jsonl", 3, max_output_tokens=100)
+
+    result = cli("create", "--in", "in.jsonl", "--max-requests", "2", "--max-cost", "1")
+
+    assert result.code == 0, result.err
+    (job,) = ledger_rows("jobs")
+    planned = json.loads(cli("estimate", "--in", "in.jsonl", "--json").out)
+    assert job["estimated_input_tokens"] == planned["models"][0]["input_tokens"]
+    assert job["estimated_cost_max"] == pytest.approx(planned["cost_max"])
+    assert [row["estimated_cost_max"] for row in ledger_rows()] == [None, None]
+    assert f"estimated_cost_max: {job['estimated_cost_max']}" in cli("show", job["job_id"]).out
+
+
+def test_a_create_without_max_cost_records_no_estimate(
+    cli, emulator: EmulatorServer, isolated: Path
+):
+    write_jsonl(isolated / "in.jsonl", 1)
+    assert cli("create", "--in", "in.jsonl").code == 0
+    (row,) = ledger_rows()
+    assert row["estimated_cost_max"] is None
+    assert "estimated" not in cli("show", "last").out
 
 
 def test_library_prices_are_batch_prices_or_half_the_standard_ones():

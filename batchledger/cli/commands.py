@@ -1,6 +1,7 @@
 """The commands: each turns its arguments into workflow calls and the results into output."""
 
 import argparse
+import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -62,8 +63,9 @@ def create(args: argparse.Namespace, ctx: Context) -> ExitCode:
     if args.dry_run:
         return estimate_commands.estimate(args, ctx)
     path = check_input(args.input)
-    if args.max_cost is not None:
-        estimate_commands.check_max_cost(args, ctx)  # before the key, the ledger, any upload
+    if args.max_cost is not None:  # before the key, the ledger, any upload
+        estimate = estimate_commands.check_max_cost(args, ctx)
+        details = dataclasses.replace(details, estimate=estimate)
     hashing = hash_input_in_background(path, args.input)
     from batchledger import workflow  # imports openai, while the input is hashed
     from batchledger.jobs import split_wanted

@@ -5,6 +5,7 @@ import argparse
 from typing import Any
 
 from batchledger.context import Context
+from batchledger.details import CostEstimate
 from batchledger.errors import ExitCode
 from batchledger.estimate import Estimate, check_budget, estimate_input, money
 from batchledger.prices import PriceList
@@ -31,10 +32,16 @@ def estimate(args: argparse.Namespace, ctx: Context) -> ExitCode:
     return ExitCode.OK
 
 
-def check_max_cost(args: argparse.Namespace, ctx: Context) -> None:
+def check_max_cost(args: argparse.Namespace, ctx: Context) -> CostEstimate:
     """`create --max-cost USD`: Refused (exit 3) before any upload when the upper estimate is
-    above it, or unknown."""
-    check_budget(estimate_of(args, ctx), args.max_cost)
+    above it, or unknown; else the estimate, for the ledger."""
+    found = estimate_of(args, ctx)
+    check_budget(found, args.max_cost)
+    return CostEstimate(
+        input_tokens=sum(model.input_tokens for model in found.models),
+        cost_min=found.cost_input,
+        cost_max=found.cost_max,
+    )
 
 
 def estimate_of(args: argparse.Namespace, ctx: Context) -> Estimate:
