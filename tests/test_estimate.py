@@ -154,6 +154,22 @@ def test_max_cost_refuses_before_any_request(cli, emulator: EmulatorServer, isol
     no_ledger_and_no_log(isolated)
 
 
+def test_a_dry_run_with_max_cost_prints_the_plan_and_exits_as_create_would(
+    cli, emulator: EmulatorServer, isolated: Path
+):
+    write_jsonl(isolated / "in.jsonl", 5, max_output_tokens=100_000)
+
+    refused = cli("create", "--in", "in.jsonl", "--dry-run", "--max-cost", "0.01", "--json")
+    accepted = cli("create", "--in", "in.jsonl", "--dry-run", "--max-cost", "100", "--json")
+
+    assert refused.code == 3
+    assert json.loads(refused.out)["requests"] == 5
+    assert "above --max-cost $0.0100" in refused.err
+    assert accepted.code == 0, accepted.err
+    assert emulator.state.requests == []
+    no_ledger_and_no_log(isolated)
+
+
 def test_max_cost_refuses_what_has_no_upper_bound(cli, emulator: EmulatorServer, isolated: Path):
     write_jsonl(isolated / "in.jsonl", 2)  # no max_output_tokens
 

@@ -29,6 +29,9 @@ def estimate(args: argparse.Namespace, ctx: Context) -> ExitCode:
     ctx.print(
         json_text(estimate_json(found, ctx)) if args.json else "\n".join(estimate_lines(found))
     )
+    max_cost = getattr(args, "max_cost", None)
+    if max_cost is not None:  # create --dry-run --max-cost: exits as the create would
+        check_budget(found, max_cost)
     return ExitCode.OK
 
 
