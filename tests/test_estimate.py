@@ -170,6 +170,21 @@ def test_a_dry_run_with_max_cost_prints_the_plan_and_exits_as_create_would(
     no_ledger_and_no_log(isolated)
 
 
+def test_prices_on_a_create_that_estimates_nothing_is_a_usage_error(
+    cli, emulator: EmulatorServer, isolated: Path
+):
+    write_jsonl(isolated / "in.jsonl", 1)
+    (isolated / "prices.toml").write_text('["gpt-4o-mini"]\ninput = 1\noutput = 2\n')
+
+    result = cli("create", "--in", "in.jsonl", "--prices", "prices.toml")
+
+    assert result.code == 2
+    assert result.err == (
+        "batchledger: error: --prices prices an estimate: it goes with --dry-run or --max-cost\n"
+    )
+    assert emulator.state.requests == []
+
+
 def test_max_cost_refuses_what_has_no_upper_bound(cli, emulator: EmulatorServer, isolated: Path):
     write_jsonl(isolated / "in.jsonl", 2)  # no max_output_tokens
 

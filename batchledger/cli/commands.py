@@ -66,6 +66,8 @@ def create(args: argparse.Namespace, ctx: Context) -> ExitCode:
     if args.max_cost is not None:  # before the key, the ledger, any upload
         estimate = estimate_commands.check_max_cost(args, ctx)
         details = dataclasses.replace(details, estimate=estimate)
+    elif args.prices:
+        raise UsageError("--prices prices an estimate: it goes with --dry-run or --max-cost")
     hashing = hash_input_in_background(path, args.input)
     from batchledger import workflow  # imports openai, while the input is hashed
     from batchledger.jobs import split_wanted
