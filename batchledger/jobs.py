@@ -41,9 +41,6 @@ from batchledger.context import Context
 from batchledger.details import CreateDetails
 from batchledger.errors import BatchledgerError, Rejected
 from batchledger.ledger import InputFile
-from batchledger.split import (
-    split_wanted as split_wanted,
-)  # its home is split; create imports it here
 from batchledger.times import epoch_of, iso_utc
 
 if TYPE_CHECKING:

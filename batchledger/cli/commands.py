@@ -70,7 +70,7 @@ def create(args: argparse.Namespace, ctx: Context) -> ExitCode:
         raise UsageError("--prices prices an estimate: it goes with --dry-run or --max-cost")
     hashing = hash_input_in_background(path, args.input)
     from batchledger import workflow  # imports openai, while the input is hashed
-    from batchledger.jobs import split_wanted
+    from batchledger.split import split_wanted
 
     ctx.start_api_command()
     endpoint = args.endpoint or ctx.account.default_endpoint
