@@ -18,12 +18,22 @@ MAX_VALUE_CHARS = 512
 
 
 @dataclass(frozen=True)
+class CostEstimate:
+    """What a create estimated before sending (`estimate`): kept in the ledger with it."""
+
+    input_tokens: int
+    cost_min: float | None  # USD, the input alone; None: a model has no price
+    cost_max: float | None  # USD, with every output token allowed; None: unbounded or unpriced
+
+
+@dataclass(frozen=True)
 class CreateDetails:
     """The optional parts of a create, as sent to the API and kept in the ledger."""
 
     metadata: dict[str, str] = field(default_factory=dict)
     input_expires_after: int | None = None  # seconds after the upload
     output_expires_after: int | None = None  # seconds after the batch's creation
+    estimate: CostEstimate | None = None  # made when create estimates (--max-cost)
 
 
 def check_metadata(pairs: Iterable[tuple[str, str]]) -> dict[str, str]:

@@ -117,23 +117,6 @@ class JobReport:
         return sum(view.requests_done for view in self.parts)
 
 
-def split_wanted(
-    input_: InputFile, limits: tuple[int, int], max_requests: int | None, max_bytes: int | None
-) -> tuple[int, int] | None:
-    """The (requests, bytes) each part may hold, or None: the input stays one plain batch.
-
-    An input within the account's limits, with neither --max-requests nor --max-bytes, is
-    one batch exactly as before jobs existed.
-    """
-    within = input_.lines <= limits[0] and input_.size <= limits[1]
-    if max_requests is None and max_bytes is None and within:
-        return None
-    return (
-        min(max_requests or limits[0], limits[0]),
-        min(max_bytes or limits[1], limits[1]),
-    )
-
-
 def create_job(
     ctx: Context,
     input_: InputFile,

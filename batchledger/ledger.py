@@ -1118,6 +1118,10 @@ def _details_fields(details: CreateDetails) -> Row:
         "metadata": json.dumps(details.metadata, sort_keys=True) if details.metadata else None,
         "input_expires_after": details.input_expires_after,
         "output_expires_after": details.output_expires_after,
+        # m008: the create's own estimate, when it made one (a job's parts get none).
+        "estimated_input_tokens": details.estimate.input_tokens if details.estimate else None,
+        "estimated_cost_min": details.estimate.cost_min if details.estimate else None,
+        "estimated_cost_max": details.estimate.cost_max if details.estimate else None,
     }
 
 

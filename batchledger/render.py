@@ -115,6 +115,9 @@ SHOW_FIELDS = (
     "error_file_id",
     "recorded_at",
     "checked_at",
+    "estimated_input_tokens",
+    "estimated_cost_min",
+    "estimated_cost_max",
 )
 
 
@@ -495,6 +498,9 @@ def show_job_lines(
         "max_in_flight",
         "recorded_at",
         "finished_at",
+        "estimated_input_tokens",
+        "estimated_cost_min",
+        "estimated_cost_max",
     )
     lines = [f"{name}: {job[name]}" for name in fields if job.get(name) is not None]
     for kind, label in (("output", "saved"), ("error", "saved errors")):

@@ -17,8 +17,12 @@ from bisect import bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from batchledger.errors import UsageError
+
+if TYPE_CHECKING:
+    from batchledger.ledger import InputFile
 
 # Bytes read at once while planning: large enough that the per-block Python work is
 # negligible against the read, small enough to stay a few megabytes of memory.
@@ -45,6 +49,23 @@ class Part:
     @property
     def size(self) -> int:
         return self.end - self.start
+
+
+def split_wanted(
+    input_: "InputFile", limits: tuple[int, int], max_requests: int | None, max_bytes: int | None
+) -> tuple[int, int] | None:
+    """The (requests, bytes) each part may hold, or None: the input stays one plain batch.
+
+    An input within the account's limits, with neither --max-requests nor --max-bytes, is
+    one batch exactly as before jobs existed.
+    """
+    within = input_.lines <= limits[0] and input_.size <= limits[1]
+    if max_requests is None and max_bytes is None and within:
+        return None
+    return (
+        min(max_requests or limits[0], limits[0]),
+        min(max_bytes or limits[1], limits[1]),
+    )
 
 
 def plan_parts(path: Path, *, max_requests: int, max_bytes: int) -> list[Part]:

@@ -1,14 +1,14 @@
 """`usage`: requests and tokens summed from the ledger, and their cost from a price list.
 
 No network and no key: the ledger keeps each batch's `usage` object as the API reported it.
-No price list is built in; prices change, and batch prices are the user's to state.
+Prices come from `prices` (genai-prices' batch prices, a prices file over them).
 """
 
 import math
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from batchledger.errors import UsageError
 from batchledger.ledger import MADE_AT, Ledger
@@ -31,6 +31,12 @@ class Price:
     input: float
     cached_input: float
     output: float
+
+
+class Prices(Protocol):
+    """A model's price, or None: a dict of prices, or a `prices.PriceList`."""
+
+    def get(self, model: str, /) -> Price | None: ...
 
 
 @dataclass
@@ -106,7 +112,7 @@ def cost_of(tokens: dict[str, int], price: Price) -> float:
 
 
 def usage_lines(
-    ledger: Ledger | None, by: str, since: str | None, prices: dict[str, Price] | None
+    ledger: Ledger | None, by: str, since: str | None, prices: Prices | None
 ) -> list[UsageLine]:
     """One line per group (newest day first for `day`, else by name)."""
     if ledger is None:

@@ -316,3 +316,14 @@ def m005_jobs(db: Database) -> None:
         BEGIN SELECT RAISE(ABORT, 'job_history is append-only'); END
         """
     )
+
+
+@migrations()
+def m008_record_estimates(db: Database) -> None:
+    # What a create estimated before sending (`create --max-cost`): the input tokens counted
+    # offline and the cost range in USD at batch prices (the input alone; with every output
+    # token the requests allow). NULL where no estimate was made, as for every older row.
+    for table in ("batches", "jobs"):
+        db.execute(f"ALTER TABLE {table} ADD COLUMN estimated_input_tokens INTEGER")
+        db.execute(f"ALTER TABLE {table} ADD COLUMN estimated_cost_min REAL")
+        db.execute(f"ALTER TABLE {table} ADD COLUMN estimated_cost_max REAL")

@@ -61,14 +61,25 @@ def test_usage_by_model_sums_every_kind_of_token(cli, ledger_with_usage, monkeyp
 
     assert result.code == 0, result.err
     header = result.out.splitlines()[0].split()
-    assert header == ["model", "batches", "requests", "input", "cached", "output", "reasoning"]
-    assert rows(result) == {
+    # The cost is at genai-prices' batch prices (tests/test_estimate.py checks it).
+    assert header == [
+        "model",
+        "batches",
+        "requests",
+        "input",
+        "cached",
+        "output",
+        "reasoning",
+        "cost",
+    ]
+    assert {group: cells[:6] for group, cells in rows(result).items()} == {
         "(unknown)": ["1", "0", "0", "0", "0", "0"],
         "gpt-4o-mini": ["2", "15", "4000", "200", "2000", "0"],
         "o4-mini": ["1", "2", "2000000", "1000000", "400", "300"],
         "total": ["4", "17", "2004000", "1000200", "2400", "300"],
     }
     as_json = json.loads(cli("usage", "--json").out)
+    assert as_json[1].pop("cost") > 0
     assert as_json[1] == {
         "model": "gpt-4o-mini",
         "batches": 2,
@@ -96,7 +107,7 @@ def test_usage_by_account_is_default_until_accounts_exist(cli, ledger_with_usage
     ]
 
 
-def test_prices_add_a_cost_and_a_missing_model_is_named(cli, ledger_with_usage, isolated: Path):
+def test_a_prices_file_overrides_the_library_per_model(cli, ledger_with_usage, isolated: Path):
     (isolated / "prices.toml").write_text(
         '["gpt-4o-mini"]\ninput = 0.075\ncached_input = 0.0375\noutput = 0.3\n'
     )
@@ -107,14 +118,12 @@ def test_prices_add_a_cost_and_a_missing_model_is_named(cli, ledger_with_usage, 
     table = rows(result)
     # (3800 * 0.075 + 200 * 0.0375 + 2000 * 0.3) / 1e6 = 0.0008925
     assert table["gpt-4o-mini"][-1] == "0.000892"  # 0.0008925
-    assert len(table["o4-mini"]) == 6  # no cost cell
-    assert len(table["total"]) == 6
-    assert result.err == (
-        "batchledger: warning: no price for o4-mini in prices.toml: cost not shown for it\n"
-    )
+    assert len(table["o4-mini"]) == 7  # priced by genai-prices, which knows it
+    assert result.err == ""
     as_json = json.loads(cli("usage", "--prices", "prices.toml", "--json").out)
     costs = {line["model"]: line["cost"] for line in as_json}
-    assert costs == {"(unknown)": 0.0, "gpt-4o-mini": pytest.approx(0.0008925), "o4-mini": None}
+    assert costs["gpt-4o-mini"] == pytest.approx(0.0008925)
+    assert costs["(unknown)"] == 0.0
 
 
 def test_cached_input_defaults_to_the_input_price(cli, ledger_with_usage, isolated: Path):

@@ -1,12 +1,13 @@
 """The commands: each turns its arguments into workflow calls and the results into output."""
 
 import argparse
+import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from batchledger.batches import FINAL_STATUSES, BatchRef, JobRef
-from batchledger.cli import job_commands
+from batchledger.cli import estimate_commands, job_commands
 from batchledger.context import Context
 from batchledger.details import CreateDetails, check_metadata
 from batchledger.errors import ExitCode, UsageError
@@ -59,10 +60,17 @@ def create(args: argparse.Namespace, ctx: Context) -> ExitCode:
     from batchledger.inputs import check_input, count_lines, hash_input_in_background
 
     details = create_details(args)  # before anything is read, written or sent
+    if args.dry_run:
+        return estimate_commands.estimate(args, ctx)
     path = check_input(args.input)
+    if args.max_cost is not None:  # before the key, the ledger, any upload
+        estimate = estimate_commands.check_max_cost(args, ctx)
+        details = dataclasses.replace(details, estimate=estimate)
+    elif args.prices:
+        raise UsageError("--prices prices an estimate: it goes with --dry-run or --max-cost")
     hashing = hash_input_in_background(path, args.input)
     from batchledger import workflow  # imports openai, while the input is hashed
-    from batchledger.jobs import split_wanted
+    from batchledger.split import split_wanted
 
     ctx.start_api_command()
     endpoint = args.endpoint or ctx.account.default_endpoint

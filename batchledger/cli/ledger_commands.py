@@ -223,21 +223,25 @@ def prune(args: argparse.Namespace, ctx: Context) -> ExitCode:
 
 def usage(args: argparse.Namespace, ctx: Context) -> ExitCode:
     from batchledger import usage as totals
+    from batchledger.prices import PriceList
 
-    prices = totals.load_prices(Path(args.prices)) if args.prices else None
+    # Batch prices from genai-prices where it knows the model; a prices file over them.
+    prices = PriceList.from_file(args.prices)
     lines = totals.usage_lines(ctx.open_ledger(create=False), args.by, args.since, prices)
     unpriced = sorted(set().union(*(line.unpriced for line in lines)))
     if unpriced:
-        ctx.warn(f"no price for {', '.join(unpriced)} in {args.prices}: cost not shown for it")
-    if args.json:
-        ctx.print(
-            json_text([totals.usage_json(line, args.by, prices is not None) for line in lines])
+        where = f"in {args.prices} or " if args.prices else ""
+        ctx.warn(
+            f"no price for {', '.join(unpriced)} {where}in genai-prices: cost not shown for it "
+            "(give one with --prices FILE)"
         )
+    if args.json:
+        ctx.print(json_text([totals.usage_json(line, args.by, True) for line in lines]))
     elif not lines:
         ctx.print("No batches in the ledger yet." if args.since is None else "No batches match.")
     else:
         shown = [*lines, totals.total_of(lines)] if len(lines) > 1 else lines
-        ctx.print(usage_table(shown, args.by, priced=prices is not None))
+        ctx.print(usage_table(shown, args.by, priced=True))
     return ExitCode.OK
 
 

@@ -5,6 +5,7 @@ from typing import TYPE_CHECKING, NoReturn
 
 from batchledger import __version__
 from batchledger.cli import commands as run
+from batchledger.cli import estimate_commands as plan
 from batchledger.cli import ledger_commands as read
 from batchledger.cli.types import (
     expiry_duration,
@@ -98,6 +99,13 @@ def build_parser() -> Parser:
     def json_option(sub: Parser) -> None:
         sub.add_argument("--json", action="store_true", help="print JSON instead of text")
 
+    def estimate_options(sub: Parser) -> None:
+        sub.add_argument(
+            "--prices",
+            metavar="FILE",
+            help="TOML prices per model, over genai-prices' batch prices (as usage --prices)",
+        )
+
     def auto_save_option(sub: Parser) -> None:
         sub.add_argument(
             "--auto-save",
@@ -159,7 +167,37 @@ def build_parser() -> Parser:
         metavar="DURATION",
         help="the API deletes the uploaded input this long after the upload (1h to 30d)",
     )
+    estimate_options(create)
+    create.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the plan and the cost estimate (as estimate does); send and record nothing",
+    )
+    create.add_argument(
+        "--max-cost",
+        type=positive_float,
+        metavar="USD",
+        help="refuse (exit 3), before any upload, when the upper cost estimate is above USD",
+    )
     json_option(create)
+
+    estimate = command(
+        "estimate",
+        "the plan, the tokens and the cost range of an input; nothing sent (no API key needed)",
+        plan.estimate,
+    )
+    estimate.add_argument("--in", dest="input", required=True, metavar="PATH", help="JSONL input")
+    estimate.add_argument(
+        "--max-requests",
+        type=positive_int,
+        metavar="N",
+        help="as create: parts of at most N requests",
+    )
+    estimate.add_argument(
+        "--max-bytes", type=positive_int, metavar="N", help="as create: parts of at most N bytes"
+    )
+    estimate_options(estimate)
+    json_option(estimate)
 
     status = command(
         "status", "check a batch (or all pending ones), saving finished results", run.status
@@ -330,7 +368,8 @@ def build_parser() -> Parser:
     usage.add_argument(
         "--prices",
         metavar="FILE",
-        help="TOML prices per model (input, cached_input, output per million tokens): adds cost",
+        help="TOML prices per model (input, cached_input, output per million tokens), "
+        "over genai-prices' batch prices",
     )
     json_option(usage)
 

@@ -1,0 +1,308 @@
+"""`estimate`, `create --dry-run` and `create --max-cost`: the plan and the cost before
+anything is sent; no server, no ledger, no key."""
+
+import json
+from pathlib import Path
+
+import pytest
+from helpers import api_requests, ledger_rows, write_jsonl
+
+from batchledger.emulator import EmulatorServer
+from batchledger.prices import library_quote
+from batchledger.tokens import count_text
+
+PROMPT = "Say hello number 0"
+
+
+def no_ledger_and_no_log(isolated: Path) -> None:
+    assert not (isolated.parent / "ledger.db").exists()
+    assert not (isolated / "logs").exists()
+
+
+def test_a_dry_run_prints_the_plan_and_touches_no_server_and_no_ledger(
+    cli, emulator: EmulatorServer, isolated: Path
+):
+    write_jsonl(isolated / "in.jsonl", 3, max_output_tokens=100)
+
+    result = cli("create", "--in", "in.jsonl", "--dry-run")
+
+    assert result.code == 0, result.err
+    lines = result.out.splitlines()
+    assert (
+        lines[0] == f"input: in.jsonl (3 requests, {(isolated / 'in.jsonl').stat().st_size} bytes)"
+    )
+    assert lines[1] == "plan: one batch"
+    row = next(line.split() for line in lines if line.startswith("gpt-4o-mini "))
+    assert row[1] == "3"  # requests
+    assert row[3] == "300"  # max output tokens: 3 x 100
+    assert "nothing was sent and nothing recorded" in result.out
+    assert emulator.state.requests == []
+    no_ledger_and_no_log(isolated)
+
+
+def test_a_dry_run_leaves_an_existing_ledger_unchanged(
+    cli, emulator: EmulatorServer, isolated: Path
+):
+    write_jsonl(isolated / "in.jsonl", 2, max_output_tokens=10)
+    assert cli("create", "--in", "in.jsonl").code == 0
+    sent = len(emulator.state.requests)
+    before = ledger_rows()
+
+    assert cli("create", "--in", "in.jsonl", "--dry-run", "--json").code == 0
+
+    assert ledger_rows() == before
+    assert len(emulator.state.requests) == sent
+
+
+def test_estimate_needs_no_key_and_shows_the_parts_of_a_job_sized_input(
+    cli, isolated: Path, monkeypatch
+):
+    monkeypatch.delenv("OPENAI_API_KEY")
+    write_jsonl(isolated / "in.jsonl", 10, max_output_tokens=5)
+    size = (isolated / "in.jsonl").stat().st_size
+
+    result = cli("estimate", "--in", "in.jsonl", "--max-requests", "4")
+
+    assert result.code == 0, result.err
+    assert "plan: a job of 3 parts (at most 4 requests and" in result.out
+    assert "  part 1: lines 1-4, 4 requests, " in result.out
+    assert "  part 2: lines 5-8, 4 requests, " in result.out
+    assert "  part 3: lines 9-10, 2 requests, " in result.out
+    as_json = json.loads(cli("estimate", "--in", "in.jsonl", "--max-requests", "4", "--json").out)
+    assert [part["requests"] for part in as_json["parts"]] == [4, 4, 2]
+    assert sum(part["bytes"] for part in as_json["parts"]) == size
+    assert as_json["batches"] == 3
+    no_ledger_and_no_log(isolated)
+
+
+def test_the_account_s_limits_cut_the_plan(cli, isolated: Path, monkeypatch):
+    """An Azure account takes 100,000 requests a batch, OpenAI 50,000: the kind picks."""
+    (isolated.parent / "accounts.toml").write_text(
+        '[accounts.az]\nkind = "azure"\nendpoint = "https://x.openai.azure.com"\n'
+        'api_version = "2025-04-01-preview"\napi_key_env = "NOT_SET_ANYWHERE"\n'
+    )
+    path = isolated / "in.jsonl"
+    line = '{"custom_id": "r", "body": {"model": "gpt-4o-mini", "input": "x"}}\n'
+    path.write_text(line * 60_000)
+
+    openai_plan = json.loads(cli("estimate", "--in", "in.jsonl", "--json").out)
+    azure_plan = json.loads(cli("estimate", "--in", "in.jsonl", "--json", "--account", "az").out)
+
+    assert [part["requests"] for part in openai_plan["parts"]] == [50_000, 10_000]
+    assert azure_plan["parts"] == [] and azure_plan["batches"] == 1
+    assert azure_plan["account"] == "az"
+
+
+def test_json_is_one_document_with_tokens_and_the_cost_range(cli, isolated: Path):
+    write_jsonl(isolated / "in.jsonl", 4, max_output_tokens=1000)
+
+    result = cli("estimate", "--in", "in.jsonl", "--json")
+
+    assert result.code == 0, result.err
+    document = json.loads(result.out)  # the whole of stdout is one JSON document
+    (model,) = document["models"]
+    prompts = sum(count_text(f"Say hello number {n}", "gpt-4o-mini")[0] for n in range(4))
+    assert model["input_tokens"] == prompts + 4 * 3  # and 3 per request
+    assert model["input_tokens_estimated"] is False
+    assert model["max_output_tokens"] == 4000
+    quote = library_quote("gpt-4o-mini")
+    assert quote is not None
+    assert model["price"]["source"] == quote.source
+    low = model["input_tokens"] * quote.price.input / 1e6
+    assert abs(document["cost_input_only"] - low) < 1e-12
+    high = low + 4000 * quote.price.output / 1e6
+    assert abs(document["cost_max"] - high) < 1e-12
+
+
+def test_a_prices_file_overrides_the_library_per_model(cli, isolated: Path):
+    write_jsonl(isolated / "in.jsonl", 2, max_output_tokens=500_000)
+    (isolated / "prices.toml").write_text('["gpt-4o-mini"]\ninput = 1000000\noutput = 2\n')
+
+    model = json.loads(
+        cli("estimate", "--in", "in.jsonl", "--prices", "prices.toml", "--json").out
+    )["models"][0]
+
+    assert model["price"]["source"] == "prices file"
+    assert model["cost_input_only"] == model["input_tokens"]  # $1 a token
+    assert model["cost_max"] == model["input_tokens"] + 2.0  # 1,000,000 tokens at $2 per 1M
+
+
+def test_unknown_models_are_estimated_and_unpriced(cli, isolated: Path):
+    (isolated / "in.jsonl").write_text(
+        json.dumps({"custom_id": "a", "body": {"model": "my-deployment", "input": "x" * 80}}) + "\n"
+    )
+
+    result = cli("estimate", "--in", "in.jsonl")
+
+    assert result.code == 0
+    assert "my-deployment: no tokenizer known; input tokens estimated as bytes / 4" in result.out
+    assert "my-deployment: no price known; give one with --prices FILE" in result.out
+    assert "23 (estimated)" in result.out  # 80 bytes / 4, and 3 for the request
+
+
+def test_max_cost_refuses_before_any_request(cli, emulator: EmulatorServer, isolated: Path):
+    write_jsonl(isolated / "in.jsonl", 5, max_output_tokens=100_000)
+
+    result = cli("create", "--in", "in.jsonl", "--max-cost", "0.01")
+
+    assert result.code == 3
+    assert result.err.startswith("batchledger: error: the estimate is $")
+    assert "above --max-cost $0.0100; nothing was sent" in result.err
+    assert len(result.err.splitlines()) == 1
+    assert result.out == ""
+    assert emulator.state.requests == []
+    no_ledger_and_no_log(isolated)
+
+
+def test_a_dry_run_with_max_cost_prints_the_plan_and_exits_as_create_would(
+    cli, emulator: EmulatorServer, isolated: Path
+):
+    write_jsonl(isolated / "in.jsonl", 5, max_output_tokens=100_000)
+
+    refused = cli("create", "--in", "in.jsonl", "--dry-run", "--max-cost", "0.01", "--json")
+    accepted = cli("create", "--in", "in.jsonl", "--dry-run", "--max-cost", "100", "--json")
+
+    assert refused.code == 3
+    assert json.loads(refused.out)["requests"] == 5
+    assert "above --max-cost $0.0100" in refused.err
+    assert accepted.code == 0, accepted.err
+    assert emulator.state.requests == []
+    no_ledger_and_no_log(isolated)
+
+
+def test_prices_on_a_create_that_estimates_nothing_is_a_usage_error(
+    cli, emulator: EmulatorServer, isolated: Path
+):
+    write_jsonl(isolated / "in.jsonl", 1)
+    (isolated / "prices.toml").write_text('["gpt-4o-mini"]\ninput = 1\noutput = 2\n')
+
+    result = cli("create", "--in", "in.jsonl", "--prices", "prices.toml")
+
+    assert result.code == 2
+    assert result.err == (
+        "batchledger: error: --prices prices an estimate: it goes with --dry-run or --max-cost\n"
+    )
+    assert emulator.state.requests == []
+
+
+def test_max_cost_refuses_what_has_no_upper_bound(cli, emulator: EmulatorServer, isolated: Path):
+    write_jsonl(isolated / "in.jsonl", 2)  # no max_output_tokens
+
+    result = cli("create", "--in", "in.jsonl", "--max-cost", "1000")
+
+    assert result.code == 3
+    assert "2 request(s) set no max_tokens / max_output_tokens" in result.err
+    assert emulator.state.requests == []
+
+
+def test_max_cost_lets_an_input_under_it_through(cli, emulator: EmulatorServer, isolated: Path):
+    write_jsonl(isolated / "in.jsonl", 2, max_output_tokens=100)
+
+    result = cli("create", "--in", "in.jsonl", "--max-cost", "1")
+
+    assert result.code == 0, result.err
+    assert api_requests(emulator, "POST", "/v1/batches") == 1
+    (row,) = ledger_rows()
+    # The estimate it made is recorded with the batch, and shown by show and list --json.
+    planned = json.loads(cli("estimate", "--in", "in.jsonl", "--json").out)
+    assert row["estimated_input_tokens"] == planned["models"][0]["input_tokens"]
+    assert row["estimated_cost_min"] == pytest.approx(planned["cost_input_only"])
+    assert row["estimated_cost_max"] == pytest.approx(planned["cost_max"])
+    shown = cli("show", "last").out
+    assert f"estimated_input_tokens: {row['estimated_input_tokens']}" in shown
+    assert f"estimated_cost_max: {row['estimated_cost_max']}" in shown
+    (listed,) = json.loads(cli("list", "--json").out)
+    assert listed["estimated_cost_max"] == pytest.approx(row["estimated_cost_max"])
+
+
+def test_a_job_records_its_estimate_and_its_parts_none(
+    cli, emulator: EmulatorServer, isolated: Path
+):
+    write_jsonl(isolated / "in.jsonl", 3, max_output_tokens=100)
+
+    result = cli("create", "--in", "in.jsonl", "--max-requests", "2", "--max-cost", "1")
+
+    assert result.code == 0, result.err
+    (job,) = ledger_rows("jobs")
+    planned = json.loads(cli("estimate", "--in", "in.jsonl", "--json").out)
+    assert job["estimated_input_tokens"] == planned["models"][0]["input_tokens"]
+    assert job["estimated_cost_max"] == pytest.approx(planned["cost_max"])
+    assert [row["estimated_cost_max"] for row in ledger_rows()] == [None, None]
+    assert f"estimated_cost_max: {job['estimated_cost_max']}" in cli("show", job["job_id"]).out
+
+
+def test_a_create_without_max_cost_records_no_estimate(
+    cli, emulator: EmulatorServer, isolated: Path
+):
+    write_jsonl(isolated / "in.jsonl", 1)
+    assert cli("create", "--in", "in.jsonl").code == 0
+    (row,) = ledger_rows()
+    assert row["estimated_cost_max"] is None
+    assert "estimated" not in cli("show", "last").out
+
+
+def test_library_prices_are_batch_prices_or_half_the_standard_ones():
+    """genai-prices states OpenAI's batch prices; for a model where it states none (here
+    claude-3-5-haiku), the standard price is halved."""
+    from genai_prices import Usage, calc_price
+
+    from batchledger.prices import FROM_LIBRARY_BATCH, FROM_LIBRARY_HALVED
+
+    mini = library_quote("gpt-4o-mini")
+    assert mini is not None and mini.source == FROM_LIBRARY_BATCH
+    standard = calc_price(Usage(input_tokens=0), "gpt-4o-mini").model_price
+    assert mini.price.input < float(standard.input_mtok)  # type: ignore[attr-defined]
+    haiku = library_quote("claude-3-5-haiku-latest")
+    assert haiku is not None and haiku.source == FROM_LIBRARY_HALVED
+    standard = calc_price(Usage(input_tokens=0), "claude-3-5-haiku-latest").model_price
+    assert haiku.price.input == float(standard.input_mtok) / 2  # type: ignore[attr-defined]
+    assert haiku.price.output == float(standard.output_mtok) / 2  # type: ignore[attr-defined]
+    assert library_quote("no-such-model-anywhere") is None
+
+
+def add_batches_with_usage(batches: list[tuple[str, int, int]]) -> None:
+    """Completed batches in the ledger: (model, input tokens, output tokens) each."""
+    import os
+
+    from batchledger.ledger import open_ledger
+
+    ledger = open_ledger(Path(os.environ["BATCHLEDGER_DB"]))
+    assert ledger is not None
+    with ledger.db.conn:
+        ledger.db.conn.executemany(
+            "INSERT INTO batches (ref, batch_id, endpoint, completion_window, status, model,"
+            " created_at, recorded_at, requests_completed, usage)"
+            " VALUES (?, ?, '/v1/responses', '24h', 'completed', ?, '2026-12-01T10:00:00Z',"
+            " '2026-12-01T10:00:00Z', 1, ?)",
+            [
+                (
+                    f"ref{n}",
+                    f"batch_{n}",
+                    model,
+                    json.dumps({"input_tokens": input_, "output_tokens": output}),
+                )
+                for n, (model, input_, output) in enumerate(batches)
+            ],
+        )
+    ledger.close()
+
+
+def test_usage_shows_a_cost_with_no_price_file(cli, monkeypatch):
+    monkeypatch.delenv("OPENAI_API_KEY")
+    add_batches_with_usage([("gpt-4o-mini", 2_000_000, 1_000_000), ("my-deployment", 10, 10)])
+
+    result = cli("usage", "--json")
+
+    assert result.code == 0
+    costs = {line["model"]: line["cost"] for line in json.loads(result.out)}
+    quote = library_quote("gpt-4o-mini")
+    assert quote is not None
+    assert costs["gpt-4o-mini"] == pytest.approx(2 * quote.price.input + quote.price.output)
+    assert costs["my-deployment"] is None
+    assert result.err == (
+        "batchledger: warning: no price for my-deployment in genai-prices: cost not shown "
+        "for it (give one with --prices FILE)\n"
+    )
+    table = cli("usage")
+    assert table.out.splitlines()[0].split()[-1] == "cost"
+    assert f"{costs['gpt-4o-mini']:.6f}" in table.out

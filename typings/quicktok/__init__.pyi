@@ -1,0 +1,6 @@
+# The part of quicktok (the quicktok-v1 wheel, which ships no types) that batchledger uses.
+
+class Tokenizer:
+    def count(self, text: str) -> int: ...
+
+def get_encoding(name: str, data_dir: str = "") -> Tokenizer: ...
