@@ -16,8 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlite_utils import Database
-
+from batchledger._db import Database
 from batchledger.batches import (
     ABANDONED,
     FINAL_STATUSES,
