@@ -316,3 +316,12 @@ def m005_jobs(db: Database) -> None:
         BEGIN SELECT RAISE(ABORT, 'job_history is append-only'); END
         """
     )
+
+
+@migrations()
+def m007_job_request_counts(db: Database) -> None:
+    # A job's requests with a successful result and with a failure, as its merged results
+    # hold them: set when the job is merged, and again when a retry's answers are merged into
+    # it (NULL while it runs: then its parts' attempts are counted).
+    db.execute("ALTER TABLE jobs ADD COLUMN requests_completed INTEGER")
+    db.execute("ALTER TABLE jobs ADD COLUMN requests_failed INTEGER")

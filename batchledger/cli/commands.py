@@ -151,12 +151,21 @@ def sweep(args: argparse.Namespace, ctx: Context) -> ExitCode:
         return ExitCode.OK
     reports = swept.reports
     if args.json:
-        ctx.print(json_text([row_json(report.row) for report in reports if report.row]))
+        # One document: the batches checked (a job's parts among them), then each job
+        # moved on, its row with its parts and requests (`"kind": "job"`).
+        from batchledger.jobs import job_json
+
+        ctx.print(
+            json_text(
+                [row_json(report.row) for report in reports if report.row]
+                + [job_json(job) for job in swept.jobs]
+            )
+        )
     else:
         if reports:
             ctx.print(sweep_table(reports))
         for job in swept.jobs:
-            ctx.print(job_commands.summary_line(job))
+            ctx.print("\n".join(job_commands.summary_lines(job)))
     for report in reports:
         warn_saved(ctx, report)
     for job in swept.jobs:
@@ -316,7 +325,7 @@ def watch_all(args: argparse.Namespace, ctx: Context, interval: float) -> ExitCo
                 moved = moved or bool(job.submitted) or job.job["status"] != "running"
                 if job.job["status"] != "running":
                     progress.end_line()
-                    ctx.print(job_commands.summary_line(job))
+                    ctx.print("\n".join(job_commands.summary_lines(job)))
                     job_commands.warn(ctx, job)
             pause = interval if moved else min(pause * 1.5, args.max_interval)
             time.sleep(pause)
