@@ -23,6 +23,7 @@ from batchledger.batches import (
     FINAL_STATUSES,
     JOB_CANCELLED,
     JOB_DONE,
+    JOB_INPUT_CHANGED,
     JOB_RUNNING,
     PART_CANCELLED,
     PART_QUEUED,
@@ -539,7 +540,7 @@ class Ledger:
         rows = self._rows(
             "SELECT * FROM jobs WHERE input_sha256 = ? AND endpoint = ? AND "
             "completion_window = ? AND account = ? AND coalesce(base_url, ?) = ? "
-            f"AND max_requests = ? AND max_bytes = ? AND status = ? AND ({_UNSENT}) "
+            f"AND max_requests = ? AND max_bytes = ? AND status IN (?, ?) AND ({_UNSENT}) "
             "ORDER BY id DESC LIMIT 1",
             (
                 input_.sha256,
@@ -550,6 +551,7 @@ class Ledger:
                 base_url,
                 *limits,
                 JOB_RUNNING,
+                JOB_INPUT_CHANGED,  # its input as it was again: it goes on
                 PART_QUEUED,
             ),
         )

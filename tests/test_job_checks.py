@@ -85,6 +85,27 @@ def test_a_changed_input_marks_the_job_and_no_part_is_sent_from_it(
     assert b"".join(uploads(emulator)[:1] + uploads(emulator)[2:]) == original
 
 
+def test_create_of_the_input_put_back_resumes_its_input_changed_job(
+    cli, emulator: EmulatorServer, isolated: Path
+):
+    source = write_jsonl(isolated / "in.jsonl", 9)
+    original = source.read_bytes()
+    args = ("create", "--in", "in.jsonl", "--max-requests", "3", "--max-in-flight", "1")
+    job_id = job_id_of(cli(*args).out)
+    source.write_bytes(original.replace(b"hello", b"HELLO"))  # the same size
+    finish_all(emulator)
+    swept = cli("status", "--all")
+    source.write_bytes(original)
+
+    again = cli(*args)
+
+    assert swept.code == 0 and "input_changed" in swept.err, swept.err
+    assert again.code == 0, again.err
+    assert job_id_of(again.out) == job_id  # the same job, going on: part 1 is not sent twice
+    assert len(jobs_table()) == 1 and jobs_table()[0]["status"] == "running"
+    assert len(uploads(emulator)) == 2 and b"".join(uploads(emulator)) == original[:804]
+
+
 def test_a_job_that_cannot_be_advanced_is_a_warning_and_every_sweep_still_runs(
     cli, emulator: EmulatorServer, isolated: Path
 ):
