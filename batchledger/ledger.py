@@ -564,6 +564,9 @@ class Ledger:
         )
         return rows[0] if rows else None
 
+    def jobs_in_status(self, status: str) -> list[Row]:
+        return self._rows("SELECT * FROM jobs WHERE status = ? ORDER BY id", (status,))
+
     def unfinished_jobs(self) -> list[Row]:
         return self._rows("SELECT * FROM jobs WHERE status = ? ORDER BY id", (JOB_RUNNING,))
 

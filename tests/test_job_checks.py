@@ -69,6 +69,7 @@ def test_a_changed_input_marks_the_job_and_no_part_is_sent_from_it(
     assert all(b"other lines" not in data for data in uploads(emulator))
     assert jobs_table()[0]["status"] == "input_changed"
     assert again.code == 0, again.err
+    assert any(job_id in line and "input_changed" in line for line in again.err.splitlines())
     assert status.code == 0 and status.field("status") == "input_changed"
     assert "input_changed" in listed.out and job_id in listed.out
     assert "status: input_changed" in shown.out and "input changed" in shown.out

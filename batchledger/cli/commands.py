@@ -5,7 +5,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from batchledger.batches import FINAL_STATUSES, BatchRef, JobRef
+from batchledger.batches import FINAL_STATUSES, JOB_INPUT_CHANGED, BatchRef, JobRef
 from batchledger.cli import job_commands
 from batchledger.context import Context
 from batchledger.details import CreateDetails, check_metadata
@@ -25,6 +25,7 @@ from batchledger.render import (
 from batchledger.resolve import resolve
 
 if TYPE_CHECKING:
+    from batchledger.ledger import Ledger
     from batchledger.workflow import BatchReport
 
 Handler = Callable[[argparse.Namespace, Context], ExitCode]
@@ -126,6 +127,8 @@ def sweep(args: argparse.Namespace, ctx: Context) -> ExitCode:
     if ledger is None or not ledger.has_work_to_sweep(include_synced=args.include_synced):
         # Nothing to poll: no key, no network, and not even the import of openai.
         ctx.print("[]" if args.json else "No pending batches in the ledger.")
+        if ledger is not None:
+            warn_input_changed(ctx, ledger, set())
         return ExitCode.OK
     from batchledger import workflow
 
@@ -148,6 +151,7 @@ def sweep(args: argparse.Namespace, ctx: Context) -> ExitCode:
             )
     if swept is None or not (swept.reports or swept.jobs):
         ctx.print("[]" if args.json else "No pending batches in the ledger.")
+        warn_input_changed(ctx, ledger, set())
         return ExitCode.OK
     reports = swept.reports
     if args.json:
@@ -170,11 +174,23 @@ def sweep(args: argparse.Namespace, ctx: Context) -> ExitCode:
         warn_saved(ctx, report)
     for job in swept.jobs:
         job_commands.warn(ctx, job)
+    warn_input_changed(ctx, ledger, {job.job_id for job in swept.jobs})
     failures = [report for report in reports if report.error]
     for report in failures:
         assert report.error is not None
         ctx.stderr.write(f"batchledger: error: {report.batch_id}: {redact(report.error.message)}\n")
     return ExitCode.FAILURE if failures else ExitCode.OK
+
+
+def warn_input_changed(ctx: Context, ledger: "Ledger", told: set[str]) -> None:
+    """A sweep leaves jobs whose input changed alone; each sweep reminds of them."""
+    for job in ledger.jobs_in_status(JOB_INPUT_CHANGED):
+        if job["job_id"] not in told:
+            ctx.warn(
+                f"{job['job_id']}: input_changed: its queued parts wait for "
+                f"{Path(job['input_path']).name} as it was split (then 'batchledger status "
+                f"--batch-id {job['job_id']}'), or cancel it"
+            )
 
 
 def print_report(ctx: Context, report: "BatchReport") -> None:
