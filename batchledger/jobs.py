@@ -197,6 +197,12 @@ def create_job(
     )
     if ctx.on_job_claimed is not None:
         ctx.on_job_claimed(job["job_id"])
+    if job["input_sha256"] == input_.sha256:
+        # Hashed by this run a moment ago: the parts it sends now need no second hash.
+        with contextlib.suppress(OSError):
+            stat = input_.path.stat()
+            if stat.st_size == input_.size:
+                ctx.checked_inputs[job["id"]] = (stat.st_size, stat.st_mtime_ns, stat.st_ino)
     try:
         return advance(ctx, job, check=resumed, details=details, search_uploads=resumed)
     finally:
@@ -322,7 +328,7 @@ def input_changed(ctx: Context, job: Row) -> str | None:
             return None
         if not job["retry_of"] and stat.st_size != job["input_bytes"]:
             return f"{path} is now {stat.st_size} bytes, not the {job['input_bytes']} it had"
-        if sha256_of(path) != job["input_sha256"]:
+        if job["input_sha256"] and sha256_of(path) != job["input_sha256"]:
             return f"{path} has changed since the job was split (its sha256 differs)"
     except OSError as exc:
         return f"{path} cannot be read: {exc.strerror or exc}"
