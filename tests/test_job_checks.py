@@ -107,6 +107,29 @@ def test_create_of_the_input_put_back_resumes_its_input_changed_job(
     assert len(uploads(emulator)) == 2 and b"".join(uploads(emulator)) == original[:804]
 
 
+def test_cancel_of_an_input_changed_job_ends_it_with_what_its_parts_did(
+    cli, emulator: EmulatorServer, isolated: Path
+):
+    source = write_jsonl(isolated / "in.jsonl", 9)
+    job_id = job_id_of(
+        cli("create", "--in", "in.jsonl", "--max-requests", "3", "--max-in-flight", "1").out
+    )
+    source.write_bytes(b"{}\n")
+    finish_all(emulator)
+    assert cli("status", "--all").code == 0
+
+    cancelled = cli("cancel", "--batch-id", job_id, "--interval", "0.01")
+    swept = cli("status", "--all")
+
+    assert cancelled.code == 0, cancelled.err
+    assert cancelled.out.splitlines()[-2:] == [
+        "status: cancelled",
+        f"saved: results_{job_id}.jsonl ({jobs_table()[0]['output_bytes']} bytes)",
+    ]
+    assert len(uploads(emulator)) == 1
+    assert swept.code == 0 and "input_changed" not in swept.err
+
+
 def test_a_job_that_cannot_be_advanced_is_a_warning_and_every_sweep_still_runs(
     cli, emulator: EmulatorServer, isolated: Path
 ):
