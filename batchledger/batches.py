@@ -26,6 +26,10 @@ ABANDONED = "abandoned"
 JOB_RUNNING = "running"
 JOB_DONE = "done"
 JOB_CANCELLED = "cancelled"
+# The input changed after the job was split: its queued parts are not sent (they would be
+# read from other bytes) until the input is as it was again.
+JOB_INPUT_CHANGED = "input_changed"
+JOB_STATUSES = (JOB_RUNNING, JOB_DONE, JOB_CANCELLED, JOB_INPUT_CHANGED)
 # A part waits in the queue, or has been sent (its last attempt tells how it went).
 PART_QUEUED = "queued"
 PART_SENT = "sent"

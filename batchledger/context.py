@@ -45,6 +45,11 @@ class Context:
     # Told of each part of a job as its upload ends: (part, parts, bytes, seconds). The
     # CLI shows it on stderr; the workflow never prints.
     on_part_uploaded: Callable[[int, int, int, float], None] | None = None
+    # Told of a job's id as soon as the job is claimed, before any part is uploaded.
+    on_job_claimed: Callable[[str], None] | None = None
+    # The inputs of jobs found unchanged in this run, by job row id: (size, mtime_ns, inode)
+    # of the file when its sha256 was checked. Hashed again only if that changes.
+    checked_inputs: dict[int, tuple[int, int, int]] = field(default_factory=dict)
     # Accounts whose provider refused to list batches in this run: a sweep looks each up.
     cannot_list: set[str] = field(default_factory=set)
     _ledger: Ledger | None = None

@@ -26,13 +26,21 @@ def check_input(path_text: str) -> Path:
     else: before the API key is looked at, the ledger opened or the log started.
     """
     path = Path(path_text).expanduser().absolute()
+    if _a_stream(path):
+        raise UsageError(
+            f"input {path_text} is a stream, not a regular file: it cannot be read again (for "
+            "a job's parts, retry, or the duplicate guard); save it to a file first"
+        )
     if not path.exists():
         raise UsageError(f"input file {path_text} does not exist")
     if path.is_dir():
         raise UsageError(f"input {path_text} is a directory, not a file")
     if not path.is_file():
         # A pipe or a device: it could be read once only, and has no size to record.
-        raise UsageError(f"input {path_text} is not a regular file; save it to a file first")
+        raise UsageError(
+            f"input {path_text} is not a regular file: it cannot be read again (for a job's "
+            "parts, retry, or the duplicate guard); save it to a file first"
+        )
     try:
         with path.open("rb") as stream:
             first = stream.read(1)
@@ -41,6 +49,15 @@ def check_input(path_text: str) -> Path:
     if not first:
         raise UsageError(f"input file {path_text} is empty")
     return path
+
+
+def _a_stream(path: Path) -> bool:
+    """/dev/stdin, /dev/fd/N, /proc/…/fd/N: whatever file is behind them now, the name
+    recorded would not find it again."""
+    parts = path.parts
+    if parts[:2] == ("/", "dev"):
+        return parts[2:3] == ("fd",) or parts[2:] in (("stdin",), ("stdout",), ("stderr",))
+    return parts[:2] == ("/", "proc") and "fd" in parts
 
 
 def hash_input(path: Path, path_text: str, *, count: bool = True) -> InputFile:

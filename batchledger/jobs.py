@@ -23,6 +23,7 @@ from batchledger.batches import (
     FINAL_STATUSES,
     JOB_CANCELLED,
     JOB_DONE,
+    JOB_INPUT_CHANGED,
     JOB_RUNNING,
     PART_CANCELLED,
     PART_QUEUED,
@@ -39,7 +40,7 @@ from batchledger.batches import (
 from batchledger.claims import claimed_by_another_run
 from batchledger.context import Context
 from batchledger.details import CreateDetails
-from batchledger.errors import BatchledgerError, Rejected
+from batchledger.errors import BatchledgerError, Refused, Rejected
 from batchledger.ledger import InputFile
 from batchledger.times import epoch_of, iso_utc
 
@@ -47,6 +48,9 @@ if TYPE_CHECKING:
     from openai import OpenAI
 
     from batchledger.workflow import SavedFile
+
+# How a part the enqueued-token limit bounced is shown: it is not over, it goes out again.
+REQUEUED_LABEL = "queued (token limit; sent again later)"
 
 # A part the enqueued-token limit bounced is sent again once another batch of the account
 # has finished, or after this long (doubled at each bounce, up to the maximum).
@@ -60,15 +64,20 @@ class PartView:
 
     part: Row
     attempt: Row | None  # its last attempt
+    # Input lines before the part's first (its line n is the job's line_offset + n); None
+    # for a retry's part, whose lines are scattered through the input.
+    line_offset: int | None = None
 
     @property
     def label(self) -> str:
         if self.part["state"] == PART_CANCELLED:
             return "cancelled"
         if self.part["state"] == PART_QUEUED:
-            return "queued" if not self.part["requeues"] else "queued (token limit)"
+            return "queued" if not self.part["requeues"] else REQUEUED_LABEL
         if self.attempt is None:
             return "queued"
+        if bounced_off_token_limit(self.attempt):
+            return REQUEUED_LABEL
         return self.attempt["status"] or "submitting"
 
     @property
@@ -92,8 +101,16 @@ class PartView:
 
     @property
     def requests_done(self) -> int:
-        attempt = self.attempt or {}
-        return int((attempt.get("requests_completed") or 0) + (attempt.get("requests_failed") or 0))
+        """Requests that have an outcome, success or failure: how far the part has come."""
+        return self.requests_completed + self.requests_failed
+
+    @property
+    def requests_completed(self) -> int:
+        return int((self.attempt or {}).get("requests_completed") or 0)
+
+    @property
+    def requests_failed(self) -> int:
+        return int((self.attempt or {}).get("requests_failed") or 0)
 
 
 @dataclass
@@ -115,6 +132,22 @@ class JobReport:
     @property
     def requests_done(self) -> int:
         return sum(view.requests_done for view in self.parts)
+
+    @property
+    def requests_completed(self) -> int:
+        """Requests with a successful result: the merged results' count once merged (a
+        retry's answers merged in count there), else the parts' last attempts'."""
+        stored = self.job.get("requests_completed")
+        if stored is not None:
+            return int(stored)
+        return sum(view.requests_completed for view in self.parts)
+
+    @property
+    def requests_failed(self) -> int:
+        stored = self.job.get("requests_failed")
+        if stored is not None:
+            return int(stored)
+        return sum(view.requests_failed for view in self.parts)
 
 
 def create_job(
@@ -145,6 +178,14 @@ def create_job(
         details=details,
         force=force,
     )
+    if ctx.on_job_claimed is not None:
+        ctx.on_job_claimed(job["job_id"])
+    if job["input_sha256"] == input_.sha256:
+        # Hashed by this run a moment ago: the parts it sends now need no second hash.
+        with contextlib.suppress(OSError):
+            stat = input_.path.stat()
+            if stat.st_size == input_.size:
+                ctx.checked_inputs[job["id"]] = (stat.st_size, stat.st_mtime_ns, stat.st_ino)
     try:
         return advance(ctx, job, check=resumed, details=details, search_uploads=resumed)
     finally:
@@ -164,7 +205,15 @@ def views(ctx: Context, job: Row) -> list[PartView]:
     attempts: dict[int, Row] = {}
     for row in ctx.ledger.attempts_of_job(job["id"]):
         attempts[row["part"]] = row  # oldest first: the last one stays
-    return [PartView(part, attempts.get(part["id"])) for part in ctx.ledger.job_parts(job["id"])]
+    found = []
+    offset: int | None = 0
+    for part in ctx.ledger.job_parts(job["id"]):
+        if part["ranges"]:
+            offset = None  # a retry's lines: not a run of the input
+        found.append(PartView(part, attempts.get(part["id"]), offset))
+        if offset is not None:
+            offset += part["requests"]
+    return found
 
 
 def advance(
@@ -182,6 +231,15 @@ def advance(
     the results once every part is final."""
     details = details or details_of(job)
     report = JobReport(job=job)
+    if job["status"] == JOB_INPUT_CHANGED and check:
+        changed = input_changed(ctx, job)
+        if changed is None:
+            ctx.ledger.set_job_status(
+                job["id"], JOB_RUNNING, "input_restored", "the input is as it was split again"
+            )
+            job = report.job = ctx.ledger.get_job(job["id"])
+        else:
+            report.warnings.append(input_changed_warning(job, changed))
     if job["status"] != JOB_RUNNING:
         report.parts = views(ctx, job)
         return report
@@ -218,6 +276,13 @@ def advance(
             continue
         if not _may_send(ctx, job, view.part, now):
             continue
+        # A part is read from the input now: only if it is the input the job was split from.
+        changed = input_changed(ctx, job)
+        if changed is not None:
+            ctx.ledger.set_job_status(job["id"], JOB_INPUT_CHANGED, "input_changed", changed)
+            report.job = ctx.ledger.get_job(job["id"])
+            report.warnings.append(input_changed_warning(job, changed))
+            break
         sent = _send_part(ctx, client, job, view.part, len(parts), details, search_uploads)
         if sent is not None:
             open_parts += 1
@@ -227,6 +292,38 @@ def advance(
         _merge(ctx, job, report, out, out_dir)
         report.job = ctx.ledger.get_job(job["id"])
     return report
+
+
+def input_changed(ctx: Context, job: Row) -> str | None:
+    """Why the job's input is no longer the one it was split from; None if it still is.
+
+    Hashed once per run (a big input takes a while): again only if its size, mtime or
+    inode has moved since. A retry's job holds the sha256 of the whole input (its size is
+    that of the lines it sends): only the sha256 is compared.
+    """
+    from batchledger.inputs import sha256_of
+
+    path = Path(job["input_path"])
+    try:
+        stat = path.stat()
+        stamp = (stat.st_size, stat.st_mtime_ns, stat.st_ino)
+        if ctx.checked_inputs.get(job["id"]) == stamp:
+            return None
+        if not job["retry_of"] and stat.st_size != job["input_bytes"]:
+            return f"{path} is now {stat.st_size} bytes, not the {job['input_bytes']} it had"
+        if job["input_sha256"] and sha256_of(path) != job["input_sha256"]:
+            return f"{path} has changed since the job was split (its sha256 differs)"
+    except OSError as exc:
+        return f"{path} cannot be read: {exc.strerror or exc}"
+    ctx.checked_inputs[job["id"]] = stamp
+    return None
+
+
+def input_changed_warning(job: Row, why: str) -> str:
+    return (
+        f"{job['job_id']}: input_changed: {why}; its queued parts are not sent (put the input "
+        f"back as it was and run 'batchledger status --batch-id {job['job_id']}', or cancel it)"
+    )
 
 
 def _may_send(ctx: Context, job: Row, part: Row, now: datetime) -> bool:
@@ -391,7 +488,17 @@ def _merge(
             f"{job['job_id']}: {missing} of {job['input_requests']} requests have no result "
             "(parts that failed, expired or were cancelled); 'batchledger retry' sends them again"
         )
-    cancelled = any(view.part["state"] == PART_CANCELLED for view in report.parts)
+    completed = failed = 0
+    for view in report.parts:
+        if view.attempt is not None and view.attempt["status"] in SAVABLE_STATUSES:
+            completed += view.requests_completed
+            failed += view.requests_failed
+    ctx.ledger.record_job_counts(job["id"], completed, failed)
+    cancelled = any(
+        view.part["state"] == PART_CANCELLED
+        or (view.attempt is not None and view.attempt["status"] == "cancelled")
+        for view in report.parts
+    )
     ctx.ledger.finish_job(job["id"], JOB_CANCELLED if cancelled else JOB_DONE)
     if job["retry_of"]:
         from batchledger.retry import merge_into_original
@@ -405,9 +512,128 @@ def _merge(
         )
 
 
+def result_lines(path: Path | None) -> int:
+    """The lines of a results file (each ends with a newline once merged); 0 if none."""
+    if path is None:
+        return 0
+    lines = 0
+    with path.open("rb") as stream:
+        while chunk := stream.read(1024 * 1024):
+            lines += chunk.count(b"\n")
+    return lines
+
+
+def recorded_intact(job_or_row: Row, kind: str) -> Path | None:
+    """The `kind` file the ledger recorded, if it is still there with the same bytes."""
+    from batchledger.inputs import sha256_of
+
+    recorded = job_or_row[f"{kind}_path"]
+    if not recorded:
+        return None
+    path = Path(recorded)
+    try:
+        if path.stat().st_size != job_or_row[f"{kind}_bytes"]:
+            return None
+        return path if sha256_of(path) == job_or_row[f"{kind}_sha256"] else None
+    except OSError:
+        return None
+
+
+def rebuild_job_results(ctx: Context, job: Row, target: Path) -> list["SavedFile"]:
+    """A finished job's results saved again at `target` (its errors beside it), and
+    recorded there: copied from the merged files the ledger recorded when they are intact
+    (same size and sha256), else merged again from the parts' results in jobs/<job_id>/
+    (a part's downloaded again when it is gone or changed), with the answers of the job's
+    retries merged in as `retry` merged them."""
+    from batchledger import workflow
+    from batchledger.merge import concat
+    from batchledger.paths import errors_path_for
+    from batchledger.workflow import SavedFile
+
+    targets = {"output": target, "error": errors_path_for(target)}
+    kinds = [kind for kind in targets if job[f"{kind}_path"]]
+    intact = {kind: recorded_intact(job, kind) for kind in kinds}
+    saved: list[SavedFile] = []
+    if all(intact.values()):
+        for kind in kinds:
+            source = intact[kind]
+            assert source is not None
+            replaced = targets[kind].exists() and targets[kind] != source
+            copy = concat(targets[kind], [source])
+            ctx.ledger.record_job_results(job["id"], kind, targets[kind], copy.size, copy.sha256)
+            saved.append(SavedFile(kind, targets[kind], copy.size, replaced))
+        return saved
+    retries = ctx.ledger.retries_of(job["job_id"])
+    if retries:
+        changed = input_changed(ctx, job)
+        if changed is not None:
+            raise Refused(
+                f"cannot rebuild the results of {job['job_id']}: {changed}, and its retries' "
+                "answers are merged in by the input's lines"
+            )
+    sources: dict[str, list[Path]] = {"output": [], "error": []}
+    for view in views(ctx, job):
+        attempt = view.attempt
+        if attempt is None or attempt["status"] not in SAVABLE_STATUSES:
+            continue
+        here = part_results_path(ctx, job["job_id"], view.part["part_index"], attempt["batch_id"])
+        wanted = [kind for kind in sources if attempt[f"{kind}_file_id"]]
+        if not all(recorded_intact(attempt, kind) for kind in wanted):
+            batch = {
+                "id": attempt["batch_id"],
+                **{f"{k}_file_id": attempt[f"{k}_file_id"] for k in sources},
+            }
+            workflow.save_results(ctx, BatchRef.of(attempt), batch, attempt, here)
+            attempt = ctx.ledger.get_row(attempt["id"])
+        for kind in wanted:
+            sources[kind].append(Path(attempt[f"{kind}_path"]))
+    for kind, path in targets.items():
+        if not sources[kind]:
+            continue
+        replaced = path.exists()
+        merged = concat(path, sources[kind])
+        ctx.ledger.record_job_results(job["id"], kind, path, merged.size, merged.sha256)
+        saved.append(SavedFile(kind, path, merged.size, replaced))
+    if retries:
+        from batchledger.redo import merge_attempts
+
+        attempts: list[tuple[Path | None, Path | None]] = [
+            (
+                targets["output"] if sources["output"] else None,
+                targets["error"] if sources["error"] else None,
+            )
+        ]
+        # Each retry's answers, as merged after it; a retry's file that is gone or changed
+        # is left out (its lines keep the original's outcome).
+        attempts += [
+            (recorded_intact(retry, "output"), recorded_intact(retry, "error")) for retry in retries
+        ]
+        output, errors = merge_attempts(
+            targets["output"], targets["error"], Path(job["input_path"]), attempts
+        )
+        saved = []
+        for kind, result in (("output", output), ("error", errors)):
+            size, sha256 = (result.size, result.sha256) if result else (None, None)
+            if result is None:
+                targets[kind].unlink(missing_ok=True)
+            ctx.ledger.record_job_results(
+                job["id"], kind, targets[kind] if result else None, size, sha256
+            )
+            if result is not None:
+                saved.append(SavedFile(kind, targets[kind], result.size, replaced=False))
+        ctx.ledger.record_job_counts(
+            job["id"],
+            result_lines(targets["output"] if output else None),
+            result_lines(targets["error"] if errors else None),
+        )
+    return saved
+
+
 def cancel_job(ctx: Context, job: Row) -> JobReport:
     """Cancel the job's live batches; its queued parts are never sent."""
     ctx.ledger.cancel_queued_parts(job["id"])
+    if job["status"] == JOB_INPUT_CHANGED:  # nothing is read from the input any more
+        ctx.ledger.set_job_status(job["id"], JOB_RUNNING, "cancel", "its input had changed")
     client = ctx.client_for(job["account"])
     from batchledger import workflow
 
@@ -445,27 +671,60 @@ def follow_job(
 
 
 def job_lines(report: JobReport) -> list[str]:
-    """`status` of a job: its id, status, parts and requests, a line per part."""
+    """`status` of a job: its id, status, parts and requests, a line per part, its errors."""
     job = report.job
     total = len(report.parts)
     queued = sum(1 for view in report.parts if view.label.startswith("queued"))
     lines = [
         f"job_id: {job['job_id']}",
         f"status: {job['status']}",
+        *([f"retry of: {job['retry_of']}"] if job["retry_of"] else []),
         f"parts: {report.parts_done}/{total} done, {queued} queued",
-        f"requests: {report.requests_done}/{job['input_requests']} done",
+        f"requests: {report.requests_completed}/{job['input_requests']} completed, "
+        f"{report.requests_failed} failed",
     ]
     for view in report.parts:
         attempt = view.attempt
         batch = f"{attempt['batch_id']} " if attempt is not None and attempt["batch_id"] else ""
         lines.append(f"part {view.part['part_index']}/{total}: {batch}{view.label}")
-    return lines
+    return lines + job_notes(report.parts)
+
+
+def job_notes(parts: list[PartView]) -> list[str]:
+    """`error: …` for each error the API gave a part's batch, at the job's own line number
+    (a part's line n is n lines into the part)."""
+    notes = []
+    for view in parts:
+        attempt = view.attempt
+        if attempt is None or not attempt.get("errors") or bounced_off_token_limit(attempt):
+            continue
+        index = view.part["part_index"]
+        for error in json.loads(attempt["errors"]):
+            line = error.get("line")
+            if line is None:
+                where = f"part {index}"
+            elif view.line_offset is None:
+                where = f"part {index}, its line {line}"
+            else:
+                where = f"line {view.line_offset + line} (part {index}, its line {line})"
+            reason = ": ".join(
+                str(item) for item in (error.get("code"), error.get("message")) if item
+            )
+            notes.append(f"error: {where}: {reason or 'no reason given'}")
+    return notes
 
 
 def job_json(report: JobReport) -> dict[str, Any]:
-    """A job for --json: its row, and each part with its last attempt."""
+    """A job for --json: its row, its counts, and each part with its last attempt."""
     return {
         **report.job,
+        "kind": "job",
+        "parts_done": report.parts_done,
+        "parts_total": len(report.parts),
+        "requests_total": report.job["input_requests"],
+        "requests_completed": report.requests_completed,
+        "requests_failed": report.requests_failed,
+        "errors": job_notes(report.parts) or None,
         "parts": [
             {
                 **view.part,

@@ -21,6 +21,8 @@ from batchledger.batches import (
     ABANDONED,
     FINAL_STATUSES,
     JOB_CANCELLED,
+    JOB_DONE,
+    JOB_INPUT_CHANGED,
     JOB_RUNNING,
     PART_CANCELLED,
     PART_QUEUED,
@@ -440,6 +442,19 @@ class Ledger:
             if path is not None:
                 self._job_history(job_row_id, f"merge_{kind}", f"saved {size} bytes to {path}")
 
+    def record_job_counts(self, job_row_id: int, completed: int, failed: int) -> None:
+        """The requests with a success and with a failure in the job's merged results."""
+        with self._writing():
+            self.db.table("jobs").update(
+                job_row_id, {"requests_completed": completed, "requests_failed": failed}
+            )
+
+    def set_job_status(self, job_row_id: int, status: str, action: str, detail: str) -> None:
+        """A running job stopped (its input changed) or going on again."""
+        with self._writing():
+            self.db.table("jobs").update(job_row_id, {"status": status})
+            self._job_history(job_row_id, action, detail)
+
     def finish_job(self, job_row_id: int, status: str) -> None:
         with self._writing():
             self.db.table("jobs").update(
@@ -524,7 +539,7 @@ class Ledger:
         rows = self._rows(
             "SELECT * FROM jobs WHERE input_sha256 = ? AND endpoint = ? AND "
             "completion_window = ? AND account = ? AND coalesce(base_url, ?) = ? "
-            f"AND max_requests = ? AND max_bytes = ? AND status = ? AND ({_UNSENT}) "
+            f"AND max_requests = ? AND max_bytes = ? AND status IN (?, ?) AND ({_UNSENT}) "
             "ORDER BY id DESC LIMIT 1",
             (
                 input_.sha256,
@@ -535,6 +550,7 @@ class Ledger:
                 base_url,
                 *limits,
                 JOB_RUNNING,
+                JOB_INPUT_CHANGED,  # its input as it was again: it goes on
                 PART_QUEUED,
             ),
         )
@@ -547,8 +563,17 @@ class Ledger:
         )
         return rows[0] if rows else None
 
+    def jobs_in_status(self, status: str) -> list[Row]:
+        return self._rows("SELECT * FROM jobs WHERE status = ? ORDER BY id", (status,))
+
     def unfinished_jobs(self) -> list[Row]:
         return self._rows("SELECT * FROM jobs WHERE status = ? ORDER BY id", (JOB_RUNNING,))
+
+    def retries_of(self, job_id: str) -> list[Row]:
+        """The done retry jobs of a job (or batch), oldest first: merged into it in turn."""
+        return self._rows(
+            "SELECT * FROM jobs WHERE retry_of = ? AND status = ? ORDER BY id", (job_id, JOB_DONE)
+        )
 
     def job_parts(self, job_row_id: int) -> list[Row]:
         return self._rows("SELECT * FROM parts WHERE job = ? ORDER BY part_index", (job_row_id,))
@@ -591,13 +616,24 @@ class Ledger:
             clauses.append(f"status IN ({', '.join('?' for _ in filters.statuses)})")
             params += filters.statuses
         where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
-        # Requests done: those of each part's last attempt.
+        # Requests completed and failed: those of each part's last attempt (the job's own
+        # counts once merged). Parts done: cancelled, or their last attempt final (not one
+        # the enqueued-token limit bounced: that part is sent again).
+        last = (
+            "FROM batches AS b JOIN parts AS p ON b.part = p.id WHERE p.job = jobs.id AND b.id = "
+            "(SELECT max(id) FROM batches WHERE part = p.id)"
+        )
         sql = (
             "SELECT jobs.*, (SELECT count(*) FROM parts WHERE parts.job = jobs.id) AS parts_total, "
-            "(SELECT coalesce(sum(coalesce(b.requests_completed, 0) "
-            "+ coalesce(b.requests_failed, 0)), 0) FROM batches AS b JOIN parts AS p "
-            "ON b.part = p.id WHERE p.job = jobs.id AND b.id = "
-            "(SELECT max(id) FROM batches WHERE part = p.id)) AS requests_done "
+            "(SELECT count(*) FROM parts WHERE parts.job = jobs.id AND parts.state = 'cancelled') "
+            "+ (SELECT count(*) "
+            f"{last} AND p.state = 'sent' AND (b.status IN ('completed', 'expired', 'cancelled') "
+            "OR (b.status IN ('failed', 'rejected') "
+            "AND coalesce(b.errors, '') NOT LIKE '%token_limit_exceeded%'))) AS parts_done, "
+            "coalesce(jobs.requests_completed, "
+            f"(SELECT coalesce(sum(b.requests_completed), 0) {last})) AS requests_done, "
+            f"coalesce(jobs.requests_failed, (SELECT coalesce(sum(b.requests_failed), 0) {last})) "
+            "AS requests_failed_now "
             f"FROM jobs {where} ORDER BY recorded_at DESC, id DESC"
         )
         if limit is not None:

@@ -480,12 +480,14 @@ def usage_table(lines: Iterable["UsageLine"], by: str, *, priced: bool) -> str:
 
 
 def show_job_lines(
-    job: Row, parts: list[Row], attempts: list[Row], history: list[Row]
+    job: Row, parts: list[Row], attempts: list[Row], history: list[Row], notes: Sequence[str] = ()
 ) -> list[str]:
-    """Everything the ledger knows about one job: its fields, parts, attempts and history."""
+    """Everything the ledger knows about one job: its fields, parts, attempts, the errors of
+    its parts (`notes`) and its history."""
     fields = (
         "job_id",
         "status",
+        "retry_of",
         "account",
         "endpoint",
         "completion_window",
@@ -502,7 +504,19 @@ def show_job_lines(
         "estimated_cost_min",
         "estimated_cost_max",
     )
-    lines = [f"{name}: {job[name]}" for name in fields if job.get(name) is not None]
+    lines = [
+        f"{name.replace('_', ' ') if name == 'retry_of' else name}: {job[name]}"
+        for name in fields
+        if job.get(name) is not None
+    ]
+    if job.get("requests_completed") is not None:
+        lines.append(
+            f"requests: {job['requests_completed']}/{job['input_requests']} completed, "
+            f"{job['requests_failed'] or 0} failed"
+        )
+    if job.get("status") == "input_changed":
+        changed = [event["detail"] for event in history if event["action"] == "input_changed"]
+        lines.append(f"reason: input changed: {changed[-1] if changed else 'see the history'}")
     for kind, label in (("output", "saved"), ("error", "saved errors")):
         if job.get(f"{kind}_path"):
             lines.append(
@@ -530,6 +544,7 @@ def show_job_lines(
             table, headers=("part", "bytes", "requests", "state", "attempts"), disable_numparse=True
         ).splitlines()
     ]
+    lines += list(notes)
     lines.append("history:")
     events = [[event["at"], event["action"], event["detail"] or ""] for event in history]
     lines += [

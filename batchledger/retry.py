@@ -231,6 +231,14 @@ def merge_into_original(ctx: Context, retry_job: Row) -> list[tuple[str, Path, S
             path.unlink()  # every line it held has a newer outcome in the other file
         _record(ctx, original, kind, path if saved else None, saved, retry_job["job_id"])
         merged.append((kind, path, saved))
+    if original.is_job:  # its counts: what its results hold now
+        from batchledger.jobs import result_lines
+
+        ctx.ledger.record_job_counts(
+            original.row["id"],
+            result_lines(output_target if output else None),
+            result_lines(errors_target if errors else None),
+        )
     return merged
 
 

@@ -509,7 +509,7 @@ def sweep_all(
 
 def advance_jobs(ctx: Context, job_ids: set[str], *, out_dir: Path | None) -> list["JobReport"]:
     """Move on the running jobs of `job_ids`: their parts were checked by the sweep."""
-    from batchledger.jobs import advance
+    from batchledger.jobs import advance, views
 
     reports = []
     for job in ctx.ledger.unfinished_jobs():
@@ -517,10 +517,23 @@ def advance_jobs(ctx: Context, job_ids: set[str], *, out_dir: Path | None) -> li
             continue
         try:
             reports.append(advance(ctx, job, check=False, out_dir=out_dir))
-        except BatchledgerError as exc:
+        except Exception as exc:  # one job's trouble must not stop the sweep
+            # Whatever went wrong with this job (the API, its input, a bug), the other
+            # batches and jobs were swept: a warning for it, and the sweep exits as it would.
             from batchledger.jobs import JobReport
 
-            reports.append(JobReport(job=job, warnings=[f"{job['job_id']}: {exc.message}"]))
+            if ctx.logger is not None:
+                ctx.logger.error("ADVANCE job=%s failed", job["job_id"], exc_info=True)
+            message = (
+                exc.message if isinstance(exc, BatchledgerError) else f"{type(exc).__name__}: {exc}"
+            )
+            reports.append(
+                JobReport(
+                    job=job,
+                    parts=views(ctx, job),
+                    warnings=[f"{job['job_id']}: could not be moved on this time: {message}"],
+                )
+            )
     return reports
 
 
@@ -535,13 +548,13 @@ def followable(ctx: Context, rows: list[Row]) -> tuple[list[Row], list[str]]:
         account = ctx.accounts.get(name)
         if account is None:
             skipped.append(
-                f"skipped {len(of_account)} batches of account {name!r}, which accounts.toml "
+                f"skipped {batches_text(len(of_account))} of account {name!r}, which accounts.toml "
                 "no longer names"
             )
             continue
         if account.needs_key() and not account.key():
             skipped.append(
-                f"skipped {len(of_account)} batches of account {name!r}: "
+                f"skipped {batches_text(len(of_account))} of account {name!r}: "
                 f"{account.api_key_env} is not set"
             )
             continue
@@ -549,11 +562,16 @@ def followable(ctx: Context, rows: list[Row]) -> tuple[list[Row], list[str]]:
         elsewhere = [row for row in of_account if row not in here]
         if elsewhere:
             skipped.append(
-                f"skipped {len(elsewhere)} batches of account {name!r} made on "
+                f"skipped {batches_text(len(elsewhere))} of account {name!r} made on "
                 f"{elsewhere[0]['base_url']}; the account now points at {account.location}"
             )
         reachable += here
     return reachable, skipped
+
+
+def batches_text(count: int) -> str:
+    """`1 batch`, `2 batches`."""
+    return f"{count} batch" if count == 1 else f"{count} batches"
 
 
 def recover_unfinished(ctx: Context, account: str, rows: list[Row], report: SweepReport) -> None:

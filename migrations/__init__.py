@@ -319,6 +319,15 @@ def m005_jobs(db: Database) -> None:
 
 
 @migrations()
+def m007_job_request_counts(db: Database) -> None:
+    # A job's requests with a successful result and with a failure, as its merged results
+    # hold them: set when the job is merged, and again when a retry's answers are merged into
+    # it (NULL while it runs: then its parts' attempts are counted).
+    db.execute("ALTER TABLE jobs ADD COLUMN requests_completed INTEGER")
+    db.execute("ALTER TABLE jobs ADD COLUMN requests_failed INTEGER")
+
+
+@migrations()
 def m008_record_estimates(db: Database) -> None:
     # What a create estimated before sending (`create --max-cost`): the input tokens counted
     # offline and the cost range in USD at batch prices (the input alone; with every output

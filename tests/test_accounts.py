@@ -148,7 +148,7 @@ def test_an_account_with_no_key_is_skipped_and_the_others_still_sweep(
     assert swept.code == 0, swept.err
     skipped = [line for line in swept.err.splitlines() if "skipped" in line]
     assert skipped == [
-        "batchledger: warning: skipped 1 batches of account 'default': OPENAI_API_KEY is not set"
+        "batchledger: warning: skipped 1 batch of account 'default': OPENAI_API_KEY is not set"
     ]
     assert second_id in swept.out
     assert requests_of(three["second"], "GET", "/batches/") == before + 1

@@ -356,8 +356,12 @@ def force_line_outcomes(schedule: Schedule, rng: random.Random) -> None:
 
 def play(schedule: Schedule, rng: random.Random) -> None:
     force_line_outcomes(schedule, rng)
+    # Its own draws: the other events of a seed stay as they were without this one.
+    changes = random.Random(f"{schedule.seed}:input changed")
     for _ in range(rng.randint(3, 7)):
         step(schedule, rng)
+        if changes.random() < 0.3:
+            change_input_between_parts(schedule, changes)
     if rng.random() < 0.4:  # a finished job, retried
         drive_to_end(schedule)
         done = [job for job in job_rows(schedule) if job["status"] == "done"]
@@ -373,6 +377,50 @@ def play(schedule: Schedule, rng: random.Random) -> None:
             for _ in range(rng.randint(1, 4)):
                 step(schedule, rng)
     schedule.server.state.clear_faults()
+
+
+def change_input_between_parts(schedule: Schedule, rng: random.Random) -> None:
+    """Event: the input of a job with queued parts overwritten with other lines (of the
+    same size, or not), then a sweep. Its invariants: no part is ever sent from the changed
+    bytes; a job that had a part to send is marked input_changed, the others keep running;
+    the sweep exits 0. Then the user puts the input back, and `status` of the marked job
+    sets it going again."""
+    queued = {part["job"] for part in part_rows(schedule) if part["state"] == "queued"}
+    jobs = [job for job in job_rows(schedule) if job["status"] == "running" and job["id"] in queued]
+    if not jobs:
+        return
+    job = rng.choice(jobs)
+    path = Path(job["input_path"])
+    original = path.read_bytes()
+    same_size = rng.random() < 0.5
+    changed = original.replace(b"hello", b"HELLO") if same_size else original + original[:40]
+    changed = changed if same_size else changed.replace(b"hello", b"HELLO")
+    path.write_bytes(changed)
+    state = schedule.server.state
+    state.clear_faults()
+    uploaded = {file_id for file_id, f in state.files.items() if f.purpose == "batch"}
+    schedule.log.append(f"input {path.name} changed ({'same size' if same_size else 'longer'})")
+    try:
+        code = schedule.run("status", "--all")
+        after_command(schedule)
+    finally:
+        path.write_bytes(original)  # put back as it was
+    assert code == 0, f"a sweep with {path.name} changed exited {code}"
+    new = [
+        f for file_id, f in state.files.items() if f.purpose == "batch" and file_id not in uploaded
+    ]
+    assert not any(b"HELLO" in f.path.read_bytes() for f in new), (
+        f"a part was sent from the changed bytes of {path.name}"
+    )
+    now = next(row for row in job_rows(schedule) if row["id"] == job["id"])
+    assert now["status"] in ("running", "input_changed"), f"{job['job_id']} is {now['status']}"
+    if now["status"] == "input_changed":
+        code = schedule.run("status", "--batch-id", job["job_id"])
+        after_command(schedule)
+        now = next(row for row in job_rows(schedule) if row["id"] == job["id"])
+        assert code == 0 and now["status"] != "input_changed", (
+            f"{job['job_id']} is {now['status']} with its input put back (status exited {code})"
+        )
 
 
 def step(schedule: Schedule, rng: random.Random) -> None:

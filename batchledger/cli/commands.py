@@ -6,7 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from batchledger.batches import FINAL_STATUSES, BatchRef, JobRef
+from batchledger.batches import FINAL_STATUSES, JOB_INPUT_CHANGED, BatchRef, JobRef
 from batchledger.cli import estimate_commands, job_commands
 from batchledger.context import Context
 from batchledger.details import CreateDetails, check_metadata
@@ -26,6 +26,7 @@ from batchledger.render import (
 from batchledger.resolve import resolve
 
 if TYPE_CHECKING:
+    from batchledger.ledger import Ledger
     from batchledger.workflow import BatchReport
 
 Handler = Callable[[argparse.Namespace, Context], ExitCode]
@@ -134,6 +135,8 @@ def sweep(args: argparse.Namespace, ctx: Context) -> ExitCode:
     if ledger is None or not ledger.has_work_to_sweep(include_synced=args.include_synced):
         # Nothing to poll: no key, no network, and not even the import of openai.
         ctx.print("[]" if args.json else "No pending batches in the ledger.")
+        if ledger is not None:
+            warn_input_changed(ctx, ledger, set())
         return ExitCode.OK
     from batchledger import workflow
 
@@ -156,24 +159,46 @@ def sweep(args: argparse.Namespace, ctx: Context) -> ExitCode:
             )
     if swept is None or not (swept.reports or swept.jobs):
         ctx.print("[]" if args.json else "No pending batches in the ledger.")
+        warn_input_changed(ctx, ledger, set())
         return ExitCode.OK
     reports = swept.reports
     if args.json:
-        ctx.print(json_text([row_json(report.row) for report in reports if report.row]))
+        # One document: the batches checked (a job's parts among them), then each job
+        # moved on, its row with its parts and requests (`"kind": "job"`).
+        from batchledger.jobs import job_json
+
+        ctx.print(
+            json_text(
+                [row_json(report.row) for report in reports if report.row]
+                + [job_json(job) for job in swept.jobs]
+            )
+        )
     else:
         if reports:
             ctx.print(sweep_table(reports))
         for job in swept.jobs:
-            ctx.print(job_commands.summary_line(job))
+            ctx.print("\n".join(job_commands.summary_lines(job)))
     for report in reports:
         warn_saved(ctx, report)
     for job in swept.jobs:
         job_commands.warn(ctx, job)
+    warn_input_changed(ctx, ledger, {job.job_id for job in swept.jobs})
     failures = [report for report in reports if report.error]
     for report in failures:
         assert report.error is not None
         ctx.stderr.write(f"batchledger: error: {report.batch_id}: {redact(report.error.message)}\n")
     return ExitCode.FAILURE if failures else ExitCode.OK
+
+
+def warn_input_changed(ctx: Context, ledger: "Ledger", told: set[str]) -> None:
+    """A sweep leaves jobs whose input changed alone; each sweep reminds of them."""
+    for job in ledger.jobs_in_status(JOB_INPUT_CHANGED):
+        if job["job_id"] not in told:
+            ctx.warn(
+                f"{job['job_id']}: input_changed: its queued parts wait for "
+                f"{Path(job['input_path']).name} as it was split (then 'batchledger status "
+                f"--batch-id {job['job_id']}'), or cancel it"
+            )
 
 
 def print_report(ctx: Context, report: "BatchReport") -> None:
@@ -329,7 +354,7 @@ def watch_all(args: argparse.Namespace, ctx: Context, interval: float) -> ExitCo
                 moved = moved or bool(job.submitted) or job.job["status"] != "running"
                 if job.job["status"] != "running":
                     progress.end_line()
-                    ctx.print(job_commands.summary_line(job))
+                    ctx.print("\n".join(job_commands.summary_lines(job)))
                     job_commands.warn(ctx, job)
             pause = interval if moved else min(pause * 1.5, args.max_interval)
             time.sleep(pause)

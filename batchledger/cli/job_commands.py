@@ -5,10 +5,11 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from batchledger.batches import JOB_RUNNING, BatchRef, JobRef, Row
+from batchledger.batches import JOB_INPUT_CHANGED, JOB_RUNNING, BatchRef, JobRef, Row
 from batchledger.context import Context
 from batchledger.details import CreateDetails
 from batchledger.errors import ExitCode, Refused, UsageError
+from batchledger.paths import default_results_path, errors_path_for
 from batchledger.render import (
     PartProgress,
     Progress,
@@ -43,6 +44,13 @@ def create(
 
     progress = PartProgress(ctx.stderr)
     ctx.on_part_uploaded = progress
+    if not args.json:
+        # At once: a run stopped during the uploads has told the user which job to resume.
+        def claimed(job_id: str) -> None:
+            ctx.print(f"job_id: {job_id}")
+            ctx.stdout.flush()
+
+        ctx.on_job_claimed = claimed
     report = create_job(
         ctx,
         input_,
@@ -57,7 +65,7 @@ def create(
     if args.json:
         ctx.print(json_text(job_json(report)))
         return ExitCode.OK
-    print_parts(ctx, report)
+    print_parts(ctx, report, job_id_shown=True)
     return ExitCode.OK
 
 
@@ -78,15 +86,23 @@ def print_job(ctx: Context, report: "JobReport", *, as_json: bool = False) -> No
 def summary_line(report: "JobReport") -> str:
     """One line per job in a sweep: its status, parts and where its results are."""
     job = report.job
+    failed = f" ({report.requests_failed} failed)" if report.requests_failed else ""
     line = (
         f"{report.job_id}: {job['status']}, {report.parts_done}/{len(report.parts)} parts done, "
-        f"{report.requests_done}/{job['input_requests']} requests"
+        f"{report.requests_completed}/{job['input_requests']} requests{failed}"
     )
     if report.submitted:
         line += f", {len(report.submitted)} sent now"
     if job["output_path"]:
         line += f"; saved: {display_path(job['output_path'])} ({job['output_bytes']} bytes)"
     return line
+
+
+def summary_lines(report: "JobReport") -> list[str]:
+    """summary_line, and below it the errors of the job's parts (at the job's lines)."""
+    from batchledger.jobs import job_notes
+
+    return [summary_line(report)] + [f"  {note}" for note in job_notes(report.parts)]
 
 
 def warn(ctx: Context, report: "JobReport") -> None:
@@ -109,10 +125,12 @@ def status(args: argparse.Namespace, ctx: Context, ref: JobRef) -> ExitCode:
 
 
 def retrieve(args: argparse.Namespace, ctx: Context, ref: JobRef) -> ExitCode:
-    from batchledger.jobs import advance
+    """As for a batch: the results at --out (or the default name); saved already and
+    unchanged, not written again unless --force; a missing or changed file is rebuilt."""
+    from batchledger.jobs import advance, rebuild_job_results
 
     job = job_row(ctx, ref)
-    out = Path(args.out) if args.out else None
+    out = out_target(args, ref)
     ctx.start_api_command(job["account"])
     report = advance(ctx, job, out=out)
     if report.job["status"] == JOB_RUNNING:
@@ -123,11 +141,43 @@ def retrieve(args: argparse.Namespace, ctx: Context, ref: JobRef) -> ExitCode:
     job = report.job
     if not (job["output_path"] or job["error_path"]):
         raise Refused(f"job {ref.job_id} has no results to save")
-    for kind in ("output", "error"):
-        if job[f"{kind}_path"]:
-            ctx.print(saved_line(kind, job[f"{kind}_path"], job[f"{kind}_bytes"]))
+    if report.saved:  # merged just now, where it was asked
+        for item in report.saved:
+            ctx.print(saved_line(item.kind, item.path, item.size))
+        warn(ctx, report)
+        return ExitCode.OK
+    target = (out or default_results_path(ref.job_id)).expanduser().absolute()
+    if not args.force and saved_unchanged(job, target):
+        for kind in ("output", "error"):
+            if job[f"{kind}_path"]:
+                ctx.print(saved_line(kind, job[f"{kind}_path"], job[f"{kind}_bytes"], already=True))
+        ctx.warn("unchanged since it was saved; not written again (--force to write anyway)")
+        return ExitCode.OK
+    report.saved = rebuild_job_results(ctx, job, target)
+    for item in report.saved:
+        ctx.print(saved_line(item.kind, item.path, item.size))
     warn(ctx, report)
     return ExitCode.OK
+
+
+def out_target(args: argparse.Namespace, ref: JobRef) -> Path | None:
+    """--out: a file, or (an existing folder) the job's default name in it."""
+    if not getattr(args, "out", None):
+        return None
+    out = Path(args.out).expanduser()
+    return out / default_results_path(ref.job_id) if out.is_dir() else out
+
+
+def saved_unchanged(job: Row, target: Path) -> bool:
+    """The job's results are recorded at `target` (errors beside it) with these bytes."""
+    from batchledger.jobs import recorded_intact
+
+    targets = {"output": target, "error": errors_path_for(target)}
+    return all(
+        job[f"{kind}_path"] == str(path) and recorded_intact(job, kind) is not None
+        for kind, path in targets.items()
+        if job[f"{kind}_path"]
+    )
 
 
 def watch(args: argparse.Namespace, ctx: Context, ref: JobRef) -> ExitCode:
@@ -152,8 +202,8 @@ def watch(args: argparse.Namespace, ctx: Context, ref: JobRef) -> ExitCode:
                     "status": f"{report.job['status']} ({report.parts_done}/"
                     f"{len(report.parts)} parts)",
                     "request_counts": {
-                        "completed": report.requests_done,
-                        "failed": 0,
+                        "completed": report.requests_completed,
+                        "failed": report.requests_failed,
                         "total": report.job["input_requests"],
                     },
                 }
@@ -170,15 +220,30 @@ def watch(args: argparse.Namespace, ctx: Context, ref: JobRef) -> ExitCode:
 
 
 def cancel(args: argparse.Namespace, ctx: Context, ref: JobRef) -> ExitCode:
-    from batchledger.jobs import cancel_job
+    """Cancel the job's live batches and its queue; as for a batch, wait (unless
+    --no-wait) until every batch is cancelled (or ended otherwise) and the job is over."""
+    from batchledger.cli.parser import DEFAULT_WATCH_MAX_INTERVAL
+    from batchledger.jobs import cancel_job, follow_job
 
     job = job_row(ctx, ref)
-    if job["status"] != JOB_RUNNING:
+    if job["status"] not in (JOB_RUNNING, JOB_INPUT_CHANGED):
         raise Refused(f"job {ref.job_id} is already {job['status']}; there is nothing to cancel")
     ctx.start_api_command(job["account"])
     report = cancel_job(ctx, job)
     ctx.print(f"job_id: {report.job_id}")
     ctx.print("status: cancelling")
+    if not getattr(args, "wait", True):
+        return ExitCode.OK
+    interval = getattr(args, "interval", None) or 1.0
+    rounds = follow_job(
+        ctx, report.job, interval=interval, max_interval=max(interval, DEFAULT_WATCH_MAX_INTERVAL)
+    )
+    report = list(rounds)[-1]
+    ctx.print(f"status: {report.job['status']}")
+    for kind in ("output", "error"):
+        if report.job[f"{kind}_path"]:
+            ctx.print(saved_line(kind, report.job[f"{kind}_path"], report.job[f"{kind}_bytes"]))
+    warn(ctx, report)
     return ExitCode.OK
 
 
@@ -188,10 +253,23 @@ def show(args: argparse.Namespace, ctx: Context, ref: JobRef) -> ExitCode:
     parts = ledger.job_parts(job["id"])
     attempts = ledger.attempts_of_job(job["id"])
     history = ledger.job_history(job["id"])
+    from batchledger.jobs import job_notes, views
+
+    notes = job_notes(views(ctx, job))
     if args.json:
-        ctx.print(json_text({**job, "parts": parts, "attempts": attempts, "history": history}))
+        ctx.print(
+            json_text(
+                {
+                    **job,
+                    "errors": notes or None,
+                    "parts": parts,
+                    "attempts": attempts,
+                    "history": history,
+                }
+            )
+        )
     else:
-        ctx.print("\n".join(show_job_lines(job, parts, attempts, history)))
+        ctx.print("\n".join(show_job_lines(job, parts, attempts, history, notes)))
     return ExitCode.OK
 
 
@@ -233,10 +311,12 @@ def retry(args: argparse.Namespace, ctx: Context, ref: JobRef | BatchRef) -> Exi
     return ExitCode.OK
 
 
-def print_parts(ctx: Context, report: "JobReport") -> None:
-    """`job_id: …` and a line per part: its upload and batch, or `queued`."""
+def print_parts(ctx: Context, report: "JobReport", *, job_id_shown: bool = False) -> None:
+    """`job_id: …` (unless printed already) and a line per part: its upload and batch, or
+    `queued`."""
     total = len(report.parts)
-    ctx.print(f"job_id: {report.job_id}")
+    if not job_id_shown:
+        ctx.print(f"job_id: {report.job_id}")
     for view in report.parts:
         attempt = view.attempt
         where = f"part {view.part['part_index']}/{total}:"

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from batchledger.batches import JobRef
+from batchledger.batches import ABANDONED, JOB_STATUSES, REJECTED, JobRef
 from batchledger.cli import job_commands
 from batchledger.cli.commands import target
 from batchledger.context import Context
@@ -53,9 +53,32 @@ def show(args: argparse.Namespace, ctx: Context) -> ExitCode:
     return ExitCode.OK
 
 
+# What `list --status` matches: a batch's statuses (the API's, and the ledger's own for a
+# create refused or abandoned), then a job's.
+LISTED_STATUSES = (
+    "validating",
+    "in_progress",
+    "finalizing",
+    "completed",
+    "failed",
+    "expired",
+    "cancelling",
+    "cancelled",
+    REJECTED,
+    ABANDONED,
+    *(status for status in JOB_STATUSES if status != "cancelled"),
+)
+
+
 def list_(args: argparse.Namespace, ctx: Context) -> ExitCode:
     ledger = ctx.open_ledger(create=False)
     statuses = tuple(s.strip() for text in args.status for s in text.split(",") if s.strip())
+    unknown = [status for status in statuses if status not in LISTED_STATUSES]
+    if unknown:
+        raise UsageError(
+            f"--status {unknown[0]!r} is not a status; the statuses are "
+            f"{', '.join(LISTED_STATUSES)}"
+        )
     filters = BatchFilter(
         statuses=statuses,
         since=args.since,
@@ -127,14 +150,16 @@ def warn_if_cut(
 
 
 def job_list_row(job: dict[str, Any]) -> dict[str, Any]:
-    """A job as `list` shows it: one line, its id where a batch's would be."""
+    """A job as `list` shows it: one line, its id where a batch's would be, its parts done
+    beside its status, its requests completed (failures apart) as a batch's are."""
     return {
         **job,
         "batch_id": job["job_id"],
+        "status": f"{job['status']}, {job['parts_done']}/{job['parts_total']} parts",
         "created_at": job["recorded_at"],
         "requests_total": job["input_requests"],
         "requests_completed": job["requests_done"],
-        "requests_failed": 0,
+        "requests_failed": job["requests_failed_now"],
         "model": None,
         "kind": "job",
     }
