@@ -408,9 +408,9 @@ def _merge(
             f"{job['job_id']}: {missing} of {job['input_requests']} requests have no result "
             "(parts that failed, expired or were cancelled); 'batchledger retry' sends them again"
         )
-    cancelled = any(view.part["state"] == PART_CANCELLED for view in report.parts)
-    ctx.ledger.finish_job(job["id"], JOB_CANCELLED if cancelled else JOB_DONE)
     if job["retry_of"]:
+        # A retry is finished only once its answers are in its original's results: a run
+        # cut off before (killed, Ctrl-C) leaves it running, and the next one merges again.
         from batchledger.retry import merge_into_original
 
         for kind, path, merged in merge_into_original(ctx, ctx.ledger.get_job(job["id"])):
@@ -420,6 +420,8 @@ def _merge(
             f"{job['retry_of']}: its results now hold each request's last answer "
             f"(merged with {job['job_id']})"
         )
+    cancelled = any(view.part["state"] == PART_CANCELLED for view in report.parts)
+    ctx.ledger.finish_job(job["id"], JOB_CANCELLED if cancelled else JOB_DONE)
 
 
 def cancel_job(ctx: Context, job: Row) -> JobReport:

@@ -548,6 +548,10 @@ class Ledger:
         )
         return rows[0] if rows else None
 
+    def retries_of(self, retry_of: str) -> list[Row]:
+        """The jobs that send again lines of the batch or job `retry_of`, oldest first."""
+        return self._rows("SELECT * FROM jobs WHERE retry_of = ? ORDER BY id", (retry_of,))
+
     def unfinished_jobs(self) -> list[Row]:
         return self._rows("SELECT * FROM jobs WHERE status = ? ORDER BY id", (JOB_RUNNING,))
 
