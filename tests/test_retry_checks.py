@@ -224,6 +224,26 @@ def test_retry_of_a_job_whose_merged_results_were_moved_rebuilds_them(
     assert results.read_bytes() == whole
 
 
+def test_retry_rebuilds_a_retried_job_results_from_every_attempt(
+    cli, emulator: EmulatorServer, isolated: Path
+):
+    job_id, _ = retried_job(cli, emulator, isolated)
+    assert cli("status", "--all").code == 0  # the retry merged into its original
+    results = isolated / f"results_{job_id}.jsonl"
+    merged = results.read_bytes()
+    results.rename(isolated / "elsewhere.jsonl")
+    sent = batches_sent(emulator)
+
+    again = cli("retry", job_id)
+
+    assert again.code == 0, again.err
+    assert again.out.startswith(f"Nothing to retry: 12 requests of {job_id}")
+    assert f"{results} was not the file the ledger saved" in again.err
+    # The original's parts and its retry's: one line per custom_id, as merged before.
+    assert results.read_bytes() == merged
+    assert batches_sent(emulator) == sent
+
+
 def test_retry_refuses_when_the_results_and_a_part_file_are_both_changed(
     cli, emulator: EmulatorServer, isolated: Path
 ):
