@@ -494,13 +494,9 @@ def _merge(
             completed += view.requests_completed
             failed += view.requests_failed
     ctx.ledger.record_job_counts(job["id"], completed, failed)
-    cancelled = any(
-        view.part["state"] == PART_CANCELLED
-        or (view.attempt is not None and view.attempt["status"] == "cancelled")
-        for view in report.parts
-    )
-    ctx.ledger.finish_job(job["id"], JOB_CANCELLED if cancelled else JOB_DONE)
     if job["retry_of"]:
+        # A retry is finished only once its answers are in its original's results: a run
+        # cut off before (killed, Ctrl-C) leaves it running, and the next one merges again.
         from batchledger.retry import merge_into_original
 
         for kind, path, merged in merge_into_original(ctx, ctx.ledger.get_job(job["id"])):
@@ -510,6 +506,12 @@ def _merge(
             f"{job['retry_of']}: its results now hold each request's last answer "
             f"(merged with {job['job_id']})"
         )
+    cancelled = any(
+        view.part["state"] == PART_CANCELLED
+        or (view.attempt is not None and view.attempt["status"] == "cancelled")
+        for view in report.parts
+    )
+    ctx.ledger.finish_job(job["id"], JOB_CANCELLED if cancelled else JOB_DONE)
 
 
 def result_lines(path: Path | None) -> int:
@@ -563,7 +565,7 @@ def rebuild_job_results(ctx: Context, job: Row, target: Path) -> list["SavedFile
             ctx.ledger.record_job_results(job["id"], kind, targets[kind], copy.size, copy.sha256)
             saved.append(SavedFile(kind, targets[kind], copy.size, replaced))
         return saved
-    retries = ctx.ledger.retries_of(job["job_id"])
+    retries = [run for run in ctx.ledger.retries_of(job["job_id"]) if run["status"] == JOB_DONE]
     if retries:
         changed = input_changed(ctx, job)
         if changed is not None:

@@ -21,7 +21,6 @@ from batchledger.batches import (
     ABANDONED,
     FINAL_STATUSES,
     JOB_CANCELLED,
-    JOB_DONE,
     JOB_INPUT_CHANGED,
     JOB_RUNNING,
     PART_CANCELLED,
@@ -566,14 +565,12 @@ class Ledger:
     def jobs_in_status(self, status: str) -> list[Row]:
         return self._rows("SELECT * FROM jobs WHERE status = ? ORDER BY id", (status,))
 
+    def retries_of(self, retry_of: str) -> list[Row]:
+        """The jobs that send again lines of the batch or job `retry_of`, oldest first."""
+        return self._rows("SELECT * FROM jobs WHERE retry_of = ? ORDER BY id", (retry_of,))
+
     def unfinished_jobs(self) -> list[Row]:
         return self._rows("SELECT * FROM jobs WHERE status = ? ORDER BY id", (JOB_RUNNING,))
-
-    def retries_of(self, job_id: str) -> list[Row]:
-        """The done retry jobs of a job (or batch), oldest first: merged into it in turn."""
-        return self._rows(
-            "SELECT * FROM jobs WHERE retry_of = ? AND status = ? ORDER BY id", (job_id, JOB_DONE)
-        )
 
     def job_parts(self, job_row_id: int) -> list[Row]:
         return self._rows("SELECT * FROM parts WHERE job = ? ORDER BY part_index", (job_row_id,))

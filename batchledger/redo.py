@@ -60,7 +60,8 @@ class RedoPlan:
 def plan_redo(input_path: Path, results: Sequence[Attempt], *, all_failed: bool) -> RedoPlan:
     """The input lines with no successful response whose last outcome calls for another try.
 
-    UsageError when a line has no custom_id or repeats one (naming the first such line).
+    UsageError when a line is not JSON, has no custom_id or repeats one (naming the first
+    such line by its line number in the input).
     """
     plan = RedoPlan()
     with _Index() as index:
@@ -201,8 +202,8 @@ class _Index:
                 custom_id = record.get("custom_id") if record else None
                 if not isinstance(custom_id, str):
                     raise UsageError(
-                        f"line {number} of {input_path.name} has no custom_id: "
-                        "retry joins each request to its results by it"
+                        f"line {number} of {input_path.name} {_fault_of(raw)}: "
+                        "retry joins each request to its results by its custom_id"
                     )
                 pending.append((number, custom_id, offset, len(raw)))
                 if len(pending) >= INSERT_BATCH:
@@ -251,6 +252,15 @@ def _json_object(raw: bytes) -> dict[str, Any]:
         except ValueError:
             return {}
     return value if isinstance(value, dict) else {}
+
+
+def _fault_of(raw: bytes) -> str:
+    """What keeps an input line from naming its custom_id."""
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        return "is not valid JSON"
+    return "has no custom_id" if isinstance(value, dict) else "is not a JSON object"
 
 
 def _line_bytes(paths: list[Path], rows: Iterator[tuple[int, int, int, int]]) -> Iterator[bytes]:

@@ -3,18 +3,29 @@ a job that have no successful response; once that job is done, the original's re
 merged with it so that they hold one line per input custom_id."""
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from batchledger.batches import FINAL_STATUSES, JOB_RUNNING, BatchRef, JobRef, Row, results_saved
+from batchledger.batches import (
+    FINAL_STATUSES,
+    JOB_RUNNING,
+    SAVABLE_STATUSES,
+    BatchRef,
+    JobRef,
+    Row,
+    results_saved,
+)
 from batchledger.context import Context
 from batchledger.details import CreateDetails
 from batchledger.errors import Refused, UsageError
-from batchledger.jobs import JobReport, advance
+from batchledger.inputs import sha256_of
+from batchledger.jobs import JobReport, advance, views
 from batchledger.ledger import InputFile
+from batchledger.merge import concat
 from batchledger.paths import default_results_path, errors_path_for
-from batchledger.redo import RedoPlan, merge_attempts, plan_redo
+from batchledger.redo import Attempt, RedoPlan, merge_attempts, plan_redo
 from batchledger.savefile import Saved, prepare_target, save_chunks
+from batchledger.workflow import saved_unchanged
 
 READ_BYTES = 1024 * 1024
 
@@ -45,6 +56,7 @@ class RetryReport:
     original: Original
     plan: RedoPlan | None = None  # None: a retry cut off earlier was resumed
     job: JobReport | None = None  # the retry job; None when there was nothing to send
+    warnings: list[str] = field(default_factory=list)
 
 
 def original_of(ctx: Context, target: BatchRef | JobRef) -> Original:
@@ -108,27 +120,43 @@ def retry(
     if running:
         job = running[0]
         if ctx.ledger.find_unsent_job_by_id(job["id"]) is None:
-            raise Refused(
-                f"a retry of {original.retry_of} is still running ({job['job_id']}); "
-                f"'batchledger watch --batch-id {job['job_id']}' follows it"
-            )
+            # Every part sent: once they are all final, this finishes its merge (one cut
+            # off by a kill or Ctrl-C included).
+            report.job = advance(ctx, job)
+            if report.job.job["status"] == JOB_RUNNING:
+                raise Refused(
+                    f"a retry of {original.retry_of} is still running ({job['job_id']}); "
+                    f"'batchledger watch --batch-id {job['job_id']}' follows it"
+                )
+            return report
         report.job = advance(ctx, job, search_uploads=True)
         return report
-    if not original.input_path.is_file():
-        raise UsageError(f"the input of {original.retry_of}, {original.input_path}, is gone")
-    report.plan = plan = plan_redo(
-        original.input_path, [(original.output, original.errors)], all_failed=all_failed
-    )
+    sha256 = check_input(original)
+    attempts, changed = results_of(ctx, original)
+    if changed:
+        rebuild(ctx, original, attempts)
+        folder = ctx.ledger_path.parent / "jobs"
+        report.warnings += [
+            f"{path} was not the file the ledger saved (changed or missing): rebuilt from "
+            f"the results of its parts in {folder}"
+            for path in changed
+        ]
+        original = original_of(ctx, target)
+        attempts = [(original.output, original.errors)]
+    report.plan = plan = plan_redo(original.input_path, attempts, all_failed=all_failed)
     if not plan.lines:
         return report
     row = original.row
     account = ctx.account_named(row["account"])
     limits = account.limits
     parts = pack(original.input_path, plan.ranges, limits)
+    # The input file the retry reads its lines from, as the ledger knows it (its size and
+    # sha256 describe the same file); the requests are those it sends, and each part's
+    # byte ranges say which.
     input_ = InputFile(
         path=original.input_path,
-        size=sum(end - start for start, end in plan.ranges),
-        sha256=row["input_sha256"] or "",
+        size=original.input_path.stat().st_size,
+        sha256=sha256,
         lines=plan.lines,
     )
     job, _ = ctx.ledger.claim_job(
@@ -149,6 +177,111 @@ def retry(
     finally:
         ctx.ledger.release_job_claim(job["id"])
     return report
+
+
+def check_input(original: Original) -> str:
+    """The input's sha256, once it is known to be the file that was sent (as the ledger
+    recorded it): lines of another input would be sent, and merged, as the original's."""
+    path = original.input_path
+    if not path.is_file():
+        raise UsageError(f"the input of {original.retry_of}, {path}, is gone")
+    row = original.row
+    size, sha256 = path.stat().st_size, None
+    if row["input_bytes"] is None or size == row["input_bytes"]:
+        sha256 = sha256_of(path)
+    if sha256 is None or (row["input_sha256"] and sha256 != row["input_sha256"]):
+        raise Refused(
+            f"the input of {original.retry_of} ({path}) has changed since it was sent; "
+            "retry sends again lines of the input as it was: put that file back"
+        )
+    return sha256
+
+
+def results_of(ctx: Context, original: Original) -> tuple[list[Attempt], list[Path]]:
+    """The results to plan (or merge) from, oldest first, each file checked against the
+    size and sha256 the ledger recorded; and the original's files that failed the check.
+
+    A job's merged results that changed (or are gone) are replaced by its parts' results
+    and those of the retries already merged into it, which must be intact; a batch's are
+    refused (its results are on the API: `retrieve --force` fetches them again).
+    """
+    row = original.row
+    changed = [
+        Path(row[f"{kind}_path"])
+        for kind in ("output", "error")
+        if row[f"{kind}_path"] and not saved_unchanged(row, kind, Path(row[f"{kind}_path"]))
+    ]
+    if not original.is_job:
+        if changed:
+            raise Refused(
+                f"the saved results of batch {original.retry_of}, {changed[0]}, are not the "
+                "file the ledger saved (changed or missing); 'batchledger retrieve --batch-id "
+                f"{original.retry_of} --force' fetches it again"
+            )
+        # The retries merged into it: their answers again, should the batch's results
+        # have been fetched again from the API since (a part's changed file is left out).
+        retried = [
+            pair
+            for job in _merged_retries(ctx, original)
+            for pair in part_files(ctx, job, strict=False)
+        ]
+        return [(original.output, original.errors), *retried], []
+    if not changed:
+        return [(original.output, original.errors)], []
+    chain = [row, *_merged_retries(ctx, original)]
+    return [pair for job in chain for pair in part_files(ctx, job, strict=True)], changed
+
+
+def _merged_retries(ctx: Context, original: Original) -> list[Row]:
+    """The retries of the original whose merge into it is over, oldest first."""
+    return [job for job in ctx.ledger.retries_of(original.retry_of) if job["status"] != JOB_RUNNING]
+
+
+def part_files(ctx: Context, job: Row, *, strict: bool) -> list[Attempt]:
+    """The saved results of each part of a job, in part order, each checked against the
+    size and sha256 the ledger recorded for it. A file that fails: Refused (naming it)
+    if `strict`, else left out."""
+    files: list[Attempt] = []
+    for view in views(ctx, job):
+        attempt = view.attempt
+        if attempt is None or attempt["status"] not in SAVABLE_STATUSES:
+            continue
+        pair: list[Path | None] = []
+        for kind in ("output", "error"):
+            path = Path(attempt[f"{kind}_path"]) if attempt[f"{kind}_path"] else None
+            if path is not None and not saved_unchanged(attempt, kind, path):
+                if strict:
+                    state = "has changed since it was saved" if path.exists() else "is missing"
+                    raise Refused(
+                        f"the results of {job['job_id']} cannot be rebuilt: {path} (the "
+                        f"{kind} of its part {view.part['part_index']}, batch "
+                        f"{attempt['batch_id']}) {state}"
+                    )
+                path = None
+            pair.append(path)
+        files.append((pair[0], pair[1]))
+    return files
+
+
+def rebuild(ctx: Context, original: Original, attempts: list[Attempt]) -> None:
+    """The job's merged results again, from its parts' results (`attempts`): in part order
+    as when it was merged, or one line per custom_id if retries were merged into it."""
+    output_target = original.output_target
+    errors_target = errors_path_for(output_target)
+    targets = (("output", output_target), ("error", errors_target))
+    saved: dict[str, Saved | None] = {}
+    if _merged_retries(ctx, original):
+        saved["output"], saved["error"] = merge_attempts(
+            output_target, errors_target, original.input_path, attempts
+        )
+    else:
+        for index, (kind, target) in enumerate(targets):
+            sources = [path for path in (pair[index] for pair in attempts) if path is not None]
+            saved[kind] = concat(target, sources) if sources else None
+    for kind, target in targets:
+        done = saved[kind]
+        path, size, sha256 = (target, done.size, done.sha256) if done else (None, None, None)
+        ctx.ledger.record_job_results(original.row["id"], kind, path, size, sha256)
 
 
 def pack(
@@ -211,13 +344,14 @@ def merge_into_original(ctx: Context, retry_job: Row) -> list[tuple[str, Path, S
         Path(retry_job["output_path"]) if retry_job["output_path"] else None,
         Path(retry_job["error_path"]) if retry_job["error_path"] else None,
     )
+    check_input(original)
+    # Checked as for a retry: a merge cut off after the original's file was replaced, and
+    # before the ledger knew, is done again from the parts' results.
+    attempts, _ = results_of(ctx, original)
     output_target = original.output_target
     errors_target = errors_path_for(output_target)
     output, errors = merge_attempts(
-        output_target,
-        errors_target,
-        original.input_path,
-        [(original.output, original.errors), retried],
+        output_target, errors_target, original.input_path, [*attempts, retried]
     )
     merged = []
     for kind, path, saved in (("output", output_target, output), ("error", errors_target, errors)):

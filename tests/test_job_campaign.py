@@ -12,7 +12,9 @@ the end and `retry` one. Three to seven steps follow, each a command under a ran
 child process killed (SIGINT or SIGKILL): during the k-th upload or create, during a
 download, at a random moment after its first request, or paused inside the package (the
 merge's reads, the ledger's writes around a merge, an upload, an attempt, a requeue, a
-retry's merge into its original) by a wrapper that only waits there.
+retry's merge into its original) by a wrapper that only waits there. After a retry is
+sent, its merge into the original may be killed or Ctrl-C'd (kill_in_retry_merge), and
+before it the original's merged results may be changed or moved (change_results).
 
 Then the recovery: the same `create` (or `retry`) again where one was cut off, and
 `status --all` while the server's batches finish, until every job is done (a user who
@@ -367,6 +369,8 @@ def play(schedule: Schedule, rng: random.Random) -> None:
         done = [job for job in job_rows(schedule) if job["status"] == "done"]
         if done:
             job_id = rng.choice(done)["job_id"]
+            if rng.random() < 0.35:
+                change_results(schedule, rng, job_id)
             if rng.random() < 0.5:
                 kill_mid_command(schedule, rng, ["retry", job_id])
             else:
@@ -374,6 +378,8 @@ def play(schedule: Schedule, rng: random.Random) -> None:
                 args = ["retry", job_id]
                 schedule.remember(f"retry {job_id}", args, schedule.run(*args, max_retries=2))
                 after_command(schedule)
+            if rng.random() < 0.8:
+                kill_in_retry_merge(schedule, rng, job_id)
             for _ in range(rng.randint(1, 4)):
                 step(schedule, rng)
     schedule.server.state.clear_faults()
@@ -564,6 +570,136 @@ def kill_mid_command(schedule: Schedule, rng: random.Random, args: list[str]) ->
         schedule.remember(key_of(args), args, code)
     count_killed_uploads(schedule, files_before)
     after_command(schedule)
+
+
+# Where a child is paused (and killed) in a retry's merge into its original, and at which
+# call: see kill_in_retry_merge.
+RETRY_MERGE_POINTS = (
+    ("batchledger.retry:merge_into_original", 1),  # the retry's parts merged, not the original
+    ("batchledger.redo:_read_range", 1),  # the original's results being saved (a .part open)
+    ("batchledger.retry:_record", 1),  # the original's output saved, not recorded
+    ("batchledger.retry:_record", 2),  # its output recorded, its errors not
+    ("batchledger.ledger:Ledger.finish_job", 1),  # merged and recorded, the retry not done
+)
+
+
+def kill_in_retry_merge(schedule: Schedule, rng: random.Random, job_id: str) -> None:
+    """Issue 19, item 1: the retry of `job_id` finished on the server, and the command that
+    merges it into its original (a sweep, `status` of the retry, or `retry` again)
+    killed (SIGKILL) or Ctrl-C'd inside that merge. A retry job done must have its answers
+    in the original's results at once; the recovery must finish the merge."""
+    running = [
+        job
+        for job in job_rows(schedule)
+        if job["retry_of"] == job_id and job["status"] == "running"
+    ]
+    if not running:
+        return
+    schedule.server.state.clear_faults()
+    schedule.advance_all(4)
+    args = rng.choice(
+        (["status", "--all"], ["retry", job_id], ["status", "--batch-id", running[-1]["job_id"]])
+    )
+    spec, nth = rng.choice(RETRY_MERGE_POINTS)
+    how = rng.choice((signal.SIGINT, signal.SIGKILL))
+    mark = schedule.work / ".campaign-mark"
+    mark.unlink(missing_ok=True)
+    env = {
+        **os.environ,
+        "JOB_CAMPAIGN_PAUSE": spec,
+        "JOB_CAMPAIGN_PAUSE_AT": str(nth),
+        "JOB_CAMPAIGN_MARK": str(mark),
+    }
+    schedule.log.append(f"kill -{how.name} in a retry's merge, call {nth} of {spec}: {args}")
+    files_before = set(schedule.server.state.files)
+    child = subprocess.Popen(
+        [sys.executable, "-X", "faulthandler", "-c", CHILD, *args],
+        cwd=schedule.work,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 20
+    while not mark.exists() and child.poll() is None:
+        assert time.monotonic() < deadline, f"the child never reached {spec}"
+        time.sleep(0.005)
+    reached = child.poll() is None
+    child.send_signal(how)
+    _, err = child.communicate(timeout=15)
+    schedule.log[-1] += f" -> {child.returncode}" + ("" if reached else " (ended before)")
+    assert "Traceback" not in err, f"the child crashed: {err.strip().splitlines()[-1]}"
+    if args[0] == "retry":
+        schedule.remember(key_of(args), args, child.returncode)
+    count_killed_uploads(schedule, files_before)
+    after_command(schedule)
+    check_done_retries_merged(schedule)
+
+
+def change_results(schedule: Schedule, rng: random.Random, job_id: str) -> None:
+    """Issue 19, items 2 and 6: before `retry`, the job's merged results are cut short,
+    moved away, added to, or one of them removed; or, besides, a part's saved results
+    changed, which `retry` must refuse (exit 3), sending nothing, until it is put back."""
+    job = next(job for job in job_rows(schedule) if job["job_id"] == job_id)
+    saved = [Path(job[f"{kind}_path"]) for kind in ("output", "error") if job[f"{kind}_path"]]
+    saved = [path for path in saved if path.exists() and path.stat().st_size]
+    if not saved:
+        return
+    path = rng.choice(saved)
+    how = rng.choice(("cut", "moved", "added to", "removed", "cut, and a part's changed"))
+    data = path.read_bytes()
+    lines = data.splitlines(keepends=True)
+    if how.startswith("cut") and len(lines) > 1:
+        path.write_bytes(b"".join(lines[: rng.randint(0, len(lines) - 1)]))
+    elif how.startswith("cut"):
+        path.write_bytes(data[: len(data) // 2])
+    elif how == "moved":
+        path.rename(path.with_name(f"moved-{path.name}"))
+    elif how == "added to":
+        path.write_bytes(data + data.splitlines(keepends=True)[0])
+    else:
+        path.unlink()
+    schedule.log.append(f"{path.name} {how}")
+    if not how.endswith("part's changed"):
+        return
+    rows = batch_rows(schedule)
+    parts = {part["id"] for part in part_rows(schedule) if part["job"] == job["id"]}
+    saved_parts = [row for row in rows if row["part"] in parts and row["output_bytes"]]
+    if not saved_parts:
+        return
+    part_file = Path(rng.choice(saved_parts)["output_path"])
+    kept = part_file.read_bytes()
+    part_file.write_bytes(kept[: len(kept) // 2])
+    state = schedule.server.state
+    batches = len(state.batches)
+    code = schedule.run("retry", job_id)
+    assert code == 3, f"retry with a part's results changed exited {code}"
+    assert len(state.batches) == batches, "retry sent a batch from changed results"
+    part_file.write_bytes(kept)  # fetched again, say
+    schedule.log.append(f"{part_file.name} put back")
+
+
+def check_done_retries_merged(schedule: Schedule) -> None:
+    """A retry job done has every success it got in its original's merged output."""
+    state = schedule.server.state
+    jobs = job_rows(schedule)
+    parts = part_rows(schedule)
+    for retry in jobs:
+        if not retry["retry_of"] or retry["status"] != "done":
+            continue
+        original = next(job for job in jobs if job["job_id"] == retry["retry_of"])
+        target = schedule.work / f"results_{original['job_id']}.jsonl"
+        merged = target.read_bytes() if target.exists() else b""
+        refs = {part["ref"] for part in parts if part["job"] == retry["id"]}
+        for batch in state.batches.values():
+            if ref_of_batch(state, batch) not in refs or bounced(batch):
+                continue
+            for line in server_file(schedule, batch.output_file_id).splitlines(keepends=True):
+                if (json.loads(line).get("response") or {}).get("status_code") == 200:
+                    assert line in merged, (
+                        f"{retry['job_id']} is done, yet its answer to "
+                        f"{json.loads(line)['custom_id']} is not in {target.name}"
+                    )
 
 
 def count_killed_uploads(schedule: Schedule, before: set[str]) -> None:

@@ -133,9 +133,12 @@ def test_a_line_without_custom_id_is_named(tmp_path):
     assert caught.value.message.startswith("line 2 of in.jsonl has no custom_id")
 
 
-def test_a_line_that_is_not_json_has_no_custom_id(tmp_path):
-    input_path = write(tmp_path / "in.jsonl", [request("a"), b"not json\n"])
-    with pytest.raises(UsageError, match=r"line 2 of in\.jsonl has no custom_id"):
+def test_a_line_that_is_not_json_is_named_as_such(tmp_path):
+    input_path = write(tmp_path / "in.jsonl", [request("a"), b"not json\n", b"[1]\n"])
+    with pytest.raises(UsageError, match=r"line 2 of in\.jsonl is not valid JSON"):
+        plan_redo(input_path, [], all_failed=False)
+    write(input_path, [request("a"), b"[1]\n"])
+    with pytest.raises(UsageError, match=r"line 2 of in\.jsonl is not a JSON object"):
         plan_redo(input_path, [], all_failed=False)
 
 

@@ -283,6 +283,8 @@ def retry(args: argparse.Namespace, ctx: Context, ref: JobRef | BatchRef) -> Exi
     ctx.on_part_uploaded = progress
     report = send_again(ctx, ref, all_failed=args.all_failed, max_in_flight=args.max_in_flight)
     progress.end_line()
+    for line in report.warnings:
+        ctx.warn(line)
     original = report.original.retry_of
     plan = report.plan
     if plan is not None and not plan.lines:
