@@ -224,7 +224,7 @@ def test_create_of_a_part_sends_only_its_lines(tmp_path, recorder):
 def test_create_refuses_a_bad_line_before_sending_anything(tmp_path, recorder):
     base_url, handler = recorder
     path = write(tmp_path / "in.jsonl", request_line(1), b'{"custom_id": "a"}\n')
-    with pytest.raises(UsageError, match="^line 2 of in.jsonl"):
+    with pytest.raises(UsageError, match=r"^line 2 of in\.jsonl"):
         create_batch_streaming(client_for(base_url), path)
     assert handler.received == []
 
