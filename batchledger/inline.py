@@ -90,7 +90,7 @@ def scan_requests(path: Path, ranges: Sequence[tuple[int, int]] | None = None) -
     seen: set[bytes] = set()
     requests = blanks = size = 0
     with Segments(path, ranges) as stream:
-        for position, block in _line_blocks(stream):
+        for position, block in line_blocks(stream):
             size += len(block)
             if not block.isascii():
                 try:
@@ -164,7 +164,7 @@ def _file_offset(ranges: Sequence[tuple[int, int]], position: int) -> int:
     return ranges[-1][1] if ranges else 0
 
 
-def _line_blocks(stream: Segments) -> Iterator[tuple[int, bytes]]:
+def line_blocks(stream: Segments) -> Iterator[tuple[int, bytes]]:
     """The stream in blocks of whole lines (the last may lack its newline), with positions."""
     position = 0
     rest = b""
@@ -204,7 +204,7 @@ class RequestBody:
         yield BODY_PREFIX
         sent = requests = 0
         with Segments(self.path, self.ranges) as stream:
-            blocks = _line_blocks(stream)
+            blocks = line_blocks(stream)
             if self.scanned.blank_lines == 0:
                 # A comma after every newline is one before every line after the first:
                 # one C call per block. After the very last newline, it would be one too many.

@@ -4,6 +4,9 @@ HTTP to a small recording server (the emulator's anthropic flavor is built elsew
 
 import http.server
 import json
+import random
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +21,7 @@ from batchledger.inline import (
     create_batch_streaming,
     scan_requests,
 )
+from batchledger.ordering import order_results
 from batchledger.split import plan_parts
 
 
@@ -237,3 +241,170 @@ def test_create_failure_is_the_sdks_error_and_is_never_retried(tmp_path, recorde
     with pytest.raises(anthropic.InternalServerError):
         create_batch_streaming(client_for(base_url), path)
     assert len(handler.received) == 1
+
+
+# --- results in input order --------------------------------------------------------------
+
+
+def result_line(custom_id: str, kind: str) -> bytes:
+    """A result line as the API writes it (compact, custom_id first)."""
+    if kind == "succeeded":
+        result: dict[str, Any] = {
+            "type": "succeeded",
+            "message": {"id": f"msg_{custom_id}", "content": [{"type": "text", "text": "hi"}]},
+        }
+    elif kind == "errored":
+        result = {"type": "errored", "error": {"type": "error", "error": {"type": "api_error"}}}
+    else:
+        result = {"type": kind}
+    return json.dumps({"custom_id": custom_id, "result": result}, separators=(",", ":")).encode()
+
+
+def reordered(line: bytes) -> bytes:
+    """The same result with its keys in another order: the quick reading cannot take it."""
+    record = json.loads(line)
+    return json.dumps({"result": record["result"], "custom_id": record["custom_id"]}).encode()
+
+
+KINDS = ("succeeded", "errored", "canceled", "expired")
+
+
+def ordered(tmp_path: Path, input_path: Path, results: list[bytes], **kwargs: Any) -> Any:
+    results_path = write(tmp_path / "downloaded.jsonl", *results)
+    return order_results(
+        input_path,
+        results_path,
+        tmp_path / "results_b.jsonl",
+        tmp_path / "results_b.errors.jsonl",
+        **kwargs,
+    )
+
+
+def test_results_come_out_in_input_order_succeeded_apart_from_the_rest(tmp_path):
+    count = 400
+    input_path = write(tmp_path / "in.jsonl", *(request_line(n) for n in range(count)))
+    answers = {n: result_line(f"req-{n}", KINDS[n % 7 % 4]) for n in range(count)}
+    for n in range(0, count, 9):
+        answers[n] = reordered(answers[n])  # read by the careful way
+    arrival = list(range(count))
+    random.Random(5).shuffle(arrival)
+    lines = [answers[n] + b"\n" for n in arrival]
+    lines[-1] = lines[-1][:-1]  # the file's last line has no newline
+    done = ordered(tmp_path, input_path, lines)
+    succeeded = [answers[n] + b"\n" for n in range(count) if n % 7 % 4 == 0]
+    others = [answers[n] + b"\n" for n in range(count) if n % 7 % 4 != 0]
+    assert (tmp_path / "results_b.jsonl").read_bytes() == b"".join(succeeded)
+    assert (tmp_path / "results_b.errors.jsonl").read_bytes() == b"".join(others)
+    assert done.succeeded.size == sum(map(len, succeeded))
+    assert (done.placed, done.unknown, done.repeated, done.missing) == (count, 0, 0, 0)
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".part")] == []
+
+
+def test_results_of_a_jobs_part_follow_the_parts_lines(tmp_path):
+    input_path = write(tmp_path / "in.jsonl", *(request_line(n) for n in range(1, 13)))
+    part = plan_parts(input_path, max_requests=5, max_bytes=10**6)[1]  # lines 6 to 10
+    answers = [result_line(f"req-{n}", "succeeded") + b"\n" for n in (9, 6, 10, 8)]
+    done = ordered(tmp_path, input_path, answers, ranges=[(part.start, part.end)])
+    written = (tmp_path / "results_b.jsonl").read_bytes().splitlines()
+    assert [json.loads(line)["custom_id"] for line in written] == [
+        "req-6",
+        "req-8",
+        "req-9",
+        "req-10",
+    ]
+    assert done.errors is None and not (tmp_path / "results_b.errors.jsonl").exists()
+    assert done.missing == 1  # req-7 has no answer: in neither file
+
+
+def test_a_second_answer_is_kept_at_the_end_of_the_errors_file(tmp_path, caplog):
+    input_path = write(tmp_path / "in.jsonl", *(request_line(n) for n in range(1, 5)))
+    lines = [
+        result_line("req-3", "errored") + b"\n",
+        result_line("req-1", "succeeded") + b"\n",
+        result_line("req-3", "succeeded") + b"\n",  # the success takes the place
+        result_line("req-2", "expired") + b"\n",
+        result_line("req-1", "canceled") + b"\n",  # after a success: set aside
+        result_line("req-4", "succeeded") + b"\n",
+    ]
+    done = ordered(tmp_path, input_path, lines)
+    assert (tmp_path / "results_b.jsonl").read_bytes() == lines[1] + lines[2] + lines[5]
+    assert (tmp_path / "results_b.errors.jsonl").read_bytes() == lines[3] + lines[0] + lines[4]
+    assert (done.placed, done.repeated, done.unknown) == (4, 2, 0)
+    assert "2 result lines of downloaded.jsonl answer a request answered already" in caplog.text
+
+
+def test_results_for_no_request_are_kept_at_the_end_of_the_errors_file(tmp_path, caplog):
+    input_path = write(tmp_path / "in.jsonl", *(request_line(n) for n in range(1, 4)))
+    lines = [
+        result_line("req-9", "succeeded") + b"\n",  # not in the input
+        result_line("req-2", "succeeded") + b"\n",
+        b'{"result": {"type": "errored"}}\n',  # no custom_id at all
+        b"not json\n",
+        result_line("req-1", "errored") + b"\n",
+    ]
+    done = ordered(tmp_path, input_path, lines)
+    assert (tmp_path / "results_b.jsonl").read_bytes() == lines[1]
+    assert (tmp_path / "results_b.errors.jsonl").read_bytes() == lines[4] + lines[0] + lines[
+        2
+    ] + lines[3]
+    assert (done.placed, done.unknown, done.missing) == (2, 3, 1)
+    assert "3 result lines of downloaded.jsonl are for no request of the input" in caplog.text
+    assert "msg_" not in caplog.text  # never a result's content in the log
+
+
+def test_an_input_that_repeats_a_custom_id_is_refused_naming_both_lines(tmp_path):
+    lines = [request_line(n) for n in range(1, 6)]
+    lines.insert(4, request_line(2))  # line 5 repeats line 2's custom_id
+    input_path = write(tmp_path / "in.jsonl", *lines)
+    with pytest.raises(
+        UsageError, match=r"^line 5 of in\.jsonl repeats the custom_id 'req-2' of line 2"
+    ):
+        ordered(tmp_path, input_path, [result_line("req-1", "succeeded") + b"\n"])
+    assert not (tmp_path / "results_b.jsonl").exists()
+
+
+def test_an_input_line_without_custom_id_is_refused(tmp_path):
+    input_path = write(tmp_path / "in.jsonl", request_line(1), b"\n", b'{"params": {}}\n')
+    with pytest.raises(UsageError, match=r"^line 3 of in\.jsonl has no custom_id"):
+        ordered(tmp_path, input_path, [result_line("req-1", "succeeded") + b"\n"])
+
+
+MEMORY_CHILD = """
+import resource, sys
+from pathlib import Path
+from batchledger.ordering import order_results
+folder = Path(sys.argv[1])
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+paths = [folder / name for name in ("in.jsonl", "res.jsonl", "ok.jsonl", "err.jsonl")]
+done = order_results(*paths)
+grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+print(grown, done.placed)
+"""
+
+
+def test_ordering_a_large_result_keeps_memory_bounded(tmp_path):
+    """300,000 results (150 MB) in reverse order: the index lives on disk, not in memory."""
+    count = 300_000
+    filler = b"x" * 400
+    with (tmp_path / "in.jsonl").open("wb") as inputs, (tmp_path / "res.jsonl").open("wb") as out:
+        for n in range(count):
+            inputs.write(b'{"custom_id": "r-%07d", "params": {}}\n' % n)
+        for n in reversed(range(count)):
+            out.write(
+                b'{"custom_id":"r-%07d","result":{"type":"%s","message":{"text":"%s"}}}\n'
+                % (n, b"errored" if n % 10 == 0 else b"succeeded", filler)
+            )
+    child = subprocess.run(
+        [sys.executable, "-c", MEMORY_CHILD, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    grown_kib, placed = map(int, child.stdout.split())
+    assert placed == count
+    assert (tmp_path / "ok.jsonl").stat().st_size + (tmp_path / "err.jsonl").stat().st_size == (
+        tmp_path / "res.jsonl"
+    ).stat().st_size
+    with (tmp_path / "ok.jsonl").open("rb") as ok:
+        assert ok.readline().startswith(b'{"custom_id":"r-0000001"')
+    assert grown_kib < 60 * 1024, f"grew {grown_kib} KiB"
