@@ -18,19 +18,21 @@ the order they came, with a warning in the log.
 Reading a line's custom_id and result type: see `_outcome`.
 """
 
+import itertools
 import json
 import logging
+import operator
 import os
 import re
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from batchledger.errors import BatchledgerError, UsageError
 from batchledger.inline import line_blocks
-from batchledger.redo import INSERT_BATCH, ScratchIndex
+from batchledger.redo import ScratchIndex
 from batchledger.savefile import (
     BackgroundWriter,
     Saved,
@@ -52,7 +54,7 @@ FETCH_ROWS = 4096
 _RESULT_HEAD = re.compile(
     rb'[ \t\r]*\{[ \t\r]*"custom_id"[ \t\r]*:[ \t\r]*"([^"\\]*)"[ \t\r]*,'
     rb'[ \t\r]*"result"[ \t\r]*:[ \t\r]*\{[ \t\r]*"type"[ \t\r]*:[ \t\r]*'
-    rb'"(succeeded|errored|canceled|expired)"'
+    rb'"(?:(succeeded)|errored|canceled|expired)"'
 )
 # An input line whose first key is custom_id (as inline.scan_requests checks).
 _INPUT_HEAD = re.compile(rb'[ \t\r]*\{[ \t\r]*"custom_id"[ \t\r]*:[ \t\r]*"([^"\\]*)"')
@@ -156,11 +158,14 @@ def _place_unique(rows: sqlite3.Cursor, reader: "_Reader", targets: "_Targets") 
     """Every custom_id answered once: each joined row is a line to write."""
     joined = 0
     if reader.last_unended is None:  # as the API writes them: every line ends with a newline
-        fd, pread = reader.fd, os.pread
+        # The batch turned into columns, the reads and the split: all of it runs in C.
+        fds = itertools.repeat(reader.fd)
         while batch := rows.fetchmany(FETCH_ROWS):
             joined += len(batch)
-            targets.succeeded.write(b"".join([pread(fd, s, o) for _, _, ok, o, s in batch if ok]))
-            targets.errors.write(b"".join([pread(fd, s, o) for _, _, ok, o, s in batch if not ok]))
+            _, _, oks, offsets, sizes = zip(*batch, strict=True)
+            pieces = list(map(os.pread, fds, sizes, offsets))
+            targets.succeeded.write(b"".join(itertools.compress(pieces, oks)))
+            targets.errors.write(b"".join(itertools.compress(pieces, map(operator.not_, oks))))
         return joined
     line = reader.line
     while batch := rows.fetchmany(FETCH_ROWS):
@@ -216,96 +221,122 @@ class _Reader:
 
 
 def _add_results(conn: sqlite3.Connection, path: Path) -> tuple[int, int | None]:
-    """Index each result line; their count, and the offset of a last line with no newline."""
-    insert = "INSERT INTO results VALUES (?, ?, ?, ?)"
+    """Index each result line; their count, and the offset of a last line with no newline.
+
+    A block whose lines all begin as the API writes them is indexed with no Python code per
+    line (map, zip and accumulate run in C; SQLite turns the type into `ok`); a block with
+    another line is indexed line by line.
+    """
+    # custom_id as bytes (a BLOB): compared byte for byte with the input's, never decoded.
+    insert = "INSERT INTO results VALUES (?, ? IS NOT NULL, ?, ? + 1)"
     total = 0
     last_unended = None
-    match = _RESULT_HEAD.match
     with conn, Segments(path, [(0, path.stat().st_size)]) as stream:
         for position, block in line_blocks(stream):
             lines = block.split(b"\n")
             tail = lines.pop()  # b"" after a final newline, else a last line without one
-            rows: list[tuple[str | None, bool, int, int]] = []
-            offset = position
-            for line in lines:
-                size = len(line) + 1
-                found = match(line)
-                if found is not None:
-                    custom_id, kind = found.groups()
-                    try:
-                        rows.append((custom_id.decode(), kind == b"succeeded", offset, size))
-                    except UnicodeDecodeError:
-                        rows.append((*_outcome(line), offset, size))
-                elif line.strip(_BLANK):
-                    rows.append((*_outcome(line), offset, size))
-                offset += size
-                if len(rows) >= INSERT_BATCH:
-                    conn.executemany(insert, rows)
-                    total += len(rows)
-                    rows = []
+            found = list(map(_RESULT_HEAD.match, lines))
+            offsets = itertools.accumulate(
+                map(operator.add, map(len, lines), itertools.repeat(1)), initial=position
+            )
+            if None not in found:
+                ids, kinds = map(_GROUP_1, found), map(_GROUP_2, found)
+                conn.executemany(insert, zip(ids, kinds, offsets, map(len, lines), strict=False))
+                total += len(lines)
+            else:
+                rows = [
+                    (*_outcome(line), offset, len(line))
+                    for line, offset in zip(lines, offsets, strict=False)
+                    if line.strip(_BLANK)
+                ]
+                conn.executemany(insert, rows)
+                total += len(rows)
             if tail.strip(_BLANK):
-                last_unended = offset
-                found = match(tail)
-                if found is not None and found.group(1).isascii():
-                    outcome = (found.group(1).decode(), found.group(2) == b"succeeded")
-                else:
-                    outcome = _outcome(tail)
-                rows.append((*outcome, offset, len(tail)))
-            conn.executemany(insert, rows)
-            total += len(rows)
+                last_unended = position + len(block) - len(tail)
+                conn.execute(
+                    "INSERT INTO results VALUES (?, ? IS NOT NULL, ?, ?)",
+                    (*_outcome(tail), last_unended, len(tail)),
+                )
+                total += 1
     return total, last_unended
 
 
-def _outcome(line: bytes) -> tuple[str | None, bool]:
-    """(custom_id, succeeded) of a result line not written the API's usual way: parsed.
+# A match's groups, taken in C by map(): m[1], m[2].
+_GROUP_1: Callable[[Any], bytes] = operator.itemgetter(1)
+_GROUP_2: Callable[[Any], bytes | None] = operator.itemgetter(2)
+
+
+def _outcome(line: bytes) -> tuple[bytes | None, bytes | None]:
+    """(custom_id, b"succeeded" or None) of a result line, parsed unless the quick way fits.
 
     The quick way (_RESULT_HEAD) is taken only when the line begins exactly as the API
     writes it, custom_id then result's type, and the id holds no backslash: those bytes
     are then read as a JSON parser reads them. What it does not check (the rest of the
     line) is not needed here, and the line's bytes are copied as they are. Any other line
     (keys in another order, an escaped id, whitespace the regex does not expect) is parsed
-    here. A line that is not a JSON object, or has no string custom_id, is (None, False):
+    here. A line that is not a JSON object, or has no string custom_id, is (None, None):
     it goes to the errors file.
     """
+    found = _RESULT_HEAD.match(line)
+    if found is not None:
+        return found.group(1), found.group(2)
     try:
         record = json.loads(line)
     except ValueError:
-        return None, False
+        return None, None
     if not isinstance(record, dict) or not isinstance(record.get("custom_id"), str):
-        return None, False
+        return None, None
     result = record.get("result")
     kind = result.get("type") if isinstance(result, dict) else None
-    return record["custom_id"], kind == "succeeded"
+    return _id_bytes(record["custom_id"]), b"succeeded" if kind == "succeeded" else None
+
+
+def _id_bytes(custom_id: str) -> bytes:
+    """A parsed custom_id as the bytes the quick way reads (UTF-8, as the line has it)."""
+    return custom_id.encode("utf-8", errors="surrogatepass")
 
 
 def _add_inputs(conn: sqlite3.Connection, path: Path, ranges: Sequence[tuple[int, int]]) -> int:
-    """Index the custom_id and position of each request line of the ranges; their count."""
+    """Index the custom_id and position of each request line of the ranges; their count.
+
+    As for the results: a block of lines that all begin with their custom_id costs no
+    Python code per line; another block is read line by line (blank lines skipped).
+    """
     insert = "INSERT INTO inputs VALUES (?, ?)"
     count = 0
-    match = _INPUT_HEAD.match
     with conn, Segments(path, ranges) as stream:
         for position, block in line_blocks(stream):
-            rows: list[tuple[str, int]] = []
-            offset = position
-            for line in block.split(b"\n"):
-                found = match(line)
-                if found is not None and found.group(1).isascii():
-                    rows.append((found.group(1).decode(), offset))
-                elif line.strip(_BLANK):
-                    rows.append((_input_id(path, ranges, offset, line), offset))
-                offset += len(line) + 1
+            lines = block.split(b"\n")
+            if not lines[-1]:
+                lines.pop()
+            found = list(map(_INPUT_HEAD.match, lines))
+            offsets = itertools.accumulate(
+                map(operator.add, map(len, lines), itertools.repeat(1)), initial=position
+            )
+            if None not in found:
+                conn.executemany(insert, zip(map(_GROUP_1, found), offsets, strict=False))
+                count += len(lines)
+                continue
+            rows = [
+                (_input_id(path, ranges, offset, line), offset)
+                for line, offset in zip(lines, offsets, strict=False)
+                if line.strip(_BLANK)
+            ]
             conn.executemany(insert, rows)
             count += len(rows)
     return count
 
 
-def _input_id(path: Path, ranges: Sequence[tuple[int, int]], offset: int, line: bytes) -> str:
+def _input_id(path: Path, ranges: Sequence[tuple[int, int]], offset: int, line: bytes) -> bytes:
+    found = _INPUT_HEAD.match(line)
+    if found is not None:
+        return found.group(1)
     try:
         record = json.loads(line)
     except ValueError:
         record = None
     if isinstance(record, dict) and isinstance(record.get("custom_id"), str):
-        return str(record["custom_id"])
+        return _id_bytes(record["custom_id"])
     raise UsageError(
         f"line {_line_number(path, _file_offset(ranges, offset))} of {path.name} has no "
         "custom_id: its results could not be put in order"
@@ -322,8 +353,8 @@ def _raise_repeated_input(
     ).fetchone()
     raise UsageError(
         f"line {_line_number(path, _file_offset(ranges, second))} of {path.name} repeats the"
-        f" custom_id {custom_id!r} of line {_line_number(path, _file_offset(ranges, first))}:"
-        " their results could not be told apart"
+        f" custom_id {custom_id.decode(errors='replace')!r} of line"
+        f" {_line_number(path, _file_offset(ranges, first))}: their results could not be told apart"
     )
 
 
