@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from batchledger.inline import (
     create_batch_streaming,
     scan_requests,
 )
+from batchledger.lost_create import Ambiguous, Found, NotMade, match_lost_create
 from batchledger.ordering import order_results
 from batchledger.split import plan_parts
 
@@ -372,6 +374,7 @@ def test_an_input_line_without_custom_id_is_refused(tmp_path):
 MEMORY_CHILD = """
 import resource, sys
 from pathlib import Path
+from batchledger.lost_create import Ambiguous, Found, NotMade, match_lost_create
 from batchledger.ordering import order_results
 folder = Path(sys.argv[1])
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -408,3 +411,75 @@ def test_ordering_a_large_result_keeps_memory_bounded(tmp_path):
     with (tmp_path / "ok.jsonl").open("rb") as ok:
         assert ok.readline().startswith(b'{"custom_id":"r-0000001"')
     assert grown_kib < 60 * 1024, f"grew {grown_kib} KiB"
+
+
+# --- the lost-create rule ----------------------------------------------------------------
+
+SINCE = datetime(2026, 12, 6, 8, 0, 0, tzinfo=UTC)
+
+
+def listed_batch(batch_id: str, seconds_after: float, requests: int) -> dict[str, Any]:
+    created = SINCE + timedelta(seconds=seconds_after)
+    return {
+        "id": batch_id,
+        "created_at": created.isoformat().replace("+00:00", "Z"),
+        "request_counts": {
+            "processing": requests - 3,
+            "succeeded": 1,
+            "errored": 1,
+            "canceled": 0,
+            "expired": 1,
+        },
+    }
+
+
+def newest_first(*batches: dict[str, Any], then_fail: bool = True) -> Iterator[dict[str, Any]]:
+    """The listing; with then_fail, reading past what was given fails the test."""
+    yield from batches
+    if then_fail:
+        raise AssertionError("the listing was read past the create's time")
+
+
+def test_lost_create_exactly_one_candidate_is_found():
+    listing = newest_first(
+        listed_batch("msgbatch_other_size", 30, 99),
+        listed_batch("msgbatch_in_ledger", 20, 100),
+        listed_batch("msgbatch_ours", 0.4, 100),
+        listed_batch("msgbatch_older", -5, 100),  # before the create: where paging stops
+    )
+    found = match_lost_create(listing, SINCE, 100, {"msgbatch_in_ledger"})
+    assert isinstance(found, Found) and found.batch["id"] == "msgbatch_ours"
+
+
+def test_lost_create_none_after_reaching_the_creates_time_was_not_made():
+    listing = newest_first(listed_batch("msgbatch_a", 10, 7), listed_batch("msgbatch_b", -3, 100))
+    assert match_lost_create(listing, SINCE, 100, set()) == NotMade()
+    # The whole listing read (an account's first batches): nothing older to reach, none made.
+    assert match_lost_create(newest_first(then_fail=False), SINCE, 100, set()) == NotMade()
+
+
+def test_lost_create_within_the_dates_second_is_a_candidate():
+    """An HTTP Date has whole seconds: a batch made 0.5 s 'before' it may still be ours."""
+    listing = newest_first(listed_batch("msgbatch_ours", -0.5, 3), listed_batch("old", -1.5, 3))
+    assert match_lost_create(listing, SINCE, 3, set()) == Found(
+        listed_batch("msgbatch_ours", -0.5, 3)
+    )
+
+
+def test_lost_create_more_than_one_candidate_sends_nothing_and_names_them():
+    listing = newest_first(
+        listed_batch("msgbatch_2", 12, 50),
+        listed_batch("msgbatch_1", 2, 50),
+        listed_batch("msgbatch_0", -60, 50),
+    )
+    outcome = match_lost_create(listing, SINCE, 50, set())
+    assert outcome == Ambiguous(("msgbatch_2", "msgbatch_1"))
+    assert isinstance(outcome, Ambiguous)
+    error = outcome.refusal()
+    assert error.exit_code == ExitCode.REFUSED
+    assert "msgbatch_2, msgbatch_1" in str(error) and "--force" in str(error)
+
+
+def test_lost_create_needs_the_servers_time_with_its_zone():
+    with pytest.raises(ValueError, match="timezone-aware"):
+        match_lost_create([], SINCE.replace(tzinfo=None), 1, set())
