@@ -106,20 +106,45 @@ def builtin_accounts() -> dict[str, Account]:
     }
 
 
+class InvalidAccountsFile(UsageError):
+    """accounts.toml was read but cannot be used: not UTF-8, not TOML, or not as documented."""
+
+
 def load_accounts(path: Path | None = None) -> dict[str, Account]:
     """The built-in accounts and those of accounts.toml (a missing file names none)."""
     path = path or config_path()
-    accounts = builtin_accounts()
     try:
-        with path.open("rb") as stream:
-            config = tomllib.load(stream)
+        data = path.read_bytes()
     except FileNotFoundError:
-        return accounts
+        return builtin_accounts()
     except OSError as exc:
         raise UsageError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    try:
+        return _parse_accounts(data, path)
+    except InvalidAccountsFile:
+        raise
+    except UsageError as exc:
+        raise InvalidAccountsFile(exc.message) from exc
+
+
+def _parse_accounts(data: bytes, path: Path) -> dict[str, Account]:
+    accounts = builtin_accounts()
+    try:
+        config = tomllib.loads(data.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise UsageError(
+            f"{path} is not UTF-8 text (byte {exc.start} is {data[exc.start]:#04x}); "
+            "save it as UTF-8"
+        ) from exc
     except tomllib.TOMLDecodeError as exc:
         raise UsageError(f"{path} is not valid TOML: {exc}") from exc
     _refuse_keys(config, path)
+    unknown = sorted(set(config) - {"accounts"})
+    if unknown:
+        raise UsageError(
+            f"{path}: unknown top-level key {unknown[0]!r}; the file holds [accounts.NAME] "
+            "tables only"
+        )
     section = config.get("accounts", {})
     if not isinstance(section, dict):
         raise UsageError(f"{path}: [accounts] must be a table of accounts")

@@ -8,6 +8,7 @@ import logging
 import random
 import threading
 import time
+import weakref
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from email.utils import parsedate_to_datetime
@@ -53,6 +54,8 @@ MAX_RETRY_AFTER_SECONDS = 120.0
 # A body that drops midway is not retried by the SDK (it has already returned the
 # response), so downloads retry on their own, a bounded number of times.
 DOWNLOAD_ATTEMPTS = 3
+# The variable each client's key came from, and its account: an HTTP 401 names them.
+_KEY_VARIABLES: "weakref.WeakKeyDictionary[OpenAI, str]" = weakref.WeakKeyDictionary()
 
 
 def make_client(
@@ -72,8 +75,8 @@ def make_client(
         )
     variable = account.api_key_env or "OPENAI_API_KEY"
     key = account.key()
+    named = "" if account.name == "default" else f" (the key of account {account.name!r})"
     if not key:
-        named = "" if account.name == "default" else f" (the key of account {account.name!r})"
         raise UsageError(f"{variable} is not set{named}; export your API key first")
     # A pasted key with a stray space or newline would otherwise fail deep in the HTTP
     # library, with the key itself in the error text.
@@ -81,20 +84,26 @@ def make_client(
         raise UsageError(
             f"{variable} holds spaces, line breaks or non-ASCII characters; export the key alone"
         )
+    client: OpenAI
     if account.kind == "azure":
         assert account.endpoint is not None  # accounts.py requires it of an azure account
-        return AzureOpenAI(
+        client = AzureOpenAI(
             azure_endpoint=account.endpoint,
             api_version=account.api_version,
             api_key=key,
             max_retries=max_retries,
             timeout=timeout,
         )
-    if account.name == "default":
+    elif account.name == "default":
         # Exactly as before accounts: the SDK reads OPENAI_API_KEY, OPENAI_BASE_URL and its
         # other OPENAI_* variables itself.
-        return OpenAI(max_retries=max_retries, timeout=timeout)
-    return OpenAI(api_key=key, base_url=account.base_url, max_retries=max_retries, timeout=timeout)
+        client = OpenAI(max_retries=max_retries, timeout=timeout)
+    else:
+        client = OpenAI(
+            api_key=key, base_url=account.base_url, max_retries=max_retries, timeout=timeout
+        )
+    _KEY_VARIABLES[client] = variable + named
+    return client
 
 
 def _log_response(operation: str, payload: Any) -> None:
@@ -102,13 +111,14 @@ def _log_response(operation: str, payload: Any) -> None:
 
 
 @contextmanager
-def api_errors(operation: str) -> Iterator[None]:
-    """Turn the SDK's exceptions into ours, each a type that says what went wrong."""
+def api_errors(operation: str, client: OpenAI) -> Iterator[None]:
+    """Turn the SDK's exceptions into ours, each a type that says what went wrong; a
+    refused key is named by the variable `client`'s key came from."""
     try:
         yield
     except openai.APIStatusError as exc:
         log.error("%s failed: HTTP %s body=%s", operation, exc.status_code, _body_text(exc))
-        raise _status_error(operation, exc) from exc
+        raise _status_error(operation, exc, _KEY_VARIABLES.get(client)) from exc
     except openai.APITimeoutError as exc:
         log.error("%s timed out", operation, exc_info=True)
         raise Transient(
@@ -126,12 +136,14 @@ def api_errors(operation: str) -> Iterator[None]:
         ) from exc
 
 
-def _status_error(operation: str, exc: openai.APIStatusError) -> ApiError:
+def _status_error(
+    operation: str, exc: openai.APIStatusError, key_variable: str | None = None
+) -> ApiError:
     """The error of our own that an HTTP error status stands for."""
     status = exc.status_code
     # Here, where an API error becomes ours, and nowhere later: an API may echo the key in
     # its message, and the message goes on to stderr, the log and the ledger's history.
-    message = redact(_status_message(operation, exc))
+    message = redact(_status_message(operation, exc, key_variable))
     code = _error_code(exc)
     if status in (408, 429) or status >= 500:
         error: ApiError = Transient(message, status=status, code=code)
@@ -168,7 +180,9 @@ def _body_text(exc: openai.APIStatusError) -> str:
         return repr(exc.body)
 
 
-def _status_message(operation: str, exc: openai.APIStatusError) -> str:
+def _status_message(
+    operation: str, exc: openai.APIStatusError, key_variable: str | None = None
+) -> str:
     detail = exc.message
     body = exc.body
     if isinstance(body, dict):
@@ -177,7 +191,7 @@ def _status_message(operation: str, exc: openai.APIStatusError) -> str:
             detail = str(error["message"])
     hint = ""
     if exc.status_code == 401:
-        hint = "; check OPENAI_API_KEY"
+        hint = f"; check {key_variable or 'OPENAI_API_KEY'}"
     elif exc.status_code == 429:
         hint = "; rate limited after retries, wait and try again (or raise --max-retries)"
     elif exc.status_code >= 500:
@@ -339,7 +353,7 @@ def _retry_without_duplicates(
     retries = client.max_retries
     for attempt in range(retries + 1):
         try:
-            with api_errors(operation):
+            with api_errors(operation, client):
                 return call()
         except Transient as exc:
             if attempt == retries:
@@ -380,7 +394,7 @@ def _retry_pause(attempt: int, exc: ApiError) -> float:
 
 def get_batch_status(client: OpenAI, batch_id: str) -> dict[str, Any]:
     log.info("GET_STATUS request=%s", json.dumps({"batch_id": batch_id}))
-    with api_errors("GET_STATUS"):
+    with api_errors("GET_STATUS", client):
         # The response's own JSON, as the API sent it: building the SDK's Batch model and
         # dumping it back to a dict would cost a sweep a sixth of its CPU per batch
         # (bench/sweep.py), and give the same dict less any field the API left out.
@@ -419,7 +433,7 @@ def list_batches_by_id(
             request["after"] = after
         log.info("LIST_BATCHES request=%s", json.dumps({**request, "wanted": len(wanted)}))
         try:
-            with api_errors("LIST_BATCHES"):
+            with api_errors("LIST_BATCHES", client):
                 body = client.batches.with_raw_response.list(**request).content
             page = _page_json("LIST_BATCHES", body)
         except BatchledgerError as exc:
@@ -529,7 +543,7 @@ class _DroppedBody(Exception):
 
 def _download_once(client: OpenAI, file_id: str, out_path: Path, operation: str) -> Saved:
     with (
-        api_errors(operation),
+        api_errors(operation, client),
         # Uncompressed, so the bytes saved are the bytes announced (and sent by the API).
         client.files.with_streaming_response.content(
             file_id, extra_headers={"Accept-Encoding": "identity"}
@@ -583,7 +597,7 @@ def cancel_batch(client: OpenAI, batch_id: str) -> dict[str, Any] | None:
 def list_batches(client: OpenAI) -> Iterator[dict[str, Any]]:
     """Every batch of the account, newest first, page by page."""
     log.info("LIST_BATCHES request=%s", json.dumps({"limit": 100}))
-    with api_errors("LIST_BATCHES"):
+    with api_errors("LIST_BATCHES", client):
         page = client.batches.list(limit=100)
         while True:
             batches = [batch.model_dump(mode="json") for batch in page.data]
@@ -622,7 +636,7 @@ def find_batches(
     found: dict[str, dict[str, Any]] = {}
     seen = 0
     complete = True
-    with api_errors("LIST_BATCHES"):
+    with api_errors("LIST_BATCHES", client):
         for batch in client.batches.list(limit=100):
             if len(found) == len(wanted) or (bound is not None and batch.created_at < bound):
                 break
@@ -657,14 +671,14 @@ def find_uploaded_file(
         json.dumps({"purpose": "batch", "filename": filename, "bytes": size, "max_age": max_age}),
     )
     try:
-        with api_errors("LIST_FILES"):
+        with api_errors("LIST_FILES", client):
             raw = client.files.with_raw_response.list(purpose="batch", order="desc", limit=100)
     except Rejected as exc:
         # A provider that cannot list files: the upload cannot be found again, and is made
         # anew. Unlike a second batch, a second file costs nothing and runs nothing.
         log.warning("LIST_FILES refused (%s); uploading again", exc.message)
         return None
-    with api_errors("LIST_FILES"):
+    with api_errors("LIST_FILES", client):
         server_now = _server_time(raw.headers.get("date"))
         bound = None
         if max_age is not None and server_now is not None:
@@ -695,7 +709,7 @@ def get_file(client: OpenAI, file_id: str) -> dict[str, Any] | None:
     """The file object, or None if the API no longer has it."""
     log.info("GET_FILE request=%s", json.dumps({"file_id": file_id}))
     try:
-        with api_errors("GET_FILE"):
+        with api_errors("GET_FILE", client):
             found = client.files.retrieve(file_id).model_dump(mode="json")
     except NotFound:
         return None
@@ -710,7 +724,7 @@ def delete_file(client: OpenAI, file_id: str) -> bool:
     """
     log.info("DELETE_FILE request=%s", json.dumps({"file_id": file_id}))
     try:
-        with api_errors("DELETE_FILE"):
+        with api_errors("DELETE_FILE", client):
             deleted = client.files.delete(file_id).model_dump(mode="json")
     except NotFound:
         return False

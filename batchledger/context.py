@@ -119,10 +119,11 @@ class Context:
         self._emulators.append(server)
         return server.base_url
 
-    def start_api_command(self) -> None:
+    def start_api_command(self, account: str | None = None) -> None:
         """The client first (a missing key is reported before anything is written), the
-        log, then the ledger."""
-        self.client()
+        log, then the ledger. `account`: the one the command works on, when it is not the
+        run's (a batch or job is followed on the account it was made on)."""
+        self.client_for(account or self.account.name)
         self.start_log()
         self.open_ledger(create=True)
 

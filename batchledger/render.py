@@ -391,10 +391,27 @@ def sweep_entry(report: "BatchReport") -> tuple[str, str, str, str, str]:
     saved = ", ".join(display_path(item.path) for item in report.saved if item.kind == "output")
     if not saved and row.get("output_path"):
         saved = display_path(row["output_path"])
-    note = "error: see below" if report.error else ""
+    note = "error: see below" if report.error else first_error_note(row)
     if not note and report.saved and any(item.kind == "error" for item in report.saved):
         note = "errors saved"
     return (report.batch_id, row.get("status") or "", requests_text(row), saved, note)
+
+
+SWEEP_NOTE_CHARS = 60  # a failed batch's first reason, cut to this in the sweep's table
+
+
+def first_error_note(row: Row) -> str:
+    """A failed batch's first reason, short (`show` has them all): `line 4: code: message`."""
+    notes = [note.removeprefix("error: ") for note in status_notes(row) if note.startswith("error")]
+    if not notes:
+        return ""
+    note = notes[0]
+    if len(note) > SWEEP_NOTE_CHARS:
+        cut = note[: SWEEP_NOTE_CHARS - 3]
+        if " " in cut[SWEEP_NOTE_CHARS // 2 :]:  # at a word's end, where there is one
+            cut = cut.rsplit(" ", 1)[0]
+        note = cut.rstrip(" ,.:;") + "..."
+    return note + (f" (+{len(notes) - 1} more)" if len(notes) > 1 else "")
 
 
 def json_text(value: Any) -> str:

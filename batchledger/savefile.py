@@ -13,6 +13,10 @@ whatever the size of the file (bench/transfer.py measures both).
 
 Each temporary file names the process that writes it and is locked by it, so that what a
 killed run left behind can be told from a download still going on, and removed.
+
+A target that is a symlink is written through, as `cp` and the shell's `>` do: the link
+stays, and the file it points to (made if it does not exist yet, with its folders) gets
+the bytes; the temporary file and the rename are in that file's folder.
 """
 
 import contextlib
@@ -55,8 +59,14 @@ class Incomplete(Exception):
     """The bytes that arrived are not as many as were announced."""
 
 
+def real_target(target: Path) -> Path:
+    """Where the bytes for `target` go: through its symlinks (dangling ones too)."""
+    return Path(os.path.realpath(target))
+
+
 def prepare_target(target: Path) -> list[tuple[Path, int]]:
     """Make the target's folder; remove what killed runs left of theirs (each path and size)."""
+    target = real_target(target)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -70,6 +80,7 @@ def save_chunks(target: Path, chunks: Iterable[bytes], expected_size: int | None
     Raises Incomplete (and leaves the target as it was) when `expected_size` is given and
     another number of bytes arrived; a disk that refuses the bytes is a BatchledgerError.
     """
+    target = real_target(target)
     part: Path | None = None
     try:
         part, out = new_part(target)

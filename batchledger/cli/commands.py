@@ -106,7 +106,7 @@ def status(args: argparse.Namespace, ctx: Context) -> ExitCode:
     if isinstance(ref, JobRef):
         return job_commands.status(args, ctx, ref)
     out = out_path(args, ref)
-    ctx.start_api_command()
+    ctx.start_api_command(ref.account)
     report = workflow.look_up(ctx, ref)
     if not args.json:  # the status first: whatever the save does, the user sees it
         ctx.print("\n".join(status_lines(report.row or {})))
@@ -188,7 +188,7 @@ def retrieve(args: argparse.Namespace, ctx: Context) -> ExitCode:
     if isinstance(ref, JobRef):
         return job_commands.retrieve(args, ctx, ref)
     out = out_path(args, ref)
-    ctx.start_api_command()
+    ctx.start_api_command(ref.account)
     report = workflow.retrieve(ctx, ref, out, again=args.force)
     if report.already_saved:
         assert report.row is not None
@@ -209,10 +209,10 @@ def watch(args: argparse.Namespace, ctx: Context) -> ExitCode:
     from batchledger.cli.parser import DEFAULT_WATCH_INTERVAL, DEMO_WATCH_INTERVAL
     from batchledger.cli.process import interrupt_taken
 
-    interval = args.interval or (
-        DEMO_WATCH_INTERVAL if ctx.account.kind == "emulator" else DEFAULT_WATCH_INTERVAL
-    )
     if args.all:
+        interval = args.interval or (
+            DEMO_WATCH_INTERVAL if ctx.account.kind == "emulator" else DEFAULT_WATCH_INTERVAL
+        )
         return watch_all(args, ctx, interval)
     if args.out_dir or args.include_synced:
         raise UsageError("--out-dir and --include-synced go with --all")
@@ -220,7 +220,12 @@ def watch(args: argparse.Namespace, ctx: Context) -> ExitCode:
     if isinstance(ref, JobRef):
         return job_commands.watch(args, ctx, ref)
     refs = [ref]
-    ctx.start_api_command()
+    ctx.start_api_command(ref.account)
+    interval = args.interval or (
+        DEMO_WATCH_INTERVAL
+        if ctx.account_named(ref.account).kind == "emulator"
+        else DEFAULT_WATCH_INTERVAL
+    )
     progress = Progress(ctx.stderr)
     checks = workflow.follow(
         ctx,
@@ -334,7 +339,7 @@ def cancel(args: argparse.Namespace, ctx: Context) -> ExitCode:
     ref = target(ctx, args.batch_id)
     if isinstance(ref, JobRef):
         return job_commands.cancel(args, ctx, ref)
-    ctx.start_api_command()
+    ctx.start_api_command(ref.account)
     report = workflow.cancel(ctx, ref)
     assert report.batch is not None
     ctx.print(f"batch_id: {report.batch_id}")

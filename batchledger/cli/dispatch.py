@@ -7,7 +7,15 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-from batchledger.accounts import ACCOUNT_ENV, choose_account, load_accounts
+from batchledger.accounts import (
+    ACCOUNT_ENV,
+    DEFAULT,
+    Account,
+    InvalidAccountsFile,
+    builtin_accounts,
+    choose_account,
+    load_accounts,
+)
 from batchledger.cli.commands import Handler
 from batchledger.cli.parser import build_parser
 from batchledger.cli.process import interrupt_taken
@@ -16,21 +24,34 @@ from batchledger.errors import BatchledgerError, ExitCode, UsageError
 from batchledger.paths import default_log_path, ledger_path
 from batchledger.redaction import redact
 
+# Commands that read only the ledger: an accounts.toml they cannot use is a warning.
+LEDGER_ONLY_COMMANDS = frozenset({"list", "show", "usage", "export", "where"})
+
 
 def context_for(args: argparse.Namespace) -> Context:
     """The run's context, from the options every command takes and accounts.toml."""
     if not _working_directory_exists():
         raise UsageError("the working directory no longer exists; cd into one that does")
     log_option = getattr(args, "log_file", None)
-    accounts = load_accounts()
     named = getattr(args, "account", None) or os.environ.get(ACCOUNT_ENV) or None
+    try:
+        accounts = load_accounts()
+        account = choose_account(accounts, named)
+    except InvalidAccountsFile as exc:
+        if args.command not in LEDGER_ONLY_COMMANDS:
+            raise
+        # They read only the ledger, where an account is a name: an accounts.toml that
+        # cannot be used does not stop them.
+        print(f"batchledger: warning: {redact(exc.message)}", file=sys.stderr)
+        accounts = builtin_accounts()
+        account = accounts.get(named or DEFAULT) or Account(name=named or DEFAULT)
     return Context(
         command=args.command,
         ledger_path=ledger_path(getattr(args, "db", None)),
         log_file=Path(log_option) if log_option else default_log_path(datetime.now(UTC)),
         own_log_file=not log_option,
         accounts=accounts,
-        account=choose_account(accounts, named),
+        account=account,
         named_account=named,
         max_retries=getattr(args, "max_retries", DEFAULT_MAX_RETRIES),
         timeout=getattr(args, "timeout", DEFAULT_TIMEOUT),

@@ -102,7 +102,7 @@ def status(args: argparse.Namespace, ctx: Context, ref: JobRef) -> ExitCode:
 
     job = job_row(ctx, ref)
     out = Path(args.out) if getattr(args, "out", None) else None
-    ctx.start_api_command()
+    ctx.start_api_command(job["account"])
     report = advance(ctx, job, out=out)
     print_job(ctx, report, as_json=getattr(args, "json", False))
     return ExitCode.OK
@@ -113,7 +113,7 @@ def retrieve(args: argparse.Namespace, ctx: Context, ref: JobRef) -> ExitCode:
 
     job = job_row(ctx, ref)
     out = Path(args.out) if args.out else None
-    ctx.start_api_command()
+    ctx.start_api_command(job["account"])
     report = advance(ctx, job, out=out)
     if report.job["status"] == JOB_RUNNING:
         raise Refused(
@@ -136,9 +136,11 @@ def watch(args: argparse.Namespace, ctx: Context, ref: JobRef) -> ExitCode:
     from batchledger.jobs import follow_job
 
     job = job_row(ctx, ref)
-    ctx.start_api_command()
+    ctx.start_api_command(job["account"])
     interval = args.interval or (
-        DEMO_WATCH_INTERVAL if ctx.account.kind == "emulator" else DEFAULT_WATCH_INTERVAL
+        DEMO_WATCH_INTERVAL
+        if ctx.account_named(job["account"]).kind == "emulator"
+        else DEFAULT_WATCH_INTERVAL
     )
     progress = Progress(ctx.stderr)
     report = None
@@ -173,7 +175,7 @@ def cancel(args: argparse.Namespace, ctx: Context, ref: JobRef) -> ExitCode:
     job = job_row(ctx, ref)
     if job["status"] != JOB_RUNNING:
         raise Refused(f"job {ref.job_id} is already {job['status']}; there is nothing to cancel")
-    ctx.start_api_command()
+    ctx.start_api_command(job["account"])
     report = cancel_job(ctx, job)
     ctx.print(f"job_id: {report.job_id}")
     ctx.print("status: cancelling")
@@ -196,7 +198,9 @@ def show(args: argparse.Namespace, ctx: Context, ref: JobRef) -> ExitCode:
 def retry(args: argparse.Namespace, ctx: Context, ref: JobRef | BatchRef) -> ExitCode:
     from batchledger.retry import retry as send_again
 
-    ctx.start_api_command()
+    # The original's account: a retry is sent where the original was.
+    account = job_row(ctx, ref)["account"] if isinstance(ref, JobRef) else ref.account
+    ctx.start_api_command(account)
     progress = PartProgress(ctx.stderr)
     ctx.on_part_uploaded = progress
     report = send_again(ctx, ref, all_failed=args.all_failed, max_in_flight=args.max_in_flight)

@@ -267,8 +267,11 @@ def export(args: argparse.Namespace, ctx: Context) -> ExitCode:
         for chunk in chunks:
             ctx.write_bytes(chunk)
         return ExitCode.OK
-    out = Path(args.out or exporting.default_export_path(batch_id_, args.format))
-    out = out.expanduser().absolute()
+    default = exporting.default_export_path(batch_id_, args.format)
+    out = Path(args.out).expanduser() if args.out else default
+    if out.is_dir():  # as for retrieve and status: the default name, inside the folder
+        out = out / default
+    out = out.absolute()
     replaced = out.exists()
     prepare_target(out)
     saved = save_chunks(out, chunks)

@@ -7,6 +7,7 @@ import signal
 from collections.abc import Sequence
 from types import FrameType
 
+from .message_batches import MAX_BODY_BYTES, MAX_REQUESTS
 from .models import FLAVORS, TOKEN_LIMIT_CHECKS
 from .server import EmulatorServer
 from .state import AZURE_MAX_INPUT_LINES, DEFAULT_MAX_INPUT_BYTES, DEFAULT_MAX_INPUT_LINES
@@ -15,7 +16,8 @@ from .state import AZURE_MAX_INPUT_LINES, DEFAULT_MAX_INPUT_BYTES, DEFAULT_MAX_I
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m batchledger.emulator",
-        description="Serve a local emulator of the OpenAI Files and Batches API.",
+        description="Serve a local emulator of the OpenAI Files and Batches API"
+        " (or of Anthropic's Message Batches).",
     )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000, help="0 picks a free port")
@@ -26,17 +28,23 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         help="advance batches one step per N seconds (default: one step per retrieve)",
     )
-    parser.add_argument("--max-input-bytes", type=int, default=DEFAULT_MAX_INPUT_BYTES)
+    parser.add_argument(
+        "--max-input-bytes",
+        type=int,
+        help=f"default: {DEFAULT_MAX_INPUT_BYTES} ({MAX_BODY_BYTES} with --flavor anthropic)",
+    )
     parser.add_argument(
         "--max-input-lines",
         type=int,
-        help=f"default: {DEFAULT_MAX_INPUT_LINES} ({AZURE_MAX_INPUT_LINES} with --flavor azure)",
+        help=f"default: {DEFAULT_MAX_INPUT_LINES} ({AZURE_MAX_INPUT_LINES} with --flavor azure,"
+        f" {MAX_REQUESTS} requests with --flavor anthropic)",
     )
     parser.add_argument(
         "--flavor",
         choices=FLAVORS,
         default="openai",
-        help="azure serves Azure OpenAI's classic /openai/... paths with api-key auth",
+        help="azure serves Azure OpenAI's classic /openai/... paths with api-key auth;"
+        " anthropic serves Anthropic's /v1/messages/batches with x-api-key auth",
     )
     parser.add_argument(
         "--enqueued-token-limit",
@@ -66,6 +74,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--persist",
         action="store_true",
         help="keep files and batches in DATA_DIR/state.json, shared with other emulators on it",
+    )
+    parser.add_argument(
+        "--relative-results-url",
+        action="store_true",
+        help="anthropic: send results_url as a path, not an absolute URL, as some proxies do",
     )
     parser.add_argument("--verbose", action="store_true", help="log every request to stderr")
     return parser
@@ -103,6 +116,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         keep_metadata=args.keep_metadata,
         list_files=args.list_files,
         persist=args.persist,
+        relative_results_url=args.relative_results_url,
     )
     # Set explicitly: a shell script's `&` starts us with SIGINT ignored, and scripts that
     # stop the emulator with kill -INT should still work.

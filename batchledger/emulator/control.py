@@ -5,11 +5,22 @@ They need no Authorization, are not recorded and are never subject to faults.
 
 from __future__ import annotations
 
+from typing import Any
+
 from .errors import batch_not_found, invalid_request
 from .faults import fault_from_json
+from .message_batches import StoredMessageBatch
+from .models import StoredBatch
 from .routing import Request, Route, read_json, read_json_object, route
 from .state import EmulatorState
 from .wire import Response, json_response
+
+
+def _batch_json(state: EmulatorState, batch: StoredBatch | StoredMessageBatch) -> dict[str, Any]:
+    """A batch of either flavour as its API shows it (a Message Batch's results_url a path)."""
+    if isinstance(batch, StoredMessageBatch):
+        return batch.to_json(state.now(), f"/v1/messages/batches/{batch.id}/results")
+    return batch.to_json()
 
 
 def _outcome(request: Request) -> str:
@@ -29,7 +40,8 @@ def set_batch_outcome(state: EmulatorState, request: Request) -> Response:
     except ValueError as exc:
         raise invalid_request(str(exc), param="outcome") from None
     with state.lock:
-        return json_response(state.batches[batch_id].to_json())
+        batch = state.message_batches.get(batch_id) or state.batches[batch_id]
+        return json_response(_batch_json(state, batch))
 
 
 def set_default_outcome(state: EmulatorState, request: Request) -> Response:
@@ -43,7 +55,7 @@ def set_default_outcome(state: EmulatorState, request: Request) -> Response:
 
 def advance_batch(state: EmulatorState, request: Request) -> Response:
     with state.lock:
-        return json_response(state.advance(request.params["batch_id"]).to_json())
+        return json_response(_batch_json(state, state.advance(request.params["batch_id"])))
 
 
 def list_requests(state: EmulatorState, request: Request) -> Response:

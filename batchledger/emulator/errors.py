@@ -1,11 +1,27 @@
-"""Error bodies: OpenAI's {"error": {"message", "type", "param", "code"}}, or Azure's
-{"error": {"code", "message"}} in the azure flavour."""
+"""Error bodies: OpenAI's {"error": {"message", "type", "param", "code"}}, Azure's
+{"error": {"code", "message"}} in the azure flavour, or Anthropic's
+{"type": "error", "error": {"type", "message"}} in the anthropic flavour."""
 
 from __future__ import annotations
 
 from typing import Any
 
 KEYS_URL = "https://platform.openai.com/account/api-keys"
+
+ANTHROPIC_ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    402: "billing_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    500: "api_error",
+    504: "timeout_error",
+    529: "overloaded_error",
+}
+"""Anthropic's error type for each status it documents; other 4xx are invalid requests and
+other 5xx api errors."""
 
 
 class ApiError(Exception):
@@ -37,6 +53,18 @@ class ApiError(Exception):
                 "param": self.param,
                 "code": self.code,
             }
+        }
+
+    def anthropic_body(self, request_id: str | None = None) -> dict[str, Any]:
+        """Anthropic's shape; the type is the error's own if Anthropic has it, else by status."""
+        error_type = self.error_type
+        if error_type not in ANTHROPIC_ERROR_TYPES.values():
+            fallback = "invalid_request_error" if self.status < 500 else "api_error"
+            error_type = ANTHROPIC_ERROR_TYPES.get(self.status, fallback)
+        return {
+            "type": "error",
+            "error": {"type": error_type, "message": self.message},
+            "request_id": request_id,
         }
 
     def azure_body(self) -> dict[str, Any]:
@@ -144,3 +172,8 @@ def azure_access_denied() -> ApiError:
         " endpoint for your resource.",
         code="401",
     )
+
+
+def anthropic_error(status: int, message: str) -> ApiError:
+    """An error of Anthropic's type for that status."""
+    return ApiError(status, message, error_type=ANTHROPIC_ERROR_TYPES.get(status, "api_error"))

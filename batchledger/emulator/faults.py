@@ -1,11 +1,12 @@
-"""Injected failures for /v1 requests.
+"""Injected failures for API requests (/v1, or /openai in the azure flavour).
 
 A matching fault acts in this order:
 
 0. ``cut_request_after_bytes=N``: the server reads at most N bytes of the request body and
    hangs up; the request is not handled (a connection that broke while sending).
 1. ``status``: the request is not handled at all (its body is read and discarded); after
-   ``delay`` the client gets that status with an OpenAI error body and, if set, Retry-After.
+   ``delay`` the client gets that status with the flavour's error body (OpenAI's, Azure's or
+   Anthropic's) and, if set, Retry-After.
 2. Otherwise the request is handled normally, so side effects happen (a batch is created,
    a retrieve advances the batch). Then, after ``delay``:
    ``drop_request`` closes the connection without any response (the work was done but the

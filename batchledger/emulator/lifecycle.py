@@ -17,9 +17,10 @@ ERROR_MODEL = "emulator-error"
 """A request whose body.model is this fails with a 400 model_not_found in the error file."""
 
 
-LINE_OUTCOMES = ("expired", "500", "429", "400", "missing")
-"""What a test can force on one request: expire it, fail it with that HTTP status, or lose it
-(in neither file, counted only in the total)."""
+LINE_OUTCOMES = ("expired", "cancelled", "500", "529", "429", "400", "missing")
+"""What a test can force on one request: expire or cancel it, fail it with that HTTP status, or
+lose it (in neither file, counted only in the total). The anthropic flavour answers each as
+Anthropic's result types: expired, canceled, errored (an error of that status's type)."""
 
 
 @dataclass(frozen=True)
@@ -245,6 +246,8 @@ def _forced_line(
         return _unexecuted_line(seed, custom_id, interruption or EXPIRED)
     if forced == "expired":
         return _unexecuted_line(seed, custom_id, EXPIRED)
+    if forced == "cancelled":
+        return _unexecuted_line(seed, custom_id, CANCELLED)
     status = int(forced)
     return _result_line(seed, custom_id, status, injected(status, None).body())
 

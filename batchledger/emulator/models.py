@@ -34,7 +34,7 @@ or at create, which is refused with a 400 (as some providers do)."""
 AZURE_BATCH_ENDPOINTS = ("/chat/completions", "/embeddings", "/responses")
 """Batch endpoints of Azure OpenAI's classic data-plane API, which has no /v1."""
 
-FLAVORS = ("openai", "azure")
+FLAVORS = ("openai", "azure", "anthropic")
 
 OUTCOMES = ("completed", "failed", "expired", "cancelled")
 FINAL_STATUSES = frozenset({"completed", "failed", "expired", "cancelled"})
@@ -211,8 +211,9 @@ RECORDED_HEADERS = (
     "x-stainless-retry-count",
     "openai-organization",
     "openai-project",
+    "anthropic-version",
 )
-"""Request headers kept in RecordedRequest.headers; Authorization is never stored."""
+"""Request headers kept in RecordedRequest.headers; Authorization and x-api-key never are."""
 
 
 @dataclass(frozen=True)

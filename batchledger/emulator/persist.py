@@ -1,4 +1,5 @@
-"""Files and batches kept in data_dir/state.json, so that later (or parallel) processes share them.
+"""Files, batches and Message Batches kept in data_dir/state.json, so that later (or
+parallel) processes share them.
 
 Every change is written atomically (a temporary file, then os.replace) while an fcntl.flock on
 data_dir/lock is held; a process reloads the state whenever the file changed since it last
@@ -16,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from .message_batches import MessageCounts, StoredMessageBatch
 from .models import BatchError, BatchResult, RequestCounts, StoredBatch, StoredFile, Usage
 
 STATE_FILE = "state.json"
@@ -44,6 +46,14 @@ def _batch_from_json(data: dict[str, Any]) -> StoredBatch:
     return StoredBatch(**fields)
 
 
+def _message_batch_from_json(data: dict[str, Any]) -> StoredMessageBatch:
+    fields = dict(data)
+    for name in ("input_path", "results_path"):
+        fields[name] = None if data[name] is None else Path(data[name])
+    fields["request_counts"] = MessageCounts(**data["request_counts"])
+    return StoredMessageBatch(**fields)
+
+
 def to_json(value: Any) -> Any:
     """A dataclass (or a container of them) as JSON-ready values; paths become strings."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
@@ -63,6 +73,10 @@ def files_from_json(data: dict[str, Any]) -> dict[str, StoredFile]:
 
 def batches_from_json(data: dict[str, Any]) -> dict[str, StoredBatch]:
     return {batch_id: _batch_from_json(item) for batch_id, item in data.items()}
+
+
+def message_batches_from_json(data: dict[str, Any]) -> dict[str, StoredMessageBatch]:
+    return {batch_id: _message_batch_from_json(item) for batch_id, item in data.items()}
 
 
 class StateFile:

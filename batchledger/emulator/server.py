@@ -16,12 +16,12 @@ from pathlib import Path
 from typing import Any, cast
 from urllib.parse import parse_qsl, urlsplit
 
-from . import api, control
+from . import anthropic_api, api, control
 from .errors import ApiError, azure_resource_not_found, injected, invalid_request, invalid_url
 from .faults import Fault
 from .models import RECORDED_HEADERS, RecordedRequest
 from .routing import Request, Route, resolve
-from .state import DEFAULT_MAX_INPUT_BYTES, EmulatorState
+from .state import EmulatorState
 from .wire import BodyError, RequestBody, Response, error_response, new_request_id
 
 
@@ -136,6 +136,10 @@ class _Handler(BaseHTTPRequestHandler):
     def _azure(self) -> bool:
         return self._emulator.state.flavor == "azure"
 
+    @property
+    def _anthropic(self) -> bool:
+        return self._emulator.state.flavor == "anthropic"
+
     def _error(self, error: ApiError) -> Response:
         """An error response in the flavour's shape; Azure has one answer for unknown paths."""
         if (
@@ -144,13 +148,15 @@ class _Handler(BaseHTTPRequestHandler):
             and error.message.startswith(("Invalid URL", "Invalid method"))
         ):
             error = azure_resource_not_found()
-        return error_response(error, azure=self._azure)
+        return error_response(error, azure=self._azure, anthropic=self._anthropic)
 
     def _handle(self, request: Request, routes: tuple[Route, ...], auth: bool) -> Response:
         """Run the route's handler; errors become error responses of the flavour."""
         try:
             if auth and self._azure:
                 api.check_azure_request(request, self._emulator.api_key)
+            elif auth and self._anthropic:
+                anthropic_api.check_request(request, self._emulator.api_key)
             elif auth:
                 api.check_auth(request.headers, self._emulator.api_key)
             handler, request.params = resolve(routes, request.method, request.path)
@@ -175,12 +181,13 @@ class _Handler(BaseHTTPRequestHandler):
             self._cut_request(request, fault, fault.cut_request_after_bytes)
             return
         if fault is not None and fault.status is not None:
-            response = _fault_response(fault, azure=self._azure)
+            response = _fault_response(fault, azure=self._azure, anthropic=self._anthropic)
         else:
-            routes = api.AZURE_ROUTES if self._azure else api.ROUTES
-            response = self._handle(request, routes, auth=True)
+            response = self._handle(request, _ROUTES[self._emulator.state.flavor], auth=True)
         request.body.drain()
-        response.headers.setdefault("x-request-id", new_request_id())
+        request_id = response.headers.setdefault("x-request-id", new_request_id())
+        if self._anthropic:
+            response.headers.setdefault("request-id", request_id)
         if fault is not None and fault.delay and fault.stall_after_bytes is None:
             time.sleep(fault.delay)
         dropped = fault is not None and fault.drop_request
@@ -274,9 +281,17 @@ class _Handler(BaseHTTPRequestHandler):
             pass
 
 
-def _fault_response(fault: Fault, azure: bool) -> Response:
+_ROUTES = {
+    "openai": api.ROUTES,
+    "azure": api.AZURE_ROUTES,
+    "anthropic": anthropic_api.ROUTES,
+}
+
+
+def _fault_response(fault: Fault, azure: bool, anthropic: bool) -> Response:
     assert fault.status is not None
-    response = error_response(injected(fault.status, fault.message), azure=azure)
+    error = injected(fault.status, fault.message)
+    response = error_response(error, azure=azure, anthropic=anthropic)
     if fault.retry_after is not None:
         seconds = fault.retry_after
         response.headers["Retry-After"] = (
@@ -291,6 +306,8 @@ class EmulatorServer:
     With data_dir=None the files live in a fresh temporary directory that stop() deletes.
     With persist=True the files and batches are kept in data_dir/state.json, and shared with any
     other emulator, now or later, on the same data_dir.
+    flavor="anthropic" serves Anthropic's Message Batches instead of Files and Batches;
+    relative_results_url=True makes their results_url a path, as some proxies send it.
     """
 
     def __init__(
@@ -300,7 +317,7 @@ class EmulatorServer:
         data_dir: str | PathLike[str] | None = None,
         api_key: str | None = None,
         step_seconds: float | None = None,
-        max_input_bytes: int = DEFAULT_MAX_INPUT_BYTES,
+        max_input_bytes: int | None = None,
         max_input_lines: int | None = None,
         verbose: bool = False,
         enqueued_token_limit: int | None = None,
@@ -309,6 +326,7 @@ class EmulatorServer:
         keep_metadata: bool = True,
         list_files: bool = True,
         persist: bool = False,
+        relative_results_url: bool = False,
     ) -> None:
         self.host = host
         self.api_key = api_key
@@ -330,6 +348,7 @@ class EmulatorServer:
             keep_metadata=keep_metadata,
             list_files=list_files,
             persist=persist,
+            relative_results_url=relative_results_url,
         )
         self._httpd: _HTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -364,8 +383,10 @@ class EmulatorServer:
 
     @property
     def base_url(self) -> str:
-        """What to give the OpenAI client as base_url."""
-        return f"{self.url}/v1"
+        """What to give the flavour's client as base_url: the OpenAI SDK's ends in /v1, an
+        Azure data plane's in /openai; the anthropic SDK's is the root (it adds /v1 itself)."""
+        flavor = self.state.flavor
+        return {"azure": f"{self.url}/openai", "anthropic": self.url}.get(flavor, f"{self.url}/v1")
 
     def wait(self, timeout: float | None = None) -> None:
         """Block until the serving thread ends (after stop() from elsewhere)."""

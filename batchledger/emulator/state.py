@@ -8,6 +8,12 @@ cancelled batches run the first half of their lines; the rest land in the error 
 Without step_seconds every retrieve (GET /v1/batches/{id}) moves its batch one step before
 answering and listing moves nothing. With step_seconds=N a batch moves one step per N seconds
 since its last transition, computed lazily whenever it is read; retrieves then do not step.
+
+The anthropic flavour keeps Message Batches (message_batches.py): in_progress -> ended, or
+in_progress -> canceling -> ended after a cancel (or the outcome "cancelled"), stepped the same
+way. A batch that expires (24 h, or the outcome "expired") or is cancelled runs the first half of
+its requests; the rest end expired or canceled. The outcome "failed" errors every request
+(api_error): Message Batches themselves never fail.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-from .errors import ApiError, batch_not_found, file_not_found, invalid_request
+from .errors import ApiError, anthropic_error, batch_not_found, file_not_found, invalid_request
 from .faults import Fault, FaultBook
 from .lifecycle import (
     CANCELLED,
@@ -40,6 +46,14 @@ from .lifecycle import (
     token_limit_message,
     validate_input,
 )
+from .message_batches import (
+    MAX_BODY_BYTES,
+    MAX_REQUESTS,
+    MessageRun,
+    StoredMessageBatch,
+    normalize_requests,
+    run_batch,
+)
 from .models import (
     AZURE_BATCH_ENDPOINTS,
     BATCH_ENDPOINTS,
@@ -52,7 +66,13 @@ from .models import (
     StoredBatch,
     StoredFile,
 )
-from .persist import StateFile, batches_from_json, files_from_json, to_json
+from .persist import (
+    StateFile,
+    batches_from_json,
+    files_from_json,
+    message_batches_from_json,
+    to_json,
+)
 
 DEFAULT_MAX_INPUT_BYTES = 200 * 1024 * 1024
 DEFAULT_MAX_INPUT_LINES = 50_000
@@ -107,7 +127,7 @@ class EmulatorState:
         data_dir: Path,
         *,
         step_seconds: float | None = None,
-        max_input_bytes: int = DEFAULT_MAX_INPUT_BYTES,
+        max_input_bytes: int | None = None,
         max_input_lines: int | None = None,
         clock: Callable[[], float] = time.time,
         enqueued_token_limit: int | None = None,
@@ -116,8 +136,10 @@ class EmulatorState:
         keep_metadata: bool = True,
         list_files: bool = True,
         persist: bool = False,
+        relative_results_url: bool = False,
     ) -> None:
-        """max_input_lines None is the flavour's limit: 50,000 on OpenAI, 100,000 on Azure."""
+        """max_input_lines and max_input_bytes None are the flavour's limits: 50,000 lines and
+        200 MB on OpenAI, 100,000 on Azure, 100,000 requests and 256 MB on Anthropic."""
         if flavor not in FLAVORS:
             raise ValueError(f"flavor must be one of {', '.join(FLAVORS)}")
         if token_limit_at not in TOKEN_LIMIT_CHECKS:
@@ -127,6 +149,8 @@ class EmulatorState:
         self._inputs_dir = self.data_dir / "batch_inputs"
         self._files_dir.mkdir(parents=True, exist_ok=True)
         self._inputs_dir.mkdir(parents=True, exist_ok=True)
+        self._messages_dir = self.data_dir / "message_batches"
+        self._messages_dir.mkdir(parents=True, exist_ok=True)
         self.step_seconds = step_seconds
         self.flavor = flavor
         self.keep_metadata = keep_metadata
@@ -134,8 +158,14 @@ class EmulatorState:
         self.can_list_files = list_files
         """False: a provider whose files cannot be listed (GET of the list is a 404)."""
         if max_input_lines is None:
-            azure = flavor == "azure"
-            max_input_lines = AZURE_MAX_INPUT_LINES if azure else DEFAULT_MAX_INPUT_LINES
+            max_input_lines = {"azure": AZURE_MAX_INPUT_LINES, "anthropic": MAX_REQUESTS}.get(
+                flavor, DEFAULT_MAX_INPUT_LINES
+            )
+        if max_input_bytes is None:
+            anthropic = flavor == "anthropic"
+            max_input_bytes = MAX_BODY_BYTES if anthropic else DEFAULT_MAX_INPUT_BYTES
+        self.relative_results_url = relative_results_url
+        """True: a Message Batch's results_url is a path, as some proxies and mocks send it."""
         self.limits = Limits(max_bytes=max_input_bytes, max_lines=max_input_lines)
         self.batch_endpoints = AZURE_BATCH_ENDPOINTS if flavor == "azure" else BATCH_ENDPOINTS
         self.enqueued_token_limit = enqueued_token_limit
@@ -143,6 +173,8 @@ class EmulatorState:
         self.token_limit_at = token_limit_at
         self.files: dict[str, StoredFile] = {}
         self.batches: dict[str, StoredBatch] = {}
+        self.message_batches: dict[str, StoredMessageBatch] = {}
+        """The anthropic flavour's batches, oldest first."""
         self.requests: list[RecordedRequest] = []
         self.default_outcome = "completed"
         """Outcome given to batches created from now on."""
@@ -189,6 +221,7 @@ class EmulatorState:
         return {
             "files": to_json(self.files),
             "batches": to_json(self.batches),
+            "message_batches": to_json(self.message_batches),
             "default_outcome": self.default_outcome,
             "line_outcomes": to_json(self.line_outcomes),
             "clock_offset": self.clock_offset,
@@ -197,6 +230,8 @@ class EmulatorState:
     def _load(self, data: dict[str, Any]) -> None:
         self.files = files_from_json(data["files"])
         self.batches = batches_from_json(data["batches"])
+        # A state.json of an emulator that had no Message Batches yet has none.
+        self.message_batches = message_batches_from_json(data.get("message_batches", {}))
         self.default_outcome = data["default_outcome"]
         self.line_outcomes = {
             custom_id: LineOutcome(**entry) for custom_id, entry in data["line_outcomes"].items()
@@ -247,7 +282,10 @@ class EmulatorState:
         """Choose how a batch ends; no effect once it is final. KeyError if unknown."""
         self._check_outcome(outcome)
         with self.transaction():
-            self.batches[batch_id].outcome = outcome
+            if batch_id in self.message_batches:
+                self.message_batches[batch_id].outcome = outcome
+            else:
+                self.batches[batch_id].outcome = outcome
 
     def set_default_outcome(self, outcome: str) -> None:
         self._check_outcome(outcome)
@@ -437,9 +475,14 @@ class EmulatorState:
                         self._step(batch, now)
             return page, more
 
-    def advance(self, batch_id: str) -> StoredBatch:
+    def advance(self, batch_id: str) -> StoredBatch | StoredMessageBatch:
         """Move a batch one step now, whatever the mode; no effect on a final batch."""
         with self.transaction():
+            if batch_id in self.message_batches:
+                message_batch = self.message_batches[batch_id]
+                if not message_batch.is_final:
+                    self._step_message_batch(message_batch, self.now())
+                return message_batch
             batch = self._batch(batch_id)
             if not batch.is_final:
                 self._step(batch, self.now())
@@ -460,6 +503,166 @@ class EmulatorState:
             batch.last_step_at = now
             return batch
 
+    # Message Batches (the anthropic flavour)
+
+    def _message_batch(self, batch_id: str) -> StoredMessageBatch:
+        batch = self.message_batches.get(batch_id)
+        if batch is None:
+            raise anthropic_error(404, f"Message Batch {batch_id} not found.")
+        return batch
+
+    def new_message_batch_files(self) -> tuple[str, Path, Path]:
+        """Reserve a Message Batch id, the path its create body streams to and its input's."""
+        with self.transaction():
+            while True:
+                batch_id = "msgbatch_01" + "".join(secrets.choice(_ALNUM) for _ in range(22))
+                if batch_id not in self.message_batches:
+                    break
+        body = self._messages_dir / f"{batch_id}.body"
+        return batch_id, body, self._messages_dir / f"{batch_id}.input.jsonl"
+
+    def create_message_batch(
+        self, batch_id: str, body: Path, input_path: Path
+    ) -> StoredMessageBatch:
+        """Check the saved create body and start the batch (in_progress); 400 if it is wrong."""
+        try:
+            count = normalize_requests(body, input_path, self.limits.max_lines)
+        except BaseException:
+            input_path.unlink(missing_ok=True)
+            raise
+        with self.transaction():
+            now = self.now()
+            batch = StoredMessageBatch(
+                id=batch_id,
+                created_at=now,
+                expires_at=now + COMPLETION_WINDOW_SECONDS,
+                requests=count,
+                input_path=input_path,
+                outcome=self.default_outcome,
+                last_step_at=now,
+            )
+            batch.request_counts.processing = count
+            self.message_batches[batch_id] = batch
+            return batch
+
+    def retrieve_message_batch(self, batch_id: str) -> StoredMessageBatch:
+        """The batch after moving it, as retrieve_batch moves a batch."""
+        with self.transaction():
+            batch = self._message_batch(batch_id)
+            self._catch_up_message_batches(self.now(), self.step_seconds)
+            if self.step_seconds is None and not batch.is_final:
+                self._step_message_batch(batch, self.now())
+            return batch
+
+    def list_message_batches(
+        self, *, before: str | None, after: str | None, limit: int
+    ) -> tuple[list[StoredMessageBatch], bool]:
+        """Newest first, the page after `after` or before `before`; in step mode each batch
+        on the page moves one step, as list_batches moves them."""
+        with self.transaction():
+            now = self.now()
+            self._catch_up_message_batches(now, self.step_seconds)
+            items = list(reversed(self.message_batches.values()))
+            ids = [item.id for item in items]
+            if before is not None:
+                end = ids.index(before) if before in ids else 0
+                page, more = items[max(0, end - limit) : end], end - limit > 0
+            else:
+                page, more = page_after(items, after, limit)
+            if self.step_seconds is None:
+                for batch in page:
+                    if not batch.is_final:
+                        self._step_message_batch(batch, now)
+            return page, more
+
+    def cancel_message_batch(self, batch_id: str) -> StoredMessageBatch:
+        """Start canceling; a batch that has ended cannot be canceled (400)."""
+        with self.transaction():
+            batch = self._message_batch(batch_id)
+            now = self.now()
+            self._catch_up_message_batches(now, self.step_seconds)
+            if batch.processing_status == "ended":
+                raise invalid_request(
+                    f"Message Batch {batch_id} has ended and can no longer be canceled."
+                )
+            if batch.processing_status == "in_progress":
+                batch.processing_status = "canceling"
+                batch.cancel_initiated_at = now
+                batch.last_step_at = now
+            return batch
+
+    def delete_message_batch(self, batch_id: str) -> None:
+        """Delete an ended batch and its results; one still processing cannot be (400)."""
+        with self.transaction():
+            batch = self._message_batch(batch_id)
+            self._catch_up_message_batches(self.now(), self.step_seconds)
+            if not batch.is_final:
+                raise invalid_request(
+                    f"Message Batch {batch_id} cannot be deleted while it is"
+                    f" {batch.processing_status}; cancel it and wait for it to end first."
+                )
+            del self.message_batches[batch_id]
+        if batch.results_path is not None:
+            batch.results_path.unlink(missing_ok=True)
+
+    def message_batch_results(self, batch_id: str) -> Path:
+        """The results file of an ended batch; 404 once archived (29 days after creation)."""
+        with self.transaction():
+            batch = self._message_batch(batch_id)
+            self._catch_up_message_batches(self.now(), self.step_seconds)
+            if not batch.is_final or batch.results_path is None:
+                raise invalid_request(
+                    f"Message Batch {batch_id} has not ended yet; its results are not available."
+                )
+            if batch.archived(self.now()):
+                raise anthropic_error(
+                    404, f"The results of Message Batch {batch_id} are no longer available."
+                )
+            return batch.results_path
+
+    def _catch_up_message_batches(self, now: float, step_seconds: float | None) -> None:
+        """End what expired by `now`; in time mode, take every step due by then."""
+        for batch in self.message_batches.values():
+            while step_seconds is not None and not batch.is_final:
+                due = batch.last_step_at + step_seconds
+                if due > now or due >= batch.expires_at:
+                    break
+                self._step_message_batch(batch, due)
+            if not batch.is_final and now >= batch.expires_at:
+                self._end_message_batch(batch, batch.expires_at, "expired")
+
+    def _step_message_batch(self, batch: StoredMessageBatch, at: float) -> None:
+        batch.last_step_at = at
+        if batch.processing_status == "canceling":
+            self._end_message_batch(batch, at, "canceled")
+        elif at >= batch.expires_at or batch.outcome == "expired":
+            self._end_message_batch(batch, at, "expired")
+        elif batch.outcome == "cancelled":
+            batch.processing_status = "canceling"
+            batch.cancel_initiated_at = at
+        else:
+            self._end_message_batch(batch, at, None)
+
+    def _end_message_batch(self, batch: StoredMessageBatch, at: float, cut: str | None) -> None:
+        """Process the requests into the results file; `cut` ends the second half so."""
+        assert batch.input_path is not None, "a batch keeps its input until it ends"
+        run = MessageRun(
+            batch_id=batch.id,
+            input_path=batch.input_path,
+            results_path=self._messages_dir / f"{batch.id}.results.jsonl",
+            executed=None if cut is None else batch.requests // 2,
+            unexecuted=cut or "expired",
+            fail_all=batch.outcome == "failed",
+            line_outcome=self._take_line_outcome,
+        )
+        batch.request_counts = run_batch(run)
+        batch.results_path = run.results_path
+        batch.processing_status = "ended"
+        batch.ended_at = at
+        batch.last_step_at = at
+        batch.input_path.unlink(missing_ok=True)
+        batch.input_path = None
+
     # Lifecycle steps; callers hold the lock.
 
     def _catch_up_all(self) -> None:
@@ -471,6 +674,7 @@ class EmulatorState:
         if self.step_seconds is None:
             return
         now = self.now()
+        self._catch_up_message_batches(now, self.step_seconds)
         pending = [batch for batch in self.batches.values() if not batch.is_final]
         while pending:
             batch = min(pending, key=lambda candidate: candidate.last_step_at)

@@ -202,6 +202,28 @@ def _video(request: dict[str, Any], seed: str, created: int) -> tuple[dict[str, 
     return body, Usage()
 
 
+def anthropic_message(params: dict[str, Any], seed: str) -> dict[str, Any]:
+    """An Anthropic Message answering Messages API `params`, as a batch result carries it."""
+    reply = _reply(params)
+    usage = _usage(params, reply)
+    return {
+        "id": f"msg_{hex_digest(seed + ':msg', 24)}",
+        "type": "message",
+        "role": "assistant",
+        "model": _model(params),
+        "content": [{"type": "text", "text": reply}],
+        "stop_reason": "end_turn",
+        "stop_sequence": None,
+        "usage": {
+            "input_tokens": usage.input_tokens,
+            "output_tokens": usage.output_tokens,
+            "cache_creation_input_tokens": 0,
+            "cache_read_input_tokens": 0,
+            "service_tier": "batch",
+        },
+    }
+
+
 _BUILDERS: dict[str, Callable[[dict[str, Any], str, int], tuple[dict[str, Any], Usage]]] = {
     "/v1/responses": _responses,
     "/v1/chat/completions": _chat,

@@ -154,6 +154,11 @@ def json_response(
     return Response(status=status, body=body, headers=dict(headers or {}))
 
 
-def error_response(error: ApiError, azure: bool = False) -> Response:
+def error_response(error: ApiError, azure: bool = False, anthropic: bool = False) -> Response:
+    """The error in the flavour's shape; Anthropic's carries its request id in the body too."""
+    if anthropic:
+        request_id = new_request_id()
+        headers = {**error.headers, "request-id": request_id, "x-request-id": request_id}
+        return json_response(error.anthropic_body(request_id), error.status, headers)
     body = error.azure_body() if azure else error.body()
     return json_response(body, status=error.status, headers=error.headers)
