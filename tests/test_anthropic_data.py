@@ -1,6 +1,7 @@
 """Anthropic's data path: the streamed create (batchledger.inline) and results put in input
-order (batchledger.ordering). The create is sent with the real `anthropic` SDK over real
-HTTP to a small recording server (the emulator's anthropic flavor is built elsewhere)."""
+order (batchledger.ordering), and the lost-create rule (batchledger.lost_create). The create
+is sent with the real `anthropic` SDK over real HTTP, to a small recording server (which
+shows the exact bytes and headers sent) and to the emulator's anthropic flavor."""
 
 import http.server
 import json
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import anthropic
+import httpx2
 import pytest
 
 from batchledger.errors import ExitCode, UsageError
@@ -483,3 +485,41 @@ def test_lost_create_more_than_one_candidate_sends_nothing_and_names_them():
 def test_lost_create_needs_the_servers_time_with_its_zone():
     with pytest.raises(ValueError, match="timezone-aware"):
         match_lost_create([], SINCE.replace(tzinfo=None), 1, set())
+
+
+# --- both halves against the emulator's anthropic flavor ---------------------------------
+
+
+def test_a_parts_create_and_its_results_round_trip_through_the_emulator(tmp_path, make_server):
+    """The streamed create is accepted by the emulator (real SDK, real HTTP); its unordered
+    results, of all four types, come back in the part's input order, split in two files."""
+    key = "sk-ant-test-0123456789"
+    server = make_server(flavor="anthropic", api_key=key)
+    lines = [request_line(n) for n in range(30)]
+    lines[4] = lines[4].replace(b'"max_tokens": 64', b'"max_tokens": 0')  # errored
+    input_path = write(tmp_path / "in.jsonl", *lines)
+    server.state.set_line_outcomes({"req-11": "cancelled", "req-12": "expired", "req-15": "529"})
+    part = plan_parts(input_path, max_requests=20, max_bytes=10**6)[0]
+    ranges = [(part.start, part.end)]
+    with anthropic.Anthropic(api_key=key, base_url=server.base_url, max_retries=0) as client:
+        batch = create_batch_streaming(client, input_path, ranges)
+        assert batch["request_counts"]["processing"] == 20
+        ended = client.messages.batches.retrieve(batch["id"])
+        assert ended.processing_status == "ended" and ended.results_url
+        downloaded = client.get(ended.results_url, cast_to=httpx2.Response).content
+    arrival = [json.loads(line)["custom_id"] for line in downloaded.splitlines()]
+    assert arrival != [f"req-{n}" for n in range(20)]  # the emulator answers out of order
+    results_path = write(tmp_path / "downloaded.jsonl", downloaded)
+    done = order_results(
+        input_path, results_path, tmp_path / "ok.jsonl", tmp_path / "err.jsonl", ranges=ranges
+    )
+    by_id = {json.loads(line)["custom_id"]: line + b"\n" for line in downloaded.splitlines()}
+    failed = {"req-4", "req-11", "req-12", "req-15"}
+    in_order = [f"req-{n}" for n in range(20)]
+    assert (tmp_path / "ok.jsonl").read_bytes() == b"".join(
+        by_id[i] for i in in_order if i not in failed
+    )
+    assert (tmp_path / "err.jsonl").read_bytes() == b"".join(
+        by_id[i] for i in in_order if i in failed
+    )
+    assert (done.placed, done.unknown, done.missing) == (20, 0, 0)
