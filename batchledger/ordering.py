@@ -87,6 +87,37 @@ def order_results(
     """
     if ranges is None:
         ranges = [(0, input_path.stat().st_size)]
+    from batchledger import quick_order  # numpy: imported here, never at start-up
+
+    try:
+        done = quick_order.order(input_path, results_path, succeeded_target, errors_target, ranges)
+    except quick_order.Fallback:
+        done = _order_exactly(input_path, results_path, succeeded_target, errors_target, ranges)
+    if done.unknown:
+        log.warning(
+            "%d result lines of %s are for no request of the input: kept at the end of %s",
+            done.unknown,
+            results_path.name,
+            errors_target.name,
+        )
+    if done.repeated:
+        log.warning(
+            "%d result lines of %s answer a request answered already: kept at the end of %s",
+            done.repeated,
+            results_path.name,
+            errors_target.name,
+        )
+    return done
+
+
+def _order_exactly(
+    input_path: Path,
+    results_path: Path,
+    succeeded_target: Path,
+    errors_target: Path,
+    ranges: Sequence[tuple[int, int]],
+) -> Ordered:
+    """The exact way, in SQLite: for what the quick way (quick_order) cannot be sure of."""
     with ScratchIndex(prefix="batchledger-order-") as index:
         conn = index.conn
         conn.execute(
@@ -130,20 +161,6 @@ def order_results(
                 while batch := rest.fetchmany(FETCH_ROWS):
                     targets.errors.write(b"".join([reader.line(o, s) for o, s in batch]))
             saved = targets.commit()
-    if unknown:
-        log.warning(
-            "%d result lines of %s are for no request of the input: kept at the end of %s",
-            unknown,
-            results_path.name,
-            errors_target.name,
-        )
-    if repeated:
-        log.warning(
-            "%d result lines of %s answer a request answered already: kept at the end of %s",
-            repeated,
-            results_path.name,
-            errors_target.name,
-        )
     return Ordered(
         succeeded=saved[0],
         errors=saved[1],

@@ -1,0 +1,476 @@
+"""The quick way to put Anthropic's results in input order (ordering.order_results): numpy.
+
+Imported by `order_results` only (numpy costs every command 0.1 s and 12 MB at start-up).
+Whatever it cannot be sure of, it leaves to the exact way (SQLite, in ordering.py) by
+raising `Fallback`, always before either target is touched.
+
+1. The input: each line's custom_id (read as ordering's regexes read it, with no Python
+   code per line for lines that begin as json.dumps or the API write them), a 64-bit
+   `hash()` of it and the id itself (a fixed-width numpy bytes array). The hashes are
+   sorted once; two lines with one hash (the same custom_id, or a collision) are left to
+   the exact way, which names repeated lines.
+2. The results, read once in blocks: each line's custom_id and type the same way, its hash
+   looked up in the sorted hashes (`searchsorted`), the match confirmed by comparing the
+   ids themselves (correctness never rests on a hash). Each line's input line, type,
+   offset and size go to arrays on disk (memmap), and the line itself is appended to one
+   of K bucket files by its input line's range (K = the results' size / BUCKET_BYTES).
+3. Each bucket, read whole (about BUCKET_BYTES), has its lines put in input order by
+   their arrays and written to the two targets; the lines that cannot be placed are read
+   back from the results file in the order they came and go to the end of the errors file.
+
+Memory: the per-line arrays (about 60 bytes a line: hashes, ids, positions) and a bucket
+or two, whatever the results' size; the files are read and written in large blocks.
+"""
+
+import os
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from batchledger.inline import line_blocks
+from batchledger.ordering import (
+    _BLANK,
+    Ordered,
+    _input_id,
+    _outcome,
+    _Targets,
+)
+from batchledger.split import Segments
+
+BUCKET_BYTES = 16 * 1024 * 1024  # result bytes per bucket, read whole when it is written
+MAX_BUCKET_BYTES = 4 * BUCKET_BYTES  # a larger bucket is read line by line
+MAX_BUCKETS = 400  # open files at once; past that, buckets grow
+MAX_ID_BYTES = 256  # a longer custom_id in the input: the exact way
+WRITE_LINES = 8192  # lines joined into one write
+
+# How the API (compact) and json.dumps (", " and ": ") begin a line: custom_id first; a
+# result's type next.
+_INPUT_PREFIXES = (b'{"custom_id":"', b'{"custom_id": "')
+_RESULT_FORMS = (
+    (b'{"custom_id":"', b'","result":{"type":"'),
+    (b'{"custom_id": "', b'", "result": {"type": "'),
+)
+_KINDS = (b'succeeded"', b'errored"', b'canceled"', b'expired"')
+_QUOTE, _BACKSLASH, _NEWLINE = ord('"'), ord("\\"), ord("\n")
+
+Ints = NDArray[np.int64]
+
+
+class Fallback(Exception):
+    """The quick way cannot be sure here: the exact way orders these files."""
+
+
+def order(
+    input_path: Path,
+    results_path: Path,
+    succeeded_target: Path,
+    errors_target: Path,
+    ranges: Sequence[tuple[int, int]],
+) -> Ordered:
+    with tempfile.TemporaryDirectory(prefix="batchledger-order-") as name:
+        folder = Path(name)
+        keys = _InputKeys(input_path, ranges)
+        size = results_path.stat().st_size
+        buckets = max(1, min(MAX_BUCKETS, -(-size // BUCKET_BYTES)))
+        rows = _index_results(results_path, keys, folder, buckets)
+        inputs = len(keys.ids)
+        del keys
+        return _write(rows, results_path, folder, inputs, buckets, succeeded_target, errors_target)
+
+
+class _InputKeys:
+    """The input's custom_ids: sorted hashes, where each comes from, the ids themselves."""
+
+    def __init__(self, path: Path, ranges: Sequence[tuple[int, int]]) -> None:
+        hashes: list[Ints] = []
+        ids: list[NDArray[np.bytes_]] = []
+        with Segments(path, ranges) as stream:
+            for position, block in line_blocks(stream):
+                if b"\x00" in block:
+                    raise Fallback  # an id with a NUL byte: numpy's bytes would drop it
+                found = _input_ids(block)
+                if found is None:
+                    found = _input_ids_slowly(path, ranges, position, block)
+                if found.dtype.itemsize > MAX_ID_BYTES:
+                    raise Fallback
+                hashes.append(_hashes(found))
+                ids.append(found)
+        self.ids: NDArray[np.bytes_] = np.concatenate(ids) if ids else np.zeros(0, dtype="S1")
+        del ids
+        every = np.concatenate(hashes) if hashes else np.zeros(0, dtype=np.int64)
+        del hashes
+        self.where: Ints = np.argsort(every, kind="stable")
+        self.hashes: Ints = every[self.where]
+        del every
+        if len(self.hashes) > 1 and bool(np.any(self.hashes[1:] == self.hashes[:-1])):
+            raise Fallback  # a custom_id repeated (the exact way names the lines) or a collision
+
+    def lookup(self, ids: NDArray[np.bytes_], known: NDArray[np.bool_]) -> Ints:
+        """The input line of each id (-1: none), confirmed byte for byte."""
+        count = len(self.hashes)
+        if count == 0 or len(ids) == 0:
+            return np.full(len(ids), -1, dtype=np.int64)
+        hashes = _hashes(ids)
+        at = np.minimum(np.searchsorted(self.hashes, hashes), count - 1)
+        line = self.where[at]
+        same = (self.hashes[at] == hashes) & known
+        if ids.dtype.itemsize > self.ids.dtype.itemsize:
+            # cut to the input's width, a longer id could look equal: it is in no input line
+            lengths = np.char.str_len(ids)
+            same &= lengths <= self.ids.dtype.itemsize
+            ids = ids.astype(self.ids.dtype)  # cuts; only ids short enough are compared
+        same &= ids == self.ids[line]
+        return np.where(same, line, -1)
+
+
+def _hashes(ids: NDArray[np.bytes_]) -> Ints:
+    """Python's hash of each id: 64 bits, the same for the same bytes within this process."""
+    return np.fromiter(map(hash, ids.tolist()), dtype=np.int64, count=len(ids))
+
+
+def _lines(data: NDArray[np.uint8], end: int) -> tuple[Ints, Ints]:
+    """(start, end) of each line of data[:end], which ends with a newline; end excludes it."""
+    ends = np.flatnonzero(data[:end] == _NEWLINE).astype(np.int64)
+    starts = np.empty_like(ends)
+    if len(ends):
+        starts[0] = 0
+        starts[1:] = ends[:-1] + 1
+    return starts, ends
+
+
+def _follows(data: NDArray[np.uint8], at: Ints, expected: bytes) -> NDArray[np.bool_]:
+    """Whether the bytes at each position are `expected` (never past the data's end)."""
+    width = len(expected)
+    window = np.minimum(at[:, None] + np.arange(width), len(data) - 1)
+    matches: NDArray[np.bool_] = data[window] == np.frombuffer(expected, dtype=np.uint8)
+    every: NDArray[np.bool_] = np.logical_and.reduce(matches, axis=1)
+    return every
+
+
+def _strings(
+    data: NDArray[np.uint8], starts: Ints, ends: Ints, prefixes: Sequence[bytes]
+) -> tuple[NDArray[np.bool_], Ints, Ints]:
+    """For each line: whether it begins with one of `prefixes` then a string with no
+    backslash, closed on the same line; where that string begins and ends (its quote)."""
+    quotes = np.flatnonzero(data == _QUOTE)
+    slashes = np.flatnonzero(data == _BACKSLASH)
+    good = np.zeros(len(starts), dtype=bool)
+    begin = np.zeros(len(starts), dtype=np.int64)
+    for prefix in prefixes:
+        fits = ~good & _follows(data, starts, prefix)
+        begin[fits] = starts[fits] + len(prefix)
+        good |= fits
+    if len(quotes) == 0:
+        return np.zeros(len(starts), dtype=bool), begin, begin
+    close = quotes[np.minimum(np.searchsorted(quotes, begin), len(quotes) - 1)]
+    good &= (close >= begin) & (close < ends)
+    good &= np.searchsorted(slashes, close) == np.searchsorted(slashes, begin)
+    return good, begin, close
+
+
+def _gather(data: NDArray[np.uint8], begin: Ints, close: Ints) -> NDArray[np.bytes_]:
+    """The bytes data[begin:close] of each line, as a fixed-width numpy bytes array."""
+    lengths = close - begin
+    width = max(1, int(lengths.max())) if len(lengths) else 1
+    columns = np.arange(width)
+    window = np.minimum(begin[:, None] + columns, len(data) - 1)
+    table = np.where(columns < lengths[:, None], data[window], 0).astype(np.uint8)
+    return np.ascontiguousarray(table).view(f"S{width}").reshape(len(begin))
+
+
+def _input_ids(block: bytes) -> NDArray[np.bytes_] | None:
+    """The custom_id of each line of a block whose lines all begin as json.dumps or the
+    API write them (what _INPUT_HEAD reads from those lines); None for another block."""
+    data = np.frombuffer(block, dtype=np.uint8)
+    end = len(block) if block.endswith(b"\n") else block.rfind(b"\n") + 1
+    if end != len(block):
+        return None  # a last line with no newline: read line by line
+    starts, ends = _lines(data, end)
+    good, begin, close = _strings(data, starts, ends, _INPUT_PREFIXES)
+    if not bool(good.all()):
+        return None
+    return _gather(data, begin, close)
+
+
+def _input_ids_slowly(
+    path: Path, ranges: Sequence[tuple[int, int]], position: int, block: bytes
+) -> NDArray[np.bytes_]:
+    """As ordering._add_inputs reads a block line by line (UsageError: a line without id)."""
+    ids = []
+    offset = position
+    for line in block.split(b"\n"):
+        if line.strip(_BLANK):
+            found = _input_id(path, ranges, offset, line)
+            if b"\x00" in found:
+                raise Fallback
+            ids.append(found)
+        offset += len(line) + 1
+    return np.array(ids, dtype=f"S{max(1, max(map(len, ids), default=1))}")
+
+
+class _Rows:
+    """Per result line, in the order they came: input line (-1: none), succeeded, where."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.files = {
+            name: (folder / f"{name}.bin").open("wb") for name in ("line", "ok", "offset", "size")
+        }
+        self.last_unended: int | None = None
+
+    def add(self, line: Ints, ok: NDArray[np.int8], offset: Ints, size: Ints) -> None:
+        for name, values in (("line", line), ("ok", ok), ("offset", offset), ("size", size)):
+            self.files[name].write(values.tobytes())
+
+    def load(self, name: str, dtype: Any) -> Any:
+        self.files[name].close()
+        path = self.folder / f"{name}.bin"
+        if path.stat().st_size == 0:
+            return np.zeros(0, dtype=dtype)
+        return np.memmap(path, dtype=dtype, mode="r")
+
+
+def _index_results(path: Path, keys: _InputKeys, folder: Path, count: int) -> _Rows:
+    """Read the results once: index each line, and append it to its bucket file."""
+    rows = _Rows(folder)
+    inputs = max(1, len(keys.ids))
+    buckets = [(folder / f"bucket-{n}").open("wb") for n in range(count)]
+    try:
+        with Segments(path, [(0, path.stat().st_size)]) as stream:
+            for position, block in line_blocks(stream):
+                lines, ids, known, ok, offset, size, unended = _read_block(position, block)
+                if unended is not None:
+                    rows.last_unended = unended
+                line = keys.lookup(ids, known)
+                rows.add(line, ok, offset, size)
+                placed = np.flatnonzero(line >= 0)
+                bucket = line[placed] * count // inputs
+                sequence = placed[np.argsort(bucket, kind="stable")].tolist()
+                bounds = np.cumsum(np.bincount(bucket, minlength=count)).tolist()
+                chosen = list(map(lines.__getitem__, sequence))
+                start = 0
+                for number, stop in enumerate(bounds):
+                    if stop > start:
+                        buckets[number].write(b"\n".join(chosen[start:stop]))
+                        buckets[number].write(b"\n")
+                    start = stop
+    finally:
+        for out in buckets:
+            out.close()
+    return rows
+
+
+def _read_block(
+    position: int, block: bytes
+) -> tuple[list[bytes], Any, Any, Any, Ints, Ints, int | None]:
+    """A block's lines (no newline), ids, whether each has one, succeeded, offsets, sizes
+    (with the newline the targets give each line), and the offset of a last line with none."""
+    end = block.rfind(b"\n") + 1
+    data = np.frombuffer(block, dtype=np.uint8)
+    if end == len(block) and b"\x00" not in block:
+        starts, ends = _lines(data, end)
+        quick = _read_quickly(data, starts, ends)
+        if quick is not None:
+            ids, ok = quick
+            lines = block.split(b"\n")
+            lines.pop()
+            return (
+                lines,
+                ids,
+                np.ones(len(ids), dtype=bool),
+                ok,
+                starts + position,
+                ends - starts + 1,
+                None,
+            )
+    # line by line, as ordering._add_results does (blank lines are no results)
+    lines, found, offsets = [], [], []
+    unended = None
+    offset = position
+    pieces = block[:end].split(b"\n")
+    pieces.pop()
+    tail = block[end:]
+    for piece in pieces:
+        if piece.strip(_BLANK):
+            lines.append(piece)
+            found.append(_outcome(piece))
+            offsets.append(offset)
+        offset += len(piece) + 1
+    if tail.strip(_BLANK):
+        lines.append(tail)
+        found.append(_outcome(tail))
+        offsets.append(offset)
+        unended = offset
+    names = [custom_id or b"" for custom_id, _ in found]
+    # no id, or one with a NUL byte (numpy's bytes would lose it; no input id has one)
+    known = np.array([cid is not None and b"\x00" not in cid for cid, _ in found], dtype=bool)
+    names = [name if b"\x00" not in name else b"" for name in names]
+    ids = np.array(names, dtype=f"S{max(1, max(map(len, names), default=1))}")
+    ok = np.array([kind is not None for _, kind in found], dtype=np.int8)
+    size = np.fromiter(map(len, lines), dtype=np.int64, count=len(lines)) + 1
+    return lines, ids, known, ok, np.array(offsets, dtype=np.int64), size, unended
+
+
+def _read_quickly(
+    data: NDArray[np.uint8], starts: Ints, ends: Ints
+) -> tuple[NDArray[np.bytes_], NDArray[np.int8]] | None:
+    """Ids and outcomes of lines that all begin as the API (or json.dumps) writes them:
+    what _RESULT_HEAD reads from such a line. None when a line begins otherwise."""
+    good = np.zeros(len(starts), dtype=bool)
+    begin = np.zeros(len(starts), dtype=np.int64)
+    close = np.zeros(len(starts), dtype=np.int64)
+    kind_at = np.zeros(len(starts), dtype=np.int64)
+    for prefix, middle in _RESULT_FORMS:
+        fits, at, quote = _strings(data, starts, ends, (prefix,))
+        fits &= ~good & _follows(data, quote, middle)
+        begin[fits], close[fits] = at[fits], quote[fits]
+        kind_at[fits] = quote[fits] + len(middle)
+        good |= fits
+    if not bool(good.all()):
+        return None
+    succeeded = _follows(data, kind_at, _KINDS[0])
+    other = succeeded.copy()
+    for kind in _KINDS[1:]:
+        other |= _follows(data, kind_at, kind)
+    if not bool(other.all()):
+        return None
+    return _gather(data, begin, close), succeeded.astype(np.int8)
+
+
+def _write(
+    rows: _Rows,
+    results_path: Path,
+    folder: Path,
+    inputs: int,
+    count: int,
+    succeeded_target: Path,
+    errors_target: Path,
+) -> Ordered:
+    line: Ints = rows.load("line", np.int64)
+    ok: NDArray[np.int8] = rows.load("ok", np.int8)
+    offset: Ints = rows.load("offset", np.int64)
+    size: Ints = rows.load("size", np.int64)
+    total = len(line)
+    placed = line >= 0
+    joined = int(np.count_nonzero(placed))
+    later = np.zeros(total, dtype=bool)
+    if joined:
+        answers = np.bincount(line[placed], minlength=inputs)
+        if int(answers.max()) > 1:
+            later = _set_aside(line, ok, answers)
+    repeated = int(np.count_nonzero(later))
+    bucket = np.where(placed, line * count // max(1, inputs), count)
+    by_bucket = np.argsort(bucket, kind="stable")
+    bounds = np.cumsum(np.bincount(bucket, minlength=count + 1)).tolist()
+    with _Targets(succeeded_target, errors_target) as targets:
+        start = 0
+        for number in range(count):
+            stop = bounds[number]
+            members = by_bucket[start:stop]  # in the order they came, as in the bucket file
+            start = stop
+            if len(members):
+                _write_bucket(folder / f"bucket-{number}", members, line, ok, size, later, targets)
+        rest = np.flatnonzero(~placed | later)
+        if len(rest):
+            _write_rest(results_path, rest, offset, size, rows.last_unended, targets.errors)
+        saved = targets.commit()
+    return Ordered(
+        succeeded=saved[0],
+        errors=saved[1],
+        placed=joined - repeated,
+        unknown=total - joined,
+        repeated=repeated,
+        missing=inputs - (joined - repeated),
+    )
+
+
+def _set_aside(line: Ints, ok: NDArray[np.int8], answers: Ints) -> NDArray[np.bool_]:
+    """The answers that do not take their custom_id's place: all but its first succeeded
+    one, else all but its first (as ordering._place_all)."""
+    later = np.zeros(len(line), dtype=bool)
+    placed = np.flatnonzero(line >= 0)
+    twice = placed[answers[line[placed]] > 1]
+    ranked = twice[np.lexsort((twice, -ok[twice].astype(np.int64), line[twice]))]
+    first = np.ones(len(ranked), dtype=bool)
+    first[1:] = line[ranked[1:]] != line[ranked[:-1]]
+    later[ranked[~first]] = True
+    return later
+
+
+def _write_bucket(
+    path: Path,
+    members: Ints,
+    line: Ints,
+    ok: NDArray[np.int8],
+    size: Ints,
+    later: NDArray[np.bool_],
+    targets: _Targets,
+) -> None:
+    sizes = size[members]
+    ends = np.cumsum(sizes)
+    starts = ends - sizes
+    with path.open("rb", buffering=0) as source:
+        if os.fstat(source.fileno()).st_size != int(ends[-1]):
+            raise OSError("a temporary file of the ordering changed")
+        if ends[-1] <= MAX_BUCKET_BYTES:
+            data = source.read()
+            read = data.__getitem__  # a line, by its slice of the bucket
+        else:  # the input's lines got their results' bytes unevenly: line by line
+            fd = source.fileno()
+
+            def read(piece: slice) -> bytes:
+                return os.pread(fd, piece.stop - piece.start, piece.start)
+
+        _place(starts, ends, members, line, ok, later, read, targets)
+    path.unlink()
+
+
+def _place(
+    starts: Ints,
+    ends: Ints,
+    members: Ints,
+    line: Ints,
+    ok: NDArray[np.int8],
+    later: NDArray[np.bool_],
+    read: Callable[[slice], bytes],
+    targets: _Targets,
+) -> None:
+    """A bucket's lines, each in its input line's order, into the target of its outcome."""
+    keep = ~later[members]
+    succeeded = ok[members] == 1
+    for wanted, writer in (
+        (keep & succeeded, targets.succeeded),
+        (keep & ~succeeded, targets.errors),
+    ):
+        chosen = np.flatnonzero(wanted)
+        chosen = chosen[np.argsort(line[members[chosen]], kind="stable")]
+        firsts, lasts = starts[chosen].tolist(), ends[chosen].tolist()
+        for at in range(0, len(firsts), WRITE_LINES):
+            pieces = map(slice, firsts[at : at + WRITE_LINES], lasts[at : at + WRITE_LINES])
+            writer.write(b"".join(map(read, pieces)))
+
+
+def _write_rest(
+    path: Path, rest: Ints, offset: Ints, size: Ints, last_unended: int | None, out: Any
+) -> None:
+    """Lines that take no place, in the order they came, read back from the results."""
+    with path.open("rb", buffering=0) as source:
+        fd = source.fileno()
+        for at in range(0, len(rest), WRITE_LINES):
+            chosen = rest[at : at + WRITE_LINES]
+            offsets = offset[chosen]
+            sizes = (
+                size[chosen] - (offsets == last_unended)
+                if last_unended is not None
+                else size[chosen]
+            )
+            pieces = list(map(os.pread, [fd] * len(chosen), sizes.tolist(), offsets.tolist()))
+            if sum(map(len, pieces)) != int(sizes.sum()):
+                raise OSError("the results file changed while it was ordered")
+            if last_unended is not None and int(offsets[-1]) == last_unended:
+                pieces[-1] += b"\n"
+            out.write(b"".join(pieces))
