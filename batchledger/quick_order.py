@@ -49,7 +49,7 @@ WRITE_LINES = 8192  # lines joined into one write
 
 # How the API (compact) and json.dumps (", " and ": ") begin a line: custom_id first; a
 # result's type next.
-_INPUT_PREFIXES = (b'{"custom_id":"', b'{"custom_id": "')
+_INPUT_FORMS = ((b'{"custom_id": "', b'"'), (b'{"custom_id":"', b'"'))
 _RESULT_FORMS = (
     (b'{"custom_id":"', b'","result":{"type":"'),
     (b'{"custom_id": "', b'", "result": {"type": "'),
@@ -86,7 +86,7 @@ class _InputKeys:
     """The input's custom_ids: sorted hashes, where each comes from, the ids themselves."""
 
     def __init__(self, path: Path, ranges: Sequence[tuple[int, int]]) -> None:
-        hashes: list[Ints] = []
+        hashes: list[NDArray[np.uint64]] = []
         ids: list[NDArray[np.bytes_]] = []
         with Segments(path, ranges) as stream:
             for position, block in line_blocks(stream):
@@ -101,13 +101,21 @@ class _InputKeys:
                 ids.append(found)
         self.ids: NDArray[np.bytes_] = np.concatenate(ids) if ids else np.zeros(0, dtype="S1")
         del ids
-        every = np.concatenate(hashes) if hashes else np.zeros(0, dtype=np.int64)
+        every = np.concatenate(hashes) if hashes else np.zeros(0, dtype=np.uint64)
         del hashes
         self.where: Ints = np.argsort(every, kind="stable")
-        self.hashes: Ints = every[self.where]
+        self.hashes: NDArray[np.uint64] = every[self.where]
         del every
         if len(self.hashes) > 1 and bool(np.any(self.hashes[1:] == self.hashes[:-1])):
             raise Fallback  # a custom_id repeated (the exact way names the lines) or a collision
+        # Where the hashes of each value of their top bits begin (about one hash each): a
+        # look-up reads two or three places, where a binary search reads twenty.
+        bits = max(1, len(self.hashes).bit_length())
+        self.shift = np.uint64(64 - bits)
+        self.directory: Ints = np.zeros((1 << bits) + 1, dtype=np.int64)
+        np.cumsum(
+            np.bincount(self.hashes >> self.shift, minlength=1 << bits), out=self.directory[1:]
+        )
 
     def lookup(self, ids: NDArray[np.bytes_], known: NDArray[np.bool_]) -> Ints:
         """The input line of each id (-1: none), confirmed byte for byte."""
@@ -115,7 +123,14 @@ class _InputKeys:
         if count == 0 or len(ids) == 0:
             return np.full(len(ids), -1, dtype=np.int64)
         hashes = _hashes(ids)
-        at = np.minimum(np.searchsorted(self.hashes, hashes), count - 1)
+        top = hashes >> self.shift
+        at, end = self.directory[top], self.directory[top + 1]
+        moving = np.flatnonzero(at < end)
+        while len(moving):  # past the smaller hashes of the same top bits
+            moving = moving[self.hashes[at[moving]] < hashes[moving]]
+            at[moving] += 1
+            moving = moving[at[moving] < end[moving]]
+        at = np.minimum(at, count - 1)
         line = self.where[at]
         same = (self.hashes[at] == hashes) & known
         if ids.dtype.itemsize > self.ids.dtype.itemsize:
@@ -127,9 +142,10 @@ class _InputKeys:
         return np.where(same, line, -1)
 
 
-def _hashes(ids: NDArray[np.bytes_]) -> Ints:
+def _hashes(ids: NDArray[np.bytes_]) -> NDArray[np.uint64]:
     """Python's hash of each id: 64 bits, the same for the same bytes within this process."""
-    return np.fromiter(map(hash, ids.tolist()), dtype=np.int64, count=len(ids))
+    signed = np.fromiter(map(hash, ids.tolist()), dtype=np.int64, count=len(ids))
+    return signed.view(np.uint64)
 
 
 def _lines(data: NDArray[np.uint8], end: int) -> tuple[Ints, Ints]:
@@ -151,25 +167,43 @@ def _follows(data: NDArray[np.uint8], at: Ints, expected: bytes) -> NDArray[np.b
     return every
 
 
-def _strings(
-    data: NDArray[np.uint8], starts: Ints, ends: Ints, prefixes: Sequence[bytes]
-) -> tuple[NDArray[np.bool_], Ints, Ints]:
-    """For each line: whether it begins with one of `prefixes` then a string with no
-    backslash, closed on the same line; where that string begins and ends (its quote)."""
-    quotes = np.flatnonzero(data == _QUOTE)
-    slashes = np.flatnonzero(data == _BACKSLASH)
-    good = np.zeros(len(starts), dtype=bool)
-    begin = np.zeros(len(starts), dtype=np.int64)
-    for prefix in prefixes:
-        fits = ~good & _follows(data, starts, prefix)
-        begin[fits] = starts[fits] + len(prefix)
-        good |= fits
-    if len(quotes) == 0:
-        return np.zeros(len(starts), dtype=bool), begin, begin
-    close = quotes[np.minimum(np.searchsorted(quotes, begin), len(quotes) - 1)]
-    good &= (close >= begin) & (close < ends)
-    good &= np.searchsorted(slashes, close) == np.searchsorted(slashes, begin)
-    return good, begin, close
+class _Block:
+    """A block of whole lines as numpy sees it: its bytes, where each line begins and
+    ends (its newline), where its quotes and backslashes are."""
+
+    def __init__(self, block: bytes, end: int) -> None:
+        self.data: NDArray[np.uint8] = np.frombuffer(block, dtype=np.uint8)
+        self.starts, self.ends = _lines(self.data, end)
+        self.quotes = np.flatnonzero(self.data == _QUOTE)
+        self.slashes = np.flatnonzero(self.data == _BACKSLASH) if b"\\" in block else None
+
+    def heads(self, forms: Sequence[tuple[bytes, bytes]]) -> tuple[Any, Ints, Ints, Ints]:
+        """For each line: whether it begins with a form's prefix, then a string with no
+        backslash closed on the same line, then the form's `after` (from that quote on);
+        where the string begins, where it ends (its quote), what follows `after`."""
+        count = len(self.starts)
+        good = np.zeros(count, dtype=bool)
+        begin = np.zeros(count, dtype=np.int64)
+        close = np.zeros(count, dtype=np.int64)
+        then = np.zeros(count, dtype=np.int64)
+        if len(self.quotes) == 0:
+            return good, begin, close, then
+        for prefix, after in forms:
+            todo = np.flatnonzero(~good)
+            if len(todo) == 0:
+                break
+            at = self.starts[todo] + len(prefix)
+            fits = _follows(self.data, self.starts[todo], prefix)
+            quote = self.quotes[np.minimum(np.searchsorted(self.quotes, at), len(self.quotes) - 1)]
+            fits &= (quote >= at) & (quote < self.ends[todo])
+            if self.slashes is not None:
+                fits &= np.searchsorted(self.slashes, quote) == np.searchsorted(self.slashes, at)
+            fits &= _follows(self.data, quote, after)
+            chosen = todo[fits]
+            good[chosen] = True
+            begin[chosen], close[chosen] = at[fits], quote[fits]
+            then[chosen] = quote[fits] + len(after)
+        return good, begin, close, then
 
 
 def _gather(data: NDArray[np.uint8], begin: Ints, close: Ints) -> NDArray[np.bytes_]:
@@ -185,15 +219,13 @@ def _gather(data: NDArray[np.uint8], begin: Ints, close: Ints) -> NDArray[np.byt
 def _input_ids(block: bytes) -> NDArray[np.bytes_] | None:
     """The custom_id of each line of a block whose lines all begin as json.dumps or the
     API write them (what _INPUT_HEAD reads from those lines); None for another block."""
-    data = np.frombuffer(block, dtype=np.uint8)
-    end = len(block) if block.endswith(b"\n") else block.rfind(b"\n") + 1
-    if end != len(block):
+    if not block.endswith(b"\n"):
         return None  # a last line with no newline: read line by line
-    starts, ends = _lines(data, end)
-    good, begin, close = _strings(data, starts, ends, _INPUT_PREFIXES)
+    lines = _Block(block, len(block))
+    good, begin, close, _ = lines.heads(_INPUT_FORMS)
     if not bool(good.all()):
         return None
-    return _gather(data, begin, close)
+    return _gather(lines.data, begin, close)
 
 
 def _input_ids_slowly(
@@ -270,10 +302,10 @@ def _read_block(
     """A block's lines (no newline), ids, whether each has one, succeeded, offsets, sizes
     (with the newline the targets give each line), and the offset of a last line with none."""
     end = block.rfind(b"\n") + 1
-    data = np.frombuffer(block, dtype=np.uint8)
     if end == len(block) and b"\x00" not in block:
-        starts, ends = _lines(data, end)
-        quick = _read_quickly(data, starts, ends)
+        lines_of = _Block(block, end)
+        starts, ends = lines_of.starts, lines_of.ends
+        quick = _read_quickly(lines_of)
         if quick is not None:
             ids, ok = quick
             lines = block.split(b"\n")
@@ -315,30 +347,26 @@ def _read_block(
     return lines, ids, known, ok, np.array(offsets, dtype=np.int64), size, unended
 
 
-def _read_quickly(
-    data: NDArray[np.uint8], starts: Ints, ends: Ints
-) -> tuple[NDArray[np.bytes_], NDArray[np.int8]] | None:
+def _read_quickly(lines: _Block) -> tuple[NDArray[np.bytes_], NDArray[np.int8]] | None:
     """Ids and outcomes of lines that all begin as the API (or json.dumps) writes them:
     what _RESULT_HEAD reads from such a line. None when a line begins otherwise."""
-    good = np.zeros(len(starts), dtype=bool)
-    begin = np.zeros(len(starts), dtype=np.int64)
-    close = np.zeros(len(starts), dtype=np.int64)
-    kind_at = np.zeros(len(starts), dtype=np.int64)
-    for prefix, middle in _RESULT_FORMS:
-        fits, at, quote = _strings(data, starts, ends, (prefix,))
-        fits &= ~good & _follows(data, quote, middle)
-        begin[fits], close[fits] = at[fits], quote[fits]
-        kind_at[fits] = quote[fits] + len(middle)
-        good |= fits
+    good, begin, close, kind_at = lines.heads(_RESULT_FORMS)
     if not bool(good.all()):
         return None
-    succeeded = _follows(data, kind_at, _KINDS[0])
-    other = succeeded.copy()
-    for kind in _KINDS[1:]:
-        other |= _follows(data, kind_at, kind)
-    if not bool(other.all()):
+    width = max(map(len, _KINDS))
+    window = lines.data[np.minimum(kind_at[:, None] + np.arange(width), len(lines.data) - 1)]
+    known = np.zeros(len(kind_at), dtype=bool)
+    succeeded = np.zeros(len(kind_at), dtype=bool)
+    for kind in _KINDS:
+        expected = np.frombuffer(kind, dtype=np.uint8)
+        matches: NDArray[np.bool_] = window[:, : len(kind)] == expected
+        this: NDArray[np.bool_] = np.logical_and.reduce(matches, axis=1)
+        if kind == _KINDS[0]:
+            succeeded = this
+        known |= this
+    if not bool(known.all()):
         return None
-    return _gather(data, begin, close), succeeded.astype(np.int8)
+    return _gather(lines.data, begin, close), succeeded.astype(np.int8)
 
 
 def _write(
@@ -366,6 +394,8 @@ def _write(
     bucket = np.where(placed, line * count // max(1, inputs), count)
     by_bucket = np.argsort(bucket, kind="stable")
     bounds = np.cumsum(np.bincount(bucket, minlength=count + 1)).tolist()
+    weights = np.bincount(bucket, weights=size, minlength=count + 1)[:count]
+    buffer = bytearray(min(int(weights.max()) if count else 0, MAX_BUCKET_BYTES))
     with _Targets(succeeded_target, errors_target) as targets:
         start = 0
         for number in range(count):
@@ -373,7 +403,9 @@ def _write(
             members = by_bucket[start:stop]  # in the order they came, as in the bucket file
             start = stop
             if len(members):
-                _write_bucket(folder / f"bucket-{number}", members, line, ok, size, later, targets)
+                _write_bucket(
+                    folder / f"bucket-{number}", members, line, ok, size, later, targets, buffer
+                )
         rest = np.flatnonzero(~placed | later)
         if len(rest):
             _write_rest(results_path, rest, offset, size, rows.last_unended, targets.errors)
@@ -409,16 +441,20 @@ def _write_bucket(
     size: Ints,
     later: NDArray[np.bool_],
     targets: _Targets,
+    buffer: bytearray,
 ) -> None:
+    """A bucket's lines, read whole into `buffer` (line by line if it is larger)."""
     sizes = size[members]
     ends = np.cumsum(sizes)
     starts = ends - sizes
     with path.open("rb", buffering=0) as source:
         if os.fstat(source.fileno()).st_size != int(ends[-1]):
             raise OSError("a temporary file of the ordering changed")
-        if ends[-1] <= MAX_BUCKET_BYTES:
-            data = source.read()
-            read = data.__getitem__  # a line, by its slice of the bucket
+        if ends[-1] <= len(buffer):
+            whole = memoryview(buffer)[: int(ends[-1])]
+            if source.readinto(whole) != len(whole):
+                raise OSError("a temporary file of the ordering changed")
+            read: Callable[[slice], Any] = whole.__getitem__  # a line, by its slice
         else:  # the input's lines got their results' bytes unevenly: line by line
             fd = source.fileno()
 
@@ -436,7 +472,7 @@ def _place(
     line: Ints,
     ok: NDArray[np.int8],
     later: NDArray[np.bool_],
-    read: Callable[[slice], bytes],
+    read: Callable[[slice], Any],
     targets: _Targets,
 ) -> None:
     """A bucket's lines, each in its input line's order, into the target of its outcome."""
