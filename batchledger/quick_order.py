@@ -43,9 +43,9 @@ from batchledger.split import Segments
 
 BUCKET_BYTES = 16 * 1024 * 1024  # result bytes per bucket, read whole when it is written
 MAX_BUCKET_BYTES = 4 * BUCKET_BYTES  # a larger bucket is read line by line
-MAX_BUCKETS = 400  # open files at once; past that, buckets grow
+MAX_BUCKETS = 400  # open files at once (and < 2**15); past that, buckets grow
 MAX_ID_BYTES = 256  # a longer custom_id in the input: the exact way
-WRITE_LINES = 8192  # lines joined into one write
+WRITE_LINES = 2048  # lines joined into one write (the GIL is held that long)
 
 # How the API (compact) and json.dumps (", " and ": ") begin a line: custom_id first; a
 # result's type next.
@@ -280,7 +280,7 @@ def _index_results(path: Path, keys: _InputKeys, folder: Path, count: int) -> _R
                 line = keys.lookup(ids, known)
                 rows.add(line, ok, offset, size)
                 placed = np.flatnonzero(line >= 0)
-                bucket = line[placed] * count // inputs
+                bucket = (line[placed] * count // inputs).astype(np.int16)  # radix-sorted
                 sequence = placed[np.argsort(bucket, kind="stable")].tolist()
                 bounds = np.cumsum(np.bincount(bucket, minlength=count)).tolist()
                 chosen = list(map(lines.__getitem__, sequence))
@@ -391,7 +391,7 @@ def _write(
         if int(answers.max()) > 1:
             later = _set_aside(line, ok, answers)
     repeated = int(np.count_nonzero(later))
-    bucket = np.where(placed, line * count // max(1, inputs), count)
+    bucket = np.where(placed, line * count // max(1, inputs), count).astype(np.int16)
     by_bucket = np.argsort(bucket, kind="stable")
     bounds = np.cumsum(np.bincount(bucket, minlength=count + 1)).tolist()
     weights = np.bincount(bucket, weights=size, minlength=count + 1)[:count]
