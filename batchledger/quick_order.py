@@ -22,6 +22,7 @@ Memory: the per-line arrays (about 60 bytes a line: hashes, ids, positions) and 
 or two, whatever the results' size; the files are read and written in large blocks.
 """
 
+import itertools
 import os
 import tempfile
 from collections.abc import Callable, Sequence
@@ -250,13 +251,16 @@ class _Rows:
     def __init__(self, folder: Path) -> None:
         self.folder = folder
         self.files = {
-            name: (folder / f"{name}.bin").open("wb") for name in ("line", "ok", "offset", "size")
+            name: (folder / f"{name}.bin").open("wb")
+            for name in ("line", "ok", "offset", "size", "at")
         }
         self.last_unended: int | None = None
 
-    def add(self, line: Ints, ok: NDArray[np.int8], offset: Ints, size: Ints) -> None:
-        for name, values in (("line", line), ("ok", ok), ("offset", offset), ("size", size)):
-            self.files[name].write(values.tobytes())
+    def add(self, line: Ints, ok: NDArray[np.int8], offset: Ints, size: Ints, at: Ints) -> None:
+        """`at`: where the line is in its bucket file (-1: in none)."""
+        arrays: tuple[NDArray[Any], ...] = (line, ok, offset, size, at)
+        for out, values in zip(self.files.values(), arrays, strict=True):
+            out.write(values.tobytes())
 
     def load(self, name: str, dtype: Any) -> Any:
         self.files[name].close()
@@ -271,6 +275,7 @@ def _index_results(path: Path, keys: _InputKeys, folder: Path, count: int) -> _R
     rows = _Rows(folder)
     inputs = max(1, len(keys.ids))
     buckets = [(folder / f"bucket-{n}").open("wb") for n in range(count)]
+    filled = np.zeros(count, dtype=np.int64)  # bytes in each bucket file
     try:
         with Segments(path, [(0, path.stat().st_size)]) as stream:
             for position, block in line_blocks(stream):
@@ -278,18 +283,26 @@ def _index_results(path: Path, keys: _InputKeys, folder: Path, count: int) -> _R
                 if unended is not None:
                     rows.last_unended = unended
                 line = keys.lookup(ids, known)
-                rows.add(line, ok, offset, size)
+                # By input line, which groups them by bucket too: each block adds a run of
+                # lines in input order to each bucket, read in that order when written out.
                 placed = np.flatnonzero(line >= 0)
-                bucket = (line[placed] * count // inputs).astype(np.int16)  # radix-sorted
-                sequence = placed[np.argsort(bucket, kind="stable")].tolist()
-                bounds = np.cumsum(np.bincount(bucket, minlength=count)).tolist()
-                chosen = list(map(lines.__getitem__, sequence))
-                start = 0
-                for number, stop in enumerate(bounds):
+                sequence = placed[np.argsort(line[placed])]
+                bucket = line[sequence] * count // inputs
+                sizes = size[sequence]
+                ends = np.zeros(len(sizes) + 1, dtype=np.int64)
+                np.cumsum(sizes, out=ends[1:])
+                counts = np.bincount(bucket, minlength=count)
+                bounds = np.zeros(count + 1, dtype=np.int64)
+                np.cumsum(counts, out=bounds[1:])
+                at = np.full(len(line), -1, dtype=np.int64)
+                at[sequence] = filled[bucket] + ends[:-1] - ends[bounds[:-1]][bucket]
+                filled += ends[bounds[1:]] - ends[bounds[:-1]]
+                rows.add(line, ok, offset, size, at)
+                chosen = list(map(lines.__getitem__, sequence.tolist()))
+                for number, (start, stop) in enumerate(itertools.pairwise(bounds.tolist())):
                     if stop > start:
                         buckets[number].write(b"\n".join(chosen[start:stop]))
                         buckets[number].write(b"\n")
-                    start = stop
     finally:
         for out in buckets:
             out.close()
@@ -382,6 +395,7 @@ def _write(
     ok: NDArray[np.int8] = rows.load("ok", np.int8)
     offset: Ints = rows.load("offset", np.int64)
     size: Ints = rows.load("size", np.int64)
+    at: Ints = rows.load("at", np.int64)
     total = len(line)
     placed = line >= 0
     joined = int(np.count_nonzero(placed))
@@ -392,7 +406,7 @@ def _write(
             later = _set_aside(line, ok, answers)
     repeated = int(np.count_nonzero(later))
     bucket = np.where(placed, line * count // max(1, inputs), count).astype(np.int16)
-    by_bucket = np.argsort(bucket, kind="stable")
+    by_bucket = np.argsort(bucket, kind="stable")  # radix sort
     bounds = np.cumsum(np.bincount(bucket, minlength=count + 1)).tolist()
     weights = np.bincount(bucket, weights=size, minlength=count + 1)[:count]
     buffer = bytearray(min(int(weights.max()) if count else 0, MAX_BUCKET_BYTES))
@@ -400,11 +414,11 @@ def _write(
         start = 0
         for number in range(count):
             stop = bounds[number]
-            members = by_bucket[start:stop]  # in the order they came, as in the bucket file
+            members = by_bucket[start:stop]
             start = stop
             if len(members):
                 _write_bucket(
-                    folder / f"bucket-{number}", members, line, ok, size, later, targets, buffer
+                    folder / f"bucket-{number}", members, line, ok, size, at, later, targets, buffer
                 )
         rest = np.flatnonzero(~placed | later)
         if len(rest):
@@ -439,19 +453,20 @@ def _write_bucket(
     line: Ints,
     ok: NDArray[np.int8],
     size: Ints,
+    at: Ints,
     later: NDArray[np.bool_],
     targets: _Targets,
     buffer: bytearray,
 ) -> None:
     """A bucket's lines, read whole into `buffer` (line by line if it is larger)."""
-    sizes = size[members]
-    ends = np.cumsum(sizes)
-    starts = ends - sizes
+    starts = at[members]
+    ends = starts + size[members]
+    total = int(size[members].sum())
     with path.open("rb", buffering=0) as source:
-        if os.fstat(source.fileno()).st_size != int(ends[-1]):
+        if os.fstat(source.fileno()).st_size != total:
             raise OSError("a temporary file of the ordering changed")
-        if ends[-1] <= len(buffer):
-            whole = memoryview(buffer)[: int(ends[-1])]
+        if total <= len(buffer):
+            whole = memoryview(buffer)[:total]
             if source.readinto(whole) != len(whole):
                 raise OSError("a temporary file of the ordering changed")
             read: Callable[[slice], Any] = whole.__getitem__  # a line, by its slice
