@@ -46,6 +46,7 @@ BUCKET_BYTES = 16 * 1024 * 1024  # result bytes per bucket, read whole when it i
 MAX_BUCKET_BYTES = 4 * BUCKET_BYTES  # a larger bucket is read line by line
 MAX_BUCKETS = 400  # open files at once (and < 2**15); past that, buckets grow
 MAX_ID_BYTES = 256  # a longer custom_id in the input: the exact way
+_PAD = 24  # bytes past a block's end that _follows may read (zeros: in no pattern)
 WRITE_LINES = 2048  # lines joined into one write (the GIL is held that long)
 
 # How the API (compact) and json.dumps (", " and ": ") begin a line: custom_id first; a
@@ -159,13 +160,19 @@ def _lines(data: NDArray[np.uint8], end: int) -> tuple[Ints, Ints]:
     return starts, ends
 
 
-def _follows(data: NDArray[np.uint8], at: Ints, expected: bytes) -> NDArray[np.bool_]:
-    """Whether the bytes at each position are `expected` (never past the data's end)."""
-    width = len(expected)
-    window = np.minimum(at[:, None] + np.arange(width), len(data) - 1)
-    matches: NDArray[np.bool_] = data[window] == np.frombuffer(expected, dtype=np.uint8)
-    every: NDArray[np.bool_] = np.logical_and.reduce(matches, axis=1)
-    return every
+def _follows(words: NDArray[np.uint64], at: Ints, expected: bytes) -> NDArray[np.bool_]:
+    """Whether the bytes at each position are `expected`: eight bytes at a time."""
+    at = np.minimum(at, len(words) - _PAD)  # past the end: padding, which no pattern has
+    fits = np.ones(len(at), dtype=bool)
+    for first in range(0, len(expected), 8):
+        chunk = expected[first : first + 8]
+        value = np.uint64(int.from_bytes(chunk, "little"))
+        if len(chunk) == 8:
+            fits &= words[at + first] == value
+        else:
+            mask = np.uint64((1 << (8 * len(chunk))) - 1)
+            fits &= (words[at + first] & mask) == value
+    return fits
 
 
 class _Block:
@@ -174,6 +181,7 @@ class _Block:
 
     def __init__(self, block: bytes, end: int) -> None:
         self.data: NDArray[np.uint8] = np.frombuffer(block, dtype=np.uint8)
+        self.words = _words(block)
         self.starts, self.ends = _lines(self.data, end)
         self.quotes = np.flatnonzero(self.data == _QUOTE)
         self.slashes = np.flatnonzero(self.data == _BACKSLASH) if b"\\" in block else None
@@ -194,12 +202,12 @@ class _Block:
             if len(todo) == 0:
                 break
             at = self.starts[todo] + len(prefix)
-            fits = _follows(self.data, self.starts[todo], prefix)
+            fits = _follows(self.words, self.starts[todo], prefix)
             quote = self.quotes[np.minimum(np.searchsorted(self.quotes, at), len(self.quotes) - 1)]
             fits &= (quote >= at) & (quote < self.ends[todo])
             if self.slashes is not None:
                 fits &= np.searchsorted(self.slashes, quote) == np.searchsorted(self.slashes, at)
-            fits &= _follows(self.data, quote, after)
+            fits &= _follows(self.words, quote, after)
             chosen = todo[fits]
             good[chosen] = True
             begin[chosen], close[chosen] = at[fits], quote[fits]
@@ -207,14 +215,30 @@ class _Block:
         return good, begin, close, then
 
 
-def _gather(data: NDArray[np.uint8], begin: Ints, close: Ints) -> NDArray[np.bytes_]:
-    """The bytes data[begin:close] of each line, as a fixed-width numpy bytes array."""
+def _words(block: bytes) -> NDArray[np.uint64]:
+    """The eight bytes that begin at each position of the block (little-endian; past its
+    end, zeros): overlapping words, one per byte, read by one fancy index per pattern."""
+    padded = block + bytes(_PAD + 8)
+    words: NDArray[np.uint64] = np.ndarray(
+        shape=(len(block) + _PAD,), dtype="<u8", buffer=padded, strides=(1,)
+    )
+    return words
+
+
+def _gather(words: NDArray[np.uint64], begin: Ints, close: Ints) -> NDArray[np.bytes_]:
+    """The bytes [begin, close) of each line, as a fixed-width numpy bytes array."""
     lengths = close - begin
-    width = max(1, int(lengths.max())) if len(lengths) else 1
-    columns = np.arange(width)
-    window = np.minimum(begin[:, None] + columns, len(data) - 1)
-    table = np.where(columns < lengths[:, None], data[window], 0).astype(np.uint8)
-    return np.ascontiguousarray(table).view(f"S{width}").reshape(len(begin))
+    count = max(1, -(-int(lengths.max()) // 8)) if len(lengths) else 1
+    table = np.empty((len(begin), count), dtype=np.uint64)
+    for column in range(count):
+        kept = np.clip(lengths - 8 * column, 0, 8)
+        mask = np.where(
+            kept == 8,
+            np.uint64(0xFFFF_FFFF_FFFF_FFFF),
+            (np.uint64(1) << (8 * np.minimum(kept, 7)).astype(np.uint64)) - np.uint64(1),
+        )
+        table[:, column] = words[np.minimum(begin + 8 * column, len(words) - 1)] & mask
+    return table.view(f"S{8 * count}").reshape(len(begin))
 
 
 def _input_ids(block: bytes) -> NDArray[np.bytes_] | None:
@@ -226,7 +250,7 @@ def _input_ids(block: bytes) -> NDArray[np.bytes_] | None:
     good, begin, close, _ = lines.heads(_INPUT_FORMS)
     if not bool(good.all()):
         return None
-    return _gather(lines.data, begin, close)
+    return _gather(lines.words, begin, close)
 
 
 def _input_ids_slowly(
@@ -366,20 +390,14 @@ def _read_quickly(lines: _Block) -> tuple[NDArray[np.bytes_], NDArray[np.int8]] 
     good, begin, close, kind_at = lines.heads(_RESULT_FORMS)
     if not bool(good.all()):
         return None
-    width = max(map(len, _KINDS))
-    window = lines.data[np.minimum(kind_at[:, None] + np.arange(width), len(lines.data) - 1)]
     known = np.zeros(len(kind_at), dtype=bool)
-    succeeded = np.zeros(len(kind_at), dtype=bool)
-    for kind in _KINDS:
-        expected = np.frombuffer(kind, dtype=np.uint8)
-        matches: NDArray[np.bool_] = window[:, : len(kind)] == expected
-        this: NDArray[np.bool_] = np.logical_and.reduce(matches, axis=1)
-        if kind == _KINDS[0]:
-            succeeded = this
-        known |= this
+    succeeded = _follows(lines.words, kind_at, _KINDS[0])
+    known |= succeeded
+    for kind in _KINDS[1:]:
+        known |= _follows(lines.words, kind_at, kind)
     if not bool(known.all()):
         return None
-    return _gather(lines.data, begin, close), succeeded.astype(np.int8)
+    return _gather(lines.words, begin, close), succeeded.astype(np.int8)
 
 
 def _write(
