@@ -42,7 +42,7 @@ from batchledger.ordering import (
 )
 from batchledger.split import Segments
 
-BUCKET_BYTES = 16 * 1024 * 1024  # result bytes per bucket, read whole when it is written
+BUCKET_BYTES = 4 * 1024 * 1024  # result bytes per bucket, read whole when it is written
 MAX_BUCKET_BYTES = 4 * BUCKET_BYTES  # a larger bucket is read line by line
 MAX_BUCKETS = 400  # open files at once (and < 2**15); past that, buckets grow
 MAX_ID_BYTES = 256  # a longer custom_id in the input: the exact way
@@ -112,7 +112,7 @@ class _InputKeys:
             raise Fallback  # a custom_id repeated (the exact way names the lines) or a collision
         # Where the hashes of each value of their top bits begin (about one hash each): a
         # look-up reads two or three places, where a binary search reads twenty.
-        bits = max(1, len(self.hashes).bit_length())
+        bits = max(1, len(self.hashes).bit_length() - 1)
         self.shift = np.uint64(64 - bits)
         self.directory: Ints = np.zeros((1 << bits) + 1, dtype=np.int64)
         np.cumsum(
@@ -279,6 +279,7 @@ class _Rows:
             for name in ("line", "ok", "offset", "size", "at")
         }
         self.last_unended: int | None = None
+        self.filled: list[int] = []  # bytes in each bucket file
 
     def add(self, line: Ints, ok: NDArray[np.int8], offset: Ints, size: Ints, at: Ints) -> None:
         """`at`: where the line is in its bucket file (-1: in none)."""
@@ -286,8 +287,11 @@ class _Rows:
         for out, values in zip(self.files.values(), arrays, strict=True):
             out.write(values.tobytes())
 
+    def close(self) -> None:
+        for out in self.files.values():
+            out.close()
+
     def load(self, name: str, dtype: Any) -> Any:
-        self.files[name].close()
         path = self.folder / f"{name}.bin"
         if path.stat().st_size == 0:
             return np.zeros(0, dtype=dtype)
@@ -330,6 +334,8 @@ def _index_results(path: Path, keys: _InputKeys, folder: Path, count: int) -> _R
     finally:
         for out in buckets:
             out.close()
+    rows.filled = filled.tolist()
+    rows.close()
     return rows
 
 
@@ -411,7 +417,6 @@ def _write(
 ) -> Ordered:
     line: Ints = rows.load("line", np.int64)
     ok: NDArray[np.int8] = rows.load("ok", np.int8)
-    offset: Ints = rows.load("offset", np.int64)
     size: Ints = rows.load("size", np.int64)
     at: Ints = rows.load("at", np.int64)
     total = len(line)
@@ -422,12 +427,17 @@ def _write(
         answers = np.bincount(line[placed], minlength=inputs)
         if int(answers.max()) > 1:
             later = _set_aside(line, ok, answers)
+        del answers
     repeated = int(np.count_nonzero(later))
-    bucket = np.where(placed, line * count // max(1, inputs), count).astype(np.int16)
-    by_bucket = np.argsort(bucket, kind="stable")  # radix sort
+    numbers = line * count
+    numbers //= max(1, inputs)
+    bucket = numbers.astype(np.int16)  # radix-sorted; -1: no bucket
+    del numbers
+    bucket[~placed] = count
+    by_bucket = np.argsort(bucket, kind="stable")
     bounds = np.cumsum(np.bincount(bucket, minlength=count + 1)).tolist()
-    weights = np.bincount(bucket, weights=size, minlength=count + 1)[:count]
-    buffer = bytearray(min(int(weights.max()) if count else 0, MAX_BUCKET_BYTES))
+    del bucket
+    buffer = bytearray(min(max(rows.filled, default=0), MAX_BUCKET_BYTES))
     with _Targets(succeeded_target, errors_target) as targets:
         start = 0
         for number in range(count):
@@ -438,8 +448,10 @@ def _write(
                 _write_bucket(
                     folder / f"bucket-{number}", members, line, ok, size, at, later, targets, buffer
                 )
+        del buffer
         rest = np.flatnonzero(~placed | later)
         if len(rest):
+            offset: Ints = rows.load("offset", np.int64)
             _write_rest(results_path, rest, offset, size, rows.last_unended, targets.errors)
         saved = targets.commit()
     return Ordered(
