@@ -23,6 +23,7 @@ or two, whatever the results' size; the files are read and written in large bloc
 """
 
 import itertools
+import json
 import os
 import tempfile
 from collections.abc import Callable, Sequence
@@ -45,6 +46,7 @@ from batchledger.split import Segments
 BUCKET_BYTES = 4 * 1024 * 1024  # result bytes per bucket, read whole when it is written
 MAX_BUCKET_BYTES = 4 * BUCKET_BYTES  # a larger bucket is read line by line
 MAX_BUCKETS = 400  # open files at once (and < 2**15); past that, buckets grow
+PARALLEL_BYTES = 32 * 1024 * 1024  # results past this: two processes index them at once
 MAX_ID_BYTES = 256  # a longer custom_id in the input: the exact way
 _PAD = 24  # bytes past a block's end that _follows may read (zeros: in no pattern)
 WRITE_LINES = 2048  # lines joined into one write (the GIL is held that long)
@@ -78,10 +80,48 @@ def order(
         keys = _InputKeys(input_path, ranges)
         size = results_path.stat().st_size
         buckets = max(1, min(MAX_BUCKETS, -(-size // BUCKET_BYTES)))
-        rows = _index_results(results_path, keys, folder, buckets)
+        rows = _index_all(results_path, size, keys, folder, buckets)
         inputs = len(keys.ids)
         del keys
-        return _write(rows, results_path, folder, inputs, buckets, succeeded_target, errors_target)
+        return _write(rows, results_path, inputs, buckets, succeeded_target, errors_target)
+
+
+def _index_all(path: Path, size: int, keys: "_InputKeys", folder: Path, count: int) -> "_Rows":
+    """The results indexed (_index_results); a large file by two processes at once, each
+    a half (the second half in a forked child, which has the input's keys as they are)."""
+    middle = _line_start(path, size // 2)
+    if size < PARALLEL_BYTES or not hasattr(os, "fork") or not 0 < middle < size:
+        return _index_results(path, (0, size), keys, folder, count, "a")
+    child = os.fork()
+    if child == 0:  # pragma: no cover (measured by its exit code)
+        code = 1
+        try:
+            second = _index_results(path, (middle, size), keys, folder, count, "b")
+            second.save_state()
+            code = 0
+        finally:
+            os._exit(code)
+    first = _index_results(path, (0, middle), keys, folder, count, "a")
+    _, status = os.waitpid(child, 0)
+    if os.waitstatus_to_exitcode(status) == 0:
+        second = _Rows.restore(folder, "b")
+    else:  # the child could not: its half here
+        second = _index_results(path, (middle, size), keys, folder, count, "b")
+    first.extend(second, count, max(1, len(keys.ids)))
+    return first
+
+
+def _line_start(path: Path, offset: int) -> int:
+    """The offset of the first line that begins at or after `offset`."""
+    with path.open("rb", buffering=0) as source:
+        while True:
+            chunk = os.pread(source.fileno(), 1024 * 1024, max(0, offset - 1))
+            if not chunk:
+                return offset
+            cut = chunk.find(b"\n")
+            if cut >= 0:
+                return max(0, offset - 1) + cut + 1
+            offset += len(chunk)
 
 
 class _InputKeys:
@@ -270,19 +310,26 @@ def _input_ids_slowly(
 
 
 class _Rows:
-    """Per result line, in the order they came: input line (-1: none), succeeded, where."""
+    """Per result line, in the order they came: input line (-1: none), succeeded, where,
+    and where the line is in its bucket (-1: in none). Bucket `n`'s lines are in the
+    files `parts[0]-n`, then `parts[1]-n`... one after the other."""
 
-    def __init__(self, folder: Path) -> None:
+    FIELDS = ("line", "ok", "offset", "size", "at")
+
+    def __init__(self, folder: Path, name: str) -> None:
         self.folder = folder
-        self.files = {
-            name: (folder / f"{name}.bin").open("wb")
-            for name in ("line", "ok", "offset", "size", "at")
-        }
+        self.parts = [name]
+        self.files = {field: self._path(field).open("wb") for field in self.FIELDS}
         self.last_unended: int | None = None
-        self.filled: list[int] = []  # bytes in each bucket file
+        self.filled: list[int] = []  # bytes in each bucket
+
+    def _path(self, field: str) -> Path:
+        return self.folder / f"{self.parts[0]}-{field}.bin"
+
+    def bucket(self, number: int) -> list[Path]:
+        return [self.folder / f"bucket-{part}-{number}" for part in self.parts]
 
     def add(self, line: Ints, ok: NDArray[np.int8], offset: Ints, size: Ints, at: Ints) -> None:
-        """`at`: where the line is in its bucket file (-1: in none)."""
         arrays: tuple[NDArray[Any], ...] = (line, ok, offset, size, at)
         for out, values in zip(self.files.values(), arrays, strict=True):
             out.write(values.tobytes())
@@ -291,23 +338,56 @@ class _Rows:
         for out in self.files.values():
             out.close()
 
-    def load(self, name: str, dtype: Any) -> Any:
-        path = self.folder / f"{name}.bin"
+    def save_state(self) -> None:
+        state = {"filled": self.filled, "last_unended": self.last_unended}
+        (self.folder / f"{self.parts[0]}.json").write_text(json.dumps(state))
+
+    @classmethod
+    def restore(cls, folder: Path, name: str) -> "_Rows":
+        rows = cls.__new__(cls)
+        rows.folder, rows.parts, rows.files = folder, [name], {}
+        state = json.loads((folder / f"{name}.json").read_text())
+        rows.filled, rows.last_unended = state["filled"], state["last_unended"]
+        return rows
+
+    def extend(self, other: "_Rows", count: int, inputs: int) -> None:
+        """Append the rows of the next part of the results file (its buckets follow ours)."""
+        shift = np.array(self.filled, dtype=np.int64)
+        for field in self.FIELDS:
+            data = other._path(field).read_bytes()
+            if field == "at" and data:
+                at = np.frombuffer(data, dtype=np.int64).copy()
+                line = np.frombuffer(other._path("line").read_bytes(), dtype=np.int64)
+                placed = at >= 0
+                at[placed] += shift[line[placed] * count // inputs]
+                data = at.tobytes()
+            with self._path(field).open("ab") as out:
+                out.write(data)
+        self.filled = (shift + np.array(other.filled, dtype=np.int64)).tolist()
+        self.last_unended = other.last_unended
+        self.parts += other.parts
+
+    def load(self, field: str, dtype: Any) -> Any:
+        path = self._path(field)
         if path.stat().st_size == 0:
             return np.zeros(0, dtype=dtype)
         return np.memmap(path, dtype=dtype, mode="r")
 
 
-def _index_results(path: Path, keys: _InputKeys, folder: Path, count: int) -> _Rows:
-    """Read the results once: index each line, and append it to its bucket file."""
-    rows = _Rows(folder)
+def _index_results(
+    path: Path, span: tuple[int, int], keys: _InputKeys, folder: Path, count: int, name: str
+) -> _Rows:
+    """Read the results' span once: index each line, and append it to its bucket file."""
+    rows = _Rows(folder, name)
     inputs = max(1, len(keys.ids))
-    buckets = [(folder / f"bucket-{n}").open("wb") for n in range(count)]
+    buckets = [out.open("wb") for out in (folder / f"bucket-{name}-{n}" for n in range(count))]
     filled = np.zeros(count, dtype=np.int64)  # bytes in each bucket file
     try:
-        with Segments(path, [(0, path.stat().st_size)]) as stream:
+        with Segments(path, [span]) as stream:
             for position, block in line_blocks(stream):
-                lines, ids, known, ok, offset, size, unended = _read_block(position, block)
+                lines, ids, known, ok, offset, size, unended = _read_block(
+                    span[0] + position, block
+                )
                 if unended is not None:
                     rows.last_unended = unended
                 line = keys.lookup(ids, known)
@@ -409,7 +489,6 @@ def _read_quickly(lines: _Block) -> tuple[NDArray[np.bytes_], NDArray[np.int8]] 
 def _write(
     rows: _Rows,
     results_path: Path,
-    folder: Path,
     inputs: int,
     count: int,
     succeeded_target: Path,
@@ -446,7 +525,7 @@ def _write(
             start = stop
             if len(members):
                 _write_bucket(
-                    folder / f"bucket-{number}", members, line, ok, size, at, later, targets, buffer
+                    rows.bucket(number), members, line, ok, size, at, later, targets, buffer
                 )
         del buffer
         rest = np.flatnonzero(~placed | later)
@@ -478,7 +557,7 @@ def _set_aside(line: Ints, ok: NDArray[np.int8], answers: Ints) -> NDArray[np.bo
 
 
 def _write_bucket(
-    path: Path,
+    paths: list[Path],
     members: Ints,
     line: Ints,
     ok: NDArray[np.int8],
@@ -492,22 +571,41 @@ def _write_bucket(
     starts = at[members]
     ends = starts + size[members]
     total = int(size[members].sum())
-    with path.open("rb", buffering=0) as source:
-        if os.fstat(source.fileno()).st_size != total:
+    sources = [path.open("rb", buffering=0) for path in paths]
+    try:
+        sizes = [os.fstat(source.fileno()).st_size for source in sources]
+        if sum(sizes) != total:
             raise OSError("a temporary file of the ordering changed")
         if total <= len(buffer):
-            whole = memoryview(buffer)[:total]
-            if source.readinto(whole) != len(whole):
-                raise OSError("a temporary file of the ordering changed")
-            read: Callable[[slice], Any] = whole.__getitem__  # a line, by its slice
+            filled = 0
+            for source, length in zip(sources, sizes, strict=True):
+                if source.readinto(memoryview(buffer)[filled : filled + length]) != length:
+                    raise OSError("a temporary file of the ordering changed")
+                filled += length
+            read: Callable[[slice], Any] = memoryview(buffer)[:total].__getitem__
         else:  # the input's lines got their results' bytes unevenly: line by line
-            fd = source.fileno()
-
-            def read(piece: slice) -> bytes:
-                return os.pread(fd, piece.stop - piece.start, piece.start)
-
+            read = _LineReader(sources, sizes)
         _place(starts, ends, members, line, ok, later, read, targets)
-    path.unlink()
+    finally:
+        for source in sources:
+            source.close()
+    for path in paths:
+        path.unlink()
+
+
+class _LineReader:
+    """A line of a bucket by its slice, read from the bucket's files (one after another)."""
+
+    def __init__(self, sources: list[Any], sizes: list[int]) -> None:
+        self.sources, self.sizes = sources, sizes
+
+    def __call__(self, piece: slice) -> bytes:
+        start = piece.start
+        for source, length in zip(self.sources, self.sizes, strict=True):
+            if start < length:
+                return os.pread(source.fileno(), piece.stop - piece.start, start)
+            start -= length
+        raise OSError("a temporary file of the ordering changed")
 
 
 def _place(

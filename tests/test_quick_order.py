@@ -72,16 +72,24 @@ def both_ways(folder: Path, input_path: Path, results: Path, ranges: Any) -> tup
 
 
 @pytest.mark.parametrize(
-    "bucket_bytes,largest",
-    [(None, None), (2000, 10**9), (2000, 0)],
-    ids=["one bucket", "many buckets", "buckets read line by line"],
+    "bucket_bytes,largest,parallel",
+    [(None, None, None), (2000, 10**9, None), (2000, 0, None), (2000, 10**9, 1), (2000, 0, 1)],
+    ids=[
+        "one bucket",
+        "many buckets",
+        "buckets read line by line",
+        "two processes",
+        "two processes, buckets read line by line",
+    ],
 )
 def test_the_quick_way_writes_what_the_exact_way_writes(
-    tmp_path, monkeypatch, bucket_bytes, largest
+    tmp_path, monkeypatch, bucket_bytes, largest, parallel
 ):
     if bucket_bytes is not None:
         monkeypatch.setattr(quick_order, "BUCKET_BYTES", bucket_bytes)
         monkeypatch.setattr(quick_order, "MAX_BUCKET_BYTES", largest)
+    if parallel is not None:  # the second half of the results indexed by a forked child
+        monkeypatch.setattr(quick_order, "PARALLEL_BYTES", parallel)
     input_path, results = mixed_files(tmp_path)
     quick, exact = both_ways(tmp_path, input_path, results, [(0, input_path.stat().st_size)])
     assert (tmp_path / "q.jsonl").read_bytes() == (tmp_path / "x.jsonl").read_bytes()
