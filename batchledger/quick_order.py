@@ -25,6 +25,7 @@ or two, whatever the results' size; the files are read and written in large bloc
 import itertools
 import json
 import os
+import signal
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -77,7 +78,7 @@ def order(
 ) -> Ordered:
     with tempfile.TemporaryDirectory(prefix="batchledger-order-") as name:
         folder = Path(name)
-        keys = _InputKeys(input_path, ranges)
+        keys = _InputKeys(input_path, ranges, folder)
         size = results_path.stat().st_size
         buckets = max(1, min(MAX_BUCKETS, -(-size // BUCKET_BYTES)))
         rows = _index_all(results_path, size, keys, folder, buckets)
@@ -124,28 +125,100 @@ def _line_start(path: Path, offset: int) -> int:
             offset += len(chunk)
 
 
+def _read_inputs(
+    path: Path, ranges: Sequence[tuple[int, int]], folder: Path
+) -> tuple[NDArray[np.bytes_], NDArray[np.uint64]]:
+    """The ids and hashes of the input's lines; a large input read by two processes at
+    once (the second half by a forked child, whose hash() is this process's)."""
+    total = sum(end - start for start, end in ranges)
+    middle = _stream_line_start(path, ranges, total // 2) if total >= PARALLEL_BYTES else 0
+    if not hasattr(os, "fork") or not 0 < middle < total:
+        return _read_input(path, ranges)
+    first, second = _cut(ranges, middle), _cut(ranges, middle, total)
+    child = os.fork()
+    if child == 0:  # pragma: no cover (measured by its exit code)
+        code = 1
+        try:
+            ids, hashes = _read_input(path, second)
+            np.save(folder / "input-ids.npy", ids)
+            np.save(folder / "input-hashes.npy", hashes)
+            code = 0
+        finally:
+            os._exit(code)
+    try:
+        ids, hashes = _read_input(path, first)
+    except BaseException:
+        os.kill(child, signal.SIGTERM)
+        raise
+    finally:
+        _, status = os.waitpid(child, 0)
+    if os.waitstatus_to_exitcode(status) == 0:
+        more_ids, more_hashes = (
+            np.load(folder / "input-ids.npy"),
+            np.load(folder / "input-hashes.npy"),
+        )
+    else:  # the child could not (a line without custom_id...): its half here, to say why
+        more_ids, more_hashes = _read_input(path, second)
+    return np.concatenate([ids, more_ids]), np.concatenate([hashes, more_hashes])
+
+
+def _read_input(
+    path: Path, ranges: Sequence[tuple[int, int]]
+) -> tuple[NDArray[np.bytes_], NDArray[np.uint64]]:
+    hashes: list[NDArray[np.uint64]] = []
+    ids: list[NDArray[np.bytes_]] = []
+    with Segments(path, ranges) as stream:
+        for position, block in line_blocks(stream):
+            if b"\x00" in block:
+                raise Fallback  # an id with a NUL byte: numpy's bytes would drop it
+            found = _input_ids(block)
+            if found is None:
+                found = _input_ids_slowly(path, ranges, position, block)
+            if found.dtype.itemsize > MAX_ID_BYTES:
+                raise Fallback
+            hashes.append(_hashes(found))
+            ids.append(found)
+    return (
+        np.concatenate(ids) if ids else np.zeros(0, dtype="S1"),
+        np.concatenate(hashes) if hashes else np.zeros(0, dtype=np.uint64),
+    )
+
+
+def _stream_line_start(path: Path, ranges: Sequence[tuple[int, int]], position: int) -> int:
+    """Where the first line at or after `position` of the ranges' stream begins."""
+    with Segments(path, ranges) as stream:
+        stream.seek(max(0, position - 1))
+        start = stream.tell()
+        while chunk := stream.read(1024 * 1024):
+            cut = chunk.find(b"\n")
+            if cut >= 0:
+                return start + cut + 1
+            start += len(chunk)
+    return start
+
+
+def _cut(
+    ranges: Sequence[tuple[int, int]], begin: int, end: int | None = None
+) -> list[tuple[int, int]]:
+    """The file ranges of the stream's [begin, end) (from 0 to begin, if end is None)."""
+    if end is None:
+        begin, end = 0, begin
+    cut: list[tuple[int, int]] = []
+    position = 0
+    for start, stop in ranges:
+        low, high = max(begin, position), min(end, position + stop - start)
+        if low < high:
+            cut.append((start + low - position, start + high - position))
+        position += stop - start
+    return cut
+
+
 class _InputKeys:
     """The input's custom_ids: sorted hashes, where each comes from, the ids themselves."""
 
-    def __init__(self, path: Path, ranges: Sequence[tuple[int, int]]) -> None:
-        hashes: list[NDArray[np.uint64]] = []
-        ids: list[NDArray[np.bytes_]] = []
-        with Segments(path, ranges) as stream:
-            for position, block in line_blocks(stream):
-                if b"\x00" in block:
-                    raise Fallback  # an id with a NUL byte: numpy's bytes would drop it
-                found = _input_ids(block)
-                if found is None:
-                    found = _input_ids_slowly(path, ranges, position, block)
-                if found.dtype.itemsize > MAX_ID_BYTES:
-                    raise Fallback
-                hashes.append(_hashes(found))
-                ids.append(found)
-        self.ids: NDArray[np.bytes_] = np.concatenate(ids) if ids else np.zeros(0, dtype="S1")
-        del ids
-        every = np.concatenate(hashes) if hashes else np.zeros(0, dtype=np.uint64)
-        del hashes
-        self.where: Ints = np.argsort(every, kind="stable")
+    def __init__(self, path: Path, ranges: Sequence[tuple[int, int]], folder: Path) -> None:
+        self.ids, every = _read_inputs(path, ranges, folder)
+        self.where: Ints = np.argsort(every)  # any order of equal hashes: they go the exact way
         self.hashes: NDArray[np.uint64] = every[self.where]
         del every
         if len(self.hashes) > 1 and bool(np.any(self.hashes[1:] == self.hashes[:-1])):

@@ -163,3 +163,24 @@ def test_the_cli_starts_without_numpy():
         check=True,
     )
     assert child.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize("parallel", [None, 1], ids=["one process", "two processes"])
+def test_a_bad_input_line_is_named_wherever_it_is(tmp_path, monkeypatch, parallel):
+    if parallel is not None:
+        monkeypatch.setattr(quick_order, "PARALLEL_BYTES", parallel)
+    results = tmp_path / "results.jsonl"
+    results.write_bytes(result("req-1", "succeeded") + b"\n")
+    lines = [request(n) for n in range(40)]
+    bad = tmp_path / "bad.jsonl"
+    bad.write_bytes(b"".join(lines[:30]) + b'{"params": {}}\n' + b"".join(lines[30:]))
+    with pytest.raises(ordering.UsageError, match=r"^line 31 of bad\.jsonl has no custom_id"):
+        ordering.order_results(bad, results, tmp_path / "o.jsonl", tmp_path / "o.err")
+    twice = tmp_path / "twice.jsonl"
+    twice.write_bytes(b"".join(lines[:35]) + lines[3] + b"".join(lines[35:]))
+    with pytest.raises(
+        ordering.UsageError,
+        match=r"^line 36 of twice\.jsonl repeats the custom_id 'req-3' of line 4",
+    ):
+        ordering.order_results(twice, results, tmp_path / "o.jsonl", tmp_path / "o.err")
+    assert not (tmp_path / "o.jsonl").exists() and not (tmp_path / "o.err").exists()
