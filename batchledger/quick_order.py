@@ -5,20 +5,27 @@ Whatever it cannot be sure of, it leaves to the exact way (SQLite, in ordering.p
 raising `Fallback`, always before either target is touched.
 
 1. The input: each line's custom_id (read as ordering's regexes read it, with no Python
-   code per line for lines that begin as json.dumps or the API write them), a 64-bit
-   `hash()` of it and the id itself (a fixed-width numpy bytes array). The hashes are
-   sorted once; two lines with one hash (the same custom_id, or a collision) are left to
-   the exact way, which names repeated lines.
-2. The results, read once in blocks: each line's custom_id and type the same way, its hash
-   looked up in the sorted hashes (`searchsorted`), the match confirmed by comparing the
-   ids themselves (correctness never rests on a hash). Each line's input line, type,
-   offset and size go to arrays on disk (memmap), and the line itself is appended to one
-   of K bucket files by its input line's range (K = the results' size / BUCKET_BYTES).
-3. Each bucket, read whole (about BUCKET_BYTES), has its lines put in input order by
-   their arrays and written to the two targets; the lines that cannot be placed are read
-   back from the results file in the order they came and go to the end of the errors file.
+   code per line for lines that begin as json.dumps or the API write them: numpy finds
+   the lines, quotes and backslashes, and reads the bytes as overlapping 8-byte words),
+   a 64-bit hash of it (`_hashes`) and the id itself (a fixed-width numpy bytes array).
+   The hashes are sorted once, with a directory on their top bits; two lines with one
+   hash (the same custom_id, or a collision) are left to the exact way, which names
+   repeated lines.
+2. The results, read once in blocks: each line's custom_id and type the same way, its
+   hash looked up, the match confirmed by comparing the ids themselves (correctness never
+   rests on a hash). Each line's input line, type, offset, size and place in its bucket go
+   to arrays in files (memmap), and the line itself is appended, in input order with the
+   others of its block, to one of K bucket files by its input line's range (K = the
+   results' size / BUCKET_BYTES).
+3. Each bucket, read whole (about BUCKET_BYTES), has its lines put in input order and
+   written to the two targets; the lines that take no place are read back from the
+   results file in the order they came and go to the end of the errors file.
 
-Memory: the per-line arrays (about 60 bytes a line: hashes, ids, positions) and a bucket
+Past PARALLEL_BYTES, the input and then the results are each read by two processes at
+once: the second half by a forked child, which writes its arrays (and bucket files) to
+the temporary folder; if it fails, this process reads that half itself.
+
+Memory: the per-line arrays (about 70 bytes a line: hashes, ids, positions) and a bucket
 or two, whatever the results' size; the files are read and written in large blocks.
 """
 
@@ -65,6 +72,11 @@ _KINDS = (b'succeeded"', b'errored"', b'canceled"', b'expired"')
 _QUOTE, _BACKSLASH, _NEWLINE = ord('"'), ord("\\"), ord("\n")
 
 Ints = NDArray[np.int64]
+_GOLDEN, _MIX_1, _MIX_2 = (
+    np.uint64(0x9E3779B97F4A7C15),
+    np.uint64(0xBF58476D1CE4E5B9),
+    np.uint64(0x94D049BB133111EB),
+)
 
 
 class Fallback(Exception):
@@ -131,7 +143,7 @@ def _read_inputs(
     path: Path, ranges: Sequence[tuple[int, int]], folder: Path
 ) -> tuple[NDArray[np.bytes_], NDArray[np.uint64]]:
     """The ids and hashes of the input's lines; a large input read by two processes at
-    once (the second half by a forked child, whose hash() is this process's)."""
+    once (the second half by a forked child)."""
     total = sum(end - start for start, end in ranges)
     middle = _stream_line_start(path, ranges, total // 2) if total >= PARALLEL_BYTES else 0
     if not hasattr(os, "fork") or not 0 < middle < total:
@@ -260,9 +272,24 @@ class _InputKeys:
 
 
 def _hashes(ids: NDArray[np.bytes_]) -> NDArray[np.uint64]:
-    """Python's hash of each id: 64 bits, the same for the same bytes within this process."""
-    signed = np.fromiter(map(hash, ids.tolist()), dtype=np.int64, count=len(ids))
-    return signed.view(np.uint64)
+    """A 64-bit hash of each id, eight bytes at a time (splitmix64's mixing): the same for
+    the same bytes whatever the array's width, since an id has no NUL byte (its padding
+    words, all zero, are skipped). Equal hashes are never taken for equal ids."""
+    width = ids.dtype.itemsize
+    if width % 8:
+        ids = ids.astype(f"S{width + 8 - width % 8}")
+    words = ids.view(np.uint64).reshape(len(ids), -1)
+    hashes = np.full(len(ids), _GOLDEN, dtype=np.uint64)
+    for column in range(words.shape[1]):
+        word = words[:, column]
+        mixed = hashes ^ word
+        mixed ^= mixed >> np.uint64(30)
+        mixed *= _MIX_1
+        mixed ^= mixed >> np.uint64(27)
+        mixed *= _MIX_2
+        mixed ^= mixed >> np.uint64(31)
+        hashes = np.where(word != 0, mixed, hashes)
+    return hashes
 
 
 def _lines(data: NDArray[np.uint8], end: int) -> tuple[Ints, Ints]:
