@@ -51,6 +51,7 @@ from batchledger.ordering import (
     _outcome,
     _Targets,
 )
+from batchledger.savefile import BATCH_BYTES
 from batchledger.split import Segments
 
 BUCKET_BYTES = 4 * 1024 * 1024  # result bytes per bucket, read whole when it is written
@@ -743,10 +744,18 @@ def _place(
     ):
         chosen = np.flatnonzero(wanted)
         chosen = chosen[np.argsort(line[members[chosen]], kind="stable")]
-        firsts, lasts = starts[chosen].tolist(), ends[chosen].tolist()
-        for at in range(0, len(firsts), WRITE_LINES):
-            pieces = map(slice, firsts[at : at + WRITE_LINES], lasts[at : at + WRITE_LINES])
-            writer.write(b"".join(map(read, pieces)))
+        firsts, lasts = starts[chosen], ends[chosen]
+        # Writes of a batch each (savefile.BATCH_BYTES): the writer's thread takes each
+        # as it is, with no join of its own.
+        written = np.cumsum(lasts - firsts)
+        total = int(written[-1]) if len(written) else 0
+        cuts = np.searchsorted(written, np.arange(BATCH_BYTES, total, BATCH_BYTES)) + 1
+        bounds = [0, *cuts.tolist(), len(chosen)]
+        firsts_list, lasts_list = firsts.tolist(), lasts.tolist()
+        for low, high in itertools.pairwise(bounds):
+            if high > low:
+                pieces = map(slice, firsts_list[low:high], lasts_list[low:high])
+                writer.write(b"".join(map(read, pieces)))
 
 
 def _write_rest(
