@@ -55,6 +55,7 @@ from batchledger.savefile import BATCH_BYTES
 from batchledger.split import Segments
 
 BUCKET_BYTES = 4 * 1024 * 1024  # result bytes per bucket, read whole when it is written
+BUCKET_BUFFER = 64 * 1024  # each bucket file's write buffer
 MAX_BUCKET_BYTES = 4 * BUCKET_BYTES  # a larger bucket is read line by line
 MAX_BUCKETS = 400  # open files at once (and < 2**15); past that, buckets grow
 PARALLEL_BYTES = 32 * 1024 * 1024  # results past this: two processes index them at once
@@ -484,7 +485,11 @@ def _index_results(
     """Read the results' span once: index each line, and append it to its bucket file."""
     rows = _Rows(folder, name)
     inputs = max(1, len(keys.ids))
-    buckets = [out.open("wb") for out in (folder / f"bucket-{name}-{n}" for n in range(count))]
+    # A buffer of their own: a block adds a few kB to each bucket, written every few blocks.
+    buckets = [
+        out.open("wb", buffering=BUCKET_BUFFER)
+        for out in (folder / f"bucket-{name}-{n}" for n in range(count))
+    ]
     filled = np.zeros(count, dtype=np.int64)  # bytes in each bucket file
     try:
         with Segments(path, [span]) as stream:
@@ -513,8 +518,7 @@ def _index_results(
                 chosen = list(map(lines.__getitem__, sequence.tolist()))
                 for number, (start, stop) in enumerate(itertools.pairwise(bounds.tolist())):
                     if stop > start:
-                        buckets[number].write(b"\n".join(chosen[start:stop]))
-                        buckets[number].write(b"\n")
+                        buckets[number].write(b"\n".join(chosen[start:stop]) + b"\n")
     finally:
         for out in buckets:
             out.close()
