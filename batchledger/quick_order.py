@@ -106,8 +106,8 @@ def order(
 def _index_all(path: Path, size: int, keys: "_InputKeys", folder: Path, count: int) -> "_Rows":
     """The results indexed (_index_results); a large file by two processes at once, each
     a half (the second half in a forked child, which has the input's keys as they are)."""
-    middle = _line_start(path, size // 2)
-    if size < PARALLEL_BYTES or not hasattr(os, "fork") or not 0 < middle < size:
+    middle = _line_start(path, size // 2) if size >= PARALLEL_BYTES and _can_fork() else 0
+    if not 0 < middle < size:
         return _index_results(path, (0, size), keys, folder, count, "a")
     child = os.fork()
     if child == 0:  # pragma: no cover (measured by its exit code)
@@ -118,14 +118,24 @@ def _index_all(path: Path, size: int, keys: "_InputKeys", folder: Path, count: i
             code = 0
         finally:
             os._exit(code)
-    first = _index_results(path, (0, middle), keys, folder, count, "a")
-    _, status = os.waitpid(child, 0)
+    try:
+        first = _index_results(path, (0, middle), keys, folder, count, "a")
+    except BaseException:
+        os.kill(child, signal.SIGTERM)
+        raise
+    finally:
+        _, status = os.waitpid(child, 0)
     if os.waitstatus_to_exitcode(status) == 0:
         second = _Rows.restore(folder, "b")
     else:  # the child could not: its half here
         second = _index_results(path, (middle, size), keys, folder, count, "b")
     first.extend(second, count, max(1, len(keys.ids)))
     return first
+
+
+def _can_fork() -> bool:
+    """Where there is fork, and no other thread whose locks a child could inherit taken."""
+    return hasattr(os, "fork") and threading.active_count() == 1
 
 
 def _line_start(path: Path, offset: int) -> int:
@@ -147,8 +157,11 @@ def _read_inputs(
     """The ids and hashes of the input's lines; a large input read by two processes at
     once (the second half by a forked child)."""
     total = sum(end - start for start, end in ranges)
-    middle = _stream_line_start(path, ranges, total // 2) if total >= PARALLEL_BYTES else 0
-    if not hasattr(os, "fork") or not 0 < middle < total:
+    if total >= PARALLEL_BYTES and _can_fork():
+        middle = _stream_line_start(path, ranges, total // 2)
+    else:
+        middle = 0
+    if not 0 < middle < total:
         return _read_input(path, ranges)
     first, second = _cut(ranges, middle), _cut(ranges, middle, total)
     child = os.fork()
