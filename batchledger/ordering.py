@@ -5,11 +5,14 @@ Message Batches answer in any order and mix `succeeded` with `errored`, `cancele
 `results_<id>.errors.jsonl` (the others), each in the order of the input's custom_ids,
 each line's bytes as the API sent them (a last line without a newline gets one).
 
-Memory stays bounded whatever the size: the custom_ids of both files go into a temporary
-SQLite file (redo.ScratchIndex: a bounded page cache, the rest on disk) with, for a result,
-its outcome and where its bytes are (offset, size), never the line; SQLite sorts each side
-in C (one CREATE INDEX each) and joins them in input order; the lines are then read back
-by offset into the two files, written atomically (savefile).
+Memory stays bounded whatever the size. The quick way (quick_order.py, numpy) hashes the
+custom_ids into arrays in files and moves the lines through bucket files by input range;
+what it cannot be sure of (a repeated hash, an odd input) goes the exact way, here: the
+custom_ids of both files go into a temporary SQLite file (redo.ScratchIndex: a bounded
+page cache, the rest on disk) with, for a result, its outcome and where its bytes are
+(offset, size), never the line; SQLite sorts each side in C (one CREATE INDEX each) and
+joins them in input order; the lines are then read back by offset into the two files.
+Both write them atomically (savefile) and give the same bytes.
 
 What cannot be placed is never dropped: a result whose custom_id is not in the input (or
 that has none), and a second answer for a custom_id, go to the end of the errors file in
