@@ -11,8 +11,16 @@ The file names environment variables, never keys:
     endpoint = "https://my-resource.openai.azure.com"
     api_version = "2025-04-01-preview"
     api_key_env = "AZURE_OPENAI_API_KEY"
+
+    [accounts.groq]
+    base_url = "https://api.groq.com/openai/v1"
+    api_key_env = "GROQ_API_KEY"
+    profile = "groq"                    # an OpenAI-compatible host's limits and windows
+    max_requests = 10000                # any account may override its profile's limits
+    completion_windows = ["24h", "7d"]
 """
 
+import dataclasses
 import os
 import re
 import tomllib
@@ -23,6 +31,7 @@ from typing import Any
 
 from batchledger.errors import UsageError
 from batchledger.paths import config_path, user_data_dir
+from batchledger.providers import OPENAI_COMPATIBLE, PROFILES, Profile
 from batchledger.redaction import add_secret_variable
 
 ACCOUNT_ENV = "BATCHLEDGER_ACCOUNT"
@@ -30,27 +39,17 @@ DEFAULT = "default"
 DEMO = "demo"
 KINDS = ("openai", "azure", "emulator")
 OPENAI_BASE_URL = "https://api.openai.com/v1"
-MIB = 1024 * 1024
-# Per input file: (requests, bytes). OpenAI's are documented in the Batch guide; Azure's
-# Global Batch takes twice the requests.
-LIMITS = {
-    "openai": (50_000, 200 * MIB),
-    "azure": (100_000, 200 * MIB),
-    "emulator": (50_000, 200 * MIB),
-}
-DEFAULT_ENDPOINTS = {
-    "openai": "/v1/responses",
-    "azure": "/chat/completions",
-    "emulator": "/v1/responses",
-}
 # The demo's batches move one step every this many seconds: done in about ten.
 DEMO_STEP_SECONDS = 3.0
 
+# Any account may override these limits of its provider's profile (providers/__init__.py).
+OVERRIDES = ("max_requests", "max_bytes", "completion_windows")
 _SETTINGS = {
-    "openai": {"kind", "base_url", "api_key_env"},
-    "azure": {"kind", "endpoint", "api_version", "api_key_env"},
-    "emulator": {"kind", "data_dir", "step_seconds"},
+    "openai": {"kind", "base_url", "api_key_env", "profile", *OVERRIDES},
+    "azure": {"kind", "endpoint", "api_version", "api_key_env", *OVERRIDES},
+    "emulator": {"kind", "data_dir", "step_seconds", *OVERRIDES},
 }
+_WINDOW = re.compile(r"[1-9][0-9]*[hd]")
 _VARIABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # What an API key looks like: OpenAI's sk-…, or any long run of key characters.
 _LOOKS_LIKE_A_KEY = re.compile(r"(sk-[A-Za-z0-9_-]{8,}|[A-Za-z0-9_-]{32,})")
@@ -68,6 +67,9 @@ class Account:
     api_version: str | None = None  # azure
     data_dir: Path | None = None  # emulator: where its state is kept
     step_seconds: float = DEMO_STEP_SECONDS  # emulator
+    profile_name: str | None = None  # None: the kind's own profile
+    # The account's own limits over its profile's: (setting, value) pairs of OVERRIDES.
+    overrides: tuple[tuple[str, Any], ...] = ()
 
     @property
     def location(self) -> str:
@@ -79,13 +81,25 @@ class Account:
         return (self.base_url or os.environ.get("OPENAI_BASE_URL") or OPENAI_BASE_URL).rstrip("/")
 
     @property
-    def default_endpoint(self) -> str:
-        return DEFAULT_ENDPOINTS[self.kind]
+    def profile(self) -> Profile:
+        """What the account's provider is: its limits (with the account's own overrides),
+        windows, metadata, result order, retention, status mapping."""
+        profile = PROFILES[self.profile_name or self.kind]
+        if self.kind == "openai" and self.profile_name is None:
+            # The host may be any OpenAI-compatible API (OPENAI_BASE_URL, base_url): its
+            # windows are passed through as given, as before profiles; `profile = "openai"`
+            # holds the account to OpenAI's own.
+            profile = dataclasses.replace(profile, completion_windows=None)
+        return profile.overridden(dict(self.overrides))
+
+    @property
+    def default_endpoint(self) -> str | None:
+        return self.profile.default_endpoint
 
     @property
     def limits(self) -> tuple[int, int]:
         """(requests, bytes) one batch input may hold."""
-        return LIMITS[self.kind]
+        return self.profile.limits
 
     def key(self) -> str | None:
         """The account's API key, from its environment variable; None if not set."""
@@ -180,8 +194,14 @@ def _account(name: str, settings: Any, path: Path) -> Account:
     if unknown:
         raise UsageError(f"{where}: unknown setting {unknown[0]!r} for kind {kind!r}")
     for setting, value in settings.items():
-        if setting != "step_seconds" and not isinstance(value, str):
+        if setting not in ("step_seconds", *OVERRIDES) and not isinstance(value, str):
             raise UsageError(f"{where}: {setting} must be a string")
+    overrides = _overrides(settings, where)
+    profile = settings.get("profile")
+    if profile is not None and profile not in OPENAI_COMPATIBLE:
+        raise UsageError(
+            f"{where}: unknown profile {profile!r} (profiles: {', '.join(OPENAI_COMPATIBLE)})"
+        )
     key_env = settings.get("api_key_env", "AZURE_OPENAI_API_KEY" if kind == "azure" else None)
     if kind == "openai" and key_env is None:
         key_env = "OPENAI_API_KEY"
@@ -198,6 +218,7 @@ def _account(name: str, settings: Any, path: Path) -> Account:
             api_key_env=key_env,
             endpoint=settings["endpoint"],
             api_version=settings["api_version"],
+            overrides=overrides,
         )
     if kind == "emulator":
         step = settings.get("step_seconds", DEMO_STEP_SECONDS)
@@ -210,11 +231,44 @@ def _account(name: str, settings: Any, path: Path) -> Account:
             api_key_env=None,
             data_dir=data_dir.expanduser(),
             step_seconds=float(step),
+            overrides=overrides,
         )
     base_url = settings.get("base_url")
     if base_url is not None:
         _check_url(base_url, f"{where}: base_url")
-    return Account(name=name, kind=kind, base_url=base_url, api_key_env=key_env)
+    return Account(
+        name=name,
+        kind=kind,
+        base_url=base_url,
+        api_key_env=key_env,
+        profile_name=profile,
+        overrides=overrides,
+    )
+
+
+def _overrides(settings: Mapping[str, Any], where: str) -> tuple[tuple[str, Any], ...]:
+    """The account's own limits, checked: counts above zero, windows a list of names."""
+    found: list[tuple[str, Any]] = []
+    for setting in ("max_requests", "max_bytes"):
+        value = settings.get(setting)
+        if value is None:
+            continue
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise UsageError(f"{where}: {setting} must be a whole number above 0, not {value!r}")
+        found.append((setting, value))
+    windows = settings.get("completion_windows")
+    if windows is not None:
+        if (
+            not isinstance(windows, list)
+            or not windows
+            or not all(isinstance(window, str) and _WINDOW.fullmatch(window) for window in windows)
+        ):
+            raise UsageError(
+                f"{where}: completion_windows must be a list of windows such as "
+                f'["24h", "7d"], not {windows!r}'
+            )
+        found.append(("completion_windows", tuple(windows)))
+    return tuple(found)
 
 
 def _check_url(url: str, what: str) -> None:

@@ -1,4 +1,4 @@
-"""One run of a command: what its steps share (the ledger, the log, the client, the streams).
+"""One run of a command: what its steps share (the ledger, the log, the providers, the streams).
 
 Made once by the CLI and handed to the workflow, as pipx's DispatchContext and httpie's
 Environment are, so that a new concern does not become a new parameter of every function.
@@ -16,11 +16,11 @@ from batchledger.accounts import Account, builtin_accounts
 from batchledger.errors import UsageError
 from batchledger.ledger import Ledger, open_ledger
 from batchledger.logs import close_logger, create_log_file, setup_logger
+from batchledger.providers import Provider, open_provider
 
 if TYPE_CHECKING:
-    from openai import OpenAI
-
     from batchledger.emulator import EmulatorServer
+
 
 DEFAULT_MAX_RETRIES = 2
 DEFAULT_TIMEOUT = 600.0
@@ -53,7 +53,7 @@ class Context:
     # Accounts whose provider refused to list batches in this run: a sweep looks each up.
     cannot_list: set[str] = field(default_factory=set)
     _ledger: Ledger | None = None
-    _clients: "dict[str, OpenAI]" = field(default_factory=dict)
+    _providers: dict[str, Provider] = field(default_factory=dict)
     _emulators: "list[EmulatorServer]" = field(default_factory=list)
 
     # --- the ledger ----------------------------------------------------------------
@@ -85,9 +85,9 @@ class Context:
                 self._ledger.log_file = self.log_file
         return self.logger
 
-    def client(self) -> "OpenAI":
-        """The client of the run's account; fails early (exit 2) on a missing or bad key."""
-        return self.client_for(self.account.name)
+    def provider(self) -> Provider:
+        """The provider of the run's account; fails early (exit 2) on a missing or bad key."""
+        return self.provider_for(self.account.name)
 
     def account_named(self, name: str) -> Account:
         account = self.accounts.get(name)
@@ -98,22 +98,21 @@ class Context:
             )
         return account
 
-    def client_for(self, name: str) -> "OpenAI":
-        """The client of account `name`, made once per run; an emulator account's server
+    def provider_for(self, name: str) -> Provider:
+        """The provider of account `name`, made once per run; an emulator account's server
         starts here, inside this process, and stops when the run ends."""
-        if name not in self._clients:
-            from batchledger import api  # imports openai: only commands that call the API
-
+        if name not in self._providers:
             account = self.account_named(name)
             base_url = None
             if account.kind == "emulator":
                 base_url = self._start_emulator(account)
-            self._clients[name] = api.make_client(
+            self._providers[name] = open_provider(
                 account, max_retries=self.max_retries, timeout=self.timeout, base_url=base_url
             )
-        return self._clients[name]
+        return self._providers[name]
 
     def _start_emulator(self, account: Account) -> str:
+        # Imported here: only a run on an emulator account serves one.
         from batchledger.emulator import EmulatorServer
 
         assert account.data_dir is not None
@@ -125,10 +124,10 @@ class Context:
         return server.base_url
 
     def start_api_command(self, account: str | None = None) -> None:
-        """The client first (a missing key is reported before anything is written), the
+        """The provider first (a missing key is reported before anything is written), the
         log, then the ledger. `account`: the one the command works on, when it is not the
         run's (a batch or job is followed on the account it was made on)."""
-        self.client_for(account or self.account.name)
+        self.provider_for(account or self.account.name)
         self.start_log()
         self.open_ledger(create=True)
 
@@ -151,8 +150,8 @@ class Context:
         print(f"batchledger: warning: {message}", file=self.stderr)
 
     def close(self) -> None:
-        for client in self._clients.values():
-            client.close()
+        for provider in self._providers.values():
+            provider.close()
         for server in self._emulators:
             server.stop()
         if self._ledger is not None:

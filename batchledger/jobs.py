@@ -16,7 +16,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from batchledger import api
 from batchledger.batches import (
     ABANDONED,
     ENDED_EARLY_STATUSES,
@@ -42,11 +41,10 @@ from batchledger.context import Context
 from batchledger.details import CreateDetails
 from batchledger.errors import BatchledgerError, Refused, Rejected
 from batchledger.ledger import InputFile
+from batchledger.providers import Provider, Uploaded
 from batchledger.times import epoch_of, iso_utc
 
 if TYPE_CHECKING:
-    from openai import OpenAI
-
     from batchledger.workflow import SavedFile
 
 # How a part the enqueued-token limit bounced is shown: it is not over, it goes out again.
@@ -243,7 +241,7 @@ def advance(
     if job["status"] != JOB_RUNNING:
         report.parts = views(ctx, job)
         return report
-    client = ctx.client_for(job["account"])
+    provider = ctx.provider_for(job["account"])
     if check:
         _check_parts(ctx, job, report)
     now = datetime.now(UTC)
@@ -283,7 +281,7 @@ def advance(
             report.job = ctx.ledger.get_job(job["id"])
             report.warnings.append(input_changed_warning(job, changed))
             break
-        sent = _send_part(ctx, client, job, view.part, len(parts), details, search_uploads)
+        sent = _send_part(ctx, provider, job, view.part, len(parts), details, search_uploads)
         if sent is not None:
             open_parts += 1
             report.submitted.append(sent)
@@ -338,7 +336,7 @@ def _may_send(ctx: Context, job: Row, part: Row, now: datetime) -> bool:
 
 def _send_part(
     ctx: Context,
-    client: "OpenAI",
+    provider: Provider,
     job: Row,
     part: Row,
     total: int,
@@ -353,20 +351,19 @@ def _send_part(
     name = f"{input_path.stem}.part{part['part_index']}of{total}.{part['ref']}.jsonl"
     ranges = part_ranges(part)
     size = sum(end - start for start, end in ranges)
-    uploaded: api.Uploaded | None = None
+    uploaded: Uploaded | None = None
     if part["input_file_id"] is not None:
-        file = api.get_file(client, part["input_file_id"])
+        file = provider.get_file(part["input_file_id"])
         if file is not None:
-            uploaded = api.Uploaded(file["id"], file["created_at"])
+            uploaded = Uploaded(file["id"], file["created_at"])
     elif search_uploads or part["upload_started_at"]:
         # An upload was begun and its answer never recorded: it may have arrived.
-        uploaded = api.find_uploaded_file(client, name, size, max_age=None)
+        uploaded = provider.find_upload(name, size, max_age=None)
     if uploaded is None:
         if not part["upload_started_at"]:
             ledger.mark_upload_started(part["id"])
         started = time.monotonic()
-        uploaded = api.upload_file(
-            client,
+        uploaded = provider.upload(
             input_path,
             name,
             expires_after=details.input_expires_after,
@@ -381,8 +378,7 @@ def _send_part(
     if row is None:
         return None  # another run is sending it
     try:
-        batch = api.create_batch(
-            client,
+        batch = provider.create(
             uploaded.id,
             job["endpoint"],
             job["completion_window"],
@@ -636,14 +632,14 @@ def cancel_job(ctx: Context, job: Row) -> JobReport:
     ctx.ledger.cancel_queued_parts(job["id"])
     if job["status"] == JOB_INPUT_CHANGED:  # nothing is read from the input any more
         ctx.ledger.set_job_status(job["id"], JOB_RUNNING, "cancel", "its input had changed")
-    client = ctx.client_for(job["account"])
+    provider = ctx.provider_for(job["account"])
     from batchledger import workflow
 
     for view in views(ctx, job):
         attempt = view.attempt
         if attempt is None or attempt["batch_id"] is None or not attempt_is_open(attempt):
             continue
-        batch = api.cancel_batch(client, attempt["batch_id"])
+        batch = provider.cancel(attempt["batch_id"])
         if batch is not None:
             workflow.record(ctx, BatchRef.of(attempt), batch, action="cancel", row_id=attempt["id"])
     return JobReport(job=ctx.ledger.get_job(job["id"]), parts=views(ctx, job))

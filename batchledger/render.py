@@ -41,7 +41,16 @@ LIST_FIELDS = (
 )
 SWEEP_COLUMNS = ("batch_id", "status", "requests", "saved", "note")
 HISTORY_COLUMNS = ("at", "action", "detail", "log file")
-ACCOUNT_COLUMNS = ("account", "kind", "base URL", "key variable", "key set", "batches")
+ACCOUNT_COLUMNS = (
+    "account",
+    "kind",
+    "base URL",
+    "key variable",
+    "key set",
+    "batches",
+    "profile",
+    "limits per batch",
+)
 
 
 def display_path(path: str | Path | None) -> str:
@@ -227,7 +236,8 @@ def list_table(rows: Iterable[Row], *, with_account: bool = False) -> str:
 
 
 def accounts_table(rows: Iterable[Mapping[str, Any]]) -> str:
-    """`accounts`: name, kind, where, the key's variable and whether it is set, batches."""
+    """`accounts`: name, kind, where, the key's variable and whether it is set, batches,
+    its provider's profile and limits (requests, bytes, completion windows)."""
     table = [
         [
             row["name"],
@@ -236,10 +246,22 @@ def accounts_table(rows: Iterable[Mapping[str, Any]]) -> str:
             row["api_key_env"] or "",
             {True: "yes", False: "no", None: ""}[row["key_set"]],
             str(row["batches"]),
+            row["profile"] or "",
+            _limits_text(row),
         ]
         for row in rows
     ]
     return tabulate(table, headers=ACCOUNT_COLUMNS, disable_numparse=True)
+
+
+def _limits_text(row: Mapping[str, Any]) -> str:
+    """`50000 requests, 209715200 bytes, 24h`: an account's limits per batch."""
+    if row["max_requests"] is None:
+        return ""
+    windows = row["completion_windows"]
+    return f"{row['max_requests']} requests, {row['max_bytes']} bytes, " + (
+        "any window" if windows is None else "/".join(windows)
+    )
 
 
 def _input_names() -> Callable[[str], str]:

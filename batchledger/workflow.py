@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from batchledger import api
 from batchledger.batches import (
     FINAL_STATUSES,
     SAVABLE_STATUSES,
@@ -34,11 +33,10 @@ from batchledger.errors import (
 from batchledger.inputs import sha256_of
 from batchledger.ledger import InputFile
 from batchledger.paths import default_results_path, errors_path_for
+from batchledger.providers import STOP_DOWNLOADS, Provider, Uploaded, upload_name
 from batchledger.times import epoch_of
 
 if TYPE_CHECKING:
-    from openai import OpenAI
-
     from batchledger.jobs import JobReport
 
 
@@ -120,7 +118,7 @@ def submit(
     file), and its upload is reused.
     """
     account = ctx.account
-    client = ctx.client()
+    provider = ctx.provider()
     details = details or CreateDetails()
     row, resumed = ctx.ledger.claim_submission(
         input_,
@@ -132,7 +130,7 @@ def submit(
         details=details,
     )
     try:
-        return _submit_claimed(ctx, client, input_, row, resumed, details)
+        return _submit_claimed(ctx, provider, input_, row, resumed, details)
     finally:
         # A claim that cannot be released is harmless once this process has ended; the
         # error that got us here is the one to report.
@@ -142,43 +140,40 @@ def submit(
 
 def _submit_claimed(
     ctx: Context,
-    client: "OpenAI",
+    provider: Provider,
     input_: InputFile,
     row: Row,
     resumed: bool,
     details: CreateDetails,
 ) -> Submitted:
     ledger = ctx.ledger
-    upload_name = api.upload_name(input_.path, row["ref"])
-    uploaded: api.Uploaded | None = None
+    name = upload_name(input_.path, row["ref"])
+    uploaded: Uploaded | None = None
     if resumed and row["input_file_id"] is not None:
         # The upload was recorded, so a batch may have been made from it.
-        file = api.get_file(client, row["input_file_id"])
+        file = provider.get_file(row["input_file_id"])
         since = file["created_at"] if file else None
         known = ctx.ledger.batch_ids_made_from({row["input_file_id"]})
-        found = api.find_batches(client, {row["ref"]: row["input_file_id"]}, since, known).found
+        found = provider.find_batches({row["ref"]: row["input_file_id"]}, since, known).found
         if row["ref"] in found:
             batch = found[row["ref"]]
             ref = BatchRef(row["account"], batch["id"])
             row = record(ctx, ref, batch, action="recover", row_id=row["id"])
             return Submitted(file_id=batch["input_file_id"], batch=batch, row=row, recovered=True)
         if file is not None:
-            uploaded = api.Uploaded(file["id"], file["created_at"])
+            uploaded = Uploaded(file["id"], file["created_at"])
     elif resumed:
         # Cut off during the upload: it may have arrived all the same.
-        uploaded = api.find_uploaded_file(client, upload_name, input_.size, max_age=None)
+        uploaded = provider.find_upload(name, input_.size, max_age=None)
         if uploaded is not None:
             ledger.record_upload(row["id"], uploaded.id)
     if uploaded is None:
-        uploaded = api.upload_file(
-            client, input_.path, upload_name, expires_after=details.input_expires_after
-        )
+        uploaded = provider.upload(input_.path, name, expires_after=details.input_expires_after)
         ledger.record_upload(row["id"], uploaded.id)
     # The ledger's ref travels with the batch, so the batch can be found again by
     # listing the account's batches if the response to this request is lost.
     try:
-        batch = api.create_batch(
-            client,
+        batch = provider.create(
             uploaded.id,
             row["endpoint"],
             row["completion_window"],
@@ -200,7 +195,7 @@ def look_up(
     ctx: Context, ref: BatchRef, action: str = "status", *, listed: dict[str, Any] | None = None
 ) -> BatchReport:
     """Fetch a batch from its account (unless a listing just showed it) and record it."""
-    batch = listed or api.get_batch_status(ctx.client_for(ref.account), ref.batch_id)
+    batch = listed or ctx.provider_for(ref.account).get(ref.batch_id)
     return BatchReport(ref=ref, batch=batch, row=record(ctx, ref, batch, action=action))
 
 
@@ -316,7 +311,7 @@ def save_results(
         replaced = path.exists()
         operation = "DOWNLOAD_RESULTS" if kind == "output" else "DOWNLOAD_ERRORS"
         try:
-            download = api.download_results(ctx.client_for(ref.account), file_id, path, operation)
+            download = ctx.provider_for(ref.account).download(file_id, path, operation)
         except NotFound as exc:
             ctx.ledger.mark_results_gone(row["id"], exc.message)
             raise
@@ -333,10 +328,10 @@ def save_results(
 
 def cancel(ctx: Context, ref: BatchRef) -> BatchReport:
     """Ask the API to cancel a batch; refuse (exit 3) if it is already past that."""
-    client = ctx.client_for(ref.account)
-    batch = api.cancel_batch(client, ref.batch_id)
+    provider = ctx.provider_for(ref.account)
+    batch = provider.cancel(ref.batch_id)
     if batch is None:
-        batch = api.get_batch_status(client, ref.batch_id)
+        batch = provider.get(ref.batch_id)
         record(ctx, ref, batch, action="cancel_refused")
         raise Refused(
             f"batch {ref.batch_id} is already {batch['status']}; there is nothing to cancel"
@@ -422,7 +417,7 @@ def sync(ctx: Context) -> SyncReport:
     """Bring every batch of the run's account into the ledger, marking those made elsewhere."""
     report = SyncReport()
     ledger, account = ctx.ledger, ctx.account.name
-    for batch in api.list_batches(ctx.client()):
+    for batch in ctx.provider().list_all():
         ref = BatchRef(account, batch["id"])
         row = ledger.row_of(batch, account)
         if row is None:
@@ -580,15 +575,15 @@ def recover_unfinished(ctx: Context, account: str, rows: list[Row], report: Swee
     rows = [row for row in rows if not claimed_by_another_run(row)]
     if not rows:
         return
-    client = ctx.client_for(account)
-    files = {row["ref"]: api.get_file(client, row["input_file_id"]) for row in rows}
+    provider = ctx.provider_for(account)
+    files = {row["ref"]: provider.get_file(row["input_file_id"]) for row in rows}
     made_at = [file["created_at"] for file in files.values() if file is not None]
     # A batch is made after its input file: back to the oldest upload, by the server's
     # clock. With an upload gone, the search can only look through the newest batches.
     since = min(made_at) if len(made_at) == len(rows) else None
     wanted = {row["ref"]: row["input_file_id"] for row in rows}
     known = ctx.ledger.batch_ids_made_from({row["input_file_id"] for row in rows})
-    search = api.find_batches(client, wanted, since, known)
+    search = provider.find_batches(wanted, since, known)
     now = time.time()
     for row in rows:
         batch = search.found.get(row["ref"])
@@ -623,7 +618,7 @@ def sweep(
     """
     listed: dict[BatchRef, dict[str, Any]] = {}
     for account in sorted({row["account"] for row in rows}):
-        ctx.client_for(account)  # made here, before the threads share them
+        ctx.provider_for(account)  # made here, before the threads share them
         of_account = [row for row in rows if row["account"] == account]
         listed.update(list_batches(ctx, account, of_account, concurrency))
 
@@ -648,7 +643,7 @@ def sweep(
     except BaseException:
         # Ctrl-C: stop now. Checks not started are dropped; downloads in flight stop at
         # their next chunk and remove their temporary files.
-        api.STOP_DOWNLOADS.set()
+        STOP_DOWNLOADS.set()
         pool.shutdown(wait=False, cancel_futures=True)
         raise
     pool.shutdown()
@@ -676,7 +671,7 @@ def list_batches(
     since = min(made) if len(made) == len(live) else None  # else: the page budget alone
     wanted = {row["batch_id"] for row in live}
     pages = max(1, rounds // 2)
-    listed = api.list_batches_by_id(ctx.client_for(account), wanted, since, pages)
+    listed = ctx.provider_for(account).list_by_id(wanted, since, pages)
     if listed.error is not None and not isinstance(listed.error, Transient):
         ctx.cannot_list.add(account)  # refused, or no list page: not asked again this run
     return {

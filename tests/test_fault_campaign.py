@@ -33,9 +33,10 @@ import openai._base_client
 import pytest
 from helpers import write_jsonl
 
-from batchledger import api, workflow
+from batchledger import workflow
 from batchledger.cli import main
 from batchledger.emulator import EmulatorServer, Fault
+from batchledger.providers import openai as api
 
 # Two servers and four recovery sweeps make a schedule about twice as long as with one
 # (1.3 to 2 s here): 100 keep CI's slice near its old length, well under 4 minutes.

@@ -61,6 +61,7 @@ def create(args: argparse.Namespace, ctx: Context) -> ExitCode:
     from batchledger.inputs import check_input, count_lines, hash_input_in_background
 
     details = create_details(args)  # before anything is read, written or sent
+    ctx.account.profile.check_window(args.completion_window)
     if args.dry_run:
         return estimate_commands.estimate(args, ctx)
     path = check_input(args.input)
@@ -74,7 +75,8 @@ def create(args: argparse.Namespace, ctx: Context) -> ExitCode:
     from batchledger.split import split_wanted
 
     ctx.start_api_command()
-    endpoint = args.endpoint or ctx.account.default_endpoint
+    # A provider whose batches name no endpoint (its profile has no default) records none.
+    endpoint = args.endpoint or ctx.account.default_endpoint or ""
     input_ = count_lines(hashing.result(), args.input)  # after the import: see count_lines
     split = split_wanted(input_, ctx.account.limits, args.max_requests, args.max_bytes)
     if split is not None:
