@@ -16,7 +16,8 @@ from batchledger.accounts import Account, builtin_accounts
 from batchledger.errors import UsageError
 from batchledger.ledger import Ledger, open_ledger
 from batchledger.logs import close_logger, create_log_file, setup_logger
-from batchledger.providers import Provider, open_provider
+from batchledger.providers import Provider
+from batchledger.providers.registry import open_provider
 
 if TYPE_CHECKING:
     from batchledger.emulator import EmulatorServer

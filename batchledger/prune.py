@@ -11,11 +11,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from batchledger.accounts import Account
+from batchledger.batch import saved_unchanged
 from batchledger.batches import FINAL_STATUSES, Row
 from batchledger.context import Context
 from batchledger.errors import BatchledgerError
 from batchledger.ledger import Ledger
-from batchledger.workflow import saved_unchanged
 
 FILE_KINDS = ("input", "output", "error")
 RESULT_KINDS = ("output", "error")

@@ -10,9 +10,9 @@ from typing import TYPE_CHECKING, Any, TextIO
 from batchledger.batches import BATCH_TIMESTAMPS, ENDED_EARLY_STATUSES, Row, missing_requests
 
 if TYPE_CHECKING:
+    from batchledger.batch import BatchReport
     from batchledger.prune import PruneItem
     from batchledger.usage import UsageLine
-    from batchledger.workflow import BatchReport
 
 
 def tabulate(table: Any, headers: Sequence[str], **options: Any) -> str:
@@ -41,16 +41,8 @@ LIST_FIELDS = (
 )
 SWEEP_COLUMNS = ("batch_id", "status", "requests", "saved", "note")
 HISTORY_COLUMNS = ("at", "action", "detail", "log file")
-ACCOUNT_COLUMNS = (
-    "account",
-    "kind",
-    "base URL",
-    "key variable",
-    "key set",
-    "batches",
-    "profile",
-    "limits per batch",
-)
+ACCOUNT_COLUMNS: tuple[str, ...] = ("account", "kind", "base URL", "key variable", "key set")
+ACCOUNT_COLUMNS += ("batches", "profile", "limits per batch")
 
 
 def display_path(path: str | Path | None) -> str:

@@ -190,7 +190,7 @@ def import_floor(cwd: Path, runs: int = 3) -> Run:
     cmd = [
         sys.executable,
         "-c",
-        "import openai, batchledger.providers.openai, batchledger.workflow",
+        "import openai, batchledger.providers.openai, batchledger.sweep",
     ]
     measured = [run_measured(cmd, child_env(), cwd) for _ in range(runs)]
     return sorted(measured, key=lambda run: run.maxrss_kib)[len(measured) // 2]

@@ -33,7 +33,7 @@ import openai._base_client
 import pytest
 from helpers import write_jsonl
 
-from batchledger import workflow
+from batchledger import sweep
 from batchledger.cli import main
 from batchledger.emulator import EmulatorServer, Fault
 from batchledger.providers import openai as api
@@ -136,7 +136,7 @@ def test_random_fault_schedules(isolated: Path, fast_retries: None, monkeypatch,
         monkeypatch.setenv("BATCHLEDGER_DB", str(work / "ledger.db"))
         monkeypatch.setenv("BATCHLEDGER_CONFIG", str(work / "accounts.toml"))
         # Every other schedule's sweeps read all their batches from the listing.
-        monkeypatch.setattr(workflow, "LIST_FROM_ROUNDS", 1 if seed % 2 else 3)
+        monkeypatch.setattr(sweep, "LIST_FROM_ROUNDS", 1 if seed % 2 else 3)
         with (
             EmulatorServer(host="127.0.0.1", port=0) as first,
             EmulatorServer(host="127.0.0.1", port=0) as second,

@@ -26,8 +26,8 @@ from batchledger.render import (
 from batchledger.resolve import resolve
 
 if TYPE_CHECKING:
+    from batchledger.batch import BatchReport
     from batchledger.ledger import Ledger
-    from batchledger.workflow import BatchReport
 
 Handler = Callable[[argparse.Namespace, Context], ExitCode]
 
@@ -71,10 +71,10 @@ def create(args: argparse.Namespace, ctx: Context) -> ExitCode:
     elif args.prices:
         raise UsageError("--prices prices an estimate: it goes with --dry-run or --max-cost")
     hashing = hash_input_in_background(path, args.input)
-    from batchledger import workflow  # imports openai, while the input is hashed
+    from batchledger import batch
     from batchledger.split import split_wanted
 
-    ctx.start_api_command()
+    ctx.start_api_command()  # imports the provider's SDK, while the input is hashed
     # A provider whose batches name no endpoint (its profile has no default) records none.
     endpoint = args.endpoint or ctx.account.default_endpoint or ""
     input_ = count_lines(hashing.result(), args.input)  # after the import: see count_lines
@@ -83,7 +83,7 @@ def create(args: argparse.Namespace, ctx: Context) -> ExitCode:
         return job_commands.create(args, ctx, input_, endpoint, split, details)
     if args.max_in_flight is not None:
         raise UsageError("--max-in-flight is for inputs split into parts (a job)")
-    submitted = workflow.submit(
+    submitted = batch.submit(
         ctx,
         input_,
         endpoint,
@@ -109,7 +109,7 @@ def status(args: argparse.Namespace, ctx: Context) -> ExitCode:
         if args.out:
             raise UsageError("--out names one file; it cannot be used with --all (--out-dir)")
         return sweep(args, ctx)
-    from batchledger import workflow
+    from batchledger import batch
 
     if args.out_dir or args.include_synced:
         raise UsageError("--out-dir and --include-synced go with --all; --out names one file")
@@ -118,11 +118,11 @@ def status(args: argparse.Namespace, ctx: Context) -> ExitCode:
         return job_commands.status(args, ctx, ref)
     out = out_path(args, ref)
     ctx.start_api_command(ref.account)
-    report = workflow.look_up(ctx, ref)
+    report = batch.look_up(ctx, ref)
     if not args.json:  # the status first: whatever the save does, the user sees it
         ctx.print("\n".join(status_lines(report.row or {})))
     if args.auto_save:
-        workflow.save_if_finished(ctx, report, out=out)
+        batch.save_if_finished(ctx, report, out=out)
     if args.json:
         ctx.print(json_text(row_json(report.row or {})))
     else:
@@ -140,9 +140,9 @@ def sweep(args: argparse.Namespace, ctx: Context) -> ExitCode:
         if ledger is not None:
             warn_input_changed(ctx, ledger, set())
         return ExitCode.OK
-    from batchledger import workflow
+    from batchledger import sweep
 
-    swept = workflow.sweep_all(
+    swept = sweep.sweep_all(
         ctx,
         auto_save=args.auto_save,
         concurrency=args.concurrency,
@@ -217,14 +217,14 @@ def warn_saved(ctx: Context, report: "BatchReport") -> None:
 
 
 def retrieve(args: argparse.Namespace, ctx: Context) -> ExitCode:
-    from batchledger import workflow
+    from batchledger import batch
 
     ref = target(ctx, args.batch_id)
     if isinstance(ref, JobRef):
         return job_commands.retrieve(args, ctx, ref)
     out = out_path(args, ref)
     ctx.start_api_command(ref.account)
-    report = workflow.retrieve(ctx, ref, out, again=args.force)
+    report = batch.retrieve(ctx, ref, out, again=args.force)
     if report.already_saved:
         assert report.row is not None
         for kind in ("output", "error"):
@@ -240,7 +240,7 @@ def retrieve(args: argparse.Namespace, ctx: Context) -> ExitCode:
 
 
 def watch(args: argparse.Namespace, ctx: Context) -> ExitCode:
-    from batchledger import workflow
+    from batchledger import batch
     from batchledger.cli.parser import DEFAULT_WATCH_INTERVAL, DEMO_WATCH_INTERVAL
     from batchledger.cli.process import interrupt_taken
 
@@ -262,7 +262,7 @@ def watch(args: argparse.Namespace, ctx: Context) -> ExitCode:
         else DEFAULT_WATCH_INTERVAL
     )
     progress = Progress(ctx.stderr)
-    checks = workflow.follow(
+    checks = batch.follow(
         ctx,
         refs,
         auto_save=args.auto_save,
@@ -295,13 +295,12 @@ def watch(args: argparse.Namespace, ctx: Context) -> ExitCode:
 def watch_all(args: argparse.Namespace, ctx: Context, interval: float) -> ExitCode:
     """`watch --all`: sweep (batches, then jobs: their queued parts sent, their results
     merged) round after round, backing off while nothing moves, until nothing is left."""
-    import time
-
-    from batchledger import workflow
+    from batchledger import sweep
     from batchledger.batches import progress_of
     from batchledger.cli.parser import DEFAULT_CONCURRENCY
     from batchledger.cli.process import interrupt_taken
     from batchledger.errors import Transient
+    from batchledger.polling import Backoff
 
     ledger = ctx.open_ledger(create=False)
     if ledger is None or not ledger.has_work_to_sweep(include_synced=args.include_synced):
@@ -310,11 +309,11 @@ def watch_all(args: argparse.Namespace, ctx: Context, interval: float) -> ExitCo
     progress = Progress(ctx.stderr)
     seen: dict[str, tuple[object, ...]] = {}
     warned: set[str] = set()
-    pause = interval
+    backoff = Backoff(interval, args.max_interval)
     first = True
     try:
         while True:
-            swept = workflow.sweep_all(
+            swept = sweep.sweep_all(
                 ctx,
                 auto_save=args.auto_save,
                 concurrency=DEFAULT_CONCURRENCY,
@@ -358,8 +357,7 @@ def watch_all(args: argparse.Namespace, ctx: Context, interval: float) -> ExitCo
                     progress.end_line()
                     ctx.print("\n".join(job_commands.summary_lines(job)))
                     job_commands.warn(ctx, job)
-            pause = interval if moved else min(pause * 1.5, args.max_interval)
-            time.sleep(pause)
+            backoff.wait(moved)
     except KeyboardInterrupt:
         interrupt_taken()
         progress.end_line()
@@ -368,19 +366,19 @@ def watch_all(args: argparse.Namespace, ctx: Context, interval: float) -> ExitCo
 
 
 def cancel(args: argparse.Namespace, ctx: Context) -> ExitCode:
-    from batchledger import workflow
+    from batchledger import batch
     from batchledger.cli.parser import DEFAULT_WATCH_MAX_INTERVAL
 
     ref = target(ctx, args.batch_id)
     if isinstance(ref, JobRef):
         return job_commands.cancel(args, ctx, ref)
     ctx.start_api_command(ref.account)
-    report = workflow.cancel(ctx, ref)
+    report = batch.cancel(ctx, ref)
     assert report.batch is not None
     ctx.print(f"batch_id: {report.batch_id}")
     ctx.print(f"status: {report.batch['status']}")
     if args.wait:
-        for status_ in workflow.wait_for_cancel(
+        for status_ in batch.wait_for_cancel(
             ctx, report, interval=args.interval, max_interval=DEFAULT_WATCH_MAX_INTERVAL
         ):
             ctx.print(f"status: {status_}")
@@ -388,10 +386,10 @@ def cancel(args: argparse.Namespace, ctx: Context) -> ExitCode:
 
 
 def sync(args: argparse.Namespace, ctx: Context) -> ExitCode:
-    from batchledger import workflow
+    from batchledger import sweep
 
     ctx.start_api_command()
-    report = workflow.sync(ctx)
+    report = sweep.sync(ctx)
     ctx.print(f"added: {len(report.added)}")
     ctx.print(f"updated: {len(report.updated)}")
     ctx.print(f"recovered: {len(report.recovered)}")

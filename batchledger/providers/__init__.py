@@ -3,8 +3,8 @@
 
 Everything above this package (batch, sweep, jobs, retry, prune, usage, export) sees only
 these two. A provider's implementation is one module beside the others (`openai.py`: the
-OpenAI SDK's `OpenAI` and `AzureOpenAI` clients); `open_provider` picks it by the account's
-kind. Importing this package imports no SDK: that costs about a second, and commands that
+OpenAI SDK's `OpenAI` and `AzureOpenAI` clients); `registry.open_provider` picks it by the
+account's kind. Importing this package imports no SDK: that costs about a second, and commands that
 never call an API (`list`, `show`, `usage`, `--help`) must not pay it.
 """
 
@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 from batchledger.errors import BatchledgerError, UsageError
 
 if TYPE_CHECKING:
-    from batchledger.accounts import Account
     from batchledger.savefile import Saved
 
 MIB = 1024 * 1024
@@ -223,14 +222,3 @@ class Provider(Protocol):
         ...
 
     def close(self) -> None: ...
-
-
-def open_provider(
-    account: "Account", *, max_retries: int, timeout: float, base_url: str | None = None
-) -> Provider:
-    """The provider of `account`, by its kind. `base_url` overrides the account's (an
-    emulator account's server, started on its own port)."""
-    # Imported here, not above: each implementation imports its SDK (about a second).
-    from batchledger.providers.openai import OpenAIProvider
-
-    return OpenAIProvider(account, max_retries=max_retries, timeout=timeout, base_url=base_url)

@@ -47,6 +47,7 @@ from batchledger.providers.openai_wire import (
     api_errors,
 )
 from batchledger.savefile import Incomplete, Saved, prepare_target, save_chunks
+from batchledger.split import Segments
 
 if TYPE_CHECKING:
     from batchledger.accounts import Account
@@ -219,8 +220,6 @@ def upload_file(
     def opened() -> BinaryIO:
         if ranges is None:
             return path.open("rb")
-        from batchledger.split import Segments
-
         return Segments(path, ranges)  # type: ignore[return-value]  # a readable binary stream
 
     def upload() -> Uploaded:
