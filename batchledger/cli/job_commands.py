@@ -14,6 +14,7 @@ from batchledger.render import (
     PartProgress,
     Progress,
     display_path,
+    job_progress,
     json_text,
     saved_line,
     show_job_lines,
@@ -196,18 +197,7 @@ def watch(args: argparse.Namespace, ctx: Context, ref: JobRef) -> ExitCode:
     report = None
     try:
         for report in follow_job(ctx, job, interval=interval, max_interval=args.max_interval):
-            progress.show(
-                {
-                    "id": report.job_id,
-                    "status": f"{report.job['status']} ({report.parts_done}/"
-                    f"{len(report.parts)} parts)",
-                    "request_counts": {
-                        "completed": report.requests_completed,
-                        "failed": report.requests_failed,
-                        "total": report.job["input_requests"],
-                    },
-                }
-            )
+            progress.show(job_progress(report))  # issue 22: every part's requests, sent or not
     except KeyboardInterrupt:
         interrupt_taken()
         progress.end_line()
