@@ -583,6 +583,22 @@ class Ledger:
             (job_row_id,),
         )
 
+    def spend_rows(self, account: str, since: str) -> tuple[list[Row], list[Row]]:
+        """(batches, jobs) of `account` made since `since`, or ended since then: what a
+        day's spend is summed from (`spend.day_spend`). A job's parts are in its job."""
+        ended = "coalesce(completed_at, failed_at, expired_at, cancelled_at)"
+        batches = self._rows(
+            "SELECT * FROM batches WHERE account = ? AND part IS NULL "
+            f"AND (recorded_at >= ? OR {ended} >= ?) ORDER BY id",
+            (account, since, since),
+        )
+        jobs = self._rows(
+            "SELECT * FROM jobs WHERE account = ? AND (recorded_at >= ? OR finished_at >= ?) "
+            "ORDER BY id",
+            (account, since, since),
+        )
+        return batches, jobs
+
     def last_attempt(self, part_id: int) -> Row | None:
         rows = self._rows(
             "SELECT * FROM batches WHERE part = ? ORDER BY id DESC LIMIT 1", (part_id,)

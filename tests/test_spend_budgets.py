@@ -4,7 +4,8 @@ import os
 import sqlite3
 from pathlib import Path
 
-from helpers import write_jsonl
+import pytest
+from helpers import api_requests, ledger_rows, write_jsonl
 
 from batchledger.emulator import EmulatorServer
 from batchledger.render import percent_done
@@ -57,3 +58,101 @@ def test_a_job_bar_counts_queued_parts_and_never_jumps(cli, isolated: Path, monk
     assert max(percents[:-1]) <= 99
     assert lines[-1].startswith(f"{created.out.split()[1]} done (3/3 parts): 6/6 done")
     assert percents[-1] == 100
+
+
+def budgeted_account(server: EmulatorServer, *settings: str) -> None:
+    """accounts.toml with an account `budgeted` on `server`, holding `settings`."""
+    Path(os.environ["BATCHLEDGER_CONFIG"]).write_text(
+        f'[accounts.budgeted]\nbase_url = "{server.base_url}"\n' + "\n".join(settings) + "\n",
+        encoding="utf-8",
+    )
+
+
+def test_the_second_create_of_the_day_past_max_cost_per_day_is_refused_before_any_upload(
+    cli, emulator: EmulatorServer, isolated: Path
+):
+    # 4 requests of at most 1000 output tokens at $1 / $1 per 1M: at most ~$0.00405 each input.
+    (isolated / "prices.toml").write_text(
+        '["gpt-4o-mini"]\ninput = 1\noutput = 1\n', encoding="utf-8"
+    )
+    budgeted_account(emulator, "max_cost_per_day = 0.006")
+    write_jsonl(isolated / "a.jsonl", 4, max_output_tokens=1000)
+    write_jsonl(isolated / "b.jsonl", 4, max_output_tokens=1000, instructions="Be brief.")
+    create = ("--account", "budgeted", "--prices", "prices.toml")
+
+    first = cli("create", "--in", "a.jsonl", *create)
+    second = cli("create", "--in", "b.jsonl", *create)
+
+    assert first.code == 0, first.err
+    assert second.code == 3
+    [line] = second.err.splitlines()
+    assert line.startswith("batchledger: error: this input may cost up to $0.0040")
+    assert "has spent $0.0000 and has $0.0040 estimated in flight" in line
+    assert "above max_cost_per_day $0.0060; nothing was sent" in line
+    assert api_requests(emulator, "POST", "/v1/files") == 1
+    assert api_requests(emulator, "POST", "/v1/batches") == 1
+    [row] = ledger_rows()
+    # The first create's estimate is recorded: it is what the day's spend counts.
+    assert row["input_path"].endswith("a.jsonl")
+    assert 0.004 < row["estimated_cost_max"] < 0.0041
+    assert row["estimated_input_tokens"] > 0
+
+
+def test_a_final_batch_counts_at_its_actual_cost_so_the_day_has_room_again(
+    cli, emulator: EmulatorServer, isolated: Path
+):
+    (isolated / "prices.toml").write_text(
+        '["gpt-4o-mini"]\ninput = 1\noutput = 1\n', encoding="utf-8"
+    )
+    budgeted_account(emulator, "max_cost_per_day = 0.006")
+    write_jsonl(isolated / "a.jsonl", 4, max_output_tokens=1000)
+    write_jsonl(isolated / "b.jsonl", 4, max_output_tokens=1000, instructions="Be brief.")
+    create = ("--account", "budgeted", "--prices", "prices.toml")
+    first = cli("create", "--in", "a.jsonl", *create).field("batch_id")
+    for _ in range(4):
+        emulator.state.advance(first)
+    assert cli("status", "--all", "--account", "budgeted").code == 0
+
+    second = cli("create", "--in", "b.jsonl", *create)
+
+    assert second.code == 0, second.err  # the first cost its few real tokens, not $0.004
+    assert api_requests(emulator, "POST", "/v1/batches") == 2
+
+
+def test_a_create_with_no_upper_bound_is_refused_on_an_account_with_a_day_budget(
+    cli, emulator: EmulatorServer, isolated: Path
+):
+    budgeted_account(emulator, "max_cost_per_day = 100")
+    write_jsonl(isolated / "a.jsonl", 2)  # no max_output_tokens: no upper bound
+
+    refused = cli("create", "--in", "a.jsonl", "--account", "budgeted")
+
+    assert refused.code == 3
+    assert "upper cost is unknown" in refused.err and "nothing was sent" in refused.err
+    assert not emulator.state.requests
+    assert not Path(os.environ["BATCHLEDGER_DB"]).exists() or not ledger_rows()
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ('max_cost_per_day = "ten"', "max_cost_per_day must be a number of USD"),
+        ("max_cost_per_day = -1", "max_cost_per_day must be a number of USD"),
+        ("max_cost_per_day = nan", "max_cost_per_day must be a number of USD"),
+        ("enqueued_tokens = 5", "enqueued_tokens must be a table of models"),
+        ('enqueued_tokens = { "gpt-4o-mini" = 0 }', "must be a whole number of tokens"),
+        ('enqueued_tokens = { "gpt-4o-mini" = 1.5 }', "must be a whole number of tokens"),
+    ],
+)
+def test_bad_budgets_in_accounts_toml_are_usage_errors(
+    cli, emulator: EmulatorServer, isolated: Path, setting: str, message: str
+):
+    budgeted_account(emulator, setting)
+    write_jsonl(isolated / "a.jsonl", 2, max_output_tokens=10)
+
+    result = cli("create", "--in", "a.jsonl", "--account", "budgeted")
+
+    assert result.code == 2
+    assert result.err.startswith("batchledger: error: ") and message in result.err
+    assert len(result.err.splitlines()) == 1
+    assert not emulator.state.requests

@@ -64,7 +64,8 @@ def create(args: argparse.Namespace, ctx: Context) -> ExitCode:
     if args.dry_run:
         return estimate_commands.estimate(args, ctx)
     path = check_input(args.input)
-    if args.max_cost is not None:  # before the key, the ledger, any upload
+    if args.max_cost is not None or ctx.account.max_cost_per_day is not None:  # budgets
+        # before the key, the ledger's writes, any upload
         estimate = estimate_commands.check_max_cost(args, ctx)
         details = dataclasses.replace(details, estimate=estimate)
     elif args.prices:
