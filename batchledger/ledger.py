@@ -455,9 +455,18 @@ class Ledger:
             self._job_history(job_row_id, action, detail)
 
     def finish_job(self, job_row_id: int, status: str) -> None:
+        from batchledger.spend import job_cost
+
+        cost = job_cost(self.attempts_of_job(job_row_id))  # issue 22: its attempts' sum
         with self._writing():
             self.db.table("jobs").update(
-                job_row_id, {"status": status, "finished_at": utc_now(), "merged_at": utc_now()}
+                job_row_id,
+                {
+                    "status": status,
+                    "finished_at": utc_now(),
+                    "merged_at": utc_now(),
+                    "actual_cost": cost,
+                },
             )
             self._job_history(job_row_id, "finish", f"status {status}")
 
@@ -748,10 +757,28 @@ class Ledger:
                     if existing is not None:
                         existing = {**existing, "base_url": base_url}
             self._history(row_id, action, f"status {batch['status']}")
+            if fields["usage"] and fields["status"] in FINAL_STATUSES:
+                self._record_actual_cost(row_id, batch)  # issue 22
         if existing is not None and _stored_as_given(fields):
             # Read inside the transaction: the row as it is now, without reading it again.
             return {**existing, **fields}
         return self.get_row(row_id)
+
+    def _record_actual_cost(self, row_id: int, batch: Mapping[str, Any]) -> None:
+        """A final batch's cost, priced once from its usage (`spend.batch_cost`)."""
+        model, recorded = self.db.conn.execute(
+            "SELECT model, actual_cost FROM batches WHERE id = ?", (row_id,)
+        ).fetchone()
+        if recorded is not None:
+            return
+        from batchledger.prices import PriceList
+        from batchledger.spend import batch_cost
+
+        cost = batch_cost(
+            {"model": batch.get("model") or model, "usage": batch["usage"]}, PriceList()
+        )
+        if cost is not None:
+            self.db.conn.execute("UPDATE batches SET actual_cost = ? WHERE id = ?", (cost, row_id))
 
     def _insert_foreign(
         self,
@@ -1053,7 +1080,10 @@ class Ledger:
             "sum(json_extract(usage, '$.input_tokens')) AS input, "
             "sum(json_extract(usage, '$.input_tokens_details.cached_tokens')) AS cached, "
             "sum(json_extract(usage, '$.output_tokens')) AS output, "
-            "sum(json_extract(usage, '$.output_tokens_details.reasoning_tokens')) AS reasoning "
+            "sum(json_extract(usage, '$.output_tokens_details.reasoning_tokens')) AS reasoning, "
+            # issue 22: the costs recorded when the batches ended, if every one with usage has one
+            "sum(actual_cost) AS recorded_cost, "
+            "sum(actual_cost IS NULL AND usage IS NOT NULL) AS unrecorded "
             f"FROM batches WHERE batch_id IS NOT NULL {where} GROUP BY grp, model",
             (since,) if since else (),
         )

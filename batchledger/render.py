@@ -127,6 +127,7 @@ SHOW_FIELDS = (
     "estimated_input_tokens",
     "estimated_cost_min",
     "estimated_cost_max",
+    "actual_cost",
 )
 
 
@@ -546,6 +547,7 @@ def show_job_lines(
         "estimated_input_tokens",
         "estimated_cost_min",
         "estimated_cost_max",
+        "actual_cost",
     )
     lines = [
         f"{name.replace('_', ' ') if name == 'retry_of' else name}: {job[name]}"

@@ -36,16 +36,20 @@ def usage_tokens(usage: Mapping[str, Any]) -> dict[str, int]:
     }
 
 
+def billed_tokens(usage: str | Mapping[str, Any] | None) -> dict[str, int] | None:
+    """The tokens of a `usage` (as the API gives it, or its JSON), None if there are none."""
+    parsed = json.loads(usage) if isinstance(usage, str) else usage
+    if not parsed:
+        return None
+    tokens = usage_tokens(parsed)
+    return tokens if any(tokens.values()) else None
+
+
 def batch_cost(row: Mapping[str, Any], prices: Prices) -> float | None:
     """What a batch row's usage cost at `prices`: 0 with no usage (nothing was billed),
     None when its model has no price."""
-    usage = row.get("usage")
-    if isinstance(usage, str):
-        usage = json.loads(usage)
-    if not usage:
-        return 0.0
-    tokens = usage_tokens(usage)
-    if not any(tokens.values()):
+    tokens = billed_tokens(row.get("usage"))
+    if tokens is None:
         return 0.0
     price = prices.get(row.get("model") or "(unknown)")
     return None if price is None else cost_of(tokens, price)
@@ -58,6 +62,18 @@ def sum_costs(costs: Iterable[float | None]) -> float | None:
         if cost is None:
             return None
         total += cost
+    return total
+
+
+def job_cost(attempts: Iterable[Mapping[str, Any]]) -> float | None:
+    """A job's cost: the sum of its attempts' recorded costs (an attempt with no usage, or
+    none but zeros, cost nothing); None if one with usage has no cost (no price known)."""
+    total = 0.0
+    for attempt in attempts:
+        if attempt.get("actual_cost") is not None:
+            total += float(attempt["actual_cost"])
+        elif billed_tokens(attempt.get("usage")) is not None:
+            return None
     return total
 
 

@@ -1,5 +1,6 @@
 """Issue 22, second half: honest progress, daily budgets, actual costs, the token budget."""
 
+import json
 import os
 import sqlite3
 from pathlib import Path
@@ -156,3 +157,70 @@ def test_bad_budgets_in_accounts_toml_are_usage_errors(
     assert result.err.startswith("batchledger: error: ") and message in result.err
     assert len(result.err.splitlines()) == 1
     assert not emulator.state.requests
+
+
+def finish_all(server: EmulatorServer) -> None:
+    for _ in range(4):
+        for batch_id in list(server.state.batches):
+            server.state.advance(batch_id)
+
+
+def test_a_final_batch_records_its_actual_cost_shown_listed_and_summed_by_usage(
+    cli, emulator: EmulatorServer, isolated: Path
+):
+    from batchledger.prices import PriceList
+    from batchledger.spend import usage_tokens
+    from batchledger.usage import cost_of
+
+    write_jsonl(isolated / "in.jsonl", 3)
+    batch_id = cli("create", "--in", "in.jsonl").field("batch_id")
+    live = ledger_rows()[0]["actual_cost"]
+    finish_all(emulator)
+    assert cli("status", "--all").code == 0
+    [row] = ledger_rows()
+    shown = cli("show", batch_id)
+    listed = json.loads(cli("list", "--json").out)
+    priced = json.loads(cli("usage", "--json").out)
+
+    assert live is None  # not final: no actual cost yet
+    expected = cost_of(usage_tokens(json.loads(row["usage"])), PriceList().get("gpt-4o-mini"))
+    assert expected > 0 and row["actual_cost"] == pytest.approx(expected)
+    assert f"actual_cost: {row['actual_cost']}" in shown.out.splitlines()
+    assert listed[0]["actual_cost"] == pytest.approx(expected)
+    assert priced[0]["cost"] == pytest.approx(expected)
+    # usage sums the recorded costs (as priced when the batch ended), not today's prices ...
+    conn = sqlite3.connect(os.environ["BATCHLEDGER_DB"])
+    with conn:
+        conn.execute("UPDATE batches SET actual_cost = 1.25")
+    conn.close()
+    assert json.loads(cli("usage", "--json").out)[0]["cost"] == 1.25
+    # ... unless a prices file names the model: the user's price wins.
+    (isolated / "prices.toml").write_text(
+        '["gpt-4o-mini"]\ninput = 1\noutput = 1\n', encoding="utf-8"
+    )
+    tokens = usage_tokens(json.loads(row["usage"]))
+    by_file = json.loads(cli("usage", "--json", "--prices", "prices.toml").out)[0]["cost"]
+    assert by_file == pytest.approx((tokens["input"] + tokens["output"]) / 1e6)
+
+
+def test_a_merged_job_records_the_sum_of_its_attempts_costs(
+    cli, emulator: EmulatorServer, isolated: Path
+):
+    write_jsonl(isolated / "in.jsonl", 6)
+    created = cli("create", "--in", "in.jsonl", "--max-requests", "3")
+    job_id = created.out.splitlines()[0].removeprefix("job_id: ")
+    finish_all(emulator)
+    assert cli("status", "--all").code == 0
+    jobs, _, attempts = job_rows()
+    shown = cli("show", job_id)
+    listed = json.loads(cli("list", "--json").out)
+    as_json = json.loads(cli("show", job_id, "--json").out)
+
+    assert created.code == 0, created.err
+    assert jobs[0]["status"] == "done" and len(attempts) == 2
+    assert all(attempt["actual_cost"] > 0 for attempt in attempts)
+    assert jobs[0]["actual_cost"] == pytest.approx(sum(a["actual_cost"] for a in attempts))
+    assert f"actual_cost: {jobs[0]['actual_cost']}" in shown.out.splitlines()
+    assert as_json["actual_cost"] == jobs[0]["actual_cost"]
+    [job_line] = [item for item in listed if item.get("job_id") == job_id]
+    assert job_line["actual_cost"] == jobs[0]["actual_cost"]
