@@ -14,7 +14,7 @@ from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from batchledger._db import Database
 from batchledger.batches import (
@@ -39,6 +39,9 @@ from batchledger.details import CreateDetails
 from batchledger.errors import BatchledgerError, Refused, UsageError
 from batchledger.migrations import migration_names, migrations
 from batchledger.times import utc_now
+
+if TYPE_CHECKING:
+    from batchledger.token_budget import TokenPlan
 
 # When a batch was made: the API's created_at, or when the ledger first saw it. Indexed.
 MADE_AT = "coalesce(created_at, recorded_at)"
@@ -338,6 +341,23 @@ class Ledger:
             )
             self._job_history(job_row_id, "split", f"{len(parts)} parts of {input_.path}")
             return self.get_job(job_row_id), False
+
+    def record_part_tokens(self, job_row_id: int, planned: "TokenPlan") -> None:
+        """Each part's counted input tokens per model (issue 22), where the job's part has
+        the planned bytes and none recorded yet (a resumed job keeps what it has)."""
+        with self._writing():
+            for part, tokens in zip(planned.parts, planned.tokens, strict=True):
+                self.db.conn.execute(
+                    "UPDATE parts SET input_tokens = ? WHERE job = ? AND part_index = ? "
+                    "AND start_byte = ? AND end_byte = ? AND input_tokens IS NULL",
+                    (
+                        json.dumps(tokens, sort_keys=True),
+                        job_row_id,
+                        part.index,
+                        part.start,
+                        part.end,
+                    ),
+                )
 
     def release_job_claim(self, job_row_id: int) -> None:
         with self._writing():

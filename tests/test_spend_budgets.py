@@ -224,3 +224,125 @@ def test_a_merged_job_records_the_sum_of_its_attempts_costs(
     assert as_json["actual_cost"] == jobs[0]["actual_cost"]
     [job_line] = [item for item in listed if item.get("job_id") == job_id]
     assert job_line["actual_cost"] == jobs[0]["actual_cost"]
+
+
+def test_fits_keeps_live_tokens_per_model_under_the_limit():
+    from batchledger.token_budget import fits
+
+    limits = {"gpt-4o-mini": 40}
+    assert fits({"gpt-4o-mini": 16}, {"gpt-4o-mini": 24}, limits)  # 40: at the limit
+    assert not fits({"gpt-4o-mini": 16}, {"gpt-4o-mini": 25}, limits)
+    assert fits({"gpt-4o-mini": 99}, {}, limits)  # nothing live: it goes (cut at create)
+    assert fits({"gpt-4o": 99}, {"gpt-4o": 99, "gpt-4o-mini": 39}, limits)  # no limit
+    assert not fits({"gpt-4o": 1, "gpt-4o-mini": 2}, {"gpt-4o-mini": 39}, limits)
+
+
+def run_token_limited_job(cli, isolated: Path, monkeypatch, *settings: str) -> tuple[list, dict]:
+    """A 10-line job of 5 parts (2 lines, 16 counted tokens, 268 bytes each) on an emulator
+    whose enqueued-token limit (bytes / 4) holds two parts live, not three; swept to its end."""
+    write_jsonl(isolated / "in.jsonl", 10)
+    with EmulatorServer(port=0, enqueued_token_limit=67 * 2 + 30) as server:
+        monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
+        budgeted_account(server, *settings)
+        created = cli("create", "--in", "in.jsonl", "--max-requests", "2", "--account", "budgeted")
+        assert created.code == 0, created.err
+        live_at_once = []
+        for _ in range(12):
+            live_at_once.append(
+                sum(1 for batch in server.state.batches.values() if not batch.is_final)
+            )
+            finish_all(server)
+            assert cli("status", "--all", "--account", "budgeted").code == 0
+            if job_rows()[0][0]["status"] == "done":
+                break
+        failures = {
+            batch_id: [error.code for error in batch.errors]
+            for batch_id, batch in server.state.batches.items()
+            if batch.status != "completed"
+        }
+    return live_at_once, failures
+
+
+def test_with_enqueued_tokens_a_five_part_job_never_bounces_off_the_token_limit(
+    cli, isolated: Path, monkeypatch
+):
+    live_at_once, failures = run_token_limited_job(
+        cli, isolated, monkeypatch, 'enqueued_tokens = { "gpt-4o-mini" = 40 }'
+    )
+
+    assert failures == {}  # no batch failed, none with token_limit_exceeded
+    assert live_at_once[:3] == [2, 2, 1]  # two parts fit at once (32 of 40 tokens), never 3
+    jobs, parts, attempts = job_rows()
+    assert jobs[0]["status"] == "done"
+    assert len(parts) == 5 and len(attempts) == 5  # each part sent once
+    assert [json.loads(part["input_tokens"]) for part in parts] == [{"gpt-4o-mini": 16}] * 5
+    assert all(part["requeues"] == 0 for part in parts)
+    merged = (isolated / f"results_{jobs[0]['job_id']}.jsonl").read_bytes().splitlines()
+    assert [json.loads(line)["custom_id"] for line in merged] == [f"request-{n}" for n in range(10)]
+
+
+def test_without_enqueued_tokens_the_same_job_bounces_and_requeues(
+    cli, isolated: Path, monkeypatch
+):
+    # The control: the emulator does enforce the limit, and the reactive requeue copes.
+    live_at_once, failures = run_token_limited_job(cli, isolated, monkeypatch)
+
+    assert "token_limit_exceeded" in {code for codes in failures.values() for code in codes}
+    assert live_at_once[0] == 5
+    jobs, _, _ = job_rows()
+    assert jobs[0]["status"] == "done"
+
+
+def test_max_tokens_splits_by_counted_tokens_at_line_boundaries(
+    cli, emulator: EmulatorServer, isolated: Path
+):
+    source = write_jsonl(isolated / "in.jsonl", 7)  # 8 counted tokens a line
+
+    created = cli("create", "--in", "in.jsonl", "--max-tokens", "20")
+    finish_all(emulator)
+    swept = cli("status", "--all")
+
+    assert created.code == 0, created.err
+    assert swept.code == 0, swept.err
+    jobs, parts, _ = job_rows()
+    assert [part["requests"] for part in parts] == [2, 2, 2, 1]
+    assert [json.loads(part["input_tokens"]) for part in parts] == [
+        {"gpt-4o-mini": 16},
+        {"gpt-4o-mini": 16},
+        {"gpt-4o-mini": 16},
+        {"gpt-4o-mini": 8},
+    ]
+    lines = source.read_bytes().splitlines(keepends=True)
+    uploads = [
+        emulator.state.files[batch.input_file_id].path.read_bytes()
+        for batch in emulator.state.batches.values()
+    ]
+    assert uploads == [b"".join(lines[i : i + 2]) for i in range(0, 7, 2)]
+    assert jobs[0]["status"] == "done"
+
+
+def test_a_line_over_the_token_limit_alone_is_refused_before_anything_is_sent(
+    cli, emulator: EmulatorServer, isolated: Path
+):
+    write_jsonl(isolated / "in.jsonl", 3)
+
+    result = cli("create", "--in", "in.jsonl", "--max-tokens", "5")
+
+    assert result.code == 2
+    assert result.err == (
+        "batchledger: error: line 1 of in.jsonl alone counts 8 input tokens of gpt-4o-mini, "
+        "more than a part may hold (5); raise the limit\n"
+    )
+    assert not emulator.state.requests
+
+
+def test_an_input_within_the_token_budget_stays_one_plain_batch(
+    cli, emulator: EmulatorServer, isolated: Path
+):
+    write_jsonl(isolated / "in.jsonl", 3)
+
+    created = cli("create", "--in", "in.jsonl", "--max-tokens", "1000")
+
+    assert created.code == 0, created.err
+    assert created.field("batch_id").startswith("batch_")
+    assert job_rows()[0] == []

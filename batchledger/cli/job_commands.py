@@ -23,6 +23,7 @@ from batchledger.render import (
 if TYPE_CHECKING:
     from batchledger.jobs import JobReport
     from batchledger.ledger import InputFile
+    from batchledger.token_budget import TokenPlan
 
 
 def job_row(ctx: Context, ref: JobRef) -> Row:
@@ -40,6 +41,7 @@ def create(
     endpoint: str,
     split: tuple[int, int],
     details: CreateDetails,
+    planned: "TokenPlan | None" = None,
 ) -> ExitCode:
     from batchledger.jobs import create_job, job_json
 
@@ -61,6 +63,7 @@ def create(
         max_in_flight=args.max_in_flight,
         details=details,
         force=args.force,
+        planned=planned,
     )
     progress.end_line()
     if args.json:
