@@ -67,6 +67,8 @@ def estimate_of(args: argparse.Namespace, ctx: Context) -> Estimate:
         max_requests=args.max_requests,
         max_bytes=args.max_bytes,
         prices=PriceList.from_file(args.prices),
+        token_limits=ctx.account.enqueued_tokens,  # issue 22: the plan create would follow
+        max_tokens=getattr(args, "max_tokens", None),
     )
 
 
