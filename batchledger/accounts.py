@@ -18,14 +18,19 @@ The file names environment variables, never keys:
     profile = "groq"                    # an OpenAI-compatible host's limits and windows
     max_requests = 10000                # any account may override its profile's limits
     completion_windows = ["24h", "7d"]
+
+Any account may also hold budgets (issue 22):
+    max_cost_per_day = 20                            # USD, held at create
+    enqueued_tokens = { "gpt-4o-mini" = 2000000 }    # a job's live input tokens per model
 """
 
 import dataclasses
+import math
 import os
 import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -42,12 +47,15 @@ OPENAI_BASE_URL = "https://api.openai.com/v1"
 # The demo's batches move one step every this many seconds: done in about ten.
 DEMO_STEP_SECONDS = 3.0
 
+# Budgets any account may hold (issue 22): checked by `_budgets`, not taken for strings.
+_BUDGETS = {"max_cost_per_day", "enqueued_tokens"}
 # Any account may override these limits of its provider's profile (providers/__init__.py).
 OVERRIDES = ("max_requests", "max_bytes", "completion_windows")
+_NOT_STRINGS = _BUDGETS | {"step_seconds", *OVERRIDES}
 _SETTINGS = {
-    "openai": {"kind", "base_url", "api_key_env", "profile", *OVERRIDES},
-    "azure": {"kind", "endpoint", "api_version", "api_key_env", *OVERRIDES},
-    "emulator": {"kind", "data_dir", "step_seconds", *OVERRIDES},
+    "openai": {"kind", "base_url", "api_key_env", "profile", *OVERRIDES} | _BUDGETS,
+    "azure": {"kind", "endpoint", "api_version", "api_key_env", *OVERRIDES} | _BUDGETS,
+    "emulator": {"kind", "data_dir", "step_seconds", *OVERRIDES} | _BUDGETS,
 }
 _WINDOW = re.compile(r"[1-9][0-9]*[hd]")
 _VARIABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -67,6 +75,10 @@ class Account:
     api_version: str | None = None  # azure
     data_dir: Path | None = None  # emulator: where its state is kept
     step_seconds: float = DEMO_STEP_SECONDS  # emulator
+    max_cost_per_day: float | None = None  # USD a UTC day's creates may take the spend to
+    # Per model: the counted input tokens a job keeps live at once (the provider's
+    # enqueued-token limit, or less). Empty: no token budget.
+    enqueued_tokens: Mapping[str, int] = field(default_factory=dict, hash=False)
     profile_name: str | None = None  # None: the kind's own profile
     # The account's own limits over its profile's: (setting, value) pairs of OVERRIDES.
     overrides: tuple[tuple[str, Any], ...] = ()
@@ -194,55 +206,18 @@ def _account(name: str, settings: Any, path: Path) -> Account:
     if unknown:
         raise UsageError(f"{where}: unknown setting {unknown[0]!r} for kind {kind!r}")
     for setting, value in settings.items():
-        if setting not in ("step_seconds", *OVERRIDES) and not isinstance(value, str):
+        if setting not in _NOT_STRINGS and not isinstance(value, str):
             raise UsageError(f"{where}: {setting} must be a string")
-    overrides = _overrides(settings, where)
     profile = settings.get("profile")
     if profile is not None and profile not in OPENAI_COMPATIBLE:
         raise UsageError(
             f"{where}: unknown profile {profile!r} (profiles: {', '.join(OPENAI_COMPATIBLE)})"
         )
-    key_env = settings.get("api_key_env", "AZURE_OPENAI_API_KEY" if kind == "azure" else None)
-    if kind == "openai" and key_env is None:
-        key_env = "OPENAI_API_KEY"
-    if key_env is not None and not _VARIABLE_NAME.fullmatch(key_env):
-        raise UsageError(f"{where}: api_key_env names an environment variable, not {key_env!r}")
-    if kind == "azure":
-        for required in ("endpoint", "api_version"):
-            if not settings.get(required):
-                raise UsageError(f"{where}: kind 'azure' needs {required}")
-        _check_url(settings["endpoint"], f"{where}: endpoint")
-        return Account(
-            name=name,
-            kind=kind,
-            api_key_env=key_env,
-            endpoint=settings["endpoint"],
-            api_version=settings["api_version"],
-            overrides=overrides,
-        )
-    if kind == "emulator":
-        step = settings.get("step_seconds", DEMO_STEP_SECONDS)
-        if not isinstance(step, int | float) or isinstance(step, bool) or not 0 < step <= 3600:
-            raise UsageError(f"{where}: step_seconds must be a number from 0 to 3600")
-        data_dir = Path(settings.get("data_dir") or user_data_dir() / f"emulator-{name}")
-        return Account(
-            name=name,
-            kind=kind,
-            api_key_env=None,
-            data_dir=data_dir.expanduser(),
-            step_seconds=float(step),
-            overrides=overrides,
-        )
-    base_url = settings.get("base_url")
-    if base_url is not None:
-        _check_url(base_url, f"{where}: base_url")
-    return Account(
-        name=name,
-        kind=kind,
-        base_url=base_url,
-        api_key_env=key_env,
+    return replace(
+        _connection(name, kind, settings, where),
         profile_name=profile,
-        overrides=overrides,
+        overrides=_overrides(settings, where),
+        **_budgets(settings, where),
     )
 
 
@@ -269,6 +244,75 @@ def _overrides(settings: Mapping[str, Any], where: str) -> tuple[tuple[str, Any]
             )
         found.append(("completion_windows", tuple(windows)))
     return tuple(found)
+
+
+def _budgets(settings: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """An account's `max_cost_per_day` and `enqueued_tokens`, checked."""
+    budgets: dict[str, Any] = {}
+    cost = settings.get("max_cost_per_day")
+    if cost is not None:
+        if (
+            isinstance(cost, bool)
+            or not isinstance(cost, int | float)
+            or not math.isfinite(cost)
+            or cost < 0
+        ):
+            raise UsageError(
+                f"{where}: max_cost_per_day must be a number of USD, 0 or more, not {cost!r}"
+            )
+        budgets["max_cost_per_day"] = float(cost)
+    tokens = settings.get("enqueued_tokens")
+    if tokens is not None:
+        if not isinstance(tokens, dict):
+            raise UsageError(
+                f'{where}: enqueued_tokens must be a table of models, like {{ "gpt-4o-mini" '
+                "= 2000000 }"
+            )
+        for model, limit in tokens.items():
+            if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+                raise UsageError(
+                    f"{where}: enqueued_tokens of {model!r} must be a whole number of tokens, "
+                    f"1 or more, not {limit!r}"
+                )
+        budgets["enqueued_tokens"] = dict(tokens)
+    return budgets
+
+
+def _connection(name: str, kind: str, settings: Mapping[str, Any], where: str) -> Account:
+    """The account as its connection settings describe it."""
+    key_env = settings.get("api_key_env", "AZURE_OPENAI_API_KEY" if kind == "azure" else None)
+    if kind == "openai" and key_env is None:
+        key_env = "OPENAI_API_KEY"
+    if key_env is not None and not _VARIABLE_NAME.fullmatch(key_env):
+        raise UsageError(f"{where}: api_key_env names an environment variable, not {key_env!r}")
+    if kind == "azure":
+        for required in ("endpoint", "api_version"):
+            if not settings.get(required):
+                raise UsageError(f"{where}: kind 'azure' needs {required}")
+        _check_url(settings["endpoint"], f"{where}: endpoint")
+        return Account(
+            name=name,
+            kind=kind,
+            api_key_env=key_env,
+            endpoint=settings["endpoint"],
+            api_version=settings["api_version"],
+        )
+    if kind == "emulator":
+        step = settings.get("step_seconds", DEMO_STEP_SECONDS)
+        if not isinstance(step, int | float) or isinstance(step, bool) or not 0 < step <= 3600:
+            raise UsageError(f"{where}: step_seconds must be a number from 0 to 3600")
+        data_dir = Path(settings.get("data_dir") or user_data_dir() / f"emulator-{name}")
+        return Account(
+            name=name,
+            kind=kind,
+            api_key_env=None,
+            data_dir=data_dir.expanduser(),
+            step_seconds=float(step),
+        )
+    base_url = settings.get("base_url")
+    if base_url is not None:
+        _check_url(base_url, f"{where}: base_url")
+    return Account(name=name, kind=kind, base_url=base_url, api_key_env=key_env)
 
 
 def _check_url(url: str, what: str) -> None:

@@ -99,3 +99,18 @@ def test_a_cancelled_part_is_left_alone():
     step = next_step(part("cancelled"), attempt("cancelled"), NOW, finished_since=True)
 
     assert step.do == Do.NOTHING
+
+
+def test_a_queued_part_over_the_token_budget_waits_whatever_else_holds():
+    over = next_step(part(), None, NOW, fits_budget=False, finished_since=True)
+
+    assert over.do == Do.WAIT and "enqueued-token budget" in over.reason
+    assert next_step(part(), None, NOW, fits_budget=True, finished_since=False).do == Do.SEND
+
+
+def test_the_token_budget_does_not_hold_back_a_sent_part():
+    bounced = attempt("failed", "token_limit_exceeded")
+
+    step = next_step(part("sent"), bounced, NOW, fits_budget=False, finished_since=False)
+
+    assert step.do == Do.REQUEUE

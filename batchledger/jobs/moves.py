@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
+from batchledger import token_budget
 from batchledger.batch import check, create_with_ref, record, upload_once
 from batchledger.batches import (
     JOB_INPUT_CHANGED,
@@ -47,6 +48,7 @@ from batchledger.providers import Provider
 from batchledger.recovery import recover_unfinished
 from batchledger.split import plan_parts
 from batchledger.times import epoch_of
+from batchledger.token_budget import TokenPlan
 
 
 def create_job(
@@ -59,9 +61,15 @@ def create_job(
     max_in_flight: int | None,
     details: CreateDetails,
     force: bool,
+    planned: TokenPlan | None = None,
 ) -> JobReport:
     """Split `input_` into parts and send as many as --max-in-flight lets; the rest wait."""
-    parts = plan_parts(input_.path, max_requests=split[0], max_bytes=split[1])
+    # issue 22: parts cut by counted tokens (token_budget.plan_parts_by_tokens) when planned
+    parts = (
+        planned.parts
+        if planned
+        else plan_parts(input_.path, max_requests=split[0], max_bytes=split[1])
+    )
     account = ctx.account
     job, resumed = ctx.ledger.claim_job(
         input_,
@@ -75,6 +83,8 @@ def create_job(
         details=details,
         force=force,
     )
+    if planned is not None:  # issue 22: each part's counted tokens, for the token budget
+        ctx.ledger.record_part_tokens(job["id"], planned)
     if ctx.on_job_claimed is not None:
         ctx.on_job_claimed(job["job_id"])
     if job["input_sha256"] == input_.sha256:
@@ -122,6 +132,8 @@ def advance(
         _check_parts(ctx, job, report)
     now = datetime.now(UTC)
     for view in views(ctx, job):
+        if view.part["state"] != PART_SENT:
+            continue  # the queued are asked below, within --max-in-flight
         step = _next(ctx, job, view, now)
         if step.do == Do.RESET:
             ctx.ledger.reset_part(view.part["id"])
@@ -159,15 +171,21 @@ def advance(
 
 
 def _next(ctx: Context, job: Row, view: PartView, now: datetime) -> Next:
-    """The part rules' answer for `view`, with the ledger's one fact they need."""
+    """The part rules' answer for `view`, with the ledger's facts they need: whether a
+    queued part fits the account's token budget (issue 22), and whether a batch of the
+    account has finished since it was requeued (asked only when that decides)."""
     part = view.part
-    finished = bool(part["requeued_at"]) and (
-        part["state"] == PART_QUEUED
+    queued = part["state"] == PART_QUEUED
+    fits = not queued or token_budget.may_send(ctx, job, part)
+    finished = (
+        queued
+        and fits
+        and bool(part["requeues"])
         and part["not_before"] is not None
         and now.timestamp() < epoch_of(part["not_before"])
         and ctx.ledger.batch_finished_since(job["account"], part["requeued_at"])
     )
-    return next_step(part, view.attempt, now, finished_since=finished)
+    return next_step(part, view.attempt, now, fits_budget=fits, finished_since=finished)
 
 
 def _send_part(

@@ -42,11 +42,15 @@ def requeue_wait(requeues: int) -> int:
     return int(min(REQUEUE_BACKOFF_SECONDS * 2**requeues, MAX_REQUEUE_BACKOFF_SECONDS))
 
 
-def next_step(part: Row, attempt: Row | None, now: datetime, *, finished_since: bool) -> Next:
+def next_step(
+    part: Row, attempt: Row | None, now: datetime, *, fits_budget: bool = True, finished_since: bool
+) -> Next:
     """What to do next with `part`, whose last attempt is `attempt`, at `now`.
 
-    `finished_since`: a batch of the part's account has finished since the part was
-    requeued (a bounced part goes again then, without waiting out its backoff).
+    `fits_budget`: a queued part's counted tokens fit the account's enqueued-token budget
+    beside its live batches (issue 22). `finished_since`: a batch of the part's account has
+    finished since the part was requeued (a bounced part goes again then, without waiting
+    out its backoff).
     """
     state = part["state"]
     if state == PART_SENT and attempt is not None:
@@ -62,6 +66,8 @@ def next_step(part: Row, attempt: Row | None, now: datetime, *, finished_since: 
         return Next(Do.NOTHING)
     if state != PART_QUEUED:
         return Next(Do.NOTHING)
+    if not fits_budget:
+        return Next(Do.WAIT, reason="it would take the account over its enqueued-token budget")
     if not part["requeues"] or part["not_before"] is None:
         return Next(Do.SEND)
     if now.timestamp() >= epoch_of(part["not_before"]) or finished_since:
