@@ -195,3 +195,22 @@ def test_the_openai_provider_is_a_provider_with_its_profile(emulator: EmulatorSe
         assert provider.location == f"{emulator.url.rstrip('/')}/openai"
     finally:
         provider.close()
+
+
+def test_the_built_in_profiles_hold_each_provider_s_documented_limits():
+    openai, azure, anthropic = PROFILES["openai"], PROFILES["azure"], PROFILES["anthropic"]
+
+    assert openai.limits == (50_000, 200 * 1024 * 1024) and openai.completion_windows == ("24h",)
+    assert PROFILES["emulator"].limits == openai.limits
+    assert azure.limits == (100_000, 200 * 1024 * 1024)
+    assert azure.default_endpoint == "/chat/completions"
+    assert anthropic.limits == (100_000, 256_000_000) and anthropic.default_endpoint is None
+    assert not anthropic.carries_metadata and not anthropic.results_in_input_order
+    assert anthropic.inline_requests and anthropic.retention == 29 * 86400
+    assert anthropic.ledger_status("ended") == "completed"
+    assert anthropic.ledger_status("canceling") == "cancelling"
+    assert openai.ledger_status("finalizing") == "finalizing"  # the same words
+    assert (
+        "7d" in PROFILES["groq"].completion_windows and "24h" in PROFILES["groq"].completion_windows
+    )
+    assert PROFILES["gemini"].max_bytes > openai.max_bytes

@@ -40,6 +40,8 @@ class Profile:
     # The endpoint a create uses when --endpoint is not given; None where it does not apply.
     default_endpoint: str | None
     carries_metadata: bool = True  # a batch keeps the metadata it was made with
+    # A create sends the requests themselves (byte ranges of the input), not an uploaded file.
+    inline_requests: bool = False
     results_in_input_order: bool = True  # result lines come in the input's order
     retention: int | None = None  # seconds results are kept after a batch ends; None unknown
     can_list_batches: bool = True
@@ -94,6 +96,7 @@ PROFILES: dict[str, Profile] = {
         completion_windows=None,
         default_endpoint=None,
         carries_metadata=False,
+        inline_requests=True,
         results_in_input_order=False,
         retention=29 * DAY,
         can_list_files=False,
@@ -136,6 +139,13 @@ class Uploaded(NamedTuple):
     created_at: int  # by the server's clock
 
 
+class Inline(NamedTuple):
+    """The requests a create sends inline: these byte ranges of the input, in order."""
+
+    path: Path
+    ranges: Sequence[tuple[int, int]]
+
+
 class Listed(NamedTuple):
     batches: dict[str, dict[str, Any]]  # batch id -> the batch as the listing showed it
     pages: int  # pages read
@@ -170,7 +180,7 @@ class Provider(Protocol):
 
     def create(
         self,
-        file_id: str,
+        file_id: str | None,
         endpoint: str,
         window: str,
         ref: str,
@@ -179,8 +189,11 @@ class Provider(Protocol):
         user_metadata: Mapping[str, str] | None = None,
         output_expires_after: int | None = None,
         exclude: Collection[str] = (),
+        inline: Inline | None = None,
     ) -> dict[str, Any]:
-        """Create a batch tagged with `ref`, never two of them for one call."""
+        """Create a batch tagged with `ref` from an uploaded file (`file_id`), or from the
+        requests themselves (`inline`, where the profile says `inline_requests`), never two
+        of them for one call."""
         ...
 
     def get(self, batch_id: str) -> dict[str, Any]:

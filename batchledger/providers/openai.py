@@ -28,6 +28,7 @@ from batchledger.errors import (
 )
 from batchledger.providers import (
     STOP_DOWNLOADS,
+    Inline,
     Listed,
     Profile,
     Search,
@@ -92,7 +93,7 @@ class OpenAIProvider:
 
     def create(
         self,
-        file_id: str,
+        file_id: str | None,
         endpoint: str,
         window: str,
         ref: str,
@@ -101,7 +102,10 @@ class OpenAIProvider:
         user_metadata: Mapping[str, str] | None = None,
         output_expires_after: int | None = None,
         exclude: Collection[str] = (),
+        inline: Inline | None = None,
     ) -> dict[str, Any]:
+        if file_id is None or inline is not None:
+            raise UsageError(f"{self.profile.name} batches are made from an uploaded file")
         return create_batch(
             self.client,
             file_id,
