@@ -319,7 +319,7 @@ def test_runs_started_in_the_same_second_get_their_own_log_files(
     cli, emulator: EmulatorServer, isolated: Path, monkeypatch
 ):
     same = Path("logs/batch_20261201_120000.log")
-    monkeypatch.setattr("batchledger.cli.dispatch.default_log_path", lambda now: same)
+    monkeypatch.setattr(sys.modules["batchledger.cli.main"], "default_log_path", lambda now: same)
     write_jsonl(isolated / "a.jsonl", 2)
     write_jsonl(isolated / "b.jsonl", 3)
 

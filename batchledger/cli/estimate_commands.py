@@ -8,6 +8,7 @@ from batchledger.context import Context
 from batchledger.details import CostEstimate
 from batchledger.errors import ExitCode
 from batchledger.estimate import Estimate, check_budget, estimate_input, money
+from batchledger.inputs import check_input
 from batchledger.prices import PriceList
 from batchledger.render import display_path, json_text, tabulate
 from batchledger.tokens import UNREADABLE
@@ -48,8 +49,6 @@ def check_max_cost(args: argparse.Namespace, ctx: Context) -> CostEstimate:
 
 
 def estimate_of(args: argparse.Namespace, ctx: Context) -> Estimate:
-    from batchledger.inputs import check_input
-
     path = check_input(args.input)
     return estimate_input(
         path,
