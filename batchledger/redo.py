@@ -135,16 +135,34 @@ def outcome(record: dict[str, Any]) -> str | None:
     return OTHER_FAILURE
 
 
-class _Index:
-    """The temporary SQLite file that joins input lines and result lines by custom_id."""
+class ScratchIndex:
+    """A temporary SQLite file for a join too large for memory, deleted on exit.
 
-    def __init__(self) -> None:
-        self._folder = tempfile.TemporaryDirectory(prefix="batchledger-redo-")
+    Its page cache is bounded (INDEX_CACHE_KIB): the rest lives on disk. Also used by
+    ordering.py, which puts Anthropic's results in input order.
+    """
+
+    def __init__(self, prefix: str = "batchledger-redo-") -> None:
+        self._folder = tempfile.TemporaryDirectory(prefix=prefix)
         self.conn = sqlite3.connect(Path(self._folder.name) / "index.db")
         # A scratch file, deleted at the end: nothing to recover after a crash.
         self.conn.execute("PRAGMA journal_mode = OFF")
         self.conn.execute("PRAGMA synchronous = OFF")
         self.conn.execute(f"PRAGMA cache_size = -{INDEX_CACHE_KIB}")
+
+    def __enter__(self) -> "ScratchIndex":
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.conn.close()
+        self._folder.cleanup()
+
+
+class _Index(ScratchIndex):
+    """The temporary SQLite file that joins input lines and result lines by custom_id."""
+
+    def __init__(self) -> None:
+        super().__init__()
         self.conn.execute(
             "CREATE TABLE results (custom_id TEXT PRIMARY KEY, ok INTEGER, reason TEXT,"
             " file INTEGER, offset INTEGER, size INTEGER, newline INTEGER) WITHOUT ROWID"
@@ -156,10 +174,6 @@ class _Index:
 
     def __enter__(self) -> "_Index":
         return self
-
-    def __exit__(self, *_: object) -> None:
-        self.conn.close()
-        self._folder.cleanup()
 
     def add_results(self, results: Sequence[Attempt]) -> list[Path]:
         """Index every result line; the result files, numbered as the index numbers them."""
