@@ -168,3 +168,18 @@ def test_the_import_contracts_are_kept(tmp_path: Path):
 
     assert run.returncode == 0, run.stdout + run.stderr
     assert "0 broken" in run.stdout
+
+
+def test_every_module_has_its_line_in_the_readme_layout():
+    readme = (PACKAGE.parent / "README.md").read_text(encoding="utf-8")
+    layout = readme[readme.index("### Layout\n") : readme.index("### Dependencies\n")]
+    modules = [
+        path.relative_to(PACKAGE)
+        for path in sorted(PACKAGE.rglob("*.py"))
+        if path.name not in ("__init__.py", "__main__.py")
+        and path.relative_to(PACKAGE).parts[0] != "emulator"  # one line for the package
+    ]
+
+    assert "`batchledger/emulator/`" in layout
+    missing = [str(module) for module in modules if f"`{module.name}`" not in layout]
+    assert not missing, f"README's Layout names no line for: {missing}"
