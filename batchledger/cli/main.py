@@ -17,12 +17,7 @@ from batchledger.accounts import (
     choose_account,
     load_accounts,
 )
-from batchledger.cli import (
-    commands,
-    estimate_commands,
-    ledger_commands,
-    watch_commands,
-)
+from batchledger.cli import commands, estimate_commands, ledger_commands, watch_commands
 from batchledger.cli.parser import build_parser
 from batchledger.cli.process import exit_now, install_interrupt_handler, interrupt_taken
 from batchledger.context import DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT, Context

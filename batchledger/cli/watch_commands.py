@@ -17,7 +17,7 @@ from batchledger.render import Progress
 
 
 def watch(args: argparse.Namespace, ctx: Context) -> ExitCode:
-    from batchledger import workflow  # imports openai: not for watch --all with nothing to do
+    from batchledger import workflow  # imports openai: not at start-up
 
     if args.all:
         interval = args.interval or first_watch_interval(ctx.account.kind)
@@ -64,7 +64,7 @@ def watch(args: argparse.Namespace, ctx: Context) -> ExitCode:
 def watch_all(args: argparse.Namespace, ctx: Context, interval: float) -> ExitCode:
     """`watch --all`: sweep (batches, then jobs: their queued parts sent, their results
     merged) round after round, backing off while nothing moves, until nothing is left."""
-    from batchledger import workflow  # imports openai: not when there is nothing to follow
+    from batchledger import workflow  # imports openai: not at start-up
 
     ledger = ctx.open_ledger(create=False)
     if ledger is None or not ledger.has_work_to_sweep(include_synced=args.include_synced):
