@@ -11,13 +11,17 @@ The file names environment variables, never keys:
     endpoint = "https://my-resource.openai.azure.com"
     api_version = "2025-04-01-preview"
     api_key_env = "AZURE_OPENAI_API_KEY"
+Any account may also hold budgets (issue 22):
+    max_cost_per_day = 20                            # USD, held at create
+    enqueued_tokens = { "gpt-4o-mini" = 2000000 }    # a job's live input tokens per model
 """
 
+import math
 import os
 import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -46,10 +50,12 @@ DEFAULT_ENDPOINTS = {
 # The demo's batches move one step every this many seconds: done in about ten.
 DEMO_STEP_SECONDS = 3.0
 
+# Budgets any account may hold (issue 22): checked by `_budgets`, not taken for strings.
+_BUDGETS = {"max_cost_per_day", "enqueued_tokens"}
 _SETTINGS = {
-    "openai": {"kind", "base_url", "api_key_env"},
-    "azure": {"kind", "endpoint", "api_version", "api_key_env"},
-    "emulator": {"kind", "data_dir", "step_seconds"},
+    "openai": {"kind", "base_url", "api_key_env"} | _BUDGETS,
+    "azure": {"kind", "endpoint", "api_version", "api_key_env"} | _BUDGETS,
+    "emulator": {"kind", "data_dir", "step_seconds"} | _BUDGETS,
 }
 _VARIABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # What an API key looks like: OpenAI's sk-…, or any long run of key characters.
@@ -68,6 +74,10 @@ class Account:
     api_version: str | None = None  # azure
     data_dir: Path | None = None  # emulator: where its state is kept
     step_seconds: float = DEMO_STEP_SECONDS  # emulator
+    max_cost_per_day: float | None = None  # USD a UTC day's creates may take the spend to
+    # Per model: the counted input tokens a job keeps live at once (the provider's
+    # enqueued-token limit, or less). Empty: no token budget.
+    enqueued_tokens: Mapping[str, int] = field(default_factory=dict, hash=False)
 
     @property
     def location(self) -> str:
@@ -180,8 +190,45 @@ def _account(name: str, settings: Any, path: Path) -> Account:
     if unknown:
         raise UsageError(f"{where}: unknown setting {unknown[0]!r} for kind {kind!r}")
     for setting, value in settings.items():
-        if setting != "step_seconds" and not isinstance(value, str):
+        if setting not in _BUDGETS | {"step_seconds"} and not isinstance(value, str):
             raise UsageError(f"{where}: {setting} must be a string")
+    return replace(_connection(name, kind, settings, where), **_budgets(settings, where))
+
+
+def _budgets(settings: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """An account's `max_cost_per_day` and `enqueued_tokens`, checked."""
+    budgets: dict[str, Any] = {}
+    cost = settings.get("max_cost_per_day")
+    if cost is not None:
+        if (
+            isinstance(cost, bool)
+            or not isinstance(cost, int | float)
+            or not math.isfinite(cost)
+            or cost < 0
+        ):
+            raise UsageError(
+                f"{where}: max_cost_per_day must be a number of USD, 0 or more, not {cost!r}"
+            )
+        budgets["max_cost_per_day"] = float(cost)
+    tokens = settings.get("enqueued_tokens")
+    if tokens is not None:
+        if not isinstance(tokens, dict):
+            raise UsageError(
+                f'{where}: enqueued_tokens must be a table of models, like {{ "gpt-4o-mini" '
+                "= 2000000 }"
+            )
+        for model, limit in tokens.items():
+            if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+                raise UsageError(
+                    f"{where}: enqueued_tokens of {model!r} must be a whole number of tokens, "
+                    f"1 or more, not {limit!r}"
+                )
+        budgets["enqueued_tokens"] = dict(tokens)
+    return budgets
+
+
+def _connection(name: str, kind: str, settings: Mapping[str, Any], where: str) -> Account:
+    """The account as its connection settings describe it."""
     key_env = settings.get("api_key_env", "AZURE_OPENAI_API_KEY" if kind == "azure" else None)
     if kind == "openai" and key_env is None:
         key_env = "OPENAI_API_KEY"

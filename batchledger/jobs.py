@@ -47,6 +47,7 @@ from batchledger.times import epoch_of, iso_utc
 if TYPE_CHECKING:
     from openai import OpenAI
 
+    from batchledger.token_budget import TokenPlan
     from batchledger.workflow import SavedFile
 
 # How a part the enqueued-token limit bounced is shown: it is not over, it goes out again.
@@ -160,11 +161,17 @@ def create_job(
     max_in_flight: int | None,
     details: CreateDetails,
     force: bool,
+    planned: "TokenPlan | None" = None,
 ) -> JobReport:
     """Split `input_` into parts and send as many as --max-in-flight lets; the rest wait."""
     from batchledger.split import plan_parts
 
-    parts = plan_parts(input_.path, max_requests=split[0], max_bytes=split[1])
+    # issue 22: parts cut by counted tokens (token_budget.plan_parts_by_tokens) when planned
+    parts = (
+        planned.parts
+        if planned
+        else plan_parts(input_.path, max_requests=split[0], max_bytes=split[1])
+    )
     account = ctx.account
     job, resumed = ctx.ledger.claim_job(
         input_,
@@ -178,6 +185,8 @@ def create_job(
         details=details,
         force=force,
     )
+    if planned is not None:  # issue 22: each part's counted tokens, for the token budget
+        ctx.ledger.record_part_tokens(job["id"], planned)
     if ctx.on_job_claimed is not None:
         ctx.on_job_claimed(job["job_id"])
     if job["input_sha256"] == input_.sha256:
@@ -329,6 +338,10 @@ def input_changed_warning(job: Row, why: str) -> str:
 def _may_send(ctx: Context, job: Row, part: Row, now: datetime) -> bool:
     """A queued part goes now, unless the token limit bounced it and neither its backoff
     has passed nor another batch of the account has finished since."""
+    from batchledger import token_budget
+
+    if not token_budget.may_send(ctx, job, part):  # issue 22: the account's enqueued_tokens
+        return False
     if not part["requeues"] or part["not_before"] is None:
         return True
     if now.timestamp() >= epoch_of(part["not_before"]):

@@ -7,9 +7,18 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from batchledger.batches import BATCH_TIMESTAMPS, ENDED_EARLY_STATUSES, Row, missing_requests
+from batchledger.batches import (
+    BATCH_TIMESTAMPS,
+    ENDED_EARLY_STATUSES,
+    FINAL_STATUSES,
+    JOB_CANCELLED,
+    JOB_DONE,
+    Row,
+    missing_requests,
+)
 
 if TYPE_CHECKING:
+    from batchledger.jobs import JobReport
     from batchledger.prune import PruneItem
     from batchledger.usage import UsageLine
     from batchledger.workflow import BatchReport
@@ -118,6 +127,7 @@ SHOW_FIELDS = (
     "estimated_input_tokens",
     "estimated_cost_min",
     "estimated_cost_max",
+    "actual_cost",
 )
 
 
@@ -188,9 +198,16 @@ class Progress:
     def show(self, batch: Mapping[str, Any]) -> None:
         counts = batch.get("request_counts") or {}
         done, failed, total = (counts.get(k) or 0 for k in ("completed", "failed", "total"))
-        text = f"{batch['id']} {batch['status']}: {done + failed}/{total} done, {failed} failed"
+        final = batch.get("final", batch["status"] in FINAL_STATUSES)
+        percent = percent_done(done + failed, total, final=final)
+        text = (
+            f"{batch['id']} {batch['status']}: {done + failed}/{total} done, {failed} failed, "
+            f"{percent} %"
+        )
+        if not final and total and done + failed >= total:
+            text += " (finalizing: results not ready yet)"
         if self.on_terminal:
-            filled = self.BAR_WIDTH * (done + failed) // total if total else 0
+            filled = self.BAR_WIDTH * percent // 100
             bar = "#" * filled + "-" * (self.BAR_WIDTH - filled)
             self.stream.write(f"\r[{bar}] {text}\033[K")
             self.open_line = True
@@ -204,6 +221,33 @@ class Progress:
             self.stream.write("\n")
             self.stream.flush()
             self.open_line = False
+
+
+def job_progress(report: "JobReport") -> dict[str, Any]:
+    """A job as `Progress.show` draws it: its total is the requests of every part, those
+    still queued (not yet sent) too, so that the bar never jumps when a part is sent; it is
+    final (100 %) only once the job is over, its results merged."""
+    every_part = sum(int(view.part["requests"]) for view in report.parts)
+    return {
+        "id": report.job_id,
+        "status": f"{report.job['status']} ({report.parts_done}/{len(report.parts)} parts)",
+        "final": report.job["status"] in (JOB_DONE, JOB_CANCELLED),
+        "request_counts": {
+            "completed": report.requests_completed,
+            "failed": report.requests_failed,
+            "total": max(every_part, int(report.job["input_requests"])),
+        },
+    }
+
+
+def percent_done(done: int, total: int, *, final: bool) -> int:
+    """How far a batch (or a job) has come, in whole percent of its requests: 100 only once
+    it is final, so that a batch `finalizing` (every request answered, its results not yet
+    written) shows 99, never 100."""
+    if not total:
+        return 100 if final else 0
+    percent = min(100 * done // total, 100)
+    return percent if final else min(percent, 99)
 
 
 def list_table(rows: Iterable[Row], *, with_account: bool = False) -> str:
@@ -503,6 +547,7 @@ def show_job_lines(
         "estimated_input_tokens",
         "estimated_cost_min",
         "estimated_cost_max",
+        "actual_cost",
     )
     lines = [
         f"{name.replace('_', ' ') if name == 'retry_of' else name}: {job[name]}"

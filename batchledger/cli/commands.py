@@ -5,6 +5,7 @@ output; given a job's id, each hands over to job_commands."""
 import argparse
 import dataclasses
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from batchledger.batches import JobRef
 from batchledger.cli import estimate_commands, job_commands
@@ -19,13 +20,18 @@ from batchledger.redaction import redact
 from batchledger.render import json_text, row_json, saved_line, status_lines, sweep_table
 from batchledger.split import split_wanted
 
+if TYPE_CHECKING:
+    from batchledger.ledger import InputFile
+    from batchledger.token_budget import TokenPlan
+
 
 def create(args: argparse.Namespace, ctx: Context) -> ExitCode:
     details = create_details(args)  # before anything is read, written or sent
     if args.dry_run:
         return estimate_commands.estimate(args, ctx)
     path = check_input(args.input)
-    if args.max_cost is not None:  # before the key, the ledger, any upload
+    if args.max_cost is not None or ctx.account.max_cost_per_day is not None:  # budgets
+        # before the key, the ledger's writes, any upload
         estimate = estimate_commands.check_max_cost(args, ctx)
         details = dataclasses.replace(details, estimate=estimate)
     elif args.prices:
@@ -37,8 +43,10 @@ def create(args: argparse.Namespace, ctx: Context) -> ExitCode:
     endpoint = args.endpoint or ctx.account.default_endpoint
     input_ = count_lines(hashing.result(), args.input)  # after the import: see count_lines
     split = split_wanted(input_, ctx.account.limits, args.max_requests, args.max_bytes)
-    if split is not None:
-        return job_commands.create(args, ctx, input_, endpoint, split, details)
+    planned = token_plan(args, ctx, input_, split)  # issue 22: parts cut by counted tokens
+    if split is not None or (planned is not None and len(planned.parts) > 1):
+        split = split or ctx.account.limits
+        return job_commands.create(args, ctx, input_, endpoint, split, details, planned)
     if args.max_in_flight is not None:
         raise UsageError("--max-in-flight is for inputs split into parts (a job)")
     submitted = workflow.submit(
@@ -60,6 +68,26 @@ def create(args: argparse.Namespace, ctx: Context) -> ExitCode:
         ctx.print(f"file_id: {submitted.file_id}")
         ctx.print(f"batch_id: {submitted.batch['id']}")
     return ExitCode.OK
+
+
+def token_plan(
+    args: argparse.Namespace, ctx: Context, input_: "InputFile", split: tuple[int, int] | None
+) -> "TokenPlan | None":
+    """With a token budget (the account's `enqueued_tokens`, or --max-tokens): the input
+    cut by counted tokens (one pass that parses every line), else None (cut by newlines)."""
+    max_tokens = getattr(args, "max_tokens", None)
+    if not ctx.account.enqueued_tokens and max_tokens is None:
+        return None
+    from batchledger.token_budget import plan_parts_by_tokens
+
+    limits = split or ctx.account.limits
+    return plan_parts_by_tokens(
+        input_.path,
+        max_requests=limits[0],
+        max_bytes=limits[1],
+        limits=ctx.account.enqueued_tokens,
+        max_tokens=max_tokens,
+    )
 
 
 def status(args: argparse.Namespace, ctx: Context) -> ExitCode:

@@ -16,6 +16,7 @@ from batchledger.render import (
     PartProgress,
     Progress,
     display_path,
+    job_progress,
     json_text,
     saved_line,
     show_job_lines,
@@ -24,6 +25,7 @@ from batchledger.render import (
 if TYPE_CHECKING:
     from batchledger.jobs import JobReport
     from batchledger.ledger import InputFile
+    from batchledger.token_budget import TokenPlan
 
 
 def job_row(ctx: Context, ref: JobRef) -> Row:
@@ -41,6 +43,7 @@ def create(
     endpoint: str,
     split: tuple[int, int],
     details: CreateDetails,
+    planned: "TokenPlan | None" = None,
 ) -> ExitCode:
     from batchledger.jobs import create_job, job_json  # imports openai: not at start-up
 
@@ -62,6 +65,7 @@ def create(
         max_in_flight=args.max_in_flight,
         details=details,
         force=args.force,
+        planned=planned,
     )
     progress.end_line()
     if args.json:
@@ -192,18 +196,7 @@ def watch(args: argparse.Namespace, ctx: Context, ref: JobRef) -> ExitCode:
     report = None
     try:
         for report in follow_job(ctx, job, interval=interval, max_interval=args.max_interval):
-            progress.show(
-                {
-                    "id": report.job_id,
-                    "status": f"{report.job['status']} ({report.parts_done}/"
-                    f"{len(report.parts)} parts)",
-                    "request_counts": {
-                        "completed": report.requests_completed,
-                        "failed": report.requests_failed,
-                        "total": report.job["input_requests"],
-                    },
-                }
-            )
+            progress.show(job_progress(report))  # issue 22: every part's requests, sent or not
     except KeyboardInterrupt:
         interrupt_taken()
         progress.end_line()

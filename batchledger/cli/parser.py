@@ -144,6 +144,12 @@ def build_parser() -> Parser:
         help="send at most N parts at once; the others wait, sent by later status or watch",
     )
     create.add_argument(
+        "--max-tokens",
+        type=positive_int,
+        metavar="N",
+        help="split into parts of at most N input tokens per model, counted offline",
+    )
+    create.add_argument(
         "--metadata",
         type=metadata_pair,
         action="append",
