@@ -19,10 +19,10 @@ from batchledger.inputs import check_input, count_lines, hash_input_in_backgroun
 from batchledger.redaction import redact
 from batchledger.render import json_text, row_json, saved_line, status_lines, sweep_table
 from batchledger.split import split_wanted
+from batchledger.token_budget import TokenPlan, plan_parts_by_tokens
 
 if TYPE_CHECKING:
     from batchledger.ledger import InputFile
-    from batchledger.token_budget import TokenPlan
 
 
 def create(args: argparse.Namespace, ctx: Context) -> ExitCode:
@@ -72,14 +72,12 @@ def create(args: argparse.Namespace, ctx: Context) -> ExitCode:
 
 def token_plan(
     args: argparse.Namespace, ctx: Context, input_: "InputFile", split: tuple[int, int] | None
-) -> "TokenPlan | None":
+) -> TokenPlan | None:
     """With a token budget (the account's `enqueued_tokens`, or --max-tokens): the input
     cut by counted tokens (one pass that parses every line), else None (cut by newlines)."""
     max_tokens = getattr(args, "max_tokens", None)
     if not ctx.account.enqueued_tokens and max_tokens is None:
         return None
-    from batchledger.token_budget import plan_parts_by_tokens
-
     limits = split or ctx.account.limits
     return plan_parts_by_tokens(
         input_.path,

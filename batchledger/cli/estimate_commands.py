@@ -11,6 +11,7 @@ from batchledger.estimate import Estimate, check_budget, estimate_input, money
 from batchledger.inputs import check_input
 from batchledger.prices import PriceList
 from batchledger.render import display_path, json_text, tabulate
+from batchledger.spend import account_day_spend, check_day_budget
 from batchledger.tokens import UNREADABLE
 
 MODEL_COLUMNS = (
@@ -45,8 +46,6 @@ def check_max_cost(args: argparse.Namespace, ctx: Context) -> CostEstimate:
         check_budget(found, args.max_cost)
     limit = ctx.account.max_cost_per_day
     if limit is not None:  # issue 22: the day's spend, from the ledger
-        from batchledger.spend import account_day_spend, check_day_budget
-
         spend = account_day_spend(
             ctx.open_ledger(create=False), ctx.account.name, PriceList.from_file(args.prices)
         )
