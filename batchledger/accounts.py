@@ -36,7 +36,7 @@ from typing import Any
 
 from batchledger.errors import UsageError
 from batchledger.paths import config_path, user_data_dir
-from batchledger.providers import OPENAI_COMPATIBLE, PROFILES, Profile
+from batchledger.profiles import OPENAI_COMPATIBLE, PROFILES, Profile
 from batchledger.redaction import add_secret_variable
 
 ACCOUNT_ENV = "BATCHLEDGER_ACCOUNT"

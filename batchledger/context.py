@@ -1,7 +1,8 @@
 """One run of a command: what its steps share (the ledger, the log, the providers, the streams).
 
-Made once by the CLI and handed to the workflow, as pipx's DispatchContext and httpie's
-Environment are, so that a new concern does not become a new parameter of every function.
+Made once by the CLI and handed to the batch steps, the sweep and jobs, as pipx's
+DispatchContext and httpie's Environment are, so that a new concern does not become a new
+parameter of every function.
 """
 
 import logging
@@ -17,7 +18,6 @@ from batchledger.errors import UsageError
 from batchledger.ledger import Ledger, open_ledger
 from batchledger.logs import close_logger, create_log_file, setup_logger
 from batchledger.providers import Provider
-from batchledger.providers.registry import open_provider
 
 if TYPE_CHECKING:
     from batchledger.emulator import EmulatorServer
@@ -44,7 +44,7 @@ class Context:
     stderr: TextIO = field(default_factory=lambda: sys.stderr)
     logger: logging.Logger | None = None
     # Told of each part of a job as its upload ends: (part, parts, bytes, seconds). The
-    # CLI shows it on stderr; the workflow never prints.
+    # CLI shows it on stderr; the layers below never print.
     on_part_uploaded: Callable[[int, int, int, float], None] | None = None
     # Told of a job's id as soon as the job is claimed, before any part is uploaded.
     on_job_claimed: Callable[[str], None] | None = None
@@ -107,7 +107,11 @@ class Context:
             base_url = None
             if account.kind == "emulator":
                 base_url = self._start_emulator(account)
-            self._providers[name] = open_provider(
+            # Imported here: each provider imports its SDK (about a second), which commands
+            # that call no API must not pay. A new provider's kind gets its line here.
+            from batchledger.providers.openai import OpenAIProvider
+
+            self._providers[name] = OpenAIProvider(
                 account, max_retries=self.max_retries, timeout=self.timeout, base_url=base_url
             )
         return self._providers[name]

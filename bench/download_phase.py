@@ -41,7 +41,7 @@ import sys, time, types
 mode, batch_id, file_id, out, log = sys.argv[1:]
 import openai
 import batchledger.providers.openai, batchledger.savefile, batchledger.sweep
-from batchledger.cli.dispatch import main
+from batchledger.cli.main import main
 if mode == "no hash":
     class NoHash:
         def update(self, data): pass

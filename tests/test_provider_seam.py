@@ -10,7 +10,8 @@ import pytest
 from helpers import ledger_rows, write_jsonl
 
 from batchledger.emulator import EmulatorServer
-from batchledger.providers import PROFILES, Provider
+from batchledger.profiles import PROFILES
+from batchledger.providers import Provider
 from batchledger.providers.openai import OpenAIProvider
 
 GROQ_KEY = "gsk-test-0123456789abcdefSECRET"

@@ -8,8 +8,10 @@ from batchledger.context import Context
 from batchledger.details import CostEstimate
 from batchledger.errors import ExitCode
 from batchledger.estimate import Estimate, check_budget, estimate_input, money
+from batchledger.inputs import check_input
 from batchledger.prices import PriceList
 from batchledger.render import display_path, json_text, tabulate
+from batchledger.spend import account_day_spend, check_day_budget
 from batchledger.tokens import UNREADABLE
 
 MODEL_COLUMNS = (
@@ -44,8 +46,6 @@ def check_max_cost(args: argparse.Namespace, ctx: Context) -> CostEstimate:
         check_budget(found, args.max_cost)
     limit = ctx.account.max_cost_per_day
     if limit is not None:  # issue 22: the day's spend, from the ledger
-        from batchledger.spend import account_day_spend, check_day_budget
-
         spend = account_day_spend(
             ctx.open_ledger(create=False), ctx.account.name, PriceList.from_file(args.prices)
         )
@@ -58,8 +58,6 @@ def check_max_cost(args: argparse.Namespace, ctx: Context) -> CostEstimate:
 
 
 def estimate_of(args: argparse.Namespace, ctx: Context) -> Estimate:
-    from batchledger.inputs import check_input
-
     path = check_input(args.input)
     return estimate_input(
         path,

@@ -9,13 +9,16 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from batchledger import export as exporting
+from batchledger import usage as totals
 from batchledger.batches import ABANDONED, JOB_STATUSES, REJECTED, JobRef
 from batchledger.cli import job_commands
-from batchledger.cli.commands import target
+from batchledger.cli.targets import target
 from batchledger.context import Context
 from batchledger.errors import ExitCode, UsageError
 from batchledger.ledger import BatchFilter, Ledger
 from batchledger.paths import config_path
+from batchledger.prices import PriceList
 from batchledger.redaction import redact
 from batchledger.render import (
     LIST_FIELDS,
@@ -29,6 +32,7 @@ from batchledger.render import (
     show_lines,
     usage_table,
 )
+from batchledger.savefile import prepare_target, save_chunks
 
 
 def show(args: argparse.Namespace, ctx: Context) -> ExitCode:
@@ -233,7 +237,7 @@ def prune(args: argparse.Namespace, ctx: Context) -> ExitCode:
     if ledger is None:
         ctx.print("[]" if args.json else "Nothing to prune: no batches in the ledger yet.")
         return ExitCode.OK
-    from batchledger import prune as pruning  # imports openai
+    from batchledger import prune as pruning  # start-up: only prune loads it
 
     planned = pruning.plan(ledger, args.older_than, ctx.account)
     if planned.kept_unsaved:
@@ -259,9 +263,6 @@ def prune(args: argparse.Namespace, ctx: Context) -> ExitCode:
 
 
 def usage(args: argparse.Namespace, ctx: Context) -> ExitCode:
-    from batchledger import usage as totals
-    from batchledger.prices import PriceList
-
     # Batch prices from genai-prices where it knows the model; a prices file over them.
     prices = PriceList.from_file(args.prices)
     lines = totals.usage_lines(ctx.open_ledger(create=False), args.by, args.since, prices)
@@ -283,9 +284,6 @@ def usage(args: argparse.Namespace, ctx: Context) -> ExitCode:
 
 
 def export(args: argparse.Namespace, ctx: Context) -> ExitCode:
-    from batchledger import export as exporting
-    from batchledger.savefile import prepare_target, save_chunks
-
     ledger = ctx.open_ledger(create=False)
     ref = target(ctx, args.batch_id)
     if isinstance(ref, JobRef):

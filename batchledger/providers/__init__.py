@@ -1,128 +1,28 @@
-"""The provider seam: what the tool asks of a batch API (`Provider`), and what each API is
-(`Profile`: limits, windows, metadata, result order, retention, status mapping).
+"""The provider seam: what the tool asks of a batch API (`Provider`); what each API is
+(`Profile`: limits, windows, metadata, result order, retention, status mapping) is in
+profiles.py.
 
 Everything above this package (batch, sweep, jobs, retry, prune, usage, export) sees only
-these two. A provider's implementation is one module beside the others (`openai.py`: the
-OpenAI SDK's `OpenAI` and `AzureOpenAI` clients); `registry.open_provider` picks it by the
-account's kind. Importing this package imports no SDK: that costs about a second, and commands that
-never call an API (`list`, `show`, `usage`, `--help`) must not pay it.
+these two. A provider's implementation is one package beside the others (`openai/`: the
+OpenAI SDK's `OpenAI` and `AzureOpenAI` clients); `Context.provider_for` picks it by the
+account's kind. Importing this package imports no SDK: that costs about a second, and
+commands that never call an API (`list`, `show`, `usage`, `--help`) must not pay it.
 """
 
-import dataclasses
 import threading
 from collections.abc import Collection, Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
-from batchledger.errors import BatchledgerError, UsageError
+from batchledger.errors import BatchledgerError
+from batchledger.profiles import Profile
 
 if TYPE_CHECKING:
     from batchledger.savefile import Saved
 
-MIB = 1024 * 1024
-DAY = 86400
-
 # Set when the user interrupts a run whose downloads go on in worker threads (a sweep):
 # each provider's download stops at its next chunk. The main thread gets KeyboardInterrupt.
 STOP_DOWNLOADS = threading.Event()
-
-
-@dataclass(frozen=True)
-class Profile:
-    """What a provider's batch API is, as far as the layers above need to know."""
-
-    name: str
-    max_requests: int  # per batch
-    max_bytes: int  # per batch (its input file, or its inline requests)
-    # The completion windows a create may name; None: whatever is given is passed through.
-    completion_windows: tuple[str, ...] | None
-    # The endpoint a create uses when --endpoint is not given; None where it does not apply.
-    default_endpoint: str | None
-    carries_metadata: bool = True  # a batch keeps the metadata it was made with
-    # A create sends the requests themselves (byte ranges of the input), not an uploaded file.
-    inline_requests: bool = False
-    results_in_input_order: bool = True  # result lines come in the input's order
-    retention: int | None = None  # seconds results are kept after a batch ends; None unknown
-    can_list_batches: bool = True
-    can_list_files: bool = True
-    # The provider's status -> the ledger's (batches.py); a status not named is the same word.
-    statuses: tuple[tuple[str, str], ...] = ()
-
-    def ledger_status(self, status: str) -> str:
-        return dict(self.statuses).get(status, status)
-
-    @property
-    def limits(self) -> tuple[int, int]:
-        """(requests, bytes) one batch may hold."""
-        return self.max_requests, self.max_bytes
-
-    def check_window(self, window: str) -> None:
-        """Refuse (exit 2) a completion window the provider does not take, naming those it
-        does; where the profile names none, any is passed through as given."""
-        if self.completion_windows is not None and window not in self.completion_windows:
-            raise UsageError(
-                f"--completion-window {window!r} is not one {self.name} takes "
-                f"(windows: {', '.join(self.completion_windows)})"
-            )
-
-    def overridden(self, overrides: Mapping[str, Any]) -> "Profile":
-        """This profile with an account's own `max_requests`, `max_bytes`, `completion_windows`."""
-        return dataclasses.replace(self, **overrides) if overrides else self
-
-
-_OPENAI = Profile(
-    name="openai",
-    # The Batch guide: up to 50,000 requests and 200 MB per input file, window 24h.
-    max_requests=50_000,
-    max_bytes=200 * MIB,
-    completion_windows=("24h",),
-    default_endpoint="/v1/responses",
-)
-PROFILES: dict[str, Profile] = {
-    "openai": _OPENAI,
-    # Azure's Global Batch takes twice the requests; its deployments are called on
-    # /chat/completions (no /v1).
-    "azure": dataclasses.replace(
-        _OPENAI, name="azure", max_requests=100_000, default_endpoint="/chat/completions"
-    ),
-    "emulator": dataclasses.replace(_OPENAI, name="emulator"),
-    # Message Batches: 100,000 requests or 256 MB per batch, sent inline (no --endpoint), no
-    # metadata, results in any order, kept 29 days.
-    "anthropic": Profile(
-        name="anthropic",
-        max_requests=100_000,
-        max_bytes=256 * 1000 * 1000,
-        completion_windows=None,
-        default_endpoint=None,
-        carries_metadata=False,
-        inline_requests=True,
-        results_in_input_order=False,
-        retention=29 * DAY,
-        can_list_files=False,
-        statuses=(("canceling", "cancelling"), ("ended", "completed")),
-    ),
-    # Groq's OpenAI-compatible Batch API (console.groq.com/docs/batch): a completion window
-    # from 24h to 7d, /v1/chat/completions, 50,000 lines and 200 MB per input file.
-    "groq": dataclasses.replace(
-        _OPENAI,
-        name="groq",
-        completion_windows=("24h", "48h", "72h", "1d", "2d", "3d", "4d", "5d", "6d", "7d"),
-        default_endpoint="/v1/chat/completions",
-    ),
-    # Gemini's OpenAI-compatible batch endpoint (ai.google.dev/gemini-api/docs/batch-api,
-    # /openai): input files through the Files API, up to 2 GB each, a 24h target; no request
-    # count is documented, so OpenAI's 50,000 is kept. Metadata is not documented to be kept.
-    "gemini": dataclasses.replace(
-        _OPENAI,
-        name="gemini",
-        max_bytes=2 * 1000 * 1000 * 1000,
-        default_endpoint="/v1/chat/completions",
-        carries_metadata=False,
-    ),
-}
-# Profiles an account of kind "openai" may choose (OpenAI-compatible hosts).
-OPENAI_COMPATIBLE = ("openai", "gemini", "groq")
 
 
 def upload_name(path: Path, ref: str) -> str:

@@ -12,7 +12,7 @@ from openai import OpenAI
 from batchledger.batches import REF_KEY
 from batchledger.errors import BatchledgerError, Rejected
 from batchledger.providers import Listed, Search, Uploaded
-from batchledger.providers.openai_wire import (
+from batchledger.providers.openai.wire import (
     _is_batch,
     _log_response,
     _page_json,

@@ -1,6 +1,6 @@
 """The OpenAI SDK's clients (`OpenAI`, `AzureOpenAI`) as a provider: every API call, its log
-records, and SDK errors turned into ours (openai_wire.py); listings and the searches for lost
-creates and uploads are in openai_lists.py.
+records, and SDK errors turned into ours (wire.py); listings and the searches for lost
+creates and uploads are in lists.py.
 
 Imported only by commands that talk to the API: importing `openai` costs about a second.
 """
@@ -26,21 +26,21 @@ from batchledger.errors import (
     Transient,
     UsageError,
 )
+from batchledger.profiles import Profile
 from batchledger.providers import (
     STOP_DOWNLOADS,
     Inline,
     Listed,
-    Profile,
     Search,
     Uploaded,
 )
-from batchledger.providers.openai_lists import (
+from batchledger.providers.openai.lists import (
     find_batches,
     find_uploaded_file,
     list_batches,
     list_batches_by_id,
 )
-from batchledger.providers.openai_wire import (
+from batchledger.providers.openai.wire import (
     _KEY_VARIABLES,
     _batch_json,
     _log_response,
