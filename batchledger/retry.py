@@ -17,8 +17,8 @@ from batchledger.errors import Refused
 from batchledger.jobs import JobReport, advance
 from batchledger.jobs.retry_merge import (
     Original,
-    _merged_retries,
     check_input,
+    merged_retries,
     original_of,
     results_of,
 )
@@ -116,7 +116,7 @@ def rebuild(ctx: Context, original: Original, attempts: list[Attempt]) -> None:
     errors_target = errors_path_for(output_target)
     targets = (("output", output_target), ("error", errors_target))
     saved: dict[str, Saved | None] = {}
-    if _merged_retries(ctx, original):
+    if merged_retries(ctx, original):
         saved["output"], saved["error"] = merge_attempts(
             output_target, errors_target, original.input_path, attempts
         )

@@ -142,17 +142,17 @@ def results_of(ctx: Context, original: Original) -> tuple[list[Attempt], list[Pa
         # have been fetched again from the API since (a part's changed file is left out).
         retried = [
             pair
-            for job in _merged_retries(ctx, original)
+            for job in merged_retries(ctx, original)
             for pair in part_files(ctx, job, strict=False)
         ]
         return [(original.output, original.errors), *retried], []
     if not changed:
         return [(original.output, original.errors)], []
-    chain = [row, *_merged_retries(ctx, original)]
+    chain = [row, *merged_retries(ctx, original)]
     return [pair for job in chain for pair in part_files(ctx, job, strict=True)], changed
 
 
-def _merged_retries(ctx: Context, original: Original) -> list[Row]:
+def merged_retries(ctx: Context, original: Original) -> list[Row]:
     """The retries of the original whose merge into it is over, oldest first."""
     return [job for job in ctx.ledger.retries_of(original.retry_of) if job["status"] != JOB_RUNNING]
 
