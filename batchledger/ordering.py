@@ -6,7 +6,7 @@ Message Batches answer in any order and mix `succeeded` with `errored`, `cancele
 each line's bytes as the API sent them (a last line without a newline gets one).
 
 Memory stays bounded whatever the size: the custom_ids of both files go into a temporary
-SQLite file (redo.ScratchIndex: a bounded page cache, the rest on disk) with, for a result,
+SQLite file (results_index.ScratchIndex: a bounded page cache, the rest on disk) with, for a result,
 its outcome and where its bytes are (offset, size), never the line; SQLite sorts each side
 in C (one CREATE INDEX each) and joins them in input order; the lines are then read back
 by offset into the two files, written atomically (savefile).
@@ -32,7 +32,7 @@ from typing import Any
 
 from batchledger.errors import BatchledgerError, UsageError
 from batchledger.inline import line_blocks
-from batchledger.redo import ScratchIndex
+from batchledger.results_index import ScratchIndex
 from batchledger.savefile import (
     BackgroundWriter,
     Saved,

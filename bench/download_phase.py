@@ -40,7 +40,7 @@ DRIVER = r"""
 import sys, time, types
 mode, batch_id, file_id, out, log = sys.argv[1:]
 import openai
-import batchledger.api, batchledger.savefile, batchledger.workflow
+import batchledger.providers.openai, batchledger.savefile, batchledger.sweep
 from batchledger.cli.main import main
 if mode == "no hash":
     class NoHash:

@@ -205,6 +205,10 @@ def test_accounts_lists_each_with_its_key_variable_and_batches(
         "api_key_env": "SECOND_KEY",
         "key_set": True,
         "batches": 1,
+        "profile": "openai",
+        "max_requests": 50_000,
+        "max_bytes": 200 * 1024 * 1024,
+        "completion_windows": None,
     }
     assert by_name["east"]["key_set"] is False and by_name["east"]["kind"] == "azure"
     assert by_name["demo"]["kind"] == "emulator" and by_name["demo"]["key_set"] is None

@@ -21,7 +21,7 @@ from helpers import (
     write_jsonl,
 )
 
-from batchledger import workflow
+from batchledger import batch as batch_steps
 from batchledger.batches import REF_KEY, BatchRef
 from batchledger.context import Context
 from batchledger.emulator import EmulatorServer, Fault
@@ -89,7 +89,7 @@ def test_watch_backs_off_while_nothing_moves(isolated: Path, monkeypatch):
             command="watch", ledger_path=isolated / "watch.db", log_file=isolated / "watch.log"
         )
         pauses: list[float] = []
-        checks = workflow.follow(
+        checks = batch_steps.follow(
             ctx,
             [BatchRef("default", batch.id)],
             auto_save=True,

@@ -1,6 +1,7 @@
 """The commands that call the API on a batch (or on all of them): create, status, retrieve,
-cancel, sync and retry. Each turns its arguments into workflow calls and the results into
-output; given a job's id, each hands over to job_commands."""
+cancel, sync and retry. Each turns its arguments into calls of the batch steps (batch.py)
+and the sweep (sweep.py), and the results into output; given a job's id, each hands over
+to job_commands."""
 
 import argparse
 import dataclasses
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
 
 def create(args: argparse.Namespace, ctx: Context) -> ExitCode:
     details = create_details(args)  # before anything is read, written or sent
+    ctx.account.profile.check_window(args.completion_window)
     if args.dry_run:
         return estimate_commands.estimate(args, ctx)
     path = check_input(args.input)
@@ -37,10 +39,11 @@ def create(args: argparse.Namespace, ctx: Context) -> ExitCode:
     elif args.prices:
         raise UsageError("--prices prices an estimate: it goes with --dry-run or --max-cost")
     hashing = hash_input_in_background(path, args.input)
-    from batchledger import workflow  # imports openai, while the input is hashed
+    from batchledger import batch  # start-up: only commands that call the API load it
 
     ctx.start_api_command()
-    endpoint = args.endpoint or ctx.account.default_endpoint
+    # A provider whose batches name no endpoint (its profile has no default) records none.
+    endpoint = args.endpoint or ctx.account.default_endpoint or ""
     input_ = count_lines(hashing.result(), args.input)  # after the import: see count_lines
     split = split_wanted(input_, ctx.account.limits, args.max_requests, args.max_bytes)
     planned = token_plan(args, ctx, input_, split)  # issue 22: parts cut by counted tokens
@@ -49,7 +52,7 @@ def create(args: argparse.Namespace, ctx: Context) -> ExitCode:
         return job_commands.create(args, ctx, input_, endpoint, split, details, planned)
     if args.max_in_flight is not None:
         raise UsageError("--max-in-flight is for inputs split into parts (a job)")
-    submitted = workflow.submit(
+    submitted = batch.submit(
         ctx,
         input_,
         endpoint,
@@ -93,7 +96,7 @@ def status(args: argparse.Namespace, ctx: Context) -> ExitCode:
         if args.out:
             raise UsageError("--out names one file; it cannot be used with --all (--out-dir)")
         return sweep(args, ctx)
-    from batchledger import workflow  # imports openai: not at start-up
+    from batchledger import batch  # start-up: only commands that call the API load it
 
     if args.out_dir or args.include_synced:
         raise UsageError("--out-dir and --include-synced go with --all; --out names one file")
@@ -102,11 +105,11 @@ def status(args: argparse.Namespace, ctx: Context) -> ExitCode:
         return job_commands.status(args, ctx, ref)
     out = out_path(args, ref)
     ctx.start_api_command(ref.account)
-    report = workflow.look_up(ctx, ref)
+    report = batch.look_up(ctx, ref)
     if not args.json:  # the status first: whatever the save does, the user sees it
         ctx.print("\n".join(status_lines(report.row or {})))
     if args.auto_save:
-        workflow.save_if_finished(ctx, report, out=out)
+        batch.save_if_finished(ctx, report, out=out)
     if args.json:
         ctx.print(json_text(row_json(report.row or {})))
     else:
@@ -124,9 +127,9 @@ def sweep(args: argparse.Namespace, ctx: Context) -> ExitCode:
         if ledger is not None:
             warn_input_changed(ctx, ledger, set())
         return ExitCode.OK
-    from batchledger import workflow  # imports openai: not at start-up
+    from batchledger import sweep  # start-up: its jobs and batch steps, ~20 ms, only for sweeps
 
-    swept = workflow.sweep_all(
+    swept = sweep.sweep_all(
         ctx,
         auto_save=args.auto_save,
         concurrency=args.concurrency,
@@ -151,7 +154,7 @@ def sweep(args: argparse.Namespace, ctx: Context) -> ExitCode:
     if args.json:
         # One document: the batches checked (a job's parts among them), then each job
         # moved on, its row with its parts and requests (`"kind": "job"`).
-        from batchledger.jobs import job_json  # imports openai: not at start-up
+        from batchledger.jobs import job_json  # start-up: jobs only
 
         ctx.print(
             json_text(
@@ -177,14 +180,14 @@ def sweep(args: argparse.Namespace, ctx: Context) -> ExitCode:
 
 
 def retrieve(args: argparse.Namespace, ctx: Context) -> ExitCode:
-    from batchledger import workflow  # imports openai: not at start-up
+    from batchledger import batch  # start-up: only commands that call the API load it
 
     ref = target(ctx, args.batch_id)
     if isinstance(ref, JobRef):
         return job_commands.retrieve(args, ctx, ref)
     out = out_path(args, ref)
     ctx.start_api_command(ref.account)
-    report = workflow.retrieve(ctx, ref, out, again=args.force)
+    report = batch.retrieve(ctx, ref, out, again=args.force)
     if report.already_saved:
         assert report.row is not None
         for kind in ("output", "error"):
@@ -200,18 +203,18 @@ def retrieve(args: argparse.Namespace, ctx: Context) -> ExitCode:
 
 
 def cancel(args: argparse.Namespace, ctx: Context) -> ExitCode:
-    from batchledger import workflow  # imports openai: not at start-up
+    from batchledger import batch  # start-up: only commands that call the API load it
 
     ref = target(ctx, args.batch_id)
     if isinstance(ref, JobRef):
         return job_commands.cancel(args, ctx, ref)
     ctx.start_api_command(ref.account)
-    report = workflow.cancel(ctx, ref)
+    report = batch.cancel(ctx, ref)
     assert report.batch is not None
     ctx.print(f"batch_id: {report.batch_id}")
     ctx.print(f"status: {report.batch['status']}")
     if args.wait:
-        for status_ in workflow.wait_for_cancel(
+        for status_ in batch.wait_for_cancel(
             ctx, report, interval=args.interval, max_interval=DEFAULT_WATCH_MAX_INTERVAL
         ):
             ctx.print(f"status: {status_}")
@@ -219,10 +222,10 @@ def cancel(args: argparse.Namespace, ctx: Context) -> ExitCode:
 
 
 def sync(args: argparse.Namespace, ctx: Context) -> ExitCode:
-    from batchledger import workflow  # imports openai: not at start-up
+    from batchledger import sweep  # start-up: its jobs and batch steps, ~20 ms, only for sweeps
 
     ctx.start_api_command()
-    report = workflow.sync(ctx)
+    report = sweep.sync(ctx)
     ctx.print(f"added: {len(report.added)}")
     ctx.print(f"updated: {len(report.updated)}")
     ctx.print(f"recovered: {len(report.recovered)}")

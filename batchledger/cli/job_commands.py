@@ -12,15 +12,8 @@ from batchledger.context import Context
 from batchledger.details import CreateDetails
 from batchledger.errors import ExitCode, Refused, UsageError
 from batchledger.paths import default_results_path, errors_path_for
-from batchledger.render import (
-    PartProgress,
-    Progress,
-    display_path,
-    job_progress,
-    json_text,
-    saved_line,
-    show_job_lines,
-)
+from batchledger.render import Progress, display_path, json_text, saved_line
+from batchledger.render_jobs import PartProgress, job_progress, show_job_lines
 
 if TYPE_CHECKING:
     from batchledger.jobs import JobReport
@@ -45,7 +38,10 @@ def create(
     details: CreateDetails,
     planned: "TokenPlan | None" = None,
 ) -> ExitCode:
-    from batchledger.jobs import create_job, job_json  # imports openai: not at start-up
+    from batchledger.jobs import (
+        create_job,
+        job_json,
+    )  # start-up: jobs only
 
     progress = PartProgress(ctx.stderr)
     ctx.on_part_uploaded = progress
@@ -76,7 +72,10 @@ def create(
 
 
 def print_job(ctx: Context, report: "JobReport", *, as_json: bool = False) -> None:
-    from batchledger.jobs import job_json, job_lines  # imports openai: not at start-up
+    from batchledger.jobs import (
+        job_json,
+        job_lines,
+    )  # start-up: jobs only
 
     if as_json:
         ctx.print(json_text(job_json(report)))
@@ -106,7 +105,7 @@ def summary_line(report: "JobReport") -> str:
 
 def summary_lines(report: "JobReport") -> list[str]:
     """summary_line, and below it the errors of the job's parts (at the job's lines)."""
-    from batchledger.jobs import job_notes  # imports openai: not at start-up
+    from batchledger.jobs import job_notes  # start-up: jobs only
 
     return [summary_line(report)] + [f"  {note}" for note in job_notes(report.parts)]
 
@@ -120,7 +119,7 @@ def warn(ctx: Context, report: "JobReport") -> None:
 
 
 def status(args: argparse.Namespace, ctx: Context, ref: JobRef) -> ExitCode:
-    from batchledger.jobs import advance  # imports openai: not at start-up
+    from batchledger.jobs import advance  # start-up: jobs only
 
     job = job_row(ctx, ref)
     out = Path(args.out) if getattr(args, "out", None) else None
@@ -133,7 +132,10 @@ def status(args: argparse.Namespace, ctx: Context, ref: JobRef) -> ExitCode:
 def retrieve(args: argparse.Namespace, ctx: Context, ref: JobRef) -> ExitCode:
     """As for a batch: the results at --out (or the default name); saved already and
     unchanged, not written again unless --force; a missing or changed file is rebuilt."""
-    from batchledger.jobs import advance, rebuild_job_results  # imports openai: not at start-up
+    from batchledger.jobs import (
+        advance,
+        rebuild_job_results,
+    )  # start-up: jobs only
 
     job = job_row(ctx, ref)
     out = out_target(args, ref)
@@ -176,7 +178,9 @@ def out_target(args: argparse.Namespace, ref: JobRef) -> Path | None:
 
 def saved_unchanged(job: Row, target: Path) -> bool:
     """The job's results are recorded at `target` (errors beside it) with these bytes."""
-    from batchledger.jobs import recorded_intact  # imports openai: not at start-up
+    from batchledger.jobs import (
+        recorded_intact,
+    )  # start-up: jobs only
 
     targets = {"output": target, "error": errors_path_for(target)}
     return all(
@@ -187,7 +191,7 @@ def saved_unchanged(job: Row, target: Path) -> bool:
 
 
 def watch(args: argparse.Namespace, ctx: Context, ref: JobRef) -> ExitCode:
-    from batchledger.jobs import follow_job  # imports openai: not at start-up
+    from batchledger.jobs import follow_job  # start-up: jobs only
 
     job = job_row(ctx, ref)
     ctx.start_api_command(job["account"])
@@ -211,7 +215,10 @@ def watch(args: argparse.Namespace, ctx: Context, ref: JobRef) -> ExitCode:
 def cancel(args: argparse.Namespace, ctx: Context, ref: JobRef) -> ExitCode:
     """Cancel the job's live batches and its queue; as for a batch, wait (unless
     --no-wait) until every batch is cancelled (or ended otherwise) and the job is over."""
-    from batchledger.jobs import cancel_job, follow_job  # imports openai: not at start-up
+    from batchledger.jobs import (
+        cancel_job,
+        follow_job,
+    )  # start-up: jobs only
 
     job = job_row(ctx, ref)
     if job["status"] not in (JOB_RUNNING, JOB_INPUT_CHANGED):
@@ -241,7 +248,10 @@ def show(args: argparse.Namespace, ctx: Context, ref: JobRef) -> ExitCode:
     parts = ledger.job_parts(job["id"])
     attempts = ledger.attempts_of_job(job["id"])
     history = ledger.job_history(job["id"])
-    from batchledger.jobs import job_notes, views  # imports openai: not at start-up
+    from batchledger.jobs import (
+        job_notes,
+        views,
+    )  # start-up: jobs only
 
     notes = job_notes(views(ctx, job))
     if args.json:
@@ -262,7 +272,7 @@ def show(args: argparse.Namespace, ctx: Context, ref: JobRef) -> ExitCode:
 
 
 def retry(args: argparse.Namespace, ctx: Context, ref: JobRef | BatchRef) -> ExitCode:
-    from batchledger.retry import retry as send_again  # imports openai: not at start-up
+    from batchledger.retry import retry as send_again  # start-up: retry and jobs, only for retry
 
     # The original's account: a retry is sent where the original was.
     account = job_row(ctx, ref)["account"] if isinstance(ref, JobRef) else ref.account
@@ -288,7 +298,7 @@ def retry(args: argparse.Namespace, ctx: Context, ref: JobRef | BatchRef) -> Exi
         return ExitCode.OK
     assert report.job is not None
     if args.json:
-        from batchledger.jobs import job_json  # imports openai: not at start-up
+        from batchledger.jobs import job_json  # start-up: jobs only
 
         ctx.print(json_text(job_json(report.job)))
         return ExitCode.OK

@@ -180,6 +180,14 @@ def accounts(args: argparse.Namespace, ctx: Context) -> ExitCode:
             "api_key_env": account.api_key_env,
             "key_set": account.key() is not None if account.needs_key() else None,
             "batches": in_ledger.get(account.name, 0),
+            "profile": account.profile.name,
+            "max_requests": account.profile.max_requests,
+            "max_bytes": account.profile.max_bytes,
+            "completion_windows": (
+                list(account.profile.completion_windows)
+                if account.profile.completion_windows is not None
+                else None
+            ),
         }
         for account in ctx.accounts.values()
     ]
@@ -192,6 +200,10 @@ def accounts(args: argparse.Namespace, ctx: Context) -> ExitCode:
             "api_key_env": None,
             "key_set": None,
             "batches": in_ledger[name],
+            "profile": None,
+            "max_requests": None,
+            "max_bytes": None,
+            "completion_windows": None,
         }
         for name in gone
     ]
@@ -225,7 +237,7 @@ def prune(args: argparse.Namespace, ctx: Context) -> ExitCode:
     if ledger is None:
         ctx.print("[]" if args.json else "Nothing to prune: no batches in the ledger yet.")
         return ExitCode.OK
-    from batchledger import prune as pruning  # imports openai: not for an empty ledger
+    from batchledger import prune as pruning  # start-up: only prune loads it
 
     planned = pruning.plan(ledger, args.older_than, ctx.account)
     if planned.kept_unsaved:

@@ -8,8 +8,8 @@ from batchledger.context import Context
 from batchledger.render import report_lines, saved_warnings
 
 if TYPE_CHECKING:
+    from batchledger.batch import BatchReport
     from batchledger.ledger import Ledger
-    from batchledger.workflow import BatchReport
 
 
 def print_report(ctx: Context, report: "BatchReport") -> None:

@@ -2,7 +2,6 @@
 the results as they come; a job's id hands over to job_commands."""
 
 import argparse
-import time
 
 from batchledger.batches import FINAL_STATUSES, JobRef, progress_of
 from batchledger.cli import job_commands
@@ -12,12 +11,13 @@ from batchledger.cli.reports import print_report, warn_saved
 from batchledger.cli.targets import out_dir, target
 from batchledger.context import Context
 from batchledger.errors import ExitCode, Transient, UsageError
+from batchledger.polling import Backoff
 from batchledger.redaction import redact
 from batchledger.render import Progress
 
 
 def watch(args: argparse.Namespace, ctx: Context) -> ExitCode:
-    from batchledger import workflow  # imports openai: not at start-up
+    from batchledger import batch  # start-up: only commands that call the API load it
 
     if args.all:
         interval = args.interval or first_watch_interval(ctx.account.kind)
@@ -31,7 +31,7 @@ def watch(args: argparse.Namespace, ctx: Context) -> ExitCode:
     ctx.start_api_command(ref.account)
     interval = args.interval or first_watch_interval(ctx.account_named(ref.account).kind)
     progress = Progress(ctx.stderr)
-    checks = workflow.follow(
+    checks = batch.follow(
         ctx,
         refs,
         auto_save=args.auto_save,
@@ -64,7 +64,7 @@ def watch(args: argparse.Namespace, ctx: Context) -> ExitCode:
 def watch_all(args: argparse.Namespace, ctx: Context, interval: float) -> ExitCode:
     """`watch --all`: sweep (batches, then jobs: their queued parts sent, their results
     merged) round after round, backing off while nothing moves, until nothing is left."""
-    from batchledger import workflow  # imports openai: not at start-up
+    from batchledger import sweep  # start-up: its jobs and batch steps, ~20 ms, only for sweeps
 
     ledger = ctx.open_ledger(create=False)
     if ledger is None or not ledger.has_work_to_sweep(include_synced=args.include_synced):
@@ -73,11 +73,11 @@ def watch_all(args: argparse.Namespace, ctx: Context, interval: float) -> ExitCo
     progress = Progress(ctx.stderr)
     seen: dict[str, tuple[object, ...]] = {}
     warned: set[str] = set()
-    pause = interval
+    backoff = Backoff(interval, args.max_interval)
     first = True
     try:
         while True:
-            swept = workflow.sweep_all(
+            swept = sweep.sweep_all(
                 ctx,
                 auto_save=args.auto_save,
                 concurrency=DEFAULT_CONCURRENCY,
@@ -121,8 +121,7 @@ def watch_all(args: argparse.Namespace, ctx: Context, interval: float) -> ExitCo
                     progress.end_line()
                     ctx.print("\n".join(job_commands.summary_lines(job)))
                     job_commands.warn(ctx, job)
-            pause = interval if moved else min(pause * 1.5, args.max_interval)
-            time.sleep(pause)
+            backoff.wait(moved)
     except KeyboardInterrupt:
         interrupt_taken()
         progress.end_line()
