@@ -118,6 +118,8 @@ def estimate_input(
         if split is not None or len(planned.parts) > 1:
             token_parts = planned.parts
             result.limits = split or limits
+    if token_parts is None and split is not None:
+        token_parts = plan_parts(path, max_requests=split[0], max_bytes=split[1])
     if token_parts is not None:
         result.parts = [
             PlannedPart(
@@ -128,17 +130,6 @@ def estimate_input(
                 bytes=part.size,
             )
             for part in token_parts
-        ]
-    elif split is not None:
-        result.parts = [
-            PlannedPart(
-                index=part.index,
-                first_line=part.first_line,
-                last_line=part.first_line + part.requests - 1,
-                requests=part.requests,
-                bytes=part.size,
-            )
-            for part in plan_parts(path, max_requests=split[0], max_bytes=split[1])
         ]
     for name in sorted(counted.models):
         count = counted.models[name]
