@@ -11,18 +11,32 @@ The file names environment variables, never keys:
     endpoint = "https://my-resource.openai.azure.com"
     api_version = "2025-04-01-preview"
     api_key_env = "AZURE_OPENAI_API_KEY"
+
+    [accounts.groq]
+    base_url = "https://api.groq.com/openai/v1"
+    api_key_env = "GROQ_API_KEY"
+    profile = "groq"                    # an OpenAI-compatible host's limits and windows
+    max_requests = 10000                # any account may override its profile's limits
+    completion_windows = ["24h", "7d"]
+
+Any account may also hold budgets (issue 22):
+    max_cost_per_day = 20                            # USD, held at create
+    enqueued_tokens = { "gpt-4o-mini" = 2000000 }    # a job's live input tokens per model
 """
 
+import dataclasses
+import math
 import os
 import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from batchledger.errors import UsageError
 from batchledger.paths import config_path, user_data_dir
+from batchledger.profiles import OPENAI_COMPATIBLE, PROFILES, Profile
 from batchledger.redaction import add_secret_variable
 
 ACCOUNT_ENV = "BATCHLEDGER_ACCOUNT"
@@ -30,27 +44,20 @@ DEFAULT = "default"
 DEMO = "demo"
 KINDS = ("openai", "azure", "emulator")
 OPENAI_BASE_URL = "https://api.openai.com/v1"
-MIB = 1024 * 1024
-# Per input file: (requests, bytes). OpenAI's are documented in the Batch guide; Azure's
-# Global Batch takes twice the requests.
-LIMITS = {
-    "openai": (50_000, 200 * MIB),
-    "azure": (100_000, 200 * MIB),
-    "emulator": (50_000, 200 * MIB),
-}
-DEFAULT_ENDPOINTS = {
-    "openai": "/v1/responses",
-    "azure": "/chat/completions",
-    "emulator": "/v1/responses",
-}
 # The demo's batches move one step every this many seconds: done in about ten.
 DEMO_STEP_SECONDS = 3.0
 
+# Budgets any account may hold (issue 22): checked by `_budgets`, not taken for strings.
+_BUDGETS = {"max_cost_per_day", "enqueued_tokens"}
+# Any account may override these limits of its provider's profile (providers/__init__.py).
+OVERRIDES = ("max_requests", "max_bytes", "completion_windows")
+_NOT_STRINGS = _BUDGETS | {"step_seconds", *OVERRIDES}
 _SETTINGS = {
-    "openai": {"kind", "base_url", "api_key_env"},
-    "azure": {"kind", "endpoint", "api_version", "api_key_env"},
-    "emulator": {"kind", "data_dir", "step_seconds"},
+    "openai": {"kind", "base_url", "api_key_env", "profile", *OVERRIDES} | _BUDGETS,
+    "azure": {"kind", "endpoint", "api_version", "api_key_env", *OVERRIDES} | _BUDGETS,
+    "emulator": {"kind", "data_dir", "step_seconds", *OVERRIDES} | _BUDGETS,
 }
+_WINDOW = re.compile(r"[1-9][0-9]*[hd]")
 _VARIABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # What an API key looks like: OpenAI's sk-…, or any long run of key characters.
 _LOOKS_LIKE_A_KEY = re.compile(r"(sk-[A-Za-z0-9_-]{8,}|[A-Za-z0-9_-]{32,})")
@@ -68,6 +75,13 @@ class Account:
     api_version: str | None = None  # azure
     data_dir: Path | None = None  # emulator: where its state is kept
     step_seconds: float = DEMO_STEP_SECONDS  # emulator
+    max_cost_per_day: float | None = None  # USD a UTC day's creates may take the spend to
+    # Per model: the counted input tokens a job keeps live at once (the provider's
+    # enqueued-token limit, or less). Empty: no token budget.
+    enqueued_tokens: Mapping[str, int] = field(default_factory=dict, hash=False)
+    profile_name: str | None = None  # None: the kind's own profile
+    # The account's own limits over its profile's: (setting, value) pairs of OVERRIDES.
+    overrides: tuple[tuple[str, Any], ...] = ()
 
     @property
     def location(self) -> str:
@@ -79,13 +93,25 @@ class Account:
         return (self.base_url or os.environ.get("OPENAI_BASE_URL") or OPENAI_BASE_URL).rstrip("/")
 
     @property
-    def default_endpoint(self) -> str:
-        return DEFAULT_ENDPOINTS[self.kind]
+    def profile(self) -> Profile:
+        """What the account's provider is: its limits (with the account's own overrides),
+        windows, metadata, result order, retention, status mapping."""
+        profile = PROFILES[self.profile_name or self.kind]
+        if self.kind == "openai" and self.profile_name is None:
+            # The host may be any OpenAI-compatible API (OPENAI_BASE_URL, base_url): its
+            # windows are passed through as given, as before profiles; `profile = "openai"`
+            # holds the account to OpenAI's own.
+            profile = dataclasses.replace(profile, completion_windows=None)
+        return profile.overridden(dict(self.overrides))
+
+    @property
+    def default_endpoint(self) -> str | None:
+        return self.profile.default_endpoint
 
     @property
     def limits(self) -> tuple[int, int]:
         """(requests, bytes) one batch input may hold."""
-        return LIMITS[self.kind]
+        return self.profile.limits
 
     def key(self) -> str | None:
         """The account's API key, from its environment variable; None if not set."""
@@ -180,8 +206,80 @@ def _account(name: str, settings: Any, path: Path) -> Account:
     if unknown:
         raise UsageError(f"{where}: unknown setting {unknown[0]!r} for kind {kind!r}")
     for setting, value in settings.items():
-        if setting != "step_seconds" and not isinstance(value, str):
+        if setting not in _NOT_STRINGS and not isinstance(value, str):
             raise UsageError(f"{where}: {setting} must be a string")
+    profile = settings.get("profile")
+    if profile is not None and profile not in OPENAI_COMPATIBLE:
+        raise UsageError(
+            f"{where}: unknown profile {profile!r} (profiles: {', '.join(OPENAI_COMPATIBLE)})"
+        )
+    return replace(
+        _connection(name, kind, settings, where),
+        profile_name=profile,
+        overrides=_overrides(settings, where),
+        **_budgets(settings, where),
+    )
+
+
+def _overrides(settings: Mapping[str, Any], where: str) -> tuple[tuple[str, Any], ...]:
+    """The account's own limits, checked: counts above zero, windows a list of names."""
+    found: list[tuple[str, Any]] = []
+    for setting in ("max_requests", "max_bytes"):
+        value = settings.get(setting)
+        if value is None:
+            continue
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise UsageError(f"{where}: {setting} must be a whole number above 0, not {value!r}")
+        found.append((setting, value))
+    windows = settings.get("completion_windows")
+    if windows is not None:
+        if (
+            not isinstance(windows, list)
+            or not windows
+            or not all(isinstance(window, str) and _WINDOW.fullmatch(window) for window in windows)
+        ):
+            raise UsageError(
+                f"{where}: completion_windows must be a list of windows such as "
+                f'["24h", "7d"], not {windows!r}'
+            )
+        found.append(("completion_windows", tuple(windows)))
+    return tuple(found)
+
+
+def _budgets(settings: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """An account's `max_cost_per_day` and `enqueued_tokens`, checked."""
+    budgets: dict[str, Any] = {}
+    cost = settings.get("max_cost_per_day")
+    if cost is not None:
+        if (
+            isinstance(cost, bool)
+            or not isinstance(cost, int | float)
+            or not math.isfinite(cost)
+            or cost < 0
+        ):
+            raise UsageError(
+                f"{where}: max_cost_per_day must be a number of USD, 0 or more, not {cost!r}"
+            )
+        budgets["max_cost_per_day"] = float(cost)
+    tokens = settings.get("enqueued_tokens")
+    if tokens is not None:
+        if not isinstance(tokens, dict):
+            raise UsageError(
+                f'{where}: enqueued_tokens must be a table of models, like {{ "gpt-4o-mini" '
+                "= 2000000 }"
+            )
+        for model, limit in tokens.items():
+            if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+                raise UsageError(
+                    f"{where}: enqueued_tokens of {model!r} must be a whole number of tokens, "
+                    f"1 or more, not {limit!r}"
+                )
+        budgets["enqueued_tokens"] = dict(tokens)
+    return budgets
+
+
+def _connection(name: str, kind: str, settings: Mapping[str, Any], where: str) -> Account:
+    """The account as its connection settings describe it."""
     key_env = settings.get("api_key_env", "AZURE_OPENAI_API_KEY" if kind == "azure" else None)
     if kind == "openai" and key_env is None:
         key_env = "OPENAI_API_KEY"

@@ -1,7 +1,8 @@
-"""One run of a command: what its steps share (the ledger, the log, the client, the streams).
+"""One run of a command: what its steps share (the ledger, the log, the providers, the streams).
 
-Made once by the CLI and handed to the workflow, as pipx's DispatchContext and httpie's
-Environment are, so that a new concern does not become a new parameter of every function.
+Made once by the CLI and handed to the batch steps, the sweep and jobs, as pipx's
+DispatchContext and httpie's Environment are, so that a new concern does not become a new
+parameter of every function.
 """
 
 import logging
@@ -16,11 +17,11 @@ from batchledger.accounts import Account, builtin_accounts
 from batchledger.errors import UsageError
 from batchledger.ledger import Ledger, open_ledger
 from batchledger.logs import close_logger, create_log_file, setup_logger
+from batchledger.providers import Provider
 
 if TYPE_CHECKING:
-    from openai import OpenAI
-
     from batchledger.emulator import EmulatorServer
+
 
 DEFAULT_MAX_RETRIES = 2
 DEFAULT_TIMEOUT = 600.0
@@ -43,7 +44,7 @@ class Context:
     stderr: TextIO = field(default_factory=lambda: sys.stderr)
     logger: logging.Logger | None = None
     # Told of each part of a job as its upload ends: (part, parts, bytes, seconds). The
-    # CLI shows it on stderr; the workflow never prints.
+    # CLI shows it on stderr; the layers below never print.
     on_part_uploaded: Callable[[int, int, int, float], None] | None = None
     # Told of a job's id as soon as the job is claimed, before any part is uploaded.
     on_job_claimed: Callable[[str], None] | None = None
@@ -53,7 +54,7 @@ class Context:
     # Accounts whose provider refused to list batches in this run: a sweep looks each up.
     cannot_list: set[str] = field(default_factory=set)
     _ledger: Ledger | None = None
-    _clients: "dict[str, OpenAI]" = field(default_factory=dict)
+    _providers: dict[str, Provider] = field(default_factory=dict)
     _emulators: "list[EmulatorServer]" = field(default_factory=list)
 
     # --- the ledger ----------------------------------------------------------------
@@ -85,9 +86,9 @@ class Context:
                 self._ledger.log_file = self.log_file
         return self.logger
 
-    def client(self) -> "OpenAI":
-        """The client of the run's account; fails early (exit 2) on a missing or bad key."""
-        return self.client_for(self.account.name)
+    def provider(self) -> Provider:
+        """The provider of the run's account; fails early (exit 2) on a missing or bad key."""
+        return self.provider_for(self.account.name)
 
     def account_named(self, name: str) -> Account:
         account = self.accounts.get(name)
@@ -98,22 +99,25 @@ class Context:
             )
         return account
 
-    def client_for(self, name: str) -> "OpenAI":
-        """The client of account `name`, made once per run; an emulator account's server
+    def provider_for(self, name: str) -> Provider:
+        """The provider of account `name`, made once per run; an emulator account's server
         starts here, inside this process, and stops when the run ends."""
-        if name not in self._clients:
-            from batchledger import api  # imports openai: only commands that call the API
-
+        if name not in self._providers:
             account = self.account_named(name)
             base_url = None
             if account.kind == "emulator":
                 base_url = self._start_emulator(account)
-            self._clients[name] = api.make_client(
+            # Imported here: each provider imports its SDK (about a second), which commands
+            # that call no API must not pay. A new provider's kind gets its line here.
+            from batchledger.providers.openai import OpenAIProvider
+
+            self._providers[name] = OpenAIProvider(
                 account, max_retries=self.max_retries, timeout=self.timeout, base_url=base_url
             )
-        return self._clients[name]
+        return self._providers[name]
 
     def _start_emulator(self, account: Account) -> str:
+        # Imported here: only a run on an emulator account serves one.
         from batchledger.emulator import EmulatorServer
 
         assert account.data_dir is not None
@@ -125,10 +129,10 @@ class Context:
         return server.base_url
 
     def start_api_command(self, account: str | None = None) -> None:
-        """The client first (a missing key is reported before anything is written), the
+        """The provider first (a missing key is reported before anything is written), the
         log, then the ledger. `account`: the one the command works on, when it is not the
         run's (a batch or job is followed on the account it was made on)."""
-        self.client_for(account or self.account.name)
+        self.provider_for(account or self.account.name)
         self.start_log()
         self.open_ledger(create=True)
 
@@ -151,8 +155,8 @@ class Context:
         print(f"batchledger: warning: {message}", file=self.stderr)
 
     def close(self) -> None:
-        for client in self._clients.values():
-            client.close()
+        for provider in self._providers.values():
+            provider.close()
         for server in self._emulators:
             server.stop()
         if self._ledger is not None:

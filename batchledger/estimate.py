@@ -5,6 +5,7 @@ limits (or --max-requests / --max-bytes). The tokens come from `tokens` (counted
 the prices from `prices` (batch rates). No key, no network, no ledger.
 """
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -86,9 +87,12 @@ def estimate_input(
     max_requests: int | None = None,
     max_bytes: int | None = None,
     prices: PriceList | None = None,
+    token_limits: Mapping[str, int] | None = None,
+    max_tokens: int | None = None,
 ) -> Estimate:
     """Count `path` (one streaming pass), plan it as create would (a second, newline-only
-    pass if it is split), and price it."""
+    pass if it is split; one that counts tokens again under a token budget: the account's
+    `token_limits`, or `max_tokens`), and price it."""
     prices = prices or PriceList()
     counted = count_input(path)
     input_ = InputFile(path=path, size=counted.bytes, sha256="", lines=counted.lines)
@@ -100,7 +104,23 @@ def estimate_input(
         limits=split or limits,
         unreadable=counted.unreadable,
     )
-    if split is not None:
+    token_parts = None
+    if token_limits or max_tokens is not None:  # issue 22: cut by counted tokens, as create
+        from batchledger.token_budget import plan_parts_by_tokens
+
+        planned = plan_parts_by_tokens(
+            path,
+            max_requests=(split or limits)[0],
+            max_bytes=(split or limits)[1],
+            limits=token_limits or {},
+            max_tokens=max_tokens,
+        )
+        if split is not None or len(planned.parts) > 1:
+            token_parts = planned.parts
+            result.limits = split or limits
+    if token_parts is None and split is not None:
+        token_parts = plan_parts(path, max_requests=split[0], max_bytes=split[1])
+    if token_parts is not None:
         result.parts = [
             PlannedPart(
                 index=part.index,
@@ -109,7 +129,7 @@ def estimate_input(
                 requests=part.requests,
                 bytes=part.size,
             )
-            for part in plan_parts(path, max_requests=split[0], max_bytes=split[1])
+            for part in token_parts
         ]
     for name in sorted(counted.models):
         count = counted.models[name]

@@ -12,7 +12,6 @@ import csv
 import io
 import json
 import sqlite3
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +19,8 @@ from typing import Any
 
 from batchledger.batches import FINAL_STATUSES, Row, results_saved
 from batchledger.errors import Refused, UsageError
+from batchledger.results_index import ScratchIndex, index_results
+from batchledger.results_index import json_object as _json_object
 
 COLUMNS = (
     "line",
@@ -33,7 +34,6 @@ COLUMNS = (
     "error_message",
 )
 RESULT_COLUMNS = COLUMNS[2:]
-INSERT_BATCH = 1_000  # result rows written to the index per statement
 CSV_FLUSH_ROWS = 1_000  # rows encoded before they are handed on as bytes
 
 
@@ -102,15 +102,9 @@ def check_job_exportable(job: Row) -> tuple[Path, list[Path]]:
 
 def export_rows(input_path: Path, results: list[Path], counts: ExportCounts) -> Iterator[list[Any]]:
     """Each input request with its result (or `missing`), as a row of COLUMNS."""
-    with tempfile.TemporaryDirectory(prefix="batchledger-export-") as folder:
-        index = sqlite3.connect(Path(folder) / "results.db")
-        try:
-            index.execute("PRAGMA journal_mode = OFF")
-            index.execute("PRAGMA synchronous = OFF")
-            build_index(index, results)
-            yield from joined_rows(index, input_path, counts)
-        finally:
-            index.close()
+    with ScratchIndex(prefix="batchledger-export-") as index:
+        build_index(index.conn, results)
+        yield from joined_rows(index.conn, input_path, counts)
 
 
 def build_index(index: sqlite3.Connection, results: list[Path]) -> None:
@@ -128,20 +122,12 @@ def build_index(index: sqlite3.Connection, results: list[Path]) -> None:
         f"INSERT INTO results VALUES ({placeholders}) ON CONFLICT (custom_id) DO UPDATE SET "
         f"{updates} WHERE results.status != 'ok'"
     )
-    with index:
-        for path in results:
-            pending: list[tuple[Any, ...]] = []
-            with path.open("rb") as lines:
-                for raw in lines:
-                    record = _json_object(raw)
-                    custom_id = record.get("custom_id")
-                    if not isinstance(custom_id, str):
-                        continue
-                    pending.append((custom_id, *result_fields(record)))
-                    if len(pending) >= INSERT_BATCH:
-                        index.executemany(insert, pending)
-                        pending.clear()
-            index.executemany(insert, pending)
+    index_results(
+        index,
+        insert,
+        results,
+        lambda _, __, ___, record: (record["custom_id"], *result_fields(record)),
+    )
 
 
 def joined_rows(
@@ -163,14 +149,6 @@ def joined_rows(
             counts.rows += 1
             counts.by_status[str(fields[0])] += 1
             yield [number, custom_id if isinstance(custom_id, str) else None, *fields]
-
-
-def _json_object(raw: bytes) -> dict[str, Any]:
-    try:
-        value = json.loads(raw)
-    except ValueError:
-        return {}
-    return value if isinstance(value, dict) else {}
 
 
 def result_fields(record: dict[str, Any]) -> tuple[Any, ...]:

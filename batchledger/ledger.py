@@ -14,7 +14,7 @@ from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from batchledger._db import Database
 from batchledger.batches import (
@@ -39,6 +39,9 @@ from batchledger.details import CreateDetails
 from batchledger.errors import BatchledgerError, Refused, UsageError
 from batchledger.migrations import migration_names, migrations
 from batchledger.times import utc_now
+
+if TYPE_CHECKING:
+    from batchledger.token_budget import TokenPlan
 
 # When a batch was made: the API's created_at, or when the ledger first saw it. Indexed.
 MADE_AT = "coalesce(created_at, recorded_at)"
@@ -339,6 +342,23 @@ class Ledger:
             self._job_history(job_row_id, "split", f"{len(parts)} parts of {input_.path}")
             return self.get_job(job_row_id), False
 
+    def record_part_tokens(self, job_row_id: int, planned: "TokenPlan") -> None:
+        """Each part's counted input tokens per model (issue 22), where the job's part has
+        the planned bytes and none recorded yet (a resumed job keeps what it has)."""
+        with self._writing():
+            for part, tokens in zip(planned.parts, planned.tokens, strict=True):
+                self.db.conn.execute(
+                    "UPDATE parts SET input_tokens = ? WHERE job = ? AND part_index = ? "
+                    "AND start_byte = ? AND end_byte = ? AND input_tokens IS NULL",
+                    (
+                        json.dumps(tokens, sort_keys=True),
+                        job_row_id,
+                        part.index,
+                        part.start,
+                        part.end,
+                    ),
+                )
+
     def release_job_claim(self, job_row_id: int) -> None:
         with self._writing():
             self.db.table("jobs").update(
@@ -455,9 +475,18 @@ class Ledger:
             self._job_history(job_row_id, action, detail)
 
     def finish_job(self, job_row_id: int, status: str) -> None:
+        from batchledger.spend import job_cost
+
+        cost = job_cost(self.attempts_of_job(job_row_id))  # issue 22: its attempts' sum
         with self._writing():
             self.db.table("jobs").update(
-                job_row_id, {"status": status, "finished_at": utc_now(), "merged_at": utc_now()}
+                job_row_id,
+                {
+                    "status": status,
+                    "finished_at": utc_now(),
+                    "merged_at": utc_now(),
+                    "actual_cost": cost,
+                },
             )
             self._job_history(job_row_id, "finish", f"status {status}")
 
@@ -582,6 +611,22 @@ class Ledger:
             "WHERE parts.job = ? ORDER BY batches.id",
             (job_row_id,),
         )
+
+    def spend_rows(self, account: str, since: str) -> tuple[list[Row], list[Row]]:
+        """(batches, jobs) of `account` made since `since`, or ended since then: what a
+        day's spend is summed from (`spend.day_spend`). A job's parts are in its job."""
+        ended = "coalesce(completed_at, failed_at, expired_at, cancelled_at)"
+        batches = self._rows(
+            "SELECT * FROM batches WHERE account = ? AND part IS NULL "
+            f"AND (recorded_at >= ? OR {ended} >= ?) ORDER BY id",
+            (account, since, since),
+        )
+        jobs = self._rows(
+            "SELECT * FROM jobs WHERE account = ? AND (recorded_at >= ? OR finished_at >= ?) "
+            "ORDER BY id",
+            (account, since, since),
+        )
+        return batches, jobs
 
     def last_attempt(self, part_id: int) -> Row | None:
         rows = self._rows(
@@ -732,10 +777,28 @@ class Ledger:
                     if existing is not None:
                         existing = {**existing, "base_url": base_url}
             self._history(row_id, action, f"status {batch['status']}")
+            if fields["usage"] and fields["status"] in FINAL_STATUSES:
+                self._record_actual_cost(row_id, batch)  # issue 22
         if existing is not None and _stored_as_given(fields):
             # Read inside the transaction: the row as it is now, without reading it again.
             return {**existing, **fields}
         return self.get_row(row_id)
+
+    def _record_actual_cost(self, row_id: int, batch: Mapping[str, Any]) -> None:
+        """A final batch's cost, priced once from its usage (`spend.batch_cost`)."""
+        model, recorded = self.db.conn.execute(
+            "SELECT model, actual_cost FROM batches WHERE id = ?", (row_id,)
+        ).fetchone()
+        if recorded is not None:
+            return
+        from batchledger.prices import PriceList
+        from batchledger.spend import batch_cost
+
+        cost = batch_cost(
+            {"model": batch.get("model") or model, "usage": batch["usage"]}, PriceList()
+        )
+        if cost is not None:
+            self.db.conn.execute("UPDATE batches SET actual_cost = ? WHERE id = ?", (cost, row_id))
 
     def _insert_foreign(
         self,
@@ -1037,7 +1100,10 @@ class Ledger:
             "sum(json_extract(usage, '$.input_tokens')) AS input, "
             "sum(json_extract(usage, '$.input_tokens_details.cached_tokens')) AS cached, "
             "sum(json_extract(usage, '$.output_tokens')) AS output, "
-            "sum(json_extract(usage, '$.output_tokens_details.reasoning_tokens')) AS reasoning "
+            "sum(json_extract(usage, '$.output_tokens_details.reasoning_tokens')) AS reasoning, "
+            # issue 22: the costs recorded when the batches ended, if every one with usage has one
+            "sum(actual_cost) AS recorded_cost, "
+            "sum(actual_cost IS NULL AND usage IS NOT NULL) AS unrecorded "
             f"FROM batches WHERE batch_id IS NOT NULL {where} GROUP BY grp, model",
             (since,) if since else (),
         )

@@ -10,13 +10,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from batchledger import api
 from batchledger.accounts import Account
+from batchledger.batch import saved_unchanged
 from batchledger.batches import FINAL_STATUSES, Row
 from batchledger.context import Context
 from batchledger.errors import BatchledgerError
 from batchledger.ledger import Ledger
-from batchledger.workflow import saved_unchanged
 
 FILE_KINDS = ("input", "output", "error")
 RESULT_KINDS = ("output", "error")
@@ -122,16 +121,16 @@ def prune(ctx: Context, items: list[PruneItem], *, dry_run: bool) -> list[PruneI
     A file the API no longer has is noted (and recorded as gone), not an error. Any other
     failure is kept in the item's outcome and the others go on.
     """
-    client, ledger = ctx.client(), ctx.ledger
+    provider, ledger = ctx.provider(), ctx.ledger
     for item in items:
         try:
-            found = api.get_file(client, item.file_id)
+            found = provider.get_file(item.file_id)
             if found is not None:
                 item.size = found.get("bytes") or item.size
                 if dry_run:
                     item.outcome = "would delete"
                     continue
-            gone = found is None or not api.delete_file(client, item.file_id)
+            gone = found is None or not provider.delete_file(item.file_id)
         except BatchledgerError as exc:
             item.outcome = f"failed: {exc.message}"
             continue

@@ -14,8 +14,6 @@ one unless the earlier one succeeded.
 
 import itertools
 import json
-import sqlite3
-import tempfile
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -23,6 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from batchledger.errors import UsageError
+from batchledger.results_index import READ_BYTES, ScratchIndex, index_results
+from batchledger.results_index import json_object as _json_object
+from batchledger.results_index import lines as _lines
 from batchledger.savefile import Saved, prepare_target, save_chunks
 
 # What a failure is called, by the result line's error.code.
@@ -37,10 +38,7 @@ DEFAULT_REASONS = frozenset({"expired", "cancelled", "timeout", "429", "5xx", "m
 OTHER_FAILURE = "failed"
 MISSING = "missing"
 
-_decode_json = json.JSONDecoder().raw_decode
-INSERT_BATCH = 2_000  # rows written to the index per statement
-READ_BYTES = 1024 * 1024  # result bytes read at once when merging
-INDEX_CACHE_KIB = 32 * 1024  # SQLite's page cache for the index: bounded, and enough to be quick
+INSERT_BATCH = 2_000  # input rows written to the index per statement
 
 # (output file, error file) of one attempt; either may be absent.
 Attempt = tuple[Path | None, Path | None]
@@ -135,29 +133,6 @@ def outcome(record: dict[str, Any]) -> str | None:
     return OTHER_FAILURE
 
 
-class ScratchIndex:
-    """A temporary SQLite file for a join too large for memory, deleted on exit.
-
-    Its page cache is bounded (INDEX_CACHE_KIB): the rest lives on disk. Also used by
-    ordering.py, which puts Anthropic's results in input order.
-    """
-
-    def __init__(self, prefix: str = "batchledger-redo-") -> None:
-        self._folder = tempfile.TemporaryDirectory(prefix=prefix)
-        self.conn = sqlite3.connect(Path(self._folder.name) / "index.db")
-        # A scratch file, deleted at the end: nothing to recover after a crash.
-        self.conn.execute("PRAGMA journal_mode = OFF")
-        self.conn.execute("PRAGMA synchronous = OFF")
-        self.conn.execute(f"PRAGMA cache_size = -{INDEX_CACHE_KIB}")
-
-    def __enter__(self) -> "ScratchIndex":
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.conn.close()
-        self._folder.cleanup()
-
-
 class _Index(ScratchIndex):
     """The temporary SQLite file that joins input lines and result lines by custom_id."""
 
@@ -186,22 +161,14 @@ class _Index(ScratchIndex):
             " WHERE results.ok = 0"
         )
         paths = [path for attempt in results for path in attempt if path is not None]
-        with self.conn:
-            for number, path in enumerate(paths):
-                pending: list[tuple[Any, ...]] = []
-                for offset, raw in _lines(path):
-                    record = _json_object(raw)
-                    custom_id = record.get("custom_id") if record else None
-                    if not isinstance(custom_id, str):
-                        continue  # not attributable to any request
-                    reason = outcome(record)
-                    newline = raw.endswith(b"\n")
-                    row = (custom_id, reason is None, reason, number, offset, len(raw), newline)
-                    pending.append(row)
-                    if len(pending) >= INSERT_BATCH:
-                        self.conn.executemany(insert, pending)
-                        pending.clear()
-                self.conn.executemany(insert, pending)
+
+        def row_of(number: int, offset: int, raw: bytes, record: dict[str, Any]) -> tuple[Any, ...]:
+            reason = outcome(record)
+            newline = raw.endswith(b"\n")
+            return (record["custom_id"], reason is None, reason, number, offset, len(raw), newline)
+
+        # _lines as this module has it now (bench/jobs.py counts the bytes it reads).
+        index_results(self.conn, insert, paths, row_of, read=_lines)
         return paths
 
     def add_input(self, input_path: Path) -> None:
@@ -244,28 +211,6 @@ class _Index(ScratchIndex):
                     f"line {number} of {input_path.name} repeats the custom_id {custom_id!r} "
                     f"of line {first}: retry could not tell their results apart"
                 )
-
-
-def _lines(path: Path) -> Iterator[tuple[int, bytes]]:
-    """Each line of `path` (its newline included) with its byte offset."""
-    offset = 0
-    with path.open("rb", buffering=READ_BYTES) as lines:
-        for raw in lines:
-            yield offset, raw
-            offset += len(raw)
-
-
-def _json_object(raw: bytes) -> dict[str, Any]:
-    """The JSON object on a line; {} if it is not one."""
-    try:
-        # A third faster than json.loads(bytes), which guesses the encoding of every line.
-        value = _decode_json(raw.decode())[0]
-    except ValueError:  # not JSON, not UTF-8, or leading whitespace: the careful way
-        try:
-            value = json.loads(raw)
-        except ValueError:
-            return {}
-    return value if isinstance(value, dict) else {}
 
 
 def _fault_of(raw: bytes) -> str:

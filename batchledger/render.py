@@ -7,12 +7,18 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from batchledger.batches import BATCH_TIMESTAMPS, ENDED_EARLY_STATUSES, Row, missing_requests
+from batchledger.batches import (
+    BATCH_TIMESTAMPS,
+    ENDED_EARLY_STATUSES,
+    FINAL_STATUSES,
+    Row,
+    missing_requests,
+)
 
 if TYPE_CHECKING:
+    from batchledger.batch import BatchReport
     from batchledger.prune import PruneItem
     from batchledger.usage import UsageLine
-    from batchledger.workflow import BatchReport
 
 
 def tabulate(table: Any, headers: Sequence[str], **options: Any) -> str:
@@ -41,7 +47,8 @@ LIST_FIELDS = (
 )
 SWEEP_COLUMNS = ("batch_id", "status", "requests", "saved", "note")
 HISTORY_COLUMNS = ("at", "action", "detail", "log file")
-ACCOUNT_COLUMNS = ("account", "kind", "base URL", "key variable", "key set", "batches")
+ACCOUNT_COLUMNS: tuple[str, ...] = ("account", "kind", "base URL", "key variable", "key set")
+ACCOUNT_COLUMNS += ("batches", "profile", "limits per batch")
 
 
 def display_path(path: str | Path | None) -> str:
@@ -118,6 +125,7 @@ SHOW_FIELDS = (
     "estimated_input_tokens",
     "estimated_cost_min",
     "estimated_cost_max",
+    "actual_cost",
 )
 
 
@@ -188,9 +196,16 @@ class Progress:
     def show(self, batch: Mapping[str, Any]) -> None:
         counts = batch.get("request_counts") or {}
         done, failed, total = (counts.get(k) or 0 for k in ("completed", "failed", "total"))
-        text = f"{batch['id']} {batch['status']}: {done + failed}/{total} done, {failed} failed"
+        final = batch.get("final", batch["status"] in FINAL_STATUSES)
+        percent = percent_done(done + failed, total, final=final)
+        text = (
+            f"{batch['id']} {batch['status']}: {done + failed}/{total} done, {failed} failed, "
+            f"{percent} %"
+        )
+        if not final and total and done + failed >= total:
+            text += " (finalizing: results not ready yet)"
         if self.on_terminal:
-            filled = self.BAR_WIDTH * (done + failed) // total if total else 0
+            filled = self.BAR_WIDTH * percent // 100
             bar = "#" * filled + "-" * (self.BAR_WIDTH - filled)
             self.stream.write(f"\r[{bar}] {text}\033[K")
             self.open_line = True
@@ -204,6 +219,16 @@ class Progress:
             self.stream.write("\n")
             self.stream.flush()
             self.open_line = False
+
+
+def percent_done(done: int, total: int, *, final: bool) -> int:
+    """How far a batch (or a job) has come, in whole percent of its requests: 100 only once
+    it is final, so that a batch `finalizing` (every request answered, its results not yet
+    written) shows 99, never 100."""
+    if not total:
+        return 100 if final else 0
+    percent = min(100 * done // total, 100)
+    return percent if final else min(percent, 99)
 
 
 def list_table(rows: Iterable[Row], *, with_account: bool = False) -> str:
@@ -227,7 +252,8 @@ def list_table(rows: Iterable[Row], *, with_account: bool = False) -> str:
 
 
 def accounts_table(rows: Iterable[Mapping[str, Any]]) -> str:
-    """`accounts`: name, kind, where, the key's variable and whether it is set, batches."""
+    """`accounts`: name, kind, where, the key's variable and whether it is set, batches,
+    its provider's profile and limits (requests, bytes, completion windows)."""
     table = [
         [
             row["name"],
@@ -236,10 +262,22 @@ def accounts_table(rows: Iterable[Mapping[str, Any]]) -> str:
             row["api_key_env"] or "",
             {True: "yes", False: "no", None: ""}[row["key_set"]],
             str(row["batches"]),
+            row["profile"] or "",
+            _limits_text(row),
         ]
         for row in rows
     ]
     return tabulate(table, headers=ACCOUNT_COLUMNS, disable_numparse=True)
+
+
+def _limits_text(row: Mapping[str, Any]) -> str:
+    """`50000 requests, 209715200 bytes, 24h`: an account's limits per batch."""
+    if row["max_requests"] is None:
+        return ""
+    windows = row["completion_windows"]
+    return f"{row['max_requests']} requests, {row['max_bytes']} bytes, " + (
+        "any window" if windows is None else "/".join(windows)
+    )
 
 
 def _input_names() -> Callable[[str], str]:
@@ -477,109 +515,3 @@ def usage_table(lines: Iterable["UsageLine"], by: str, *, priced: bool) -> str:
         disable_numparse=True,
         colalign=("left",) + ("right",) * (len(headers) - 1 + priced),
     )
-
-
-def show_job_lines(
-    job: Row, parts: list[Row], attempts: list[Row], history: list[Row], notes: Sequence[str] = ()
-) -> list[str]:
-    """Everything the ledger knows about one job: its fields, parts, attempts, the errors of
-    its parts (`notes`) and its history."""
-    fields = (
-        "job_id",
-        "status",
-        "retry_of",
-        "account",
-        "endpoint",
-        "completion_window",
-        "input_path",
-        "input_bytes",
-        "input_sha256",
-        "input_requests",
-        "max_requests",
-        "max_bytes",
-        "max_in_flight",
-        "recorded_at",
-        "finished_at",
-        "estimated_input_tokens",
-        "estimated_cost_min",
-        "estimated_cost_max",
-    )
-    lines = [
-        f"{name.replace('_', ' ') if name == 'retry_of' else name}: {job[name]}"
-        for name in fields
-        if job.get(name) is not None
-    ]
-    if job.get("requests_completed") is not None:
-        lines.append(
-            f"requests: {job['requests_completed']}/{job['input_requests']} completed, "
-            f"{job['requests_failed'] or 0} failed"
-        )
-    if job.get("status") == "input_changed":
-        changed = [event["detail"] for event in history if event["action"] == "input_changed"]
-        lines.append(f"reason: input changed: {changed[-1] if changed else 'see the history'}")
-    for kind, label in (("output", "saved"), ("error", "saved errors")):
-        if job.get(f"{kind}_path"):
-            lines.append(
-                f"{label}: {display_path(job[f'{kind}_path'])} ({job[f'{kind}_bytes']} bytes, "
-                f"sha256 {job[f'{kind}_sha256']})"
-            )
-    tried = {part["id"]: [row for row in attempts if row["part"] == part["id"]] for part in parts}
-    table = [
-        [
-            str(part["part_index"]),
-            f"{part['start_byte']}-{part['end_byte']}",
-            str(part["requests"]),
-            part["state"],
-            ", ".join(
-                f"{row['batch_id'] or '(not created)'} {row['status'] or ''}".strip()
-                for row in tried[part["id"]]
-            ),
-        ]
-        for part in parts
-    ]
-    lines.append("parts:")
-    lines += [
-        "  " + line
-        for line in tabulate(
-            table, headers=("part", "bytes", "requests", "state", "attempts"), disable_numparse=True
-        ).splitlines()
-    ]
-    lines += list(notes)
-    lines.append("history:")
-    events = [[event["at"], event["action"], event["detail"] or ""] for event in history]
-    lines += [
-        "  " + line
-        for line in tabulate(
-            events, headers=("at", "action", "detail"), disable_numparse=True
-        ).splitlines()
-    ]
-    return lines
-
-
-class PartProgress:
-    """Uploads of a job's parts on a stream: a line kept up to date on a terminal (parts and
-    bytes done, rate), one line per part otherwise."""
-
-    def __init__(self, stream: TextIO) -> None:
-        self.stream = stream
-        self.on_terminal = stream.isatty()
-        self.sent = 0
-        self.seconds = 0.0
-
-    def __call__(self, part: int, parts: int, size: int, seconds: float) -> None:
-        self.sent += size
-        self.seconds += seconds
-        rate = self.sent / self.seconds / 1e6 if self.seconds else 0.0
-        text = (
-            f"part {part}/{parts} uploaded: {size:,} bytes ({self.sent:,} in all, {rate:.1f} MB/s)"
-        )
-        if self.on_terminal:
-            self.stream.write(f"\r{text}\033[K")
-        else:
-            self.stream.write(text + "\n")
-        self.stream.flush()
-
-    def end_line(self) -> None:
-        if self.on_terminal and self.sent:
-            self.stream.write("\n")
-            self.stream.flush()

@@ -175,13 +175,14 @@ class Counter:
         self._seen: dict[tuple[str, str], int] = {}  # (model, text): tokens
         self._seen_chars = 0
 
-    def add(self, line: bytes) -> None:
+    def add(self, line: bytes) -> tuple[str, int] | None:
+        """Count one line; its model and input tokens (None for a blank line)."""
         size = len(line)
         self.result.lines += 1
         self.result.bytes += size
         text = line.decode("utf-8", "surrogateescape").strip()
         if not text:
-            return
+            return None
         try:
             request, _ = self._decode(text)
             model, texts, messages, cap = request_parts(request)
@@ -211,11 +212,13 @@ class Counter:
                     self._seen[key] = found
                     self._seen_chars += len(text)
                 tokens += found
-        count.input_tokens += tokens + messages * TOKENS_PER_MESSAGE + TOKENS_PER_REQUEST
+        tokens += messages * TOKENS_PER_MESSAGE + TOKENS_PER_REQUEST
+        count.input_tokens += tokens
         if cap is None:
             count.uncapped += 1
         else:
             count.max_output_tokens += cap
+        return model, tokens
 
 
 def lines_of(path: Path) -> Iterator[bytes]:

@@ -6,10 +6,12 @@ Prices come from `prices` (genai-prices' batch prices, a prices file over them).
 
 import math
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from batchledger.batches import Row
 from batchledger.errors import UsageError
 from batchledger.ledger import MADE_AT, Ledger
 
@@ -128,7 +130,9 @@ def usage_lines(
         model = row["model"] or "(unknown)"
         if prices is not None:
             price = prices.get(model)
-            if price is not None:
+            if recorded_cost(row) is not None and not named_in_prices_file(prices, model):
+                part.cost = recorded_cost(row)  # issue 22: as priced when the batches ended
+            elif price is not None:
                 part.cost = cost_of(part.tokens, price)
             elif any(part.tokens.values()):
                 part.cost = None
@@ -136,6 +140,20 @@ def usage_lines(
         lines.setdefault(part.group, UsageLine(group=part.group)).add(part)
     ordered = sorted(lines.values(), key=lambda line: line.group, reverse=by == "day")
     return ordered
+
+
+def recorded_cost(row: Row) -> float | None:
+    """The group's cost as recorded when its batches ended; None unless every batch with
+    usage has one."""
+    if row["unrecorded"] or row["recorded_cost"] is None:
+        return None
+    return float(row["recorded_cost"])
+
+
+def named_in_prices_file(prices: Prices, model: str) -> bool:
+    """The user gave this model's price (`--prices FILE`): it wins over recorded costs."""
+    overrides = getattr(prices, "overrides", prices)
+    return isinstance(overrides, Mapping) and model in overrides
 
 
 def total_of(lines: list[UsageLine]) -> UsageLine:

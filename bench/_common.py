@@ -187,7 +187,11 @@ def median(values: Sequence[float]) -> float:
 
 def import_floor(cwd: Path, runs: int = 3) -> Run:
     """The child that only imports what a command calling the API imports; median RSS run."""
-    cmd = [sys.executable, "-c", "import openai, batchledger.api, batchledger.workflow"]
+    cmd = [
+        sys.executable,
+        "-c",
+        "import openai, batchledger.providers.openai, batchledger.sweep",
+    ]
     measured = [run_measured(cmd, child_env(), cwd) for _ in range(runs)]
     return sorted(measured, key=lambda run: run.maxrss_kib)[len(measured) // 2]
 

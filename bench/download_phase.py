@@ -40,8 +40,8 @@ DRIVER = r"""
 import sys, time, types
 mode, batch_id, file_id, out, log = sys.argv[1:]
 import openai
-import batchledger.api, batchledger.savefile, batchledger.workflow
-from batchledger.cli.dispatch import main
+import batchledger.providers.openai, batchledger.savefile, batchledger.sweep
+from batchledger.cli.main import main
 if mode == "no hash":
     class NoHash:
         def update(self, data): pass

@@ -54,13 +54,17 @@ def _importtime_names(cmd: list[str], env: dict[str, str], cwd: Path) -> set[str
 
 def check_imports(report: Report, env: dict[str, str], cwd: Path) -> None:
     # The detector itself must see openai where it is imported.
-    if "openai" not in imported_by_code("import batchledger.api", env, cwd):
-        report.note("importtime parsing did not see openai in `import batchledger.api`!")
+    if "openai" not in imported_by_code("import batchledger.providers.openai", env, cwd):
+        report.note(
+            "importtime parsing did not see openai in `import batchledger.providers.openai`!"
+        )
     for args in (["--help"], ["list"]):
         names = imported_modules(args, env, cwd)
         label = f"`batchledger {' '.join(args)}` imports openai"
         report.add(label, "yes" if "openai" in names else "no", "no", "openai" not in names)
-        heavy = sorted(n for n in names if n in ("httpx2", "pydantic", "batchledger.api"))
+        heavy = sorted(
+            n for n in names if n in ("httpx2", "pydantic", "batchledger.providers.openai")
+        )
         if heavy:
             report.note(f"`{' '.join(args)}` also imported {', '.join(heavy)}")
 

@@ -3,10 +3,10 @@
     .venv/bin/python bench/transfer.py [--quick]
 
 Peak RSS is compared with the "import floor": a child that only imports what a command
-calling the API imports (openai, batchledger.api, batchledger.workflow) and exits. Wall
-time is compared with the bare SDK: a script that does the same transfer with the `openai`
-SDK and nothing else (no ledger, no hash, no fsync); and, for information, with curl (the
-SDK alone is about twice curl; issue 15 withdrew the targets against curl).
+calling the API imports (openai, batchledger.providers.openai, batchledger.sweep) and
+exits. Wall time is compared with the bare SDK: a script that does the same transfer with
+the `openai` SDK and nothing else (no ledger, no hash, no fsync); and, for information,
+with curl (the SDK alone is about twice curl; issue 15 withdrew the targets against curl).
 """
 
 from __future__ import annotations

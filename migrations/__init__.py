@@ -336,3 +336,16 @@ def m008_record_estimates(db: Database) -> None:
         db.execute(f"ALTER TABLE {table} ADD COLUMN estimated_input_tokens INTEGER")
         db.execute(f"ALTER TABLE {table} ADD COLUMN estimated_cost_min REAL")
         db.execute(f"ALTER TABLE {table} ADD COLUMN estimated_cost_max REAL")
+
+
+@migrations()
+def m009_actual_costs_and_part_tokens(db: Database) -> None:
+    # Issue 22. `actual_cost`: what a batch cost in USD, priced from the usage the API
+    # reported once it is final (at genai-prices' batch price of its model); a job's, the sum
+    # of its attempts', once it is over. NULL: not final yet, no usage, no price, or older.
+    for table in ("batches", "jobs"):
+        db.execute(f"ALTER TABLE {table} ADD COLUMN actual_cost REAL")
+    # A part's input tokens per model, counted offline at create (a JSON object, model:
+    # tokens) when the account holds a token budget (`enqueued_tokens`) or the parts were cut
+    # by tokens (`--max-tokens`); a part waits queued until its tokens fit. NULL: not counted.
+    db.execute("ALTER TABLE parts ADD COLUMN input_tokens TEXT")

@@ -9,10 +9,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import API_KEY, ledger_rows, write_jsonl
+from helpers import API_KEY, api_requests, ledger_rows, write_jsonl
 from openai import OpenAI
 
-from batchledger.emulator import EmulatorServer
+from batchledger.emulator import EmulatorServer, Fault
 from batchledger.migrations import migration_names
 
 SECOND_KEY = "sk-second-0123456789abcdefSECRET"
@@ -205,6 +205,10 @@ def test_accounts_lists_each_with_its_key_variable_and_batches(
         "api_key_env": "SECOND_KEY",
         "key_set": True,
         "batches": 1,
+        "profile": "openai",
+        "max_requests": 50_000,
+        "max_bytes": 200 * 1024 * 1024,
+        "completion_windows": None,
     }
     assert by_name["east"]["key_set"] is False and by_name["east"]["kind"] == "azure"
     assert by_name["demo"]["kind"] == "emulator" and by_name["demo"]["key_set"] is None
@@ -213,7 +217,6 @@ def test_accounts_lists_each_with_its_key_variable_and_batches(
 
 
 def test_every_configured_key_is_redacted(cli, three, isolated: Path):
-    from batchledger.emulator import Fault
 
     three["second"].state.add_fault(
         Fault(method="POST", path=r"^/v1/batches$", status=400, message=f"bad key {SECOND_KEY}")
@@ -335,3 +338,61 @@ def test_the_demo_account_runs_the_whole_workflow_with_no_server_and_no_key(
     assert batch_id in listed.out
     assert (isolated.parent / "xdg" / "batchledger" / "demo" / "state.json").exists()
     assert API_KEY not in saved.read_text()
+
+
+# --- a batch of another base URL never stops a sweep ---------------------------------------
+
+
+@pytest.fixture
+def other_server(monkeypatch: pytest.MonkeyPatch):
+    with EmulatorServer(port=0) as server:
+        yield server
+
+
+def test_batches_of_another_base_url_are_skipped_with_one_warning(
+    cli, emulator: EmulatorServer, other_server: EmulatorServer, isolated: Path, monkeypatch
+):
+    write_jsonl(isolated / "in.jsonl", 2)
+    assert cli("create", "--in", "in.jsonl").code == 0
+    write_jsonl(isolated / "two.jsonl", 3)
+    assert cli("create", "--in", "two.jsonl").code == 0
+    monkeypatch.setenv("OPENAI_BASE_URL", other_server.base_url)
+
+    again = cli("create", "--in", "in.jsonl")  # not a duplicate: another server's batch
+    swept = cli("status", "--all")
+    watched = cli("watch", "--all", "--interval", "0.01")
+
+    assert again.code == 0, again.err
+    assert swept.code == 0, swept.err
+    warnings = [line for line in swept.err.splitlines() if "skipped 2 batches" in line]
+    assert len(warnings) == 1 and emulator.base_url in warnings[0]
+    assert again.field("batch_id") in swept.out
+    assert watched.code == 0, watched.err
+    # Nothing of the first server's was asked of the second.
+    first_ids = set(emulator.state.batches)
+    asked = {request.path.rsplit("/", 1)[-1] for request in other_server.state.requests}
+    assert not first_ids & asked
+
+
+def test_a_batch_its_account_does_not_know_is_reported_and_the_others_go_on(
+    cli, emulator: EmulatorServer, isolated: Path
+):
+    # A ledger of the released version, whose batches were made on a server long gone
+    # (their base URL was never recorded): each is a 404 here.
+    shutil.copy(
+        Path(__file__).parent / "fixtures" / "ledger_v0_1_0.db", os.environ["BATCHLEDGER_DB"]
+    )
+    write_jsonl(isolated / "new.jsonl", 6)
+    new = cli("create", "--in", "new.jsonl").field("batch_id")
+
+    first = cli("status", "--all")
+    asked_first = api_requests(emulator, "GET", "/v1/batches/batch_")
+    second = cli("status", "--all")
+
+    assert first.code == 0, first.err
+    assert first.err.count("does not know it") == 2  # the running batch and the synced one
+    assert "a create of cut.jsonl made no batch; marked abandoned" in first.err
+    assert new in first.out
+    assert second.code == 0 and "does not know it" not in second.err
+    assert asked_first == 3
+    assert api_requests(emulator, "GET", "/v1/batches/batch_") == 4  # only the new one again

@@ -3,9 +3,9 @@
 import pytest
 from helpers import sdk, write_jsonl
 
-from batchledger import api
 from batchledger.emulator import EmulatorServer
 from batchledger.errors import ApiError, ExitCode
+from batchledger.providers import openai as api
 
 
 def test_get_batch_status_is_the_sdk_models_dump(cli, emulator: EmulatorServer, isolated):

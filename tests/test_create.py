@@ -3,9 +3,10 @@
 import hashlib
 from pathlib import Path
 
-from helpers import api_requests, ledger_rows, write_jsonl
+import pytest
+from helpers import API_KEY, api_requests, ledger_rows, write_jsonl
 
-from batchledger.emulator import EmulatorServer
+from batchledger.emulator import EmulatorServer, Fault
 
 
 def test_create_prints_ids_and_records_the_batch(cli, emulator: EmulatorServer, isolated: Path):
@@ -95,3 +96,56 @@ def test_same_input_twice_is_refused_unless_forced(cli, emulator: EmulatorServer
     assert forced.field("batch_id") != first.field("batch_id")
     assert len(emulator.state.batches) == 2
     assert len(ledger_rows()) == 2
+
+
+def batches_made(server: EmulatorServer) -> int:
+    return len(server.state.batches)
+
+
+# --- uploads are always named .jsonl ----------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["data.ndjson", "input"])
+def test_uploads_are_named_jsonl_whatever_the_input_is_called(
+    cli, emulator: EmulatorServer, isolated: Path, name: str
+):
+    write_jsonl(isolated / name, 2)
+
+    result = cli("create", "--in", name)
+
+    assert result.code == 0, result.err
+    [upload] = emulator.state.files.values()
+    stem = name.partition(".")[0]
+    assert upload.filename.startswith(f"{stem}.bl_") and upload.filename.endswith(".jsonl")
+    assert upload.filename.count(".") == 2
+
+
+# --- a create that failed after its upload has an end ------------------------------------
+
+
+def test_a_create_refused_by_5xx_is_abandoned_then_resumed_by_create(
+    cli, emulator: EmulatorServer, isolated: Path, monkeypatch
+):
+    write_jsonl(isolated / "in.jsonl", 2)
+    emulator.state.add_fault(Fault(method="POST", path=r"^/v1/batches$", status=500, times=None))
+    assert cli("create", "--in", "in.jsonl", "--max-retries", "1").code == 1
+    emulator.state.clear_faults()
+
+    swept = cli("status", "--all")
+    requests_before = len(emulator.state.requests)
+    monkeypatch.delenv("OPENAI_API_KEY")
+    quiet = cli("status", "--all")
+    requests_after = len(emulator.state.requests)
+    listed = cli("list")
+    monkeypatch.setenv("OPENAI_API_KEY", API_KEY)
+    resumed = cli("create", "--in", "in.jsonl")
+
+    assert swept.code == 0, swept.err
+    assert "marked abandoned" in swept.err
+    assert swept.out == "No pending batches in the ledger.\n"
+    assert quiet.code == 0 and quiet.out == "No pending batches in the ledger.\n"
+    assert requests_after == requests_before  # no network, no key needed
+    assert "abandoned" in listed.out
+    assert resumed.code == 0, resumed.err
+    assert api_requests(emulator, "POST", "/v1/files") == 1  # the upload was reused
+    assert batches_made(emulator) == 1

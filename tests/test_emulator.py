@@ -507,6 +507,33 @@ def test_faults_over_http(server: EmulatorServer, client: OpenAI) -> None:
     assert client.files.list().data == []
 
 
+# Batch input names
+
+
+@pytest.mark.parametrize("name", ["input.json", "input.txt", "input", "input.jsonl.gz"])
+def test_batch_upload_not_named_jsonl_is_refused(client: OpenAI, tmp_path: Path, name: str) -> None:
+    path = tmp_path / name
+    path.write_text(json.dumps(request_line("a")) + "\n")
+    with path.open("rb") as handle, pytest.raises(openai.BadRequestError) as caught:
+        client.files.create(file=handle, purpose="batch")
+
+    assert caught.value.status_code == 400
+    assert caught.value.body == {
+        "message": "Invalid file format for Batch API. Must be .jsonl",
+        "type": "invalid_request_error",
+        "param": None,
+        "code": None,
+    }
+    assert client.files.list().data == []
+
+
+def test_other_purposes_take_any_name(client: OpenAI, tmp_path: Path) -> None:
+    path = tmp_path / "notes.txt"
+    path.write_text("hello\n")
+    with path.open("rb") as handle:
+        assert client.files.create(file=handle, purpose="user_data").filename == "notes.txt"
+
+
 # Command line
 
 

@@ -2,12 +2,23 @@
 
 import os
 import socket
+import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
-from helpers import API_KEY, api_requests, free_port, ledger_rows, write_jsonl
+from helpers import (
+    API_KEY,
+    api_requests,
+    free_port,
+    ledger_rows,
+    log_text,
+    write_jsonl,
+)
 
 from batchledger.emulator import EmulatorServer, Fault
+from batchledger.ledger import open_ledger
 
 
 def assert_one_line_error(result, code: int, *fragments: str) -> None:
@@ -219,3 +230,62 @@ def test_an_unusable_log_file_is_a_usage_error(cli, isolated: Path, emulator: Em
     (isolated / "taken").mkdir()
     result = cli("status", "--batch-id", "batch_abc", "--log-file", "taken")
     assert_one_line_error(result, 2, "cannot write the log file taken")
+
+
+# --- the key never reaches the ledger -----------------------------------------------------
+
+
+def test_an_api_error_that_echoes_the_key_is_stored_without_it(
+    cli, emulator: EmulatorServer, isolated: Path
+):
+    write_jsonl(isolated / "in.jsonl", 2)
+    emulator.state.add_fault(
+        Fault(
+            method="POST",
+            path=r"^/v1/batches$",
+            status=400,
+            message=f"Invalid request from key {API_KEY}: endpoint not allowed",
+        )
+    )
+
+    result = cli("create", "--in", "in.jsonl")
+
+    assert result.code == 1
+    assert "[API key]" in result.err and API_KEY not in result.err + result.out
+    dump = "\n".join(sqlite3.connect(os.environ["BATCHLEDGER_DB"]).iterdump())
+    assert "endpoint not allowed" in dump and API_KEY not in dump
+    assert API_KEY not in log_text(isolated)
+
+
+# --- every input a user can type gets a one-line error --------------------------------
+
+
+@pytest.mark.parametrize("value", ["inf", "nan", "-1", "1e12", "soon"])
+def test_a_bad_lock_timeout_is_a_usage_error(cli, isolated: Path, monkeypatch, value: str):
+    ledger = open_ledger(Path(os.environ["BATCHLEDGER_DB"]))
+    assert ledger is not None
+    ledger.close()
+    monkeypatch.setenv("BATCHLEDGER_LOCK_TIMEOUT", value)
+
+    result = cli("list")
+
+    assert result.code == 2
+    assert result.err.startswith("batchledger: error: BATCHLEDGER_LOCK_TIMEOUT must be")
+    assert len(result.err.splitlines()) == 1
+
+
+def test_a_deleted_working_directory_is_a_usage_error(isolated: Path):
+    gone = isolated / "gone"
+    gone.mkdir()
+    code = (
+        "import os, sys; os.chdir(sys.argv[1]); os.rmdir(sys.argv[1]);"
+        "from batchledger.cli import main; sys.exit(main(['list']))"
+    )
+    child = subprocess.run(
+        [sys.executable, "-c", code, str(gone)], capture_output=True, text=True, timeout=60
+    )
+
+    assert child.returncode == 2
+    assert child.stderr == (
+        "batchledger: error: the working directory no longer exists; cd into one that does\n"
+    )

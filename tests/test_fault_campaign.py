@@ -33,9 +33,10 @@ import openai._base_client
 import pytest
 from helpers import write_jsonl
 
-from batchledger import api, workflow
+from batchledger import sweep
 from batchledger.cli import main
 from batchledger.emulator import EmulatorServer, Fault
+from batchledger.providers import openai as api
 
 # Two servers and four recovery sweeps make a schedule about twice as long as with one
 # (1.3 to 2 s here): 100 keep CI's slice near its old length, well under 4 minutes.
@@ -135,7 +136,7 @@ def test_random_fault_schedules(isolated: Path, fast_retries: None, monkeypatch,
         monkeypatch.setenv("BATCHLEDGER_DB", str(work / "ledger.db"))
         monkeypatch.setenv("BATCHLEDGER_CONFIG", str(work / "accounts.toml"))
         # Every other schedule's sweeps read all their batches from the listing.
-        monkeypatch.setattr(workflow, "LIST_FROM_ROUNDS", 1 if seed % 2 else 3)
+        monkeypatch.setattr(sweep, "LIST_FROM_ROUNDS", 1 if seed % 2 else 3)
         with (
             EmulatorServer(host="127.0.0.1", port=0) as first,
             EmulatorServer(host="127.0.0.1", port=0) as second,

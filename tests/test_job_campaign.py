@@ -45,10 +45,10 @@ from typing import Any
 
 from test_fault_campaign import fast_retries  # noqa: F401  (a fixture, used by name)
 
-from batchledger import jobs as jobs_module
 from batchledger.cli import main
 from batchledger.emulator import EmulatorServer, Fault
 from batchledger.emulator.models import StoredBatch
+from batchledger.jobs import moves as jobs_module
 
 # About 2 s a schedule here (child processes, sweeps): 30 keep CI's slice near a minute on
 # an idle machine and under 2.5 minutes on two busy cores.
@@ -70,7 +70,7 @@ PAUSE_POINTS = (
     "batchledger.merge:_read",  # a merge's temporary file open, part written
     "batchledger.ledger:Ledger.record_job_results",  # a merged file saved, not recorded
     "batchledger.ledger:Ledger.finish_job",  # a job merged, not marked done
-    "batchledger.retry:merge_into_original",  # a retry job done, its original not merged
+    "batchledger.jobs.retry_merge:merge_into_original",  # a retry job done, its original not merged
     "batchledger.redo:save_chunks",  # the original's per-custom_id merge, being saved
     "batchledger.ledger:Ledger.record_part_upload",  # a part uploaded, not recorded
     "batchledger.ledger:Ledger.start_attempt",  # a part about to get its next attempt
@@ -575,10 +575,11 @@ def kill_mid_command(schedule: Schedule, rng: random.Random, args: list[str]) ->
 # Where a child is paused (and killed) in a retry's merge into its original, and at which
 # call: see kill_in_retry_merge.
 RETRY_MERGE_POINTS = (
-    ("batchledger.retry:merge_into_original", 1),  # the retry's parts merged, not the original
+    # the retry's parts merged, not the original
+    ("batchledger.jobs.retry_merge:merge_into_original", 1),
     ("batchledger.redo:_read_range", 1),  # the original's results being saved (a .part open)
-    ("batchledger.retry:_record", 1),  # the original's output saved, not recorded
-    ("batchledger.retry:_record", 2),  # its output recorded, its errors not
+    ("batchledger.jobs.retry_merge:_record", 1),  # the original's output saved, not recorded
+    ("batchledger.jobs.retry_merge:_record", 2),  # its output recorded, its errors not
     ("batchledger.ledger:Ledger.finish_job", 1),  # merged and recorded, the retry not done
 )
 

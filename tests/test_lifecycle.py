@@ -21,7 +21,7 @@ from helpers import (
     write_jsonl,
 )
 
-from batchledger import workflow
+from batchledger import batch as batch_steps
 from batchledger.batches import REF_KEY, BatchRef
 from batchledger.context import Context
 from batchledger.emulator import EmulatorServer, Fault
@@ -52,9 +52,10 @@ def test_watch_follows_a_batch_to_the_end_and_saves_it(
     assert result.field("saved") == f"results_{batch_id}.jsonl ({saved.stat().st_size} bytes)"
     # Progress goes to stderr, one plain line per change when it is not a terminal.
     assert result.err.splitlines() == [
-        f"{batch_id} in_progress: 0/4 done, 0 failed",
-        f"{batch_id} finalizing: 4/4 done, 0 failed",
-        f"{batch_id} completed: 4/4 done, 0 failed",
+        f"{batch_id} in_progress: 0/4 done, 0 failed, 0 %",
+        # Every request answered, the results not written yet: not 100 % (issue 22).
+        f"{batch_id} finalizing: 4/4 done, 0 failed, 99 % (finalizing: results not ready yet)",
+        f"{batch_id} completed: 4/4 done, 0 failed, 100 %",
     ]
     assert ledger_rows()[0]["output_path"] == str(saved)
 
@@ -88,7 +89,7 @@ def test_watch_backs_off_while_nothing_moves(isolated: Path, monkeypatch):
             command="watch", ledger_path=isolated / "watch.db", log_file=isolated / "watch.log"
         )
         pauses: list[float] = []
-        checks = workflow.follow(
+        checks = batch_steps.follow(
             ctx,
             [BatchRef("default", batch.id)],
             auto_save=True,
@@ -475,8 +476,10 @@ def test_watch_draws_a_progress_bar_on_a_terminal(cli, emulator: EmulatorServer,
     assert child.returncode == 0
     assert "status: completed" in out
     screen = drawn.decode()
-    assert f"\r[{'-' * 30}] {batch_id} in_progress: 0/4 done, 0 failed" in screen
-    assert f"\r[{'#' * 30}] {batch_id} completed: 4/4 done, 0 failed" in screen
+    assert f"\r[{'-' * 30}] {batch_id} in_progress: 0/4 done, 0 failed, 0 %" in screen
+    # finalizing: the bar stops short of full (99 %), full only once completed.
+    assert f"\r[{'#' * 29}-] {batch_id} finalizing: 4/4 done, 0 failed, 99 %" in screen
+    assert f"\r[{'#' * 30}] {batch_id} completed: 4/4 done, 0 failed, 100 %" in screen
 
 
 def test_watch_rides_out_passing_network_failures(cli, emulator: EmulatorServer, isolated: Path):

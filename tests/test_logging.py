@@ -1,11 +1,14 @@
 """The log file: one record per API call, operation names, no key, no result content."""
 
 import re
+import sys
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 from helpers import API_KEY, advance, ledger_rows, write_jsonl
 
 from batchledger.emulator import EmulatorServer
+from batchledger.paths import default_log_path
 
 # ISO 8601 in UTC, with milliseconds and an explicit Z.
 RECORD = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z (INFO|WARNING|ERROR) \S")
@@ -62,3 +65,36 @@ def test_key_appears_nowhere(cli, emulator: EmulatorServer, isolated: Path):
     logs = "".join(p.read_text() for p in (isolated / "logs").iterdir())
     for text in (outputs, ledger_dump, logs):
         assert API_KEY not in text
+
+
+# --- a log of its own, in UTC --------------------------------------------------------------
+
+
+def test_runs_started_in_the_same_second_get_their_own_log_files(
+    cli, emulator: EmulatorServer, isolated: Path, monkeypatch
+):
+    same = Path("logs/batch_20261201_120000.log")
+    monkeypatch.setattr(sys.modules["batchledger.cli.main"], "default_log_path", lambda now: same)
+    write_jsonl(isolated / "a.jsonl", 2)
+    write_jsonl(isolated / "b.jsonl", 3)
+
+    assert cli("create", "--in", "a.jsonl").code == 0
+    assert cli("create", "--in", "b.jsonl").code == 0
+
+    logs = sorted(path.name for path in (isolated / "logs").iterdir())
+    assert logs == ["batch_20261201_120000.log", "batch_20261201_120000_2.log"]
+    first = (isolated / "logs" / logs[0]).read_text()
+    assert "a.jsonl" in first and "b.jsonl" not in first
+
+
+def test_log_names_and_lines_are_in_utc(cli, emulator: EmulatorServer, isolated: Path):
+    east = datetime(2026, 12, 1, 9, 30, 5, tzinfo=timezone(timedelta(hours=5)))
+    assert default_log_path(east) == Path("logs/batch_20261201_043005.log")
+    write_jsonl(isolated / "a.jsonl", 2)
+
+    cli("create", "--in", "a.jsonl")
+
+    [log] = (isolated / "logs").iterdir()
+    stamp = datetime.strptime(log.name, "batch_%Y%m%d_%H%M%S.log").replace(tzinfo=UTC)
+    assert abs((datetime.now(UTC) - stamp).total_seconds()) < 60
+    assert all(line[:24].endswith("Z") for line in log.read_text().splitlines())

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from batchledger import ordering, quick_order
+from batchledger import ordering, quick_inputs, quick_order, quick_scan
 from batchledger.split import plan_parts
 
 
@@ -89,7 +89,7 @@ def test_the_quick_way_writes_what_the_exact_way_writes(
         monkeypatch.setattr(quick_order, "BUCKET_BYTES", bucket_bytes)
         monkeypatch.setattr(quick_order, "MAX_BUCKET_BYTES", largest)
     if parallel is not None:  # the second half of the results indexed by a forked child
-        monkeypatch.setattr(quick_order, "PARALLEL_BYTES", parallel)
+        monkeypatch.setattr(quick_scan, "PARALLEL_BYTES", parallel)
     input_path, results = mixed_files(tmp_path)
     quick, exact = both_ways(tmp_path, input_path, results, [(0, input_path.stat().st_size)])
     assert (tmp_path / "q.jsonl").read_bytes() == (tmp_path / "x.jsonl").read_bytes()
@@ -121,7 +121,7 @@ def test_a_result_whose_hash_is_an_input_ids_is_placed_only_if_the_ids_are_equal
     tmp_path, monkeypatch
 ):
     """Correctness never rests on the hash: with one that collides, the bytes decide."""
-    monkeypatch.setattr(quick_order, "_hashes", weak_hash)
+    monkeypatch.setattr(quick_inputs, "_hashes", weak_hash)
     input_path = tmp_path / "in.jsonl"
     input_path.write_bytes(b"".join(request(n) for n in range(10)))  # last bytes all differ
     results = tmp_path / "results.jsonl"
@@ -136,7 +136,7 @@ def test_a_result_whose_hash_is_an_input_ids_is_placed_only_if_the_ids_are_equal
 
 
 def test_input_ids_that_share_a_hash_go_the_exact_way(tmp_path, monkeypatch):
-    monkeypatch.setattr(quick_order, "_hashes", weak_hash)
+    monkeypatch.setattr(quick_inputs, "_hashes", weak_hash)
     input_path = tmp_path / "in.jsonl"
     input_path.write_bytes(request(1) + request(11))  # both end in "1"
     assert input_path.stat().st_size == 137
@@ -168,7 +168,7 @@ def test_the_cli_starts_without_numpy():
 @pytest.mark.parametrize("parallel", [None, 1], ids=["one process", "two processes"])
 def test_a_bad_input_line_is_named_wherever_it_is(tmp_path, monkeypatch, parallel):
     if parallel is not None:
-        monkeypatch.setattr(quick_order, "PARALLEL_BYTES", parallel)
+        monkeypatch.setattr(quick_scan, "PARALLEL_BYTES", parallel)
     results = tmp_path / "results.jsonl"
     results.write_bytes(result("req-1", "succeeded") + b"\n")
     lines = [request(n) for n in range(40)]

@@ -78,3 +78,21 @@ def test_retrieve_default_name_and_overwrite_warning(cli, emulator: EmulatorServ
     assert result.err == (
         f"batchledger: warning: overwrote existing file results_{batch_id}.jsonl\n"
     )
+
+
+# --- --out may name a folder ------------------------------------------------------------
+
+
+def test_retrieve_into_an_existing_folder_saves_under_the_default_name(
+    cli, emulator: EmulatorServer, isolated: Path
+):
+    write_jsonl(isolated / "in.jsonl", 2)
+    batch_id = cli("create", "--in", "in.jsonl").field("batch_id")
+    complete(emulator, batch_id)
+    (isolated / "out").mkdir()
+
+    result = cli("retrieve", "--batch-id", batch_id, "--out", "out")
+
+    assert result.code == 0, result.err
+    assert result.out.startswith(f"saved: out/results_{batch_id}.jsonl")
+    assert (isolated / "out" / f"results_{batch_id}.jsonl").stat().st_size > 0

@@ -153,3 +153,53 @@ def test_status_all_on_an_empty_ledger(cli, isolated: Path):
     assert result.code == 0
     assert result.out == "No pending batches in the ledger.\n"
     assert not (isolated.parent / "ledger.db").exists()
+
+
+# --- status prints, then saves -------------------------------------------------------
+
+
+def test_status_prints_the_batch_before_saving_and_a_gone_result_is_a_warning_once(
+    cli, emulator: EmulatorServer, isolated: Path
+):
+    write_jsonl(isolated / "in.jsonl", 2)
+    batch_id = cli("create", "--in", "in.jsonl").field("batch_id")
+    complete(emulator, batch_id)
+    sdk(emulator).files.delete(emulator.state.batches[batch_id].output_file_id)
+
+    first = cli("status", "--batch-id", batch_id)
+    second = cli("status", "--batch-id", batch_id)
+
+    assert first.code == 0, first.err
+    assert first.field("status") == "completed"
+    assert "results are gone from the API" in first.err
+    assert second.code == 0 and second.field("status") == "completed"
+    assert "gone" not in second.err
+    assert api_requests(emulator, "GET", "/v1/files/") == 1  # asked once, then remembered
+
+
+# --- synced batches are not saved by sweeps unless asked ---------------------------------
+
+
+def test_a_sweep_after_sync_does_not_download_what_was_made_elsewhere(
+    cli, emulator: EmulatorServer, isolated: Path
+):
+    client = sdk(emulator)
+    upload = client.files.create(
+        file=write_jsonl(isolated / "e.jsonl", 2).open("rb"), purpose="batch"
+    )
+    batch = client.batches.create(
+        input_file_id=upload.id, endpoint="/v1/responses", completion_window="24h"
+    )
+    complete(emulator, batch.id)
+    assert cli("sync").code == 0
+
+    swept = cli("status", "--all")
+    into = isolated / "saved"
+    asked = cli("status", "--all", "--include-synced", "--out-dir", str(into))
+
+    assert swept.code == 0 and swept.out == "No pending batches in the ledger.\n"
+    assert not list(isolated.glob("results_*"))
+    assert asked.code == 0, asked.err
+    assert (into / f"results_{batch.id}.jsonl").read_bytes() == emulator.state.files[
+        emulator.state.batches[batch.id].output_file_id
+    ].path.read_bytes()

@@ -16,9 +16,9 @@ from urllib.parse import parse_qs, urlsplit
 from helpers import complete, ledger_rows, log_text, sdk, server_bytes, write_jsonl
 from openai import OpenAI
 
-from batchledger import api
 from batchledger.emulator import EmulatorServer, Fault
 from batchledger.errors import Transient
+from batchledger.providers import openai as api
 
 LIST = r"^/v1/batches$"
 

@@ -1,8 +1,8 @@
-"""The command line: parser.py defines it, commands.py runs each command, dispatch.py maps
-errors to exit codes, process.py is the console script's entry, exit and Ctrl-C."""
+"""The command line: parser.py declares it, main.py runs a command from its table and maps
+errors to exit codes, the *_commands.py modules hold the commands, defaults.py their
+defaults, process.py the process's exit and Ctrl-C."""
 
-from batchledger.cli.dispatch import main
+from batchledger.cli.main import entry, main
 from batchledger.cli.parser import build_parser
-from batchledger.cli.process import entry
 
 __all__ = ["build_parser", "entry", "main"]

@@ -1,87 +1,58 @@
-"""The commands: each turns its arguments into workflow calls and the results into output."""
+"""The commands that call the API on a batch (or on all of them): create, status, retrieve,
+cancel, sync and retry. Each turns its arguments into calls of the batch steps (batch.py)
+and the sweep (sweep.py), and the results into output; given a job's id, each hands over
+to job_commands."""
 
 import argparse
 import dataclasses
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from batchledger.batches import FINAL_STATUSES, JOB_INPUT_CHANGED, BatchRef, JobRef
+from batchledger.batches import JobRef
 from batchledger.cli import estimate_commands, job_commands
+from batchledger.cli.defaults import DEFAULT_WATCH_MAX_INTERVAL
+from batchledger.cli.reports import warn_input_changed, warn_saved
+from batchledger.cli.targets import out_dir, out_path, target
 from batchledger.context import Context
 from batchledger.details import CreateDetails, check_metadata
 from batchledger.errors import ExitCode, UsageError
-from batchledger.paths import default_results_path
+from batchledger.inputs import check_input, count_lines, hash_input_in_background
 from batchledger.redaction import redact
-from batchledger.render import (
-    Progress,
-    json_text,
-    report_lines,
-    row_json,
-    saved_line,
-    saved_warnings,
-    status_lines,
-    sweep_table,
-)
-from batchledger.resolve import resolve
+from batchledger.render import json_text, row_json, saved_line, status_lines, sweep_table
+from batchledger.split import split_wanted
+from batchledger.token_budget import TokenPlan, plan_parts_by_tokens
 
 if TYPE_CHECKING:
-    from batchledger.ledger import Ledger
-    from batchledger.workflow import BatchReport
-
-Handler = Callable[[argparse.Namespace, Context], ExitCode]
-
-
-def target(ctx: Context, text: str) -> BatchRef | JobRef:
-    """A batch or a job: wherever a batch id is taken, a job id is too."""
-    return resolve(
-        ctx.open_ledger(create=False), text, named=ctx.named_account, current=ctx.account.name
-    )
-
-
-def out_path(args: argparse.Namespace, ref: BatchRef) -> Path | None:
-    """Where `--out` says to save: a file, or (an existing folder) the default name in it."""
-    if not args.out:
-        return None
-    out = Path(args.out).expanduser()
-    return out / default_results_path(ref.batch_id) if out.is_dir() else out
-
-
-def out_dir(args: argparse.Namespace) -> Path | None:
-    """`--out-dir`: checked before anything is sent."""
-    if not args.out_dir:
-        return None
-    folder = Path(args.out_dir).expanduser()
-    if folder.exists() and not folder.is_dir():
-        raise UsageError(f"--out-dir {args.out_dir} is a file, not a folder")
-    return folder
+    from batchledger.ledger import InputFile
 
 
 def create(args: argparse.Namespace, ctx: Context) -> ExitCode:
-    from batchledger.inputs import check_input, count_lines, hash_input_in_background
-
     details = create_details(args)  # before anything is read, written or sent
+    ctx.account.profile.check_window(args.completion_window)
     if args.dry_run:
         return estimate_commands.estimate(args, ctx)
     path = check_input(args.input)
-    if args.max_cost is not None:  # before the key, the ledger, any upload
+    if args.max_cost is not None or ctx.account.max_cost_per_day is not None:  # budgets
+        # before the key, the ledger's writes, any upload
         estimate = estimate_commands.check_max_cost(args, ctx)
         details = dataclasses.replace(details, estimate=estimate)
     elif args.prices:
         raise UsageError("--prices prices an estimate: it goes with --dry-run or --max-cost")
     hashing = hash_input_in_background(path, args.input)
-    from batchledger import workflow  # imports openai, while the input is hashed
-    from batchledger.split import split_wanted
+    from batchledger import batch  # start-up: only commands that call the API load it
 
     ctx.start_api_command()
-    endpoint = args.endpoint or ctx.account.default_endpoint
+    # A provider whose batches name no endpoint (its profile has no default) records none.
+    endpoint = args.endpoint or ctx.account.default_endpoint or ""
     input_ = count_lines(hashing.result(), args.input)  # after the import: see count_lines
     split = split_wanted(input_, ctx.account.limits, args.max_requests, args.max_bytes)
-    if split is not None:
-        return job_commands.create(args, ctx, input_, endpoint, split, details)
+    planned = token_plan(args, ctx, input_, split)  # issue 22: parts cut by counted tokens
+    if split is not None or (planned is not None and len(planned.parts) > 1):
+        split = split or ctx.account.limits
+        return job_commands.create(args, ctx, input_, endpoint, split, details, planned)
     if args.max_in_flight is not None:
         raise UsageError("--max-in-flight is for inputs split into parts (a job)")
-    submitted = workflow.submit(
+    submitted = batch.submit(
         ctx,
         input_,
         endpoint,
@@ -102,12 +73,30 @@ def create(args: argparse.Namespace, ctx: Context) -> ExitCode:
     return ExitCode.OK
 
 
+def token_plan(
+    args: argparse.Namespace, ctx: Context, input_: "InputFile", split: tuple[int, int] | None
+) -> TokenPlan | None:
+    """With a token budget (the account's `enqueued_tokens`, or --max-tokens): the input
+    cut by counted tokens (one pass that parses every line), else None (cut by newlines)."""
+    max_tokens = getattr(args, "max_tokens", None)
+    if not ctx.account.enqueued_tokens and max_tokens is None:
+        return None
+    limits = split or ctx.account.limits
+    return plan_parts_by_tokens(
+        input_.path,
+        max_requests=limits[0],
+        max_bytes=limits[1],
+        limits=ctx.account.enqueued_tokens,
+        max_tokens=max_tokens,
+    )
+
+
 def status(args: argparse.Namespace, ctx: Context) -> ExitCode:
     if args.all:
         if args.out:
             raise UsageError("--out names one file; it cannot be used with --all (--out-dir)")
         return sweep(args, ctx)
-    from batchledger import workflow
+    from batchledger import batch  # start-up: only commands that call the API load it
 
     if args.out_dir or args.include_synced:
         raise UsageError("--out-dir and --include-synced go with --all; --out names one file")
@@ -116,11 +105,11 @@ def status(args: argparse.Namespace, ctx: Context) -> ExitCode:
         return job_commands.status(args, ctx, ref)
     out = out_path(args, ref)
     ctx.start_api_command(ref.account)
-    report = workflow.look_up(ctx, ref)
+    report = batch.look_up(ctx, ref)
     if not args.json:  # the status first: whatever the save does, the user sees it
         ctx.print("\n".join(status_lines(report.row or {})))
     if args.auto_save:
-        workflow.save_if_finished(ctx, report, out=out)
+        batch.save_if_finished(ctx, report, out=out)
     if args.json:
         ctx.print(json_text(row_json(report.row or {})))
     else:
@@ -138,9 +127,9 @@ def sweep(args: argparse.Namespace, ctx: Context) -> ExitCode:
         if ledger is not None:
             warn_input_changed(ctx, ledger, set())
         return ExitCode.OK
-    from batchledger import workflow
+    from batchledger import sweep  # start-up: its jobs and batch steps, ~20 ms, only for sweeps
 
-    swept = workflow.sweep_all(
+    swept = sweep.sweep_all(
         ctx,
         auto_save=args.auto_save,
         concurrency=args.concurrency,
@@ -165,7 +154,7 @@ def sweep(args: argparse.Namespace, ctx: Context) -> ExitCode:
     if args.json:
         # One document: the batches checked (a job's parts among them), then each job
         # moved on, its row with its parts and requests (`"kind": "job"`).
-        from batchledger.jobs import job_json
+        from batchledger.jobs import job_json  # start-up: jobs only
 
         ctx.print(
             json_text(
@@ -190,39 +179,15 @@ def sweep(args: argparse.Namespace, ctx: Context) -> ExitCode:
     return ExitCode.FAILURE if failures else ExitCode.OK
 
 
-def warn_input_changed(ctx: Context, ledger: "Ledger", told: set[str]) -> None:
-    """A sweep leaves jobs whose input changed alone; each sweep reminds of them."""
-    for job in ledger.jobs_in_status(JOB_INPUT_CHANGED):
-        if job["job_id"] not in told:
-            ctx.warn(
-                f"{job['job_id']}: input_changed: its queued parts wait for "
-                f"{Path(job['input_path']).name} as it was split (then 'batchledger status "
-                f"--batch-id {job['job_id']}'), or cancel it"
-            )
-
-
-def print_report(ctx: Context, report: "BatchReport") -> None:
-    """A checked batch on stdout: its status lines and saved files."""
-    ctx.print("\n".join(report_lines(report)))
-    warn_saved(ctx, report)
-
-
-def warn_saved(ctx: Context, report: "BatchReport") -> None:
-    for warning in saved_warnings(report):
-        ctx.warn(warning)
-    if report.warning:
-        ctx.warn(report.warning)
-
-
 def retrieve(args: argparse.Namespace, ctx: Context) -> ExitCode:
-    from batchledger import workflow
+    from batchledger import batch  # start-up: only commands that call the API load it
 
     ref = target(ctx, args.batch_id)
     if isinstance(ref, JobRef):
         return job_commands.retrieve(args, ctx, ref)
     out = out_path(args, ref)
     ctx.start_api_command(ref.account)
-    report = workflow.retrieve(ctx, ref, out, again=args.force)
+    report = batch.retrieve(ctx, ref, out, again=args.force)
     if report.already_saved:
         assert report.row is not None
         for kind in ("output", "error"):
@@ -237,148 +202,19 @@ def retrieve(args: argparse.Namespace, ctx: Context) -> ExitCode:
     return ExitCode.OK
 
 
-def watch(args: argparse.Namespace, ctx: Context) -> ExitCode:
-    from batchledger import workflow
-    from batchledger.cli.parser import DEFAULT_WATCH_INTERVAL, DEMO_WATCH_INTERVAL
-    from batchledger.cli.process import interrupt_taken
-
-    if args.all:
-        interval = args.interval or (
-            DEMO_WATCH_INTERVAL if ctx.account.kind == "emulator" else DEFAULT_WATCH_INTERVAL
-        )
-        return watch_all(args, ctx, interval)
-    if args.out_dir or args.include_synced:
-        raise UsageError("--out-dir and --include-synced go with --all")
-    ref = target(ctx, args.batch_id)
-    if isinstance(ref, JobRef):
-        return job_commands.watch(args, ctx, ref)
-    refs = [ref]
-    ctx.start_api_command(ref.account)
-    interval = args.interval or (
-        DEMO_WATCH_INTERVAL
-        if ctx.account_named(ref.account).kind == "emulator"
-        else DEFAULT_WATCH_INTERVAL
-    )
-    progress = Progress(ctx.stderr)
-    checks = workflow.follow(
-        ctx,
-        refs,
-        auto_save=args.auto_save,
-        interval=interval,
-        max_interval=args.max_interval,
-        out_dir=out_dir(args),
-    )
-    try:
-        for report in checks:
-            if report.error is not None:
-                progress.end_line()
-                ctx.warn(f"{report.batch_id}: {redact(report.error.message)}; still watching")
-                continue
-            if report.batch is None:  # its account does not know it
-                progress.end_line()
-                warn_saved(ctx, report)
-                continue
-            progress.show(report.batch)
-            if report.batch["status"] in FINAL_STATUSES:
-                progress.end_line()
-                print_report(ctx, report)
-    except KeyboardInterrupt:
-        interrupt_taken()
-        progress.end_line()
-        ctx.stderr.write("batchledger: stopped watching; the batches keep running on the server\n")
-        return ExitCode.INTERRUPTED
-    return ExitCode.OK
-
-
-def watch_all(args: argparse.Namespace, ctx: Context, interval: float) -> ExitCode:
-    """`watch --all`: sweep (batches, then jobs: their queued parts sent, their results
-    merged) round after round, backing off while nothing moves, until nothing is left."""
-    import time
-
-    from batchledger import workflow
-    from batchledger.batches import progress_of
-    from batchledger.cli.parser import DEFAULT_CONCURRENCY
-    from batchledger.cli.process import interrupt_taken
-    from batchledger.errors import Transient
-
-    ledger = ctx.open_ledger(create=False)
-    if ledger is None or not ledger.has_work_to_sweep(include_synced=args.include_synced):
-        ctx.print("No pending batches in the ledger.")
-        return ExitCode.OK
-    progress = Progress(ctx.stderr)
-    seen: dict[str, tuple[object, ...]] = {}
-    warned: set[str] = set()
-    pause = interval
-    first = True
-    try:
-        while True:
-            swept = workflow.sweep_all(
-                ctx,
-                auto_save=args.auto_save,
-                concurrency=DEFAULT_CONCURRENCY,
-                include_synced=args.include_synced,
-                out_dir=out_dir(args),
-            )
-            if swept is None or not (swept.reports or swept.jobs):
-                if first:
-                    for line in swept.skipped if swept else []:
-                        ctx.warn(line)
-                    ctx.print("No pending batches in the ledger.")
-                return ExitCode.OK
-            for line in swept.skipped:
-                if line not in warned:
-                    warned.add(line)
-                    ctx.warn(line)
-            first = False
-            moved = False
-            for report in swept.reports:
-                if report.error is not None:
-                    progress.end_line()
-                    if not isinstance(report.error, Transient):
-                        raise report.error
-                    ctx.warn(f"{report.batch_id}: {redact(report.error.message)}; still watching")
-                    continue
-                if report.batch is None:
-                    progress.end_line()
-                    warn_saved(ctx, report)
-                    continue
-                state = (report.batch["status"], *progress_of(report.batch))
-                moved = moved or seen.get(report.batch_id) != state
-                seen[report.batch_id] = state
-                progress.show(report.batch)
-                part = report.row is not None and report.row["part"] is not None
-                if report.batch["status"] in FINAL_STATUSES and not part:
-                    progress.end_line()
-                    print_report(ctx, report)
-            for job in swept.jobs:
-                moved = moved or bool(job.submitted) or job.job["status"] != "running"
-                if job.job["status"] != "running":
-                    progress.end_line()
-                    ctx.print("\n".join(job_commands.summary_lines(job)))
-                    job_commands.warn(ctx, job)
-            pause = interval if moved else min(pause * 1.5, args.max_interval)
-            time.sleep(pause)
-    except KeyboardInterrupt:
-        interrupt_taken()
-        progress.end_line()
-        ctx.stderr.write("batchledger: stopped watching; the batches keep running on the server\n")
-        return ExitCode.INTERRUPTED
-
-
 def cancel(args: argparse.Namespace, ctx: Context) -> ExitCode:
-    from batchledger import workflow
-    from batchledger.cli.parser import DEFAULT_WATCH_MAX_INTERVAL
+    from batchledger import batch  # start-up: only commands that call the API load it
 
     ref = target(ctx, args.batch_id)
     if isinstance(ref, JobRef):
         return job_commands.cancel(args, ctx, ref)
     ctx.start_api_command(ref.account)
-    report = workflow.cancel(ctx, ref)
+    report = batch.cancel(ctx, ref)
     assert report.batch is not None
     ctx.print(f"batch_id: {report.batch_id}")
     ctx.print(f"status: {report.batch['status']}")
     if args.wait:
-        for status_ in workflow.wait_for_cancel(
+        for status_ in batch.wait_for_cancel(
             ctx, report, interval=args.interval, max_interval=DEFAULT_WATCH_MAX_INTERVAL
         ):
             ctx.print(f"status: {status_}")
@@ -386,10 +222,10 @@ def cancel(args: argparse.Namespace, ctx: Context) -> ExitCode:
 
 
 def sync(args: argparse.Namespace, ctx: Context) -> ExitCode:
-    from batchledger import workflow
+    from batchledger import sweep  # start-up: its jobs and batch steps, ~20 ms, only for sweeps
 
     ctx.start_api_command()
-    report = workflow.sync(ctx)
+    report = sweep.sync(ctx)
     ctx.print(f"added: {len(report.added)}")
     ctx.print(f"updated: {len(report.updated)}")
     ctx.print(f"recovered: {len(report.recovered)}")

@@ -8,8 +8,10 @@ from batchledger.context import Context
 from batchledger.details import CostEstimate
 from batchledger.errors import ExitCode
 from batchledger.estimate import Estimate, check_budget, estimate_input, money
+from batchledger.inputs import check_input
 from batchledger.prices import PriceList
 from batchledger.render import display_path, json_text, tabulate
+from batchledger.spend import account_day_spend, check_day_budget
 from batchledger.tokens import UNREADABLE
 
 MODEL_COLUMNS = (
@@ -36,10 +38,18 @@ def estimate(args: argparse.Namespace, ctx: Context) -> ExitCode:
 
 
 def check_max_cost(args: argparse.Namespace, ctx: Context) -> CostEstimate:
-    """`create --max-cost USD`: Refused (exit 3) before any upload when the upper estimate is
-    above it, or unknown; else the estimate, for the ledger."""
+    """`create --max-cost USD`, and the account's `max_cost_per_day`: Refused (exit 3)
+    before any upload when the upper estimate is above either, or unknown; else the
+    estimate, for the ledger."""
     found = estimate_of(args, ctx)
-    check_budget(found, args.max_cost)
+    if args.max_cost is not None:
+        check_budget(found, args.max_cost)
+    limit = ctx.account.max_cost_per_day
+    if limit is not None:  # issue 22: the day's spend, from the ledger
+        spend = account_day_spend(
+            ctx.open_ledger(create=False), ctx.account.name, PriceList.from_file(args.prices)
+        )
+        check_day_budget(ctx.account.name, limit, spend, found.cost_max, found.cost_input)
     return CostEstimate(
         input_tokens=sum(model.input_tokens for model in found.models),
         cost_min=found.cost_input,
@@ -48,8 +58,6 @@ def check_max_cost(args: argparse.Namespace, ctx: Context) -> CostEstimate:
 
 
 def estimate_of(args: argparse.Namespace, ctx: Context) -> Estimate:
-    from batchledger.inputs import check_input
-
     path = check_input(args.input)
     return estimate_input(
         path,
@@ -57,6 +65,8 @@ def estimate_of(args: argparse.Namespace, ctx: Context) -> Estimate:
         max_requests=args.max_requests,
         max_bytes=args.max_bytes,
         prices=PriceList.from_file(args.prices),
+        token_limits=ctx.account.enqueued_tokens,  # issue 22: the plan create would follow
+        max_tokens=getattr(args, "max_tokens", None),
     )
 
 

@@ -6,22 +6,19 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from batchledger.batches import JOB_INPUT_CHANGED, JOB_RUNNING, BatchRef, JobRef, Row
+from batchledger.cli.defaults import DEFAULT_WATCH_MAX_INTERVAL, first_watch_interval
+from batchledger.cli.process import interrupt_taken
 from batchledger.context import Context
 from batchledger.details import CreateDetails
 from batchledger.errors import ExitCode, Refused, UsageError
 from batchledger.paths import default_results_path, errors_path_for
-from batchledger.render import (
-    PartProgress,
-    Progress,
-    display_path,
-    json_text,
-    saved_line,
-    show_job_lines,
-)
+from batchledger.render import Progress, display_path, json_text, saved_line
+from batchledger.render_jobs import PartProgress, job_progress, show_job_lines
 
 if TYPE_CHECKING:
     from batchledger.jobs import JobReport
     from batchledger.ledger import InputFile
+    from batchledger.token_budget import TokenPlan
 
 
 def job_row(ctx: Context, ref: JobRef) -> Row:
@@ -39,8 +36,12 @@ def create(
     endpoint: str,
     split: tuple[int, int],
     details: CreateDetails,
+    planned: "TokenPlan | None" = None,
 ) -> ExitCode:
-    from batchledger.jobs import create_job, job_json
+    from batchledger.jobs import (
+        create_job,
+        job_json,
+    )  # start-up: jobs only
 
     progress = PartProgress(ctx.stderr)
     ctx.on_part_uploaded = progress
@@ -60,6 +61,7 @@ def create(
         max_in_flight=args.max_in_flight,
         details=details,
         force=args.force,
+        planned=planned,
     )
     progress.end_line()
     if args.json:
@@ -70,7 +72,10 @@ def create(
 
 
 def print_job(ctx: Context, report: "JobReport", *, as_json: bool = False) -> None:
-    from batchledger.jobs import job_json, job_lines
+    from batchledger.jobs import (
+        job_json,
+        job_lines,
+    )  # start-up: jobs only
 
     if as_json:
         ctx.print(json_text(job_json(report)))
@@ -100,7 +105,7 @@ def summary_line(report: "JobReport") -> str:
 
 def summary_lines(report: "JobReport") -> list[str]:
     """summary_line, and below it the errors of the job's parts (at the job's lines)."""
-    from batchledger.jobs import job_notes
+    from batchledger.jobs import job_notes  # start-up: jobs only
 
     return [summary_line(report)] + [f"  {note}" for note in job_notes(report.parts)]
 
@@ -114,7 +119,7 @@ def warn(ctx: Context, report: "JobReport") -> None:
 
 
 def status(args: argparse.Namespace, ctx: Context, ref: JobRef) -> ExitCode:
-    from batchledger.jobs import advance
+    from batchledger.jobs import advance  # start-up: jobs only
 
     job = job_row(ctx, ref)
     out = Path(args.out) if getattr(args, "out", None) else None
@@ -127,7 +132,10 @@ def status(args: argparse.Namespace, ctx: Context, ref: JobRef) -> ExitCode:
 def retrieve(args: argparse.Namespace, ctx: Context, ref: JobRef) -> ExitCode:
     """As for a batch: the results at --out (or the default name); saved already and
     unchanged, not written again unless --force; a missing or changed file is rebuilt."""
-    from batchledger.jobs import advance, rebuild_job_results
+    from batchledger.jobs import (
+        advance,
+        rebuild_job_results,
+    )  # start-up: jobs only
 
     job = job_row(ctx, ref)
     out = out_target(args, ref)
@@ -170,7 +178,9 @@ def out_target(args: argparse.Namespace, ref: JobRef) -> Path | None:
 
 def saved_unchanged(job: Row, target: Path) -> bool:
     """The job's results are recorded at `target` (errors beside it) with these bytes."""
-    from batchledger.jobs import recorded_intact
+    from batchledger.jobs import (
+        recorded_intact,
+    )  # start-up: jobs only
 
     targets = {"output": target, "error": errors_path_for(target)}
     return all(
@@ -181,33 +191,16 @@ def saved_unchanged(job: Row, target: Path) -> bool:
 
 
 def watch(args: argparse.Namespace, ctx: Context, ref: JobRef) -> ExitCode:
-    from batchledger.cli.parser import DEFAULT_WATCH_INTERVAL, DEMO_WATCH_INTERVAL
-    from batchledger.cli.process import interrupt_taken
-    from batchledger.jobs import follow_job
+    from batchledger.jobs import follow_job  # start-up: jobs only
 
     job = job_row(ctx, ref)
     ctx.start_api_command(job["account"])
-    interval = args.interval or (
-        DEMO_WATCH_INTERVAL
-        if ctx.account_named(job["account"]).kind == "emulator"
-        else DEFAULT_WATCH_INTERVAL
-    )
+    interval = args.interval or first_watch_interval(ctx.account_named(job["account"]).kind)
     progress = Progress(ctx.stderr)
     report = None
     try:
         for report in follow_job(ctx, job, interval=interval, max_interval=args.max_interval):
-            progress.show(
-                {
-                    "id": report.job_id,
-                    "status": f"{report.job['status']} ({report.parts_done}/"
-                    f"{len(report.parts)} parts)",
-                    "request_counts": {
-                        "completed": report.requests_completed,
-                        "failed": report.requests_failed,
-                        "total": report.job["input_requests"],
-                    },
-                }
-            )
+            progress.show(job_progress(report))  # issue 22: every part's requests, sent or not
     except KeyboardInterrupt:
         interrupt_taken()
         progress.end_line()
@@ -222,8 +215,10 @@ def watch(args: argparse.Namespace, ctx: Context, ref: JobRef) -> ExitCode:
 def cancel(args: argparse.Namespace, ctx: Context, ref: JobRef) -> ExitCode:
     """Cancel the job's live batches and its queue; as for a batch, wait (unless
     --no-wait) until every batch is cancelled (or ended otherwise) and the job is over."""
-    from batchledger.cli.parser import DEFAULT_WATCH_MAX_INTERVAL
-    from batchledger.jobs import cancel_job, follow_job
+    from batchledger.jobs import (
+        cancel_job,
+        follow_job,
+    )  # start-up: jobs only
 
     job = job_row(ctx, ref)
     if job["status"] not in (JOB_RUNNING, JOB_INPUT_CHANGED):
@@ -253,7 +248,10 @@ def show(args: argparse.Namespace, ctx: Context, ref: JobRef) -> ExitCode:
     parts = ledger.job_parts(job["id"])
     attempts = ledger.attempts_of_job(job["id"])
     history = ledger.job_history(job["id"])
-    from batchledger.jobs import job_notes, views
+    from batchledger.jobs import (
+        job_notes,
+        views,
+    )  # start-up: jobs only
 
     notes = job_notes(views(ctx, job))
     if args.json:
@@ -274,7 +272,7 @@ def show(args: argparse.Namespace, ctx: Context, ref: JobRef) -> ExitCode:
 
 
 def retry(args: argparse.Namespace, ctx: Context, ref: JobRef | BatchRef) -> ExitCode:
-    from batchledger.retry import retry as send_again
+    from batchledger.retry import retry as send_again  # start-up: retry and jobs, only for retry
 
     # The original's account: a retry is sent where the original was.
     account = job_row(ctx, ref)["account"] if isinstance(ref, JobRef) else ref.account
@@ -300,7 +298,7 @@ def retry(args: argparse.Namespace, ctx: Context, ref: JobRef | BatchRef) -> Exi
         return ExitCode.OK
     assert report.job is not None
     if args.json:
-        from batchledger.jobs import job_json
+        from batchledger.jobs import job_json  # start-up: jobs only
 
         ctx.print(json_text(job_json(report.job)))
         return ExitCode.OK

@@ -9,13 +9,16 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from batchledger import export as exporting
+from batchledger import usage as totals
 from batchledger.batches import ABANDONED, JOB_STATUSES, REJECTED, JobRef
 from batchledger.cli import job_commands
-from batchledger.cli.commands import target
+from batchledger.cli.targets import target
 from batchledger.context import Context
 from batchledger.errors import ExitCode, UsageError
 from batchledger.ledger import BatchFilter, Ledger
 from batchledger.paths import config_path
+from batchledger.prices import PriceList
 from batchledger.redaction import redact
 from batchledger.render import (
     LIST_FIELDS,
@@ -29,6 +32,7 @@ from batchledger.render import (
     show_lines,
     usage_table,
 )
+from batchledger.savefile import prepare_target, save_chunks
 
 
 def show(args: argparse.Namespace, ctx: Context) -> ExitCode:
@@ -176,6 +180,14 @@ def accounts(args: argparse.Namespace, ctx: Context) -> ExitCode:
             "api_key_env": account.api_key_env,
             "key_set": account.key() is not None if account.needs_key() else None,
             "batches": in_ledger.get(account.name, 0),
+            "profile": account.profile.name,
+            "max_requests": account.profile.max_requests,
+            "max_bytes": account.profile.max_bytes,
+            "completion_windows": (
+                list(account.profile.completion_windows)
+                if account.profile.completion_windows is not None
+                else None
+            ),
         }
         for account in ctx.accounts.values()
     ]
@@ -188,6 +200,10 @@ def accounts(args: argparse.Namespace, ctx: Context) -> ExitCode:
             "api_key_env": None,
             "key_set": None,
             "batches": in_ledger[name],
+            "profile": None,
+            "max_requests": None,
+            "max_bytes": None,
+            "completion_windows": None,
         }
         for name in gone
     ]
@@ -221,7 +237,7 @@ def prune(args: argparse.Namespace, ctx: Context) -> ExitCode:
     if ledger is None:
         ctx.print("[]" if args.json else "Nothing to prune: no batches in the ledger yet.")
         return ExitCode.OK
-    from batchledger import prune as pruning  # imports openai
+    from batchledger import prune as pruning  # start-up: only prune loads it
 
     planned = pruning.plan(ledger, args.older_than, ctx.account)
     if planned.kept_unsaved:
@@ -247,9 +263,6 @@ def prune(args: argparse.Namespace, ctx: Context) -> ExitCode:
 
 
 def usage(args: argparse.Namespace, ctx: Context) -> ExitCode:
-    from batchledger import usage as totals
-    from batchledger.prices import PriceList
-
     # Batch prices from genai-prices where it knows the model; a prices file over them.
     prices = PriceList.from_file(args.prices)
     lines = totals.usage_lines(ctx.open_ledger(create=False), args.by, args.since, prices)
@@ -271,9 +284,6 @@ def usage(args: argparse.Namespace, ctx: Context) -> ExitCode:
 
 
 def export(args: argparse.Namespace, ctx: Context) -> ExitCode:
-    from batchledger import export as exporting
-    from batchledger.savefile import prepare_target, save_chunks
-
     ledger = ctx.open_ledger(create=False)
     ref = target(ctx, args.batch_id)
     if isinstance(ref, JobRef):

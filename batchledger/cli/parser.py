@@ -1,12 +1,19 @@
-"""The argparse parser: every command, its options and their defaults."""
+"""The argparse parser: every command and its options, as data. It imports no command:
+`args.command` names the command, and main.py's table maps that name to its function."""
 
 import argparse
-from typing import TYPE_CHECKING, NoReturn
+from typing import NoReturn
 
 from batchledger import __version__
-from batchledger.cli import commands as run
-from batchledger.cli import estimate_commands as plan
-from batchledger.cli import ledger_commands as read
+from batchledger.cli.defaults import (
+    DEFAULT_CONCURRENCY,
+    DEFAULT_ENDPOINT,
+    DEFAULT_LIST_LIMIT,
+    DEFAULT_WATCH_INTERVAL,
+    DEFAULT_WATCH_MAX_INTERVAL,
+    DEFAULT_WINDOW,
+    DEMO_WATCH_INTERVAL,
+)
 from batchledger.cli.types import (
     expiry_duration,
     metadata_pair,
@@ -17,17 +24,6 @@ from batchledger.cli.types import (
 )
 from batchledger.context import DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT
 from batchledger.errors import UsageError
-
-if TYPE_CHECKING:
-    from batchledger.cli.commands import Handler
-
-DEFAULT_ENDPOINT = "/v1/responses"
-DEFAULT_WINDOW = "24h"
-DEFAULT_LIST_LIMIT = 50
-DEFAULT_CONCURRENCY = 8
-DEFAULT_WATCH_INTERVAL = 10.0
-DEFAULT_WATCH_MAX_INTERVAL = 300.0
-DEMO_WATCH_INTERVAL = 1.0  # an emulator's batches move every few seconds
 
 
 class Parser(argparse.ArgumentParser):
@@ -76,12 +72,12 @@ def build_parser() -> Parser:
         parents=[common],
     )
     parser.add_argument("--version", action="version", version=f"batchledger {__version__}")
+    # `args.command` is the name of the command given: main.py's HANDLERS runs it.
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     commands.required = True
 
-    def command(name: str, help_: str, handler: "Handler") -> Parser:
+    def command(name: str, help_: str) -> Parser:
         sub: Parser = commands.add_parser(name, parents=[common], help=help_, description=help_)
-        sub.set_defaults(handler=handler)
         return sub
 
     def sweep_options(sub: Parser) -> None:
@@ -114,7 +110,7 @@ def build_parser() -> Parser:
             help="save the results of a finished batch (default: on)",
         )
 
-    create = command("create", "upload a JSONL file and create a batch", run.create)
+    create = command("create", "upload a JSONL file and create a batch")
     create.add_argument("--in", dest="input", required=True, metavar="PATH", help="JSONL input")
     create.add_argument(
         "--endpoint",
@@ -146,6 +142,12 @@ def build_parser() -> Parser:
         type=positive_int,
         metavar="N",
         help="send at most N parts at once; the others wait, sent by later status or watch",
+    )
+    create.add_argument(
+        "--max-tokens",
+        type=positive_int,
+        metavar="N",
+        help="split into parts of at most N input tokens per model, counted offline",
     )
     create.add_argument(
         "--metadata",
@@ -184,7 +186,6 @@ def build_parser() -> Parser:
     estimate = command(
         "estimate",
         "the plan, the tokens and the cost range of an input; nothing sent (no API key needed)",
-        plan.estimate,
     )
     estimate.add_argument("--in", dest="input", required=True, metavar="PATH", help="JSONL input")
     estimate.add_argument(
@@ -199,9 +200,7 @@ def build_parser() -> Parser:
     estimate_options(estimate)
     json_option(estimate)
 
-    status = command(
-        "status", "check a batch (or all pending ones), saving finished results", run.status
-    )
+    status = command("status", "check a batch (or all pending ones), saving finished results")
     which = status.add_mutually_exclusive_group(required=True)
     which.add_argument("--batch-id", metavar="ID", help="the batch to check")
     which.add_argument(
@@ -221,7 +220,7 @@ def build_parser() -> Parser:
     )
     json_option(status)
 
-    retrieve = command("retrieve", "save the results of a finished batch", run.retrieve)
+    retrieve = command("retrieve", "save the results of a finished batch")
     retrieve.add_argument("--batch-id", required=True, metavar="ID", help="the batch")
     retrieve.add_argument(
         "--out", metavar="PATH", help="where to save (default: results_<batch_id>.jsonl)"
@@ -230,7 +229,7 @@ def build_parser() -> Parser:
         "--force", action="store_true", help="download again even if already saved and unchanged"
     )
 
-    watch = command("watch", "follow batches until they finish, then save them", run.watch)
+    watch = command("watch", "follow batches until they finish, then save them")
     followed = watch.add_mutually_exclusive_group(required=True)
     followed.add_argument("--batch-id", metavar="ID", help="the batch to follow")
     followed.add_argument("--all", action="store_true", help="follow every unfinished batch")
@@ -251,7 +250,7 @@ def build_parser() -> Parser:
         help=f"longest pause while nothing changes (default: {DEFAULT_WATCH_MAX_INTERVAL:g})",
     )
 
-    cancel = command("cancel", "cancel a batch and wait until it is cancelled", run.cancel)
+    cancel = command("cancel", "cancel a batch and wait until it is cancelled")
     cancel.add_argument("--batch-id", required=True, metavar="ID", help="the batch")
     cancel.add_argument(
         "--wait",
@@ -267,13 +266,13 @@ def build_parser() -> Parser:
         help=f"pause between checks while waiting (default: {DEFAULT_WATCH_INTERVAL:g})",
     )
 
-    command("sync", "add the account's batches to the ledger (also those made elsewhere)", run.sync)
+    command("sync", "add the account's batches to the ledger (also those made elsewhere)")
 
-    show = command("show", "everything the ledger knows about one batch", read.show)
+    show = command("show", "everything the ledger knows about one batch")
     show.add_argument("batch_id", metavar="ID", help="the batch")
     json_option(show)
 
-    list_ = command("list", "show the batches in the ledger (no API key needed)", read.list_)
+    list_ = command("list", "show the batches in the ledger (no API key needed)")
     shown = list_.add_mutually_exclusive_group()
     shown.add_argument(
         "--limit",
@@ -312,9 +311,7 @@ def build_parser() -> Parser:
     json_option(list_)
 
     retry = command(
-        "retry",
-        "send again the requests of a batch or job that got no successful response",
-        run.retry,
+        "retry", "send again the requests of a batch or job that got no successful response"
     )
     retry.add_argument("batch_id", metavar="ID", help="the batch or job")
     retry.add_argument(
@@ -328,16 +325,14 @@ def build_parser() -> Parser:
     )
     json_option(retry)
 
-    accounts = command("accounts", "the accounts batches can be made on", read.accounts)
+    accounts = command("accounts", "the accounts batches can be made on")
     json_option(accounts)
 
-    where = command("where", "where the ledger, the accounts file and the logs are", read.where)
+    where = command("where", "where the ledger, the accounts file and the logs are")
     json_option(where)
 
     prune = command(
-        "prune",
-        "delete from the account the files of final batches whose results are saved",
-        read.prune,
+        "prune", "delete from the account the files of final batches whose results are saved"
     )
     prune.add_argument(
         "--older-than",
@@ -350,9 +345,7 @@ def build_parser() -> Parser:
     )
     json_option(prune)
 
-    usage = command(
-        "usage", "requests and tokens summed from the ledger (no API key needed)", read.usage
-    )
+    usage = command("usage", "requests and tokens summed from the ledger (no API key needed)")
     usage.add_argument(
         "--since",
         type=since_moment,
@@ -373,9 +366,7 @@ def build_parser() -> Parser:
     )
     json_option(usage)
 
-    export = command(
-        "export", "one row per input request with its result, as CSV or JSONL", read.export
-    )
+    export = command("export", "one row per input request with its result, as CSV or JSONL")
     export.add_argument("batch_id", metavar="ID", help="the batch")
     export.add_argument(
         "--format", choices=("csv", "jsonl"), default="csv", help="csv (default) or jsonl"

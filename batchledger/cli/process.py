@@ -1,4 +1,4 @@
-"""The process around a run: the console script's entry, its exit, and Ctrl-C."""
+"""The process around a run: its exit, and Ctrl-C (main.py's `entry` uses them)."""
 
 import contextlib
 import os
@@ -9,14 +9,6 @@ import time
 from typing import NoReturn
 
 from batchledger.errors import ExitCode
-
-
-def entry() -> None:
-    """The console script."""
-    from batchledger.cli.dispatch import main
-
-    install_interrupt_handler()
-    exit_now(main())
 
 
 def exit_now(code: int) -> NoReturn:

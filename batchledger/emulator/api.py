@@ -253,8 +253,8 @@ def create_batch(state: EmulatorState, request: Request) -> Response:
     if endpoint not in state.batch_endpoints:
         raise invalid_value("endpoint", endpoint, state.batch_endpoints)
     completion_window = required_str(payload, "completion_window")
-    if completion_window != "24h":
-        raise invalid_value("completion_window", completion_window, ["24h"])
+    if completion_window not in state.completion_windows:
+        raise invalid_value("completion_window", completion_window, list(state.completion_windows))
     metadata = _metadata(payload.get("metadata"))
     output_expires_after = _output_expiry(payload.get("output_expires_after"))
     with state.lock:

@@ -327,6 +327,7 @@ class EmulatorServer:
         list_files: bool = True,
         persist: bool = False,
         relative_results_url: bool = False,
+        completion_windows: tuple[str, ...] = ("24h",),
     ) -> None:
         self.host = host
         self.api_key = api_key
@@ -349,6 +350,7 @@ class EmulatorServer:
             list_files=list_files,
             persist=persist,
             relative_results_url=relative_results_url,
+            completion_windows=completion_windows,
         )
         self._httpd: _HTTPServer | None = None
         self._thread: threading.Thread | None = None

@@ -137,9 +137,12 @@ class EmulatorState:
         list_files: bool = True,
         persist: bool = False,
         relative_results_url: bool = False,
+        completion_windows: tuple[str, ...] = ("24h",),
     ) -> None:
         """max_input_lines and max_input_bytes None are the flavour's limits: 50,000 lines and
-        200 MB on OpenAI, 100,000 on Azure, 100,000 requests and 256 MB on Anthropic."""
+        200 MB on OpenAI, 100,000 on Azure, 100,000 requests and 256 MB on Anthropic.
+        `completion_windows`: those a create may name (an OpenAI-compatible host such as
+        Groq takes 24h to 7d)."""
         if flavor not in FLAVORS:
             raise ValueError(f"flavor must be one of {', '.join(FLAVORS)}")
         if token_limit_at not in TOKEN_LIMIT_CHECKS:
@@ -165,6 +168,7 @@ class EmulatorState:
             anthropic = flavor == "anthropic"
             max_input_bytes = MAX_BODY_BYTES if anthropic else DEFAULT_MAX_INPUT_BYTES
         self.relative_results_url = relative_results_url
+        self.completion_windows = completion_windows
         """True: a Message Batch's results_url is a path, as some proxies and mocks send it."""
         self.limits = Limits(max_bytes=max_input_bytes, max_lines=max_input_lines)
         self.batch_endpoints = AZURE_BATCH_ENDPOINTS if flavor == "azure" else BATCH_ENDPOINTS

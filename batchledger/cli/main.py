@@ -1,9 +1,10 @@
-"""`main`: parse the arguments, run the command, and turn what it raised into an exit code."""
+"""`main`: parse the arguments, run the command its table names, and turn what it raised
+into an exit code; `entry`, the console script around it."""
 
 import argparse
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -16,13 +17,34 @@ from batchledger.accounts import (
     choose_account,
     load_accounts,
 )
-from batchledger.cli.commands import Handler
+from batchledger.cli import commands, estimate_commands, ledger_commands, watch_commands
 from batchledger.cli.parser import build_parser
-from batchledger.cli.process import interrupt_taken
+from batchledger.cli.process import exit_now, install_interrupt_handler, interrupt_taken
 from batchledger.context import DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT, Context
 from batchledger.errors import BatchledgerError, ExitCode, UsageError
 from batchledger.paths import default_log_path, ledger_path
 from batchledger.redaction import redact
+
+Handler = Callable[[argparse.Namespace, Context], ExitCode]
+
+# Each command of the parser (`args.command`) and the function that runs it.
+HANDLERS: dict[str, Handler] = {
+    "create": commands.create,
+    "estimate": estimate_commands.estimate,
+    "status": commands.status,
+    "retrieve": commands.retrieve,
+    "watch": watch_commands.watch,
+    "cancel": commands.cancel,
+    "sync": commands.sync,
+    "show": ledger_commands.show,
+    "list": ledger_commands.list_,
+    "retry": commands.retry,
+    "accounts": ledger_commands.accounts,
+    "where": ledger_commands.where,
+    "prune": ledger_commands.prune,
+    "usage": ledger_commands.usage,
+    "export": ledger_commands.export,
+}
 
 # Commands that read only the ledger: an accounts.toml they cannot use is a warning.
 LEDGER_ONLY_COMMANDS = frozenset({"list", "show", "usage", "export", "where"})
@@ -66,14 +88,19 @@ def _working_directory_exists() -> bool:
     return True
 
 
+def entry() -> None:
+    """The console script."""
+    install_interrupt_handler()
+    exit_now(main())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command and return its exit code."""
     ctx: Context | None = None
     try:
         args = build_parser().parse_args(argv)
         ctx = context_for(args)
-        handler: Handler = args.handler
-        return int(handler(args, ctx))
+        return int(HANDLERS[args.command](args, ctx))
     except BatchledgerError as exc:
         if ctx is not None and ctx.logger is not None:
             ctx.logger.error("ERROR %s", exc.message, exc_info=True)

@@ -1,0 +1,446 @@
+"""One batch's steps, in plain values: send (upload once, create with the ledger's ref),
+look up, check, retrieve, save its results, cancel, follow; each API answer recorded.
+
+Nothing here prints; the CLI turns the returned values into output. A part of a job is sent
+by the same two steps (`upload_once`, `create_with_ref`): jobs/moves.py.
+"""
+
+import contextlib
+import time
+from collections.abc import Callable, Collection, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from batchledger.batches import (
+    FINAL_STATUSES,
+    SAVABLE_STATUSES,
+    BatchRef,
+    Row,
+    has_results,
+    progress_of,
+    results_saved,
+)
+from batchledger.context import Context
+from batchledger.details import CreateDetails
+from batchledger.errors import BatchledgerError, NotFound, Refused, Rejected, Transient
+from batchledger.inputs import sha256_of
+from batchledger.ledger import InputFile
+from batchledger.paths import default_results_path, errors_path_for
+from batchledger.polling import Backoff
+from batchledger.providers import Provider, Uploaded, upload_name
+
+
+@dataclass(frozen=True)
+class Submitted:
+    file_id: str
+    batch: dict[str, Any]
+    row: Row
+    recovered: bool = False  # the batch was made by an earlier create that was cut off
+
+
+@dataclass(frozen=True)
+class SavedFile:
+    kind: str  # "output" or "error"
+    path: Path
+    size: int
+    replaced: bool  # a file was already at `path` and has been overwritten
+
+
+@dataclass
+class BatchReport:
+    """What a status check or a retrieve found and did for one batch."""
+
+    ref: BatchRef
+    batch: dict[str, Any] | None = None
+    row: Row | None = None
+    saved: list[SavedFile] = field(default_factory=list)
+    already_saved: bool = False  # retrieve found the results saved and unchanged
+    error: BatchledgerError | None = None  # the check failed
+    warning: str | None = None  # the check went on, but the user should know this
+
+    @property
+    def batch_id(self) -> str:
+        return self.ref.batch_id
+
+
+def record(
+    ctx: Context,
+    ref: BatchRef,
+    batch: dict[str, Any],
+    *,
+    action: str,
+    row_id: int | None = None,
+    origin: str = "lookup",
+) -> Row:
+    """Store what the API said of a batch of `ref`'s account."""
+    return ctx.ledger.record_batch(
+        batch,
+        action=action,
+        row_id=row_id,
+        account=ref.account,
+        base_url=ctx.account_named(ref.account).location,
+        origin=origin,
+    )
+
+
+def submit(
+    ctx: Context,
+    input_: InputFile,
+    endpoint: str,
+    window: str,
+    *,
+    force: bool,
+    details: CreateDetails | None = None,
+) -> Submitted:
+    """Upload `input_` and create its batch on the run's account, recording each step as
+    soon as it is known.
+
+    A create of the same input that was cut off earlier is resumed, not repeated: its
+    batch is looked for on the server (by the ledger ref in its metadata, or by its input
+    file), and its upload is reused.
+    """
+    account = ctx.account
+    provider = ctx.provider()
+    details = details or CreateDetails()
+    row, resumed = ctx.ledger.claim_submission(
+        input_,
+        endpoint,
+        window,
+        account=account.name,
+        base_url=account.location,
+        force=force,
+        details=details,
+    )
+    try:
+        return _submit_claimed(ctx, provider, input_, row, resumed, details)
+    finally:
+        # A claim that cannot be released is harmless once this process has ended; the
+        # error that got us here is the one to report.
+        with contextlib.suppress(BatchledgerError):
+            ctx.ledger.release_claim(row["id"])
+
+
+def _submit_claimed(
+    ctx: Context,
+    provider: Provider,
+    input_: InputFile,
+    row: Row,
+    resumed: bool,
+    details: CreateDetails,
+) -> Submitted:
+    file: dict[str, Any] | None = None
+    if resumed and row["input_file_id"] is not None:
+        # The upload was recorded, so a batch may have been made from it.
+        file = provider.get_file(row["input_file_id"])
+        since = file["created_at"] if file else None
+        known = ctx.ledger.batch_ids_made_from({row["input_file_id"]})
+        found = provider.find_batches({row["ref"]: row["input_file_id"]}, since, known).found
+        if row["ref"] in found:
+            batch = found[row["ref"]]
+            ref = BatchRef(row["account"], batch["id"])
+            row = record(ctx, ref, batch, action="recover", row_id=row["id"])
+            return Submitted(file_id=batch["input_file_id"], batch=batch, row=row, recovered=True)
+    uploaded = upload_once(
+        provider,
+        input_.path,
+        upload_name(input_.path, row["ref"]),
+        input_.size,
+        file_id=row["input_file_id"],
+        file=file,
+        # Cut off during the upload: it may have arrived all the same.
+        search=resumed,
+        expires_after=details.input_expires_after,
+    )
+    if uploaded.id != row["input_file_id"]:
+        ctx.ledger.record_upload(row["id"], uploaded.id)
+    batch, row = create_with_ref(
+        ctx, provider, row, uploaded, row["endpoint"], row["completion_window"], details
+    )
+    return Submitted(file_id=uploaded.id, batch=batch, row=row)
+
+
+_NOT_FETCHED: Any = object()
+
+
+def upload_once(
+    provider: Provider,
+    path: Path,
+    name: str,
+    size: int,
+    *,
+    file_id: str | None,
+    file: dict[str, Any] | None = _NOT_FETCHED,
+    search: bool,
+    expires_after: int | None,
+    ranges: list[tuple[int, int]] | None = None,
+    before_upload: Callable[[], None] | None = None,
+    after_upload: Callable[[float], None] | None = None,
+) -> Uploaded:
+    """The upload of an input (a batch's, or a part's byte `ranges`), made once: the one
+    recorded (`file_id`) while the provider still has it (`file`: its file object, when
+    already fetched); else, if `search`, one whose answer was lost (by `name` and `size`);
+    else a new one (`before_upload`, `after_upload(seconds)` around it)."""
+    uploaded: Uploaded | None = None
+    if file_id is not None:
+        if file is _NOT_FETCHED:
+            file = provider.get_file(file_id)
+        if file is not None:
+            uploaded = Uploaded(file["id"], file["created_at"])
+    elif search:
+        uploaded = provider.find_upload(name, size, max_age=None)
+    if uploaded is None:
+        if before_upload is not None:
+            before_upload()
+        started = time.monotonic()
+        uploaded = provider.upload(path, name, expires_after=expires_after, ranges=ranges)
+        if after_upload is not None:
+            after_upload(time.monotonic() - started)
+    return uploaded
+
+
+def create_with_ref(
+    ctx: Context,
+    provider: Provider,
+    row: Row,
+    uploaded: Uploaded,
+    endpoint: str,
+    window: str,
+    details: CreateDetails,
+    exclude: Collection[str] = (),
+) -> tuple[dict[str, Any], Row]:
+    """Create the batch of ledger row `row` from `uploaded`, and record it.
+
+    The ledger's ref travels with the batch, so the batch can be found again by listing the
+    account's batches if the response to this request is lost (`exclude`: batches already
+    recorded from the same upload). A refused create is recorded as rejected, and raised.
+    """
+    try:
+        batch = provider.create(
+            uploaded.id,
+            endpoint,
+            window,
+            row["ref"],
+            file_created_at=uploaded.created_at,
+            user_metadata=details.metadata,
+            output_expires_after=details.output_expires_after,
+            exclude=exclude,
+        )
+    except Rejected as exc:
+        ctx.ledger.mark_rejected(row["id"], exc.message, exc.code)
+        raise
+    ref = BatchRef(row["account"], batch["id"])
+    return batch, record(ctx, ref, batch, action="create", row_id=row["id"])
+
+
+def look_up(
+    ctx: Context, ref: BatchRef, action: str = "status", *, listed: dict[str, Any] | None = None
+) -> BatchReport:
+    """Fetch a batch from its account (unless a listing just showed it) and record it."""
+    batch = listed or ctx.provider_for(ref.account).get(ref.batch_id)
+    return BatchReport(ref=ref, batch=batch, row=record(ctx, ref, batch, action=action))
+
+
+def save_if_finished(
+    ctx: Context, report: BatchReport, *, out: Path | None = None, out_dir: Path | None = None
+) -> None:
+    """Save whatever results a looked-up batch has and the ledger does not, into `report`.
+
+    A result already saved is not fetched again unless the user names a place for it; one
+    the API no longer has is noted in the ledger and in `report.warning`, not an error.
+    """
+    batch, row = report.batch, report.row
+    assert batch is not None and row is not None
+    if not has_results(batch) or (out is None and (results_saved(row) or row["results_gone_at"])):
+        return
+    try:
+        report.saved = save_results(ctx, report.ref, batch, row, out, out_dir)
+    except NotFound as exc:
+        report.warning = f"{report.batch_id}: its results are gone from the API ({exc.message})"
+    report.row = ctx.ledger.get_row(row["id"])
+
+
+def check(
+    ctx: Context,
+    ref: BatchRef,
+    *,
+    auto_save: bool,
+    out_dir: Path | None = None,
+    out: Path | None = None,
+    listed: dict[str, Any] | None = None,
+) -> BatchReport:
+    """Look up a batch and save its results, for sweeps and watches: a failure is reported
+    in the result, and a batch its account does not know is noted and left alone after.
+
+    `listed`: the batch as a listing of its account has just shown it, not looked up again.
+    """
+    try:
+        report = look_up(ctx, ref, listed=listed)
+        if auto_save:
+            save_if_finished(ctx, report, out=out, out_dir=out_dir)
+        return report
+    except NotFound as exc:
+        for row in ctx.ledger.find_batches(ref.batch_id, ref.account):
+            ctx.ledger.mark_not_found(row["id"], exc.message)
+        return BatchReport(
+            ref=ref,
+            row=ctx.ledger.find_batch(ref.batch_id, ref.account),
+            warning=f"{ref.batch_id}: account {ref.account!r} does not know it (not checked again)",
+        )
+    except BatchledgerError as exc:
+        return BatchReport(ref=ref, row=ctx.ledger.find_batch(ref.batch_id, ref.account), error=exc)
+
+
+def retrieve(ctx: Context, ref: BatchRef, out: Path | None, *, again: bool = False) -> BatchReport:
+    """Save a finished batch's results; refuse (exit 3) while it has none.
+
+    An expired or cancelled batch keeps what it finished: that is saved too. A result
+    already saved at the same place, unchanged on disk, is not downloaded again unless
+    `again`.
+    """
+    report = look_up(ctx, ref, action="retrieve")
+    batch, row = report.batch, report.row
+    assert batch is not None and row is not None
+    if not has_results(batch):
+        ctx.ledger.record_event(row["id"], "retrieve_refused", f"status {batch['status']}")
+        if batch["status"] in SAVABLE_STATUSES:
+            reason = f"batch {ref.batch_id} is {batch['status']} with no result files"
+        else:
+            reason = f"batch {ref.batch_id} is {batch['status']}, not completed"
+        raise Refused(f"{reason}; nothing was saved")
+    wanted = result_paths(batch, out)
+    if not again and all(saved_unchanged(row, kind, path) for kind, _, path in wanted):
+        report.already_saved = True
+        return report
+    report.saved = save_results(ctx, ref, batch, row, out)
+    report.row = ctx.ledger.get_row(row["id"])
+    return report
+
+
+def result_paths(
+    batch: dict[str, Any], out: Path | None, out_dir: Path | None = None
+) -> list[tuple[str, str, Path]]:
+    """(kind, file id, local path) of each result file the batch has."""
+    out_path = out or (out_dir or Path()) / default_results_path(batch["id"])
+    out_path = out_path.expanduser().absolute()
+    candidates = [
+        ("output", batch.get("output_file_id"), out_path),
+        ("error", batch.get("error_file_id"), errors_path_for(out_path)),
+    ]
+    return [(kind, file_id, path) for kind, file_id, path in candidates if file_id]
+
+
+def saved_unchanged(row: Row, kind: str, path: Path) -> bool:
+    """The ledger saved this file at `path`, and the bytes there are still the same."""
+    if row[f"{kind}_path"] != str(path) or not path.is_file():
+        return False
+    if path.stat().st_size != row[f"{kind}_bytes"]:
+        return False
+    return bool(sha256_of(path) == row[f"{kind}_sha256"])
+
+
+def save_results(
+    ctx: Context,
+    ref: BatchRef,
+    batch: dict[str, Any],
+    row: Row,
+    out: Path | None,
+    out_dir: Path | None = None,
+) -> list[SavedFile]:
+    """Download the output file and the error file beside it, and record both."""
+    saved: list[SavedFile] = []
+    for kind, file_id, path in result_paths(batch, out, out_dir):
+        replaced = path.exists()
+        operation = "DOWNLOAD_RESULTS" if kind == "output" else "DOWNLOAD_ERRORS"
+        try:
+            download = ctx.provider_for(ref.account).download(file_id, path, operation)
+        except NotFound as exc:
+            ctx.ledger.mark_results_gone(row["id"], exc.message)
+            raise
+        except BatchledgerError as exc:
+            ctx.ledger.record_event(row["id"], f"save_{kind}_failed", exc.message)
+            raise
+        except KeyboardInterrupt:
+            ctx.ledger.record_event(row["id"], f"save_{kind}_interrupted", str(path))
+            raise
+        ctx.ledger.record_download(row["id"], kind, path, download.size, download.sha256)
+        saved.append(SavedFile(kind=kind, path=path, size=download.size, replaced=replaced))
+    return saved
+
+
+def cancel(ctx: Context, ref: BatchRef) -> BatchReport:
+    """Ask the API to cancel a batch; refuse (exit 3) if it is already past that."""
+    provider = ctx.provider_for(ref.account)
+    batch = provider.cancel(ref.batch_id)
+    if batch is None:
+        batch = provider.get(ref.batch_id)
+        record(ctx, ref, batch, action="cancel_refused")
+        raise Refused(
+            f"batch {ref.batch_id} is already {batch['status']}; there is nothing to cancel"
+        )
+    return BatchReport(ref=ref, batch=batch, row=record(ctx, ref, batch, action="cancel"))
+
+
+def wait_for_cancel(
+    ctx: Context, cancelling: BatchReport, *, interval: float, max_interval: float
+) -> Iterator[str]:
+    """Follow a batch being cancelled until it is final; yields each new status it reaches."""
+    assert cancelling.batch is not None
+    status = cancelling.batch["status"]
+    if status in FINAL_STATUSES:
+        return
+    checks = follow(
+        ctx,
+        [cancelling.ref],
+        auto_save=False,
+        interval=interval,
+        max_interval=max(interval, max_interval),
+    )
+    for checked in checks:
+        if checked.batch is None:  # a passing failure; follow tries again
+            continue
+        if checked.batch["status"] != status:
+            status = checked.batch["status"]
+            yield status
+
+
+def follow(
+    ctx: Context,
+    refs: list[BatchRef],
+    *,
+    auto_save: bool,
+    interval: float,
+    max_interval: float,
+    out_dir: Path | None = None,
+    sleep: Callable[[float], None] | None = None,
+) -> Iterator[BatchReport]:
+    """Check the batches until each is final, yielding every check; backs off while idle.
+
+    The pause between rounds grows by half each round in which nothing moved, up to
+    `max_interval`, and drops back to `interval` as soon as something does. A check that
+    fails for a passing reason (the network, a 5xx, a rate limit) is yielded with its error
+    and tried again next round: a watch may run for a day. A batch its account does not
+    know is yielded with a warning and no longer followed; the others go on.
+    """
+    waiting = list(dict.fromkeys(refs))
+    last_seen: dict[BatchRef, tuple[Any, ...]] = {}
+    backoff = Backoff(interval, max_interval, sleep)
+    while waiting:
+        moved = False
+        for ref in list(waiting):
+            report = check(ctx, ref, auto_save=auto_save, out_dir=out_dir)
+            if report.error is not None and not isinstance(report.error, Transient):
+                raise report.error
+            if report.batch is None:
+                if report.error is None:  # not found: nothing more to follow
+                    waiting.remove(ref)
+                yield report
+                continue
+            seen = (report.batch["status"], *progress_of(report.batch))
+            moved = moved or last_seen.get(ref) != seen
+            last_seen[ref] = seen
+            if report.batch["status"] in FINAL_STATUSES:
+                waiting.remove(ref)
+            yield report
+        if waiting:
+            backoff.wait(moved)

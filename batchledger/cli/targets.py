@@ -1,0 +1,35 @@
+"""What a command was pointed at: the batch or job an ID names, and where results go."""
+
+import argparse
+from pathlib import Path
+
+from batchledger.batches import BatchRef, JobRef
+from batchledger.context import Context
+from batchledger.errors import UsageError
+from batchledger.paths import default_results_path
+from batchledger.resolve import resolve
+
+
+def target(ctx: Context, text: str) -> BatchRef | JobRef:
+    """A batch or a job: wherever a batch id is taken, a job id is too."""
+    return resolve(
+        ctx.open_ledger(create=False), text, named=ctx.named_account, current=ctx.account.name
+    )
+
+
+def out_path(args: argparse.Namespace, ref: BatchRef) -> Path | None:
+    """Where `--out` says to save: a file, or (an existing folder) the default name in it."""
+    if not args.out:
+        return None
+    out = Path(args.out).expanduser()
+    return out / default_results_path(ref.batch_id) if out.is_dir() else out
+
+
+def out_dir(args: argparse.Namespace) -> Path | None:
+    """`--out-dir`: checked before anything is sent."""
+    if not args.out_dir:
+        return None
+    folder = Path(args.out_dir).expanduser()
+    if folder.exists() and not folder.is_dir():
+        raise UsageError(f"--out-dir {args.out_dir} is a file, not a folder")
+    return folder

@@ -1,0 +1,187 @@
+"""A job's results: its parts' merged once every part is final (a retry's answers then
+merged into its original: retry_merge.py), and rebuilt on request."""
+
+from pathlib import Path
+
+from batchledger.batch import SavedFile, save_results
+from batchledger.batches import (
+    ENDED_EARLY_STATUSES,
+    JOB_CANCELLED,
+    JOB_DONE,
+    PART_CANCELLED,
+    SAVABLE_STATUSES,
+    BatchRef,
+    Row,
+)
+from batchledger.context import Context
+from batchledger.errors import Refused
+from batchledger.inputs import sha256_of
+from batchledger.jobs import retry_merge
+from batchledger.jobs.parts import (
+    JobReport,
+    input_changed,
+    part_results_path,
+    result_lines,
+    views,
+)
+from batchledger.merge import concat
+from batchledger.paths import default_results_path, errors_path_for
+from batchledger.redo import merge_attempts
+from batchledger.savefile import prepare_target
+
+
+def merge_parts(
+    ctx: Context, job: Row, report: JobReport, out: Path | None, out_dir: Path | None
+) -> None:
+    """Every part is final: its results, in part order, into the job's one output file
+    (and one error file), saved atomically."""
+    target = (out or (out_dir or Path()) / default_results_path(job["job_id"])).expanduser()
+    target = target.absolute()
+    sources: dict[str, list[Path]] = {"output": [], "error": []}
+    missing = 0
+    for view in report.parts:
+        attempt = view.attempt
+        if attempt is None or attempt["status"] not in SAVABLE_STATUSES:
+            missing += view.part["requests"]  # never ran: failed, refused or cancelled
+            continue
+        for kind in sources:
+            if attempt[f"{kind}_path"]:
+                sources[kind].append(Path(attempt[f"{kind}_path"]))
+        if attempt["status"] in ENDED_EARLY_STATUSES:  # as for one batch: no success
+            missing += (attempt["requests_total"] or view.part["requests"]) - (
+                attempt["requests_completed"] or 0
+            )
+    for kind, path in (("output", target), ("error", errors_path_for(target))):
+        if not sources[kind]:
+            ctx.ledger.record_job_results(job["id"], kind, None, None, None)
+            continue
+        replaced = path.exists()
+        prepare_target(path)
+        saved = concat(path, sources[kind])
+        ctx.ledger.record_job_results(job["id"], kind, path, saved.size, saved.sha256)
+        report.saved.append(SavedFile(kind=kind, path=path, size=saved.size, replaced=replaced))
+    if missing:
+        report.warnings.append(
+            f"{job['job_id']}: {missing} of {job['input_requests']} requests have no result "
+            "(parts that failed, expired or were cancelled); 'batchledger retry' sends them again"
+        )
+    completed = failed = 0
+    for view in report.parts:
+        if view.attempt is not None and view.attempt["status"] in SAVABLE_STATUSES:
+            completed += view.requests_completed
+            failed += view.requests_failed
+    ctx.ledger.record_job_counts(job["id"], completed, failed)
+    if job["retry_of"]:
+        # A retry is finished only once its answers are in its original's results: a run
+        # cut off before (killed, Ctrl-C) leaves it running, and the next one merges again.
+        retry_job = ctx.ledger.get_job(job["id"])
+        for kind, path, merged in retry_merge.merge_into_original(ctx, retry_job):
+            if merged is not None:
+                report.saved.append(SavedFile(kind, path, merged.size, replaced=False))
+        report.warnings.append(
+            f"{job['retry_of']}: its results now hold each request's last answer "
+            f"(merged with {job['job_id']})"
+        )
+    cancelled = any(
+        view.part["state"] == PART_CANCELLED
+        or (view.attempt is not None and view.attempt["status"] == "cancelled")
+        for view in report.parts
+    )
+    ctx.ledger.finish_job(job["id"], JOB_CANCELLED if cancelled else JOB_DONE)
+
+
+def recorded_intact(job_or_row: Row, kind: str) -> Path | None:
+    """The `kind` file the ledger recorded, if it is still there with the same bytes."""
+    recorded = job_or_row[f"{kind}_path"]
+    if not recorded:
+        return None
+    path = Path(recorded)
+    try:
+        if path.stat().st_size != job_or_row[f"{kind}_bytes"]:
+            return None
+        return path if sha256_of(path) == job_or_row[f"{kind}_sha256"] else None
+    except OSError:
+        return None
+
+
+def rebuild_job_results(ctx: Context, job: Row, target: Path) -> list["SavedFile"]:
+    """A finished job's results saved again at `target` (its errors beside it), and
+    recorded there: copied from the merged files the ledger recorded when they are intact
+    (same size and sha256), else merged again from the parts' results in jobs/<job_id>/
+    (a part's downloaded again when it is gone or changed), with the answers of the job's
+    retries merged in as `retry` merged them."""
+    targets = {"output": target, "error": errors_path_for(target)}
+    kinds = [kind for kind in targets if job[f"{kind}_path"]]
+    intact = {kind: recorded_intact(job, kind) for kind in kinds}
+    saved: list[SavedFile] = []
+    if all(intact.values()):
+        for kind in kinds:
+            source = intact[kind]
+            assert source is not None
+            replaced = targets[kind].exists() and targets[kind] != source
+            copy = concat(targets[kind], [source])
+            ctx.ledger.record_job_results(job["id"], kind, targets[kind], copy.size, copy.sha256)
+            saved.append(SavedFile(kind, targets[kind], copy.size, replaced))
+        return saved
+    retries = [run for run in ctx.ledger.retries_of(job["job_id"]) if run["status"] == JOB_DONE]
+    if retries:
+        changed = input_changed(ctx, job)
+        if changed is not None:
+            raise Refused(
+                f"cannot rebuild the results of {job['job_id']}: {changed}, and its retries' "
+                "answers are merged in by the input's lines"
+            )
+    sources: dict[str, list[Path]] = {"output": [], "error": []}
+    for view in views(ctx, job):
+        attempt = view.attempt
+        if attempt is None or attempt["status"] not in SAVABLE_STATUSES:
+            continue
+        here = part_results_path(ctx, job["job_id"], view.part["part_index"], attempt["batch_id"])
+        wanted = [kind for kind in sources if attempt[f"{kind}_file_id"]]
+        if not all(recorded_intact(attempt, kind) for kind in wanted):
+            batch = {
+                "id": attempt["batch_id"],
+                **{f"{k}_file_id": attempt[f"{k}_file_id"] for k in sources},
+            }
+            save_results(ctx, BatchRef.of(attempt), batch, attempt, here)
+            attempt = ctx.ledger.get_row(attempt["id"])
+        for kind in wanted:
+            sources[kind].append(Path(attempt[f"{kind}_path"]))
+    for kind, path in targets.items():
+        if not sources[kind]:
+            continue
+        replaced = path.exists()
+        merged = concat(path, sources[kind])
+        ctx.ledger.record_job_results(job["id"], kind, path, merged.size, merged.sha256)
+        saved.append(SavedFile(kind, path, merged.size, replaced))
+    if retries:
+        attempts: list[tuple[Path | None, Path | None]] = [
+            (
+                targets["output"] if sources["output"] else None,
+                targets["error"] if sources["error"] else None,
+            )
+        ]
+        # Each retry's answers, as merged after it; a retry's file that is gone or changed
+        # is left out (its lines keep the original's outcome).
+        attempts += [
+            (recorded_intact(retry, "output"), recorded_intact(retry, "error")) for retry in retries
+        ]
+        output, errors = merge_attempts(
+            targets["output"], targets["error"], Path(job["input_path"]), attempts
+        )
+        saved = []
+        for kind, result in (("output", output), ("error", errors)):
+            size, sha256 = (result.size, result.sha256) if result else (None, None)
+            if result is None:
+                targets[kind].unlink(missing_ok=True)
+            ctx.ledger.record_job_results(
+                job["id"], kind, targets[kind] if result else None, size, sha256
+            )
+            if result is not None:
+                saved.append(SavedFile(kind, targets[kind], result.size, replaced=False))
+        ctx.ledger.record_job_counts(
+            job["id"],
+            result_lines(targets["output"] if output else None),
+            result_lines(targets["error"] if errors else None),
+        )
+    return saved

@@ -1,0 +1,232 @@
+"""A retry's answers merged into its original (once the retry job is done): the original's
+results hold one line per input custom_id, its success if any attempt got one, else its
+last error. Also what a retry starts from (`Original`) and the checks of its files.
+
+Below both jobs/results.py (a retry job's merge ends with this) and retry.py (which plans
+and sends a retry).
+"""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from batchledger.batch import saved_unchanged
+from batchledger.batches import (
+    FINAL_STATUSES,
+    JOB_RUNNING,
+    SAVABLE_STATUSES,
+    BatchRef,
+    JobRef,
+    Row,
+    results_saved,
+)
+from batchledger.context import Context
+from batchledger.errors import Refused, UsageError
+from batchledger.inputs import sha256_of
+from batchledger.jobs.parts import result_lines, views
+from batchledger.paths import default_results_path, errors_path_for
+from batchledger.redo import Attempt, merge_attempts
+from batchledger.savefile import Saved, prepare_target, save_chunks
+
+
+@dataclass
+class Original:
+    """What a retry starts from: a batch or a job, its input and its saved results."""
+
+    retry_of: str  # the batch id or job id
+    row: Row  # its ledger row (batches or jobs)
+    is_job: bool
+    input_path: Path
+    output: Path | None
+    errors: Path | None
+
+    @property
+    def output_target(self) -> Path:
+        """Where its merged output is (or would be) saved."""
+        if self.output is not None:
+            return self.output
+        if self.errors is not None:
+            return self.errors.with_name(self.errors.name.replace(".errors.jsonl", ".jsonl"))
+        return default_results_path(self.retry_of).absolute()
+
+
+def original_of(ctx: Context, target: BatchRef | JobRef) -> Original:
+    """The batch or job to retry, with its results saved; Refused (exit 3) if they are not."""
+    ledger = ctx.ledger
+    if isinstance(target, JobRef):
+        job = ledger.find_job(target.job_id)
+        if job is None:
+            raise UsageError(f"no job {target.job_id} in the ledger")
+        if job["retry_of"]:  # a retry of a retry retries the original
+            return original_of(ctx, _ref_of(ctx, job["retry_of"]))
+        if job["status"] == JOB_RUNNING:
+            raise Refused(
+                f"job {job['job_id']} is still running; its results are not merged yet: "
+                f"'batchledger watch --batch-id {job['job_id']}' first"
+            )
+        return Original(
+            job["job_id"],
+            job,
+            True,
+            Path(job["input_path"]),
+            Path(job["output_path"]) if job["output_path"] else None,
+            Path(job["error_path"]) if job["error_path"] else None,
+        )
+    row = ledger.find_batch(target.batch_id, target.account)
+    if row is None:
+        raise UsageError(f"{target.batch_id} is not in the ledger")
+    if row["part"] is not None:
+        job, _ = ledger.job_of_part(row["part"])
+        raise UsageError(f"{target.batch_id} is a part of {job['job_id']}: retry the job")
+    retrieve = f"'batchledger retrieve --batch-id {target.batch_id}'"
+    if row["status"] not in FINAL_STATUSES or not results_saved(row):
+        raise Refused(f"the results of batch {target.batch_id} are not saved; run {retrieve} first")
+    if not row["input_path"]:
+        raise UsageError(f"the ledger does not know the input of {target.batch_id}")
+    return Original(
+        target.batch_id,
+        row,
+        False,
+        Path(row["input_path"]),
+        Path(row["output_path"]) if row["output_path"] else None,
+        Path(row["error_path"]) if row["error_path"] else None,
+    )
+
+
+def _ref_of(ctx: Context, retry_of: str) -> BatchRef | JobRef:
+    if retry_of.startswith("job_"):
+        return JobRef(retry_of)
+    rows = ctx.ledger.find_batches(retry_of)
+    return BatchRef.of(rows[0]) if rows else BatchRef(ctx.account.name, retry_of)
+
+
+def check_input(original: Original) -> str:
+    """The input's sha256, once it is known to be the file that was sent (as the ledger
+    recorded it): lines of another input would be sent, and merged, as the original's."""
+    path = original.input_path
+    if not path.is_file():
+        raise UsageError(f"the input of {original.retry_of}, {path}, is gone")
+    row = original.row
+    size, sha256 = path.stat().st_size, None
+    if row["input_bytes"] is None or size == row["input_bytes"]:
+        sha256 = sha256_of(path)
+    if sha256 is None or (row["input_sha256"] and sha256 != row["input_sha256"]):
+        raise Refused(
+            f"the input of {original.retry_of} ({path}) has changed since it was sent; "
+            "retry sends again lines of the input as it was: put that file back"
+        )
+    return sha256
+
+
+def results_of(ctx: Context, original: Original) -> tuple[list[Attempt], list[Path]]:
+    """The results to plan (or merge) from, oldest first, each file checked against the
+    size and sha256 the ledger recorded; and the original's files that failed the check.
+
+    A job's merged results that changed (or are gone) are replaced by its parts' results
+    and those of the retries already merged into it, which must be intact; a batch's are
+    refused (its results are on the API: `retrieve --force` fetches them again).
+    """
+    row = original.row
+    changed = [
+        Path(row[f"{kind}_path"])
+        for kind in ("output", "error")
+        if row[f"{kind}_path"] and not saved_unchanged(row, kind, Path(row[f"{kind}_path"]))
+    ]
+    if not original.is_job:
+        if changed:
+            raise Refused(
+                f"the saved results of batch {original.retry_of}, {changed[0]}, are not the "
+                "file the ledger saved (changed or missing); 'batchledger retrieve --batch-id "
+                f"{original.retry_of} --force' fetches it again"
+            )
+        # The retries merged into it: their answers again, should the batch's results
+        # have been fetched again from the API since (a part's changed file is left out).
+        retried = [
+            pair
+            for job in merged_retries(ctx, original)
+            for pair in part_files(ctx, job, strict=False)
+        ]
+        return [(original.output, original.errors), *retried], []
+    if not changed:
+        return [(original.output, original.errors)], []
+    chain = [row, *merged_retries(ctx, original)]
+    return [pair for job in chain for pair in part_files(ctx, job, strict=True)], changed
+
+
+def merged_retries(ctx: Context, original: Original) -> list[Row]:
+    """The retries of the original whose merge into it is over, oldest first."""
+    return [job for job in ctx.ledger.retries_of(original.retry_of) if job["status"] != JOB_RUNNING]
+
+
+def part_files(ctx: Context, job: Row, *, strict: bool) -> list[Attempt]:
+    """The saved results of each part of a job, in part order, each checked against the
+    size and sha256 the ledger recorded for it. A file that fails: Refused (naming it)
+    if `strict`, else left out."""
+    files: list[Attempt] = []
+    for view in views(ctx, job):
+        attempt = view.attempt
+        if attempt is None or attempt["status"] not in SAVABLE_STATUSES:
+            continue
+        pair: list[Path | None] = []
+        for kind in ("output", "error"):
+            path = Path(attempt[f"{kind}_path"]) if attempt[f"{kind}_path"] else None
+            if path is not None and not saved_unchanged(attempt, kind, path):
+                if strict:
+                    state = "has changed since it was saved" if path.exists() else "is missing"
+                    raise Refused(
+                        f"the results of {job['job_id']} cannot be rebuilt: {path} (the "
+                        f"{kind} of its part {view.part['part_index']}, batch "
+                        f"{attempt['batch_id']}) {state}"
+                    )
+                path = None
+            pair.append(path)
+        files.append((pair[0], pair[1]))
+    return files
+
+
+def merge_into_original(ctx: Context, retry_job: Row) -> list[tuple[str, Path, Saved | None]]:
+    """After a retry job is done: the original's results hold one line per custom_id, its
+    success if any attempt got one, else its last error. (kind, path, saved) of each."""
+    original = original_of(ctx, _ref_of(ctx, retry_job["retry_of"]))
+    retried = (
+        Path(retry_job["output_path"]) if retry_job["output_path"] else None,
+        Path(retry_job["error_path"]) if retry_job["error_path"] else None,
+    )
+    check_input(original)
+    # Checked as for a retry: a merge cut off after the original's file was replaced, and
+    # before the ledger knew, is done again from the parts' results.
+    attempts, _ = results_of(ctx, original)
+    output_target = original.output_target
+    errors_target = errors_path_for(output_target)
+    output, errors = merge_attempts(
+        output_target, errors_target, original.input_path, [*attempts, retried]
+    )
+    merged = []
+    for kind, path, saved in (("output", output_target, output), ("error", errors_target, errors)):
+        if saved is None and not original.is_job and original.row[f"{kind}_file_id"]:
+            # Every line it held has a newer outcome in the other file. The batch still has
+            # that file on the API: an empty one here keeps it saved, so that no sweep
+            # fetches the stale lines back.
+            prepare_target(path)
+            saved = save_chunks(path, [])
+        elif saved is None and path.exists():
+            path.unlink()  # every line it held has a newer outcome in the other file
+        _record(ctx, original, kind, path if saved else None, saved, retry_job["job_id"])
+        merged.append((kind, path, saved))
+    if original.is_job:  # its counts: what its results hold now
+        ctx.ledger.record_job_counts(
+            original.row["id"],
+            result_lines(output_target if output else None),
+            result_lines(errors_target if errors else None),
+        )
+    return merged
+
+
+def _record(
+    ctx: Context, original: Original, kind: str, path: Path | None, saved: Saved | None, by: str
+) -> None:
+    ledger = ctx.ledger
+    size, sha256 = (saved.size, saved.sha256) if saved else (None, None)
+    if original.is_job:
+        ledger.record_job_results(original.row["id"], kind, path, size, sha256)
+    else:
+        ledger.record_merge(original.row["id"], kind, path, size, sha256, f"merged with {by}")

@@ -1,0 +1,59 @@
+"""Recovery of creates cut off after their upload: the batch one made is found on the
+server and recorded, or the create is marked abandoned once no batch can have been made.
+
+Below both the sweep (every account's cut-off creates) and jobs (a part's cut-off attempt).
+"""
+
+import time
+from dataclasses import dataclass, field
+
+from batchledger.batch import record
+from batchledger.batches import BatchRef, Row
+from batchledger.claims import claimed_by_another_run
+from batchledger.context import Context
+from batchledger.times import epoch_of
+
+# An unfinished create whose batch is not found is given up on after this long, even where
+# the search could not look back far enough to prove that no batch was made.
+ABANDON_AFTER_SECONDS = 7 * 86400
+
+
+@dataclass
+class Recovered:
+    recovered: list[Row] = field(default_factory=list)  # batches of cut-off creates, found
+    abandoned: list[Row] = field(default_factory=list)  # cut-off creates that made none
+
+
+def recover_unfinished(ctx: Context, account: str, rows: list[Row]) -> Recovered:
+    """Give creates of `account` that were cut off after their upload an end: record the
+    batch one made, or mark it abandoned once no batch can have been made."""
+    report = Recovered()
+    rows = [row for row in rows if not claimed_by_another_run(row)]
+    if not rows:
+        return report
+    provider = ctx.provider_for(account)
+    files = {row["ref"]: provider.get_file(row["input_file_id"]) for row in rows}
+    made_at = [file["created_at"] for file in files.values() if file is not None]
+    # A batch is made after its input file: back to the oldest upload, by the server's
+    # clock. With an upload gone, the search can only look through the newest batches.
+    since = min(made_at) if len(made_at) == len(rows) else None
+    wanted = {row["ref"]: row["input_file_id"] for row in rows}
+    known = ctx.ledger.batch_ids_made_from({row["input_file_id"] for row in rows})
+    search = provider.find_batches(wanted, since, known)
+    now = time.time()
+    for row in rows:
+        batch = search.found.get(row["ref"])
+        if batch is not None:
+            ref = BatchRef(account, batch["id"])
+            report.recovered.append(record(ctx, ref, batch, action="recover", row_id=row["id"]))
+        elif (
+            search.complete
+            or files[row["ref"]] is None
+            or (now - epoch_of(row["recorded_at"]) > ABANDON_AFTER_SECONDS)
+        ):
+            why = "its upload is gone" if files[row["ref"]] is None else "no batch was made"
+            ctx.ledger.mark_abandoned(
+                row["id"], f"{why}; 'batchledger create' of the same input sends it again"
+            )
+            report.abandoned.append(row)
+    return report

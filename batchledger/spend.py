@@ -1,0 +1,191 @@
+"""What a batch cost, and what an account has spent today: the daily budget
+(`max_cost_per_day` in accounts.toml) a create is held to, before anything is sent.
+
+A day is a UTC day. Its spend is the estimated cost (the upper end: input plus every output
+token allowed) of the batches and jobs made that day that are not final yet, plus the actual
+cost (from the usage the API reported, at batch prices) of those that ended that day.
+"""
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from batchledger.batches import ABANDONED, FINAL_STATUSES, JOB_CANCELLED, JOB_DONE, REJECTED, Row
+from batchledger.errors import Refused
+from batchledger.estimate import money
+from batchledger.usage import Prices, cost_of
+
+if TYPE_CHECKING:
+    from batchledger.ledger import Ledger
+
+# Ended: nothing more will be billed for it.
+_ENDED = FINAL_STATUSES | {REJECTED, ABANDONED}
+
+
+def usage_tokens(usage: Mapping[str, Any]) -> dict[str, int]:
+    """A batch's `usage` object as the token kinds `usage.cost_of` prices."""
+    input_details = usage.get("input_tokens_details") or {}
+    output_details = usage.get("output_tokens_details") or {}
+    return {
+        "input": int(usage.get("input_tokens") or 0),
+        "cached": int(input_details.get("cached_tokens") or 0),
+        "output": int(usage.get("output_tokens") or 0),
+        "reasoning": int(output_details.get("reasoning_tokens") or 0),
+    }
+
+
+def billed_tokens(usage: str | Mapping[str, Any] | None) -> dict[str, int] | None:
+    """The tokens of a `usage` (as the API gives it, or its JSON), None if there are none."""
+    parsed = json.loads(usage) if isinstance(usage, str) else usage
+    if not parsed:
+        return None
+    tokens = usage_tokens(parsed)
+    return tokens if any(tokens.values()) else None
+
+
+def batch_cost(row: Mapping[str, Any], prices: Prices) -> float | None:
+    """What a batch row's usage cost at `prices`: 0 with no usage (nothing was billed),
+    None when its model has no price."""
+    tokens = billed_tokens(row.get("usage"))
+    if tokens is None:
+        return 0.0
+    price = prices.get(row.get("model") or "(unknown)")
+    return None if price is None else cost_of(tokens, price)
+
+
+def sum_costs(costs: Iterable[float | None]) -> float | None:
+    """The sum, or None if any is unknown."""
+    total = 0.0
+    for cost in costs:
+        if cost is None:
+            return None
+        total += cost
+    return total
+
+
+def job_cost(attempts: Iterable[Mapping[str, Any]]) -> float | None:
+    """A job's cost: the sum of its attempts' recorded costs (an attempt with no usage, or
+    none but zeros, cost nothing); None if one with usage has no cost (no price known)."""
+    total = 0.0
+    for attempt in attempts:
+        if attempt.get("actual_cost") is not None:
+            total += float(attempt["actual_cost"])
+        elif billed_tokens(attempt.get("usage")) is not None:
+            return None
+    return total
+
+
+@dataclass
+class DaySpend:
+    """An account's spend of one UTC day, in USD."""
+
+    day: str  # YYYY-MM-DD
+    estimated: float = 0.0  # upper estimates of what is not final yet
+    actual: float = 0.0  # what ended today cost
+    unpriced: set[str] = field(default_factory=set)  # ended today, no price: counted as 0
+
+    @property
+    def total(self) -> float:
+        return self.estimated + self.actual
+
+
+def day_start(now: datetime | None = None) -> str:
+    """The ISO start of today (UTC), as the ledger writes moments."""
+    moment = (now or datetime.now(UTC)).astimezone(UTC)
+    return moment.strftime("%Y-%m-%dT00:00:00Z")
+
+
+def day_spend(
+    batches: Iterable[Row],
+    jobs: Iterable[Row],
+    job_attempts: Mapping[int, list[Row]],
+    prices: Prices,
+    since: str,
+) -> DaySpend:
+    """The day's spend from the rows `Ledger.spend_rows(account, since)` gives (and each
+    job's attempts): pure, so that the rule is read in one place."""
+    spend = DaySpend(day=since[:10])
+    for row in batches:
+        ended = row["status"] in _ENDED or row.get("not_found_at") is not None
+        if not ended:
+            if row["recorded_at"] >= since:
+                spend.estimated += _upper(row)
+            continue
+        cost = row.get("actual_cost")
+        if cost is None:
+            cost = batch_cost(row, prices)
+        if cost is None:
+            spend.unpriced.add(row.get("model") or "(unknown)")
+        elif _ended_at(row) >= since:
+            spend.actual += cost
+    for job in jobs:
+        if job["status"] not in (JOB_DONE, JOB_CANCELLED):
+            if job["recorded_at"] >= since:
+                spend.estimated += _upper(job)
+            continue
+        if (job.get("finished_at") or job["recorded_at"]) < since:
+            continue
+        cost = job.get("actual_cost")
+        if cost is None:
+            cost = sum_costs(batch_cost(row, prices) for row in job_attempts.get(job["id"], []))
+        if cost is None:
+            spend.unpriced.add(f"job {job['job_id']}")
+        else:
+            spend.actual += cost
+    return spend
+
+
+def _upper(row: Mapping[str, Any]) -> float:
+    """A live batch's or job's estimate: its upper end, else its lower; 0 if none was made."""
+    for key in ("estimated_cost_max", "estimated_cost_min"):
+        if row.get(key) is not None:
+            return float(row[key])
+    return 0.0
+
+
+def _ended_at(row: Mapping[str, Any]) -> str:
+    for key in ("completed_at", "failed_at", "expired_at", "cancelled_at", "checked_at"):
+        if row.get(key):
+            return str(row[key])
+    return str(row["recorded_at"])
+
+
+def check_day_budget(
+    account: str, limit: float, spend: DaySpend, upper: float | None, lower: float | None
+) -> None:
+    """Refused (exit 3) when the create's upper estimate would take the day's spend above
+    `limit`, or when its upper end is unknown."""
+    figures = (
+        f"today ({spend.day} UTC) account {account!r} has spent {money(spend.actual)} and has "
+        f"{money(spend.estimated)} estimated in flight"
+    )
+    if upper is None:
+        raise Refused(
+            f"this input's upper cost is unknown (a request with no output cap, or a model "
+            f"with no price: see 'batchledger estimate'), so it cannot be held under "
+            f"max_cost_per_day {money(limit)}; {figures}; nothing was sent"
+        )
+    if spend.total + upper > limit:
+        raise Refused(
+            f"this input may cost up to {money(upper)} (at least {money(lower)}); {figures}: "
+            f"{money(spend.total + upper)} in all, above max_cost_per_day {money(limit)}; "
+            "nothing was sent"
+        )
+
+
+def account_day_spend(
+    ledger: "Ledger | None", account: str, prices: Prices, now: datetime | None = None
+) -> DaySpend:
+    """`account`'s spend of today (UTC) as the ledger records it."""
+    since = day_start(now)
+    if ledger is None:
+        return DaySpend(day=since[:10])
+    batches, jobs = ledger.spend_rows(account, since)
+    attempts = {
+        job["id"]: ledger.attempts_of_job(job["id"])
+        for job in jobs
+        if job["status"] in (JOB_DONE, JOB_CANCELLED) and job.get("actual_cost") is None
+    }
+    return day_spend(batches, jobs, attempts, prices, since)

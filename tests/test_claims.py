@@ -1,0 +1,77 @@
+"""Claims on a create are leases: one held by another host holds until it runs out, and a
+recycled pid does not block a create."""
+
+import os
+import socket
+import sqlite3
+import subprocess
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from helpers import write_jsonl
+
+from batchledger.emulator import EmulatorServer, Fault
+
+
+def batches_made(server: EmulatorServer) -> int:
+    return len(server.state.batches)
+
+
+# --- claims are leases -------------------------------------------------------------------
+
+
+def left_unfinished(cli, emulator: EmulatorServer, isolated: Path) -> None:
+    write_jsonl(isolated / "in.jsonl", 2)
+    emulator.state.add_fault(Fault(method="POST", path=r"^/v1/batches$", status=500, times=None))
+    assert cli("create", "--in", "in.jsonl", "--max-retries", "0").code == 1
+    emulator.state.clear_faults()
+
+
+def set_claim(claimed_by: str, claimed_at: datetime, expires_at: datetime) -> None:
+    conn = sqlite3.connect(os.environ["BATCHLEDGER_DB"])
+    with conn:
+        conn.execute(
+            "UPDATE batches SET claimed_by = ?, claimed_at = ?, claim_expires_at = ?",
+            (
+                claimed_by,
+                claimed_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                expires_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            ),
+        )
+    conn.close()
+
+
+def test_a_claim_from_another_host_holds_until_its_lease_runs_out(
+    cli, emulator: EmulatorServer, isolated: Path
+):
+    left_unfinished(cli, emulator, isolated)
+    now = datetime.now(UTC)
+    set_claim("another-host:4242", now, now + timedelta(minutes=30))
+
+    held = cli("create", "--in", "in.jsonl")
+    set_claim("another-host:4242", now - timedelta(hours=2), now - timedelta(hours=1))
+    expired = cli("create", "--in", "in.jsonl")
+
+    assert held.code == 3 and "being submitted by another run (another-host:4242" in held.err
+    assert expired.code == 0, expired.err
+    assert batches_made(emulator) == 1
+
+
+def test_a_recycled_pid_does_not_block_creates(cli, emulator: EmulatorServer, isolated: Path):
+    left_unfinished(cli, emulator, isolated)
+    now = datetime.now(UTC)
+    # A process alive now, but started long after the claim: the pid was reused.
+    stranger = subprocess.Popen(["sleep", "60"])
+    try:
+        set_claim(
+            f"{socket.gethostname()}:{stranger.pid}",
+            now - timedelta(minutes=10),
+            now + timedelta(minutes=50),
+        )
+        result = cli("create", "--in", "in.jsonl")
+    finally:
+        stranger.kill()
+        stranger.wait()
+
+    assert result.code == 0, result.err
+    assert batches_made(emulator) == 1
