@@ -1,0 +1,262 @@
+"""The quick way to put Anthropic's results in input order (ordering.order_results): numpy.
+
+Imported by `order_results` only (numpy costs every command 0.1 s and 12 MB at start-up).
+Whatever it cannot be sure of, it leaves to the exact way (SQLite, in ordering.py) by
+raising `Fallback`, always before either target is touched.
+
+1. The input (quick_inputs.py): each line's custom_id (read as result_lines' regexes read
+   it, with no Python code per line for lines that begin as json.dumps or the API write
+   them: numpy finds the lines, quotes and backslashes (quick_scan.py), and reads the
+   bytes as overlapping 8-byte words), a 64-bit hash of it (`quick_inputs._hashes`) and
+   the id itself (a fixed-width numpy bytes array). The hashes are sorted once, with a
+   directory on their top bits; two lines with one hash (the same custom_id, or a
+   collision) are left to the exact way, which names repeated lines.
+2. The results (quick_results.py), read once in blocks: each line's custom_id and type
+   the same way, its hash looked up, the match confirmed by comparing the ids themselves
+   (correctness never rests on a hash). Each line's input line, type, offset, size and
+   place in its bucket go to arrays in files (memmap), and the line itself is appended, in
+   input order with the others of its block, to one of K bucket files by its input line's
+   range (K = the results' size / BUCKET_BYTES).
+3. Here: each bucket, read whole (about BUCKET_BYTES), has its lines put in input order and
+   written to the two targets; the lines that take no place are read back from the
+   results file in the order they came and go to the end of the errors file.
+
+Past quick_scan.PARALLEL_BYTES, the input and then the results are each read by two processes at
+once: the second half by a forked child, which writes its arrays (and bucket files) to
+the temporary folder; if it fails, this process reads that half itself.
+
+Memory: the per-line arrays (about 70 bytes a line: hashes, ids, positions) and a bucket
+or two, whatever the results' size; the files are read and written in large blocks.
+"""
+
+import itertools
+import os
+import queue
+import tempfile
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from batchledger.quick_inputs import InputKeys
+from batchledger.quick_results import Rows, index_all
+from batchledger.quick_scan import Fallback as Fallback
+from batchledger.quick_scan import Ints
+from batchledger.result_lines import Ordered, Targets
+from batchledger.savefile import BATCH_BYTES
+
+BUCKET_BYTES = 4 * 1024 * 1024  # result bytes per bucket, read whole when it is written
+MAX_BUCKET_BYTES = 4 * BUCKET_BYTES  # a larger bucket is read line by line
+MAX_BUCKETS = 400  # open files at once (and < 2**15); past that, buckets grow
+WRITE_LINES = 2048  # lines joined into one write (the GIL is held that long)
+
+
+def order(
+    input_path: Path,
+    results_path: Path,
+    succeeded_target: Path,
+    errors_target: Path,
+    ranges: Sequence[tuple[int, int]],
+) -> Ordered:
+    with tempfile.TemporaryDirectory(prefix="batchledger-order-") as name:
+        folder = Path(name)
+        keys = InputKeys(input_path, ranges, folder)
+        size = results_path.stat().st_size
+        buckets = max(1, min(MAX_BUCKETS, -(-size // BUCKET_BYTES)))
+        rows = index_all(results_path, size, keys, folder, buckets)
+        inputs = len(keys.ids)
+        del keys
+        return _write(rows, results_path, inputs, buckets, succeeded_target, errors_target)
+
+
+def _write(
+    rows: Rows,
+    results_path: Path,
+    inputs: int,
+    count: int,
+    succeeded_target: Path,
+    errors_target: Path,
+) -> Ordered:
+    line: Ints = rows.load("line", np.int64)
+    ok: NDArray[np.int8] = rows.load("ok", np.int8)
+    size: Ints = rows.load("size", np.int64)
+    at: Ints = rows.load("at", np.int64)
+    total = len(line)
+    placed = line >= 0
+    joined = int(np.count_nonzero(placed))
+    later = np.zeros(total, dtype=bool)
+    if joined:
+        answers = np.bincount(line[placed], minlength=inputs)
+        if int(answers.max()) > 1:
+            later = _set_aside(line, ok, answers)
+        del answers
+    repeated = int(np.count_nonzero(later))
+    numbers = line * count
+    numbers //= max(1, inputs)
+    bucket = numbers.astype(np.int16)  # radix-sorted; -1: no bucket
+    del numbers
+    bucket[~placed] = count
+    by_bucket = np.argsort(bucket, kind="stable")
+    bounds = np.cumsum(np.bincount(bucket, minlength=count + 1)).tolist()
+    del bucket
+    buffer = bytearray(min(max(rows.filled, default=0), MAX_BUCKET_BYTES))
+    # A bucket's files, once read, are deleted by a thread (0.2 s of unlink for 366 MB).
+    done: queue.SimpleQueue[list[Path] | None] = queue.SimpleQueue()
+    remover = threading.Thread(target=_remove, args=(done,), name="batchledger-order-rm")
+    remover.start()
+    try:
+        with Targets(succeeded_target, errors_target) as targets:
+            start = 0
+            for number in range(count):
+                stop = bounds[number]
+                members = by_bucket[start:stop]
+                start = stop
+                if len(members):
+                    _write_bucket(
+                        rows.bucket(number), members, line, ok, size, at, later, targets, buffer
+                    )
+                done.put(rows.bucket(number))
+            del buffer
+            rest = np.flatnonzero(~placed | later)
+            if len(rest):
+                offset: Ints = rows.load("offset", np.int64)
+                _write_rest(results_path, rest, offset, size, rows.last_unended, targets.errors)
+            saved = targets.commit()
+    finally:
+        done.put(None)
+        remover.join()
+    return Ordered(
+        succeeded=saved[0],
+        errors=saved[1],
+        placed=joined - repeated,
+        unknown=total - joined,
+        repeated=repeated,
+        missing=inputs - (joined - repeated),
+    )
+
+
+def _remove(done: "queue.SimpleQueue[list[Path] | None]") -> None:
+    while (paths := done.get()) is not None:
+        for path in paths:
+            path.unlink(missing_ok=True)
+
+
+def _set_aside(line: Ints, ok: NDArray[np.int8], answers: Ints) -> NDArray[np.bool_]:
+    """The answers that do not take their custom_id's place: all but its first succeeded
+    one, else all but its first (as ordering._place_all)."""
+    later = np.zeros(len(line), dtype=bool)
+    placed = np.flatnonzero(line >= 0)
+    twice = placed[answers[line[placed]] > 1]
+    ranked = twice[np.lexsort((twice, -ok[twice].astype(np.int64), line[twice]))]
+    first = np.ones(len(ranked), dtype=bool)
+    first[1:] = line[ranked[1:]] != line[ranked[:-1]]
+    later[ranked[~first]] = True
+    return later
+
+
+def _write_bucket(
+    paths: list[Path],
+    members: Ints,
+    line: Ints,
+    ok: NDArray[np.int8],
+    size: Ints,
+    at: Ints,
+    later: NDArray[np.bool_],
+    targets: Targets,
+    buffer: bytearray,
+) -> None:
+    """A bucket's lines, read whole into `buffer` (line by line if it is larger)."""
+    starts = at[members]
+    ends = starts + size[members]
+    total = int(size[members].sum())
+    sources = [path.open("rb", buffering=0) for path in paths]
+    try:
+        sizes = [os.fstat(source.fileno()).st_size for source in sources]
+        if sum(sizes) != total:
+            raise OSError("a temporary file of the ordering changed")
+        if total <= len(buffer):
+            filled = 0
+            for source, length in zip(sources, sizes, strict=True):
+                if source.readinto(memoryview(buffer)[filled : filled + length]) != length:
+                    raise OSError("a temporary file of the ordering changed")
+                filled += length
+            read: Callable[[slice], Any] = memoryview(buffer)[:total].__getitem__
+        else:  # the input's lines got their results' bytes unevenly: line by line
+            read = _LineReader(sources, sizes)
+        _place(starts, ends, members, line, ok, later, read, targets)
+    finally:
+        for source in sources:
+            source.close()
+
+
+class _LineReader:
+    """A line of a bucket by its slice, read from the bucket's files (one after another)."""
+
+    def __init__(self, sources: list[Any], sizes: list[int]) -> None:
+        self.sources, self.sizes = sources, sizes
+
+    def __call__(self, piece: slice) -> bytes:
+        start = piece.start
+        for source, length in zip(self.sources, self.sizes, strict=True):
+            if start < length:
+                return os.pread(source.fileno(), piece.stop - piece.start, start)
+            start -= length
+        raise OSError("a temporary file of the ordering changed")
+
+
+def _place(
+    starts: Ints,
+    ends: Ints,
+    members: Ints,
+    line: Ints,
+    ok: NDArray[np.int8],
+    later: NDArray[np.bool_],
+    read: Callable[[slice], Any],
+    targets: Targets,
+) -> None:
+    """A bucket's lines, each in its input line's order, into the target of its outcome."""
+    keep = ~later[members]
+    succeeded = ok[members] == 1
+    for wanted, writer in (
+        (keep & succeeded, targets.succeeded),
+        (keep & ~succeeded, targets.errors),
+    ):
+        chosen = np.flatnonzero(wanted)
+        chosen = chosen[np.argsort(line[members[chosen]], kind="stable")]
+        firsts, lasts = starts[chosen], ends[chosen]
+        # Writes of a batch each (savefile.BATCH_BYTES): the writer's thread takes each
+        # as it is, with no join of its own.
+        written = np.cumsum(lasts - firsts)
+        total = int(written[-1]) if len(written) else 0
+        cuts = np.searchsorted(written, np.arange(BATCH_BYTES, total, BATCH_BYTES)) + 1
+        bounds = [0, *cuts.tolist(), len(chosen)]
+        firsts_list, lasts_list = firsts.tolist(), lasts.tolist()
+        for low, high in itertools.pairwise(bounds):
+            if high > low:
+                pieces = map(slice, firsts_list[low:high], lasts_list[low:high])
+                writer.write(b"".join(map(read, pieces)))
+
+
+def _write_rest(
+    path: Path, rest: Ints, offset: Ints, size: Ints, last_unended: int | None, out: Any
+) -> None:
+    """Lines that take no place, in the order they came, read back from the results."""
+    with path.open("rb", buffering=0) as source:
+        fd = source.fileno()
+        for at in range(0, len(rest), WRITE_LINES):
+            chosen = rest[at : at + WRITE_LINES]
+            offsets = offset[chosen]
+            sizes = (
+                size[chosen] - (offsets == last_unended)
+                if last_unended is not None
+                else size[chosen]
+            )
+            pieces = list(map(os.pread, [fd] * len(chosen), sizes.tolist(), offsets.tolist()))
+            if sum(map(len, pieces)) != int(sizes.sum()):
+                raise OSError("the results file changed while it was ordered")
+            if last_unended is not None and int(offsets[-1]) == last_unended:
+                pieces[-1] += b"\n"
+            out.write(b"".join(pieces))
