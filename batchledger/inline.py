@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from batchledger.errors import UsageError
+from batchledger.result_lines import file_offset
 from batchledger.split import Segments
 
 if TYPE_CHECKING:  # the SDK costs start-up time: imported by the caller that sends
@@ -146,7 +147,7 @@ def _request_id(line: bytes) -> bytes | None:
 
 def _refuse(path: Path, ranges: Sequence[tuple[int, int]], position: int, what: str) -> NoReturn:
     """UsageError naming the input line at `position` (an offset into the ranges' bytes)."""
-    offset = _file_offset(ranges, position)
+    offset = file_offset(ranges, position)
     with path.open("rb") as source:  # only on the way out: count the newlines before it
         before = 0
         left = offset
@@ -154,14 +155,6 @@ def _refuse(path: Path, ranges: Sequence[tuple[int, int]], position: int, what: 
             before += chunk.count(b"\n")
             left -= len(chunk)
     raise UsageError(f"line {before + 1} of {path.name} {what}")
-
-
-def _file_offset(ranges: Sequence[tuple[int, int]], position: int) -> int:
-    for start, end in ranges:
-        if position < end - start:
-            return start + position
-        position -= end - start
-    return ranges[-1][1] if ranges else 0
 
 
 def line_blocks(stream: Segments) -> Iterator[tuple[int, bytes]]:

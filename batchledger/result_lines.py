@@ -88,6 +88,7 @@ def input_id(path: Path, ranges: Sequence[tuple[int, int]], offset: int, line: b
 
 
 def file_offset(ranges: Sequence[tuple[int, int]], position: int) -> int:
+    """Where the `position`-th byte of the ranges, taken one after another, is in the file."""
     for start, end in ranges:
         if position < end - start:
             return start + position
