@@ -28,7 +28,9 @@ from batchledger.inputs import sha256_of
 from batchledger.ledger import InputFile
 from batchledger.paths import default_results_path, errors_path_for
 from batchledger.polling import Backoff
+from batchledger.prices import PriceList
 from batchledger.providers import Provider, Uploaded, upload_name
+from batchledger.usage import batch_cost
 
 
 @dataclass(frozen=True)
@@ -81,7 +83,24 @@ def record(
         account=ref.account,
         base_url=ctx.account_named(ref.account).location,
         origin=origin,
+        actual_cost=final_cost(ctx, batch, row_id, ref.account),
     )
+
+
+def final_cost(
+    ctx: Context, batch: dict[str, Any], row_id: int | None, account: str
+) -> float | None:
+    """A final batch's cost, priced from the usage the API reported (issue 22); None while
+    it is not final, has no usage, or its model has no price."""
+    if not batch.get("usage") or batch.get("status") not in FINAL_STATUSES:
+        return None
+    model = batch.get("model")
+    if not model:  # an answer without its model: the one the ledger learned before
+        row = (
+            ctx.ledger.get_row(row_id) if row_id is not None else ctx.ledger.row_of(batch, account)
+        )
+        model = row["model"] if row is not None else None
+    return batch_cost({"model": model, "usage": batch["usage"]}, PriceList())
 
 
 def submit(

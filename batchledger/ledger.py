@@ -14,7 +14,7 @@ from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from batchledger._db import Database
 from batchledger.batches import (
@@ -39,9 +39,6 @@ from batchledger.details import CreateDetails
 from batchledger.errors import BatchledgerError, Refused, UsageError
 from batchledger.migrations import migration_names, migrations
 from batchledger.times import utc_now
-
-if TYPE_CHECKING:
-    from batchledger.token_budget import TokenPlan
 
 # When a batch was made: the API's created_at, or when the ledger first saw it. Indexed.
 MADE_AT = "coalesce(created_at, recorded_at)"
@@ -342,21 +339,19 @@ class Ledger:
             self._job_history(job_row_id, "split", f"{len(parts)} parts of {input_.path}")
             return self.get_job(job_row_id), False
 
-    def record_part_tokens(self, job_row_id: int, planned: "TokenPlan") -> None:
+    def record_part_tokens(
+        self, job_row_id: int, planned: Sequence[tuple[int, int, int, Mapping[str, int]]]
+    ) -> None:
         """Each part's counted input tokens per model (issue 22), where the job's part has
-        the planned bytes and none recorded yet (a resumed job keeps what it has)."""
+        the planned bytes and none recorded yet (a resumed job keeps what it has).
+
+        `planned`: (part index, start byte, end byte, tokens per model) of each part."""
         with self._writing():
-            for part, tokens in zip(planned.parts, planned.tokens, strict=True):
+            for index, start, end, tokens in planned:
                 self.db.conn.execute(
                     "UPDATE parts SET input_tokens = ? WHERE job = ? AND part_index = ? "
                     "AND start_byte = ? AND end_byte = ? AND input_tokens IS NULL",
-                    (
-                        json.dumps(tokens, sort_keys=True),
-                        job_row_id,
-                        part.index,
-                        part.start,
-                        part.end,
-                    ),
+                    (json.dumps(tokens, sort_keys=True), job_row_id, index, start, end),
                 )
 
     def release_job_claim(self, job_row_id: int) -> None:
@@ -474,10 +469,8 @@ class Ledger:
             self.db.table("jobs").update(job_row_id, {"status": status})
             self._job_history(job_row_id, action, detail)
 
-    def finish_job(self, job_row_id: int, status: str) -> None:
-        from batchledger.spend import job_cost
-
-        cost = job_cost(self.attempts_of_job(job_row_id))  # issue 22: its attempts' sum
+    def finish_job(self, job_row_id: int, status: str, *, cost: float | None) -> None:
+        """The job is over; `cost`: its attempts' sum (issue 22, `usage.job_cost`)."""
         with self._writing():
             self.db.table("jobs").update(
                 job_row_id,
@@ -754,10 +747,13 @@ class Ledger:
         account: str,
         base_url: str | None,
         origin: str = "lookup",
+        actual_cost: float | None = None,
     ) -> Row:
         """Store what the account's API says of a batch; adds a row (from `origin`) if new.
 
         A row made before base URLs were recorded is stamped with the one that answered.
+        `actual_cost`: a final batch's cost, as the caller priced it (`usage.batch_cost`);
+        recorded once, where the row has none yet.
         """
         fields = fields_from_batch(batch)
         existing: Row | None = None
@@ -777,28 +773,15 @@ class Ledger:
                     if existing is not None:
                         existing = {**existing, "base_url": base_url}
             self._history(row_id, action, f"status {batch['status']}")
-            if fields["usage"] and fields["status"] in FINAL_STATUSES:
-                self._record_actual_cost(row_id, batch)  # issue 22
+            if actual_cost is not None:  # issue 22: priced once, when the batch ended
+                self.db.conn.execute(
+                    "UPDATE batches SET actual_cost = ? WHERE id = ? AND actual_cost IS NULL",
+                    (actual_cost, row_id),
+                )
         if existing is not None and _stored_as_given(fields):
             # Read inside the transaction: the row as it is now, without reading it again.
             return {**existing, **fields}
         return self.get_row(row_id)
-
-    def _record_actual_cost(self, row_id: int, batch: Mapping[str, Any]) -> None:
-        """A final batch's cost, priced once from its usage (`spend.batch_cost`)."""
-        model, recorded = self.db.conn.execute(
-            "SELECT model, actual_cost FROM batches WHERE id = ?", (row_id,)
-        ).fetchone()
-        if recorded is not None:
-            return
-        from batchledger.prices import PriceList
-        from batchledger.spend import batch_cost
-
-        cost = batch_cost(
-            {"model": batch.get("model") or model, "usage": batch["usage"]}, PriceList()
-        )
-        if cost is not None:
-            self.db.conn.execute("UPDATE batches SET actual_cost = ? WHERE id = ?", (cost, row_id))
 
     def _insert_foreign(
         self,

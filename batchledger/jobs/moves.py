@@ -84,7 +84,13 @@ def create_job(
         force=force,
     )
     if planned is not None:  # issue 22: each part's counted tokens, for the token budget
-        ctx.ledger.record_part_tokens(job["id"], planned)
+        ctx.ledger.record_part_tokens(
+            job["id"],
+            [
+                (part.index, part.start, part.end, tokens)
+                for part, tokens in zip(planned.parts, planned.tokens, strict=True)
+            ],
+        )
     if ctx.on_job_claimed is not None:
         ctx.on_job_claimed(job["job_id"])
     if job["input_sha256"] == input_.sha256:

@@ -28,6 +28,7 @@ from batchledger.merge import concat
 from batchledger.paths import default_results_path, errors_path_for
 from batchledger.redo import merge_attempts
 from batchledger.savefile import prepare_target
+from batchledger.usage import job_cost
 
 
 def merge_parts(
@@ -87,7 +88,9 @@ def merge_parts(
         or (view.attempt is not None and view.attempt["status"] == "cancelled")
         for view in report.parts
     )
-    ctx.ledger.finish_job(job["id"], JOB_CANCELLED if cancelled else JOB_DONE)
+    status = JOB_CANCELLED if cancelled else JOB_DONE
+    # issue 22: the job's cost, the sum of its attempts' recorded costs
+    ctx.ledger.finish_job(job["id"], status, cost=job_cost(ctx.ledger.attempts_of_job(job["id"])))
 
 
 def recorded_intact(job_or_row: Row, kind: str) -> Path | None:
