@@ -138,9 +138,9 @@ def account_day_spend(
     since = day_start(now)
     if ledger is None:
         return DaySpend(day=since[:10])
-    batches, jobs = ledger.spend_rows(account, since)
+    batches, jobs = ledger.reports.spend_rows(account, since)
     attempts = {
-        job["id"]: ledger.attempts_of_job(job["id"])
+        job["id"]: ledger.jobs.attempts_of_job(job["id"])
         for job in jobs
         if job["status"] in (JOB_DONE, JOB_CANCELLED) and job.get("actual_cost") is None
     }

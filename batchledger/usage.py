@@ -164,7 +164,7 @@ def usage_lines(
     if ledger is None:
         return []
     lines: dict[str, UsageLine] = {}
-    for row in ledger.usage_totals(GROUPS[by], since):
+    for row in ledger.reports.usage_totals(GROUPS[by], since):
         part = UsageLine(
             group=row["grp"],
             batches=row["batches"],
