@@ -11,7 +11,7 @@ from typing import Any
 
 from batchledger import export as exporting
 from batchledger import usage as totals
-from batchledger.batches import ABANDONED, JOB_STATUSES, REJECTED, JobRef
+from batchledger.batches import BatchStatus, JobRef, JobStatus
 from batchledger.cli import job_commands
 from batchledger.cli.targets import target
 from batchledger.context import Context
@@ -60,17 +60,8 @@ def show(args: argparse.Namespace, ctx: Context) -> ExitCode:
 # What `list --status` matches: a batch's statuses (the API's, and the ledger's own for a
 # create refused or abandoned), then a job's.
 LISTED_STATUSES = (
-    "validating",
-    "in_progress",
-    "finalizing",
-    "completed",
-    "failed",
-    "expired",
-    "cancelling",
-    "cancelled",
-    REJECTED,
-    ABANDONED,
-    *(status for status in JOB_STATUSES if status != "cancelled"),
+    *BatchStatus,
+    *(status for status in JobStatus if status != JobStatus.CANCELLED),
 )
 
 

@@ -11,6 +11,7 @@ from batchledger.batches import (
     PART_CANCELLED,
     PART_QUEUED,
     PART_SENT,
+    JobStatus,
     Row,
     attempt_is_open,
 )
@@ -215,13 +216,13 @@ class JobStore:
                 job_row_id, {"requests_completed": completed, "requests_failed": failed}
             )
 
-    def set_job_status(self, job_row_id: int, status: str, action: str, detail: str) -> None:
+    def set_job_status(self, job_row_id: int, status: JobStatus, action: str, detail: str) -> None:
         """A running job stopped (its input changed) or going on again."""
         with self.conn.writing():
             self.conn.db.table("jobs").update(job_row_id, {"status": status})
             self.conn.job_history(job_row_id, action, detail)
 
-    def finish_job(self, job_row_id: int, status: str, *, cost: float | None) -> None:
+    def finish_job(self, job_row_id: int, status: JobStatus, *, cost: float | None) -> None:
         """The job is over; `cost`: its attempts' sum (issue 22, `usage.job_cost`)."""
         with self.conn.writing():
             self.conn.db.table("jobs").update(
