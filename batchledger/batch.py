@@ -28,7 +28,9 @@ from batchledger.inputs import sha256_of
 from batchledger.ledger import InputFile
 from batchledger.paths import default_results_path, errors_path_for
 from batchledger.polling import Backoff
+from batchledger.prices import PriceList
 from batchledger.providers import Provider, Uploaded, upload_name
+from batchledger.usage import batch_cost
 
 
 @dataclass(frozen=True)
@@ -74,14 +76,33 @@ def record(
     origin: str = "lookup",
 ) -> Row:
     """Store what the API said of a batch of `ref`'s account."""
-    return ctx.ledger.record_batch(
+    return ctx.ledger.batches.record_batch(
         batch,
         action=action,
         row_id=row_id,
         account=ref.account,
         base_url=ctx.account_named(ref.account).location,
         origin=origin,
+        actual_cost=final_cost(ctx, batch, row_id, ref.account),
     )
+
+
+def final_cost(
+    ctx: Context, batch: dict[str, Any], row_id: int | None, account: str
+) -> float | None:
+    """A final batch's cost, priced from the usage the API reported (issue 22); None while
+    it is not final, has no usage, or its model has no price."""
+    if not batch.get("usage") or batch.get("status") not in FINAL_STATUSES:
+        return None
+    model = batch.get("model")
+    if not model:  # an answer without its model: the one the ledger learned before
+        row = (
+            ctx.ledger.batches.get_row(row_id)
+            if row_id is not None
+            else ctx.ledger.batches.row_of(batch, account)
+        )
+        model = row["model"] if row is not None else None
+    return batch_cost({"model": model, "usage": batch["usage"]}, PriceList())
 
 
 def submit(
@@ -103,7 +124,7 @@ def submit(
     account = ctx.account
     provider = ctx.provider()
     details = details or CreateDetails()
-    row, resumed = ctx.ledger.claim_submission(
+    row, resumed = ctx.ledger.batches.claim_submission(
         input_,
         endpoint,
         window,
@@ -118,7 +139,7 @@ def submit(
         # A claim that cannot be released is harmless once this process has ended; the
         # error that got us here is the one to report.
         with contextlib.suppress(BatchledgerError):
-            ctx.ledger.release_claim(row["id"])
+            ctx.ledger.release_claim("batches", row["id"])
 
 
 def _submit_claimed(
@@ -134,7 +155,7 @@ def _submit_claimed(
         # The upload was recorded, so a batch may have been made from it.
         file = provider.get_file(row["input_file_id"])
         since = file["created_at"] if file else None
-        known = ctx.ledger.batch_ids_made_from({row["input_file_id"]})
+        known = ctx.ledger.batches.batch_ids_made_from({row["input_file_id"]})
         found = provider.find_batches({row["ref"]: row["input_file_id"]}, since, known).found
         if row["ref"] in found:
             batch = found[row["ref"]]
@@ -153,7 +174,7 @@ def _submit_claimed(
         expires_after=details.input_expires_after,
     )
     if uploaded.id != row["input_file_id"]:
-        ctx.ledger.record_upload(row["id"], uploaded.id)
+        ctx.ledger.batches.record_upload(row["id"], uploaded.id)
     batch, row = create_with_ref(
         ctx, provider, row, uploaded, row["endpoint"], row["completion_window"], details
     )
@@ -227,7 +248,7 @@ def create_with_ref(
             exclude=exclude,
         )
     except Rejected as exc:
-        ctx.ledger.mark_rejected(row["id"], exc.message, exc.code)
+        ctx.ledger.batches.mark_rejected(row["id"], exc.message, exc.code)
         raise
     ref = BatchRef(row["account"], batch["id"])
     return batch, record(ctx, ref, batch, action="create", row_id=row["id"])
@@ -257,7 +278,7 @@ def save_if_finished(
         report.saved = save_results(ctx, report.ref, batch, row, out, out_dir)
     except NotFound as exc:
         report.warning = f"{report.batch_id}: its results are gone from the API ({exc.message})"
-    report.row = ctx.ledger.get_row(row["id"])
+    report.row = ctx.ledger.batches.get_row(row["id"])
 
 
 def check(
@@ -280,15 +301,17 @@ def check(
             save_if_finished(ctx, report, out=out, out_dir=out_dir)
         return report
     except NotFound as exc:
-        for row in ctx.ledger.find_batches(ref.batch_id, ref.account):
-            ctx.ledger.mark_not_found(row["id"], exc.message)
+        for row in ctx.ledger.batches.find_batches(ref.batch_id, ref.account):
+            ctx.ledger.batches.mark_not_found(row["id"], exc.message)
         return BatchReport(
             ref=ref,
-            row=ctx.ledger.find_batch(ref.batch_id, ref.account),
+            row=ctx.ledger.batches.find_batch(ref.batch_id, ref.account),
             warning=f"{ref.batch_id}: account {ref.account!r} does not know it (not checked again)",
         )
     except BatchledgerError as exc:
-        return BatchReport(ref=ref, row=ctx.ledger.find_batch(ref.batch_id, ref.account), error=exc)
+        return BatchReport(
+            ref=ref, row=ctx.ledger.batches.find_batch(ref.batch_id, ref.account), error=exc
+        )
 
 
 def retrieve(ctx: Context, ref: BatchRef, out: Path | None, *, again: bool = False) -> BatchReport:
@@ -302,7 +325,7 @@ def retrieve(ctx: Context, ref: BatchRef, out: Path | None, *, again: bool = Fal
     batch, row = report.batch, report.row
     assert batch is not None and row is not None
     if not has_results(batch):
-        ctx.ledger.record_event(row["id"], "retrieve_refused", f"status {batch['status']}")
+        ctx.ledger.batches.record_event(row["id"], "retrieve_refused", f"status {batch['status']}")
         if batch["status"] in SAVABLE_STATUSES:
             reason = f"batch {ref.batch_id} is {batch['status']} with no result files"
         else:
@@ -313,7 +336,7 @@ def retrieve(ctx: Context, ref: BatchRef, out: Path | None, *, again: bool = Fal
         report.already_saved = True
         return report
     report.saved = save_results(ctx, ref, batch, row, out)
-    report.row = ctx.ledger.get_row(row["id"])
+    report.row = ctx.ledger.batches.get_row(row["id"])
     return report
 
 
@@ -355,15 +378,15 @@ def save_results(
         try:
             download = ctx.provider_for(ref.account).download(file_id, path, operation)
         except NotFound as exc:
-            ctx.ledger.mark_results_gone(row["id"], exc.message)
+            ctx.ledger.batches.mark_results_gone(row["id"], exc.message)
             raise
         except BatchledgerError as exc:
-            ctx.ledger.record_event(row["id"], f"save_{kind}_failed", exc.message)
+            ctx.ledger.batches.record_event(row["id"], f"save_{kind}_failed", exc.message)
             raise
         except KeyboardInterrupt:
-            ctx.ledger.record_event(row["id"], f"save_{kind}_interrupted", str(path))
+            ctx.ledger.batches.record_event(row["id"], f"save_{kind}_interrupted", str(path))
             raise
-        ctx.ledger.record_download(row["id"], kind, path, download.size, download.sha256)
+        ctx.ledger.batches.record_download(row["id"], kind, path, download.size, download.sha256)
         saved.append(SavedFile(kind=kind, path=path, size=download.size, replaced=replaced))
     return saved
 

@@ -3,37 +3,72 @@
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 from batchledger.times import iso_from_epoch, utc_now
 
 Row = dict[str, Any]
 
-FINAL_STATUSES = frozenset({"completed", "failed", "expired", "cancelled"})
-# Ended before every request ran, keeping the part that did.
-ENDED_EARLY_STATUSES = frozenset({"expired", "cancelled"})
-# A batch in one of these states may hold result files: completed, or ended early.
-SAVABLE_STATUSES = frozenset({"completed"}) | ENDED_EARLY_STATUSES
-# Batches in these states hold no work worth keeping, so the same input may be sent again.
-RESUBMITTABLE_STATUSES = frozenset({"failed"}) | ENDED_EARLY_STATUSES
-# The status of a row whose create the API refused (a 4xx): there is no batch to follow.
-REJECTED = "rejected"
-# The status of a row whose create made no batch (nothing was found on the server): sweeps
-# stop looking for it; a create of the same input starts it again, reusing its upload.
-ABANDONED = "abandoned"
 
-# A job is running until every part is final and its results are merged.
-JOB_RUNNING = "running"
-JOB_DONE = "done"
-JOB_CANCELLED = "cancelled"
-# The input changed after the job was split: its queued parts are not sent (they would be
-# read from other bytes) until the input is as it was again.
-JOB_INPUT_CHANGED = "input_changed"
-JOB_STATUSES = (JOB_RUNNING, JOB_DONE, JOB_CANCELLED, JOB_INPUT_CHANGED)
-# A part waits in the queue, or has been sent (its last attempt tells how it went).
-PART_QUEUED = "queued"
-PART_SENT = "sent"
-PART_CANCELLED = "cancelled"
+class BatchStatus(StrEnum):
+    """A batch's status: the API's (in OpenAI's words; a provider's profile maps its own to
+    them), then the ledger's own two. The values are what the ledger stores."""
+
+    VALIDATING = "validating"
+    IN_PROGRESS = "in_progress"
+    FINALIZING = "finalizing"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    EXPIRED = "expired"
+    CANCELLING = "cancelling"
+    CANCELLED = "cancelled"
+    # A row whose create the API refused (a 4xx): there is no batch to follow.
+    REJECTED = "rejected"
+    # A row whose create made no batch (nothing was found on the server): sweeps stop
+    # looking for it; a create of the same input starts it again, reusing its upload.
+    ABANDONED = "abandoned"
+
+
+class JobStatus(StrEnum):
+    """A job's status. Running until every part is final and its results are merged."""
+
+    RUNNING = "running"
+    DONE = "done"
+    CANCELLED = "cancelled"
+    # The input changed after the job was split: its queued parts are not sent (they would
+    # be read from other bytes) until the input is as it was again.
+    INPUT_CHANGED = "input_changed"
+
+
+class PartState(StrEnum):
+    """A part waits in the queue, or has been sent (its last attempt tells how it went)."""
+
+    QUEUED = "queued"
+    SENT = "sent"
+    CANCELLED = "cancelled"
+
+
+FINAL_STATUSES = frozenset(
+    {BatchStatus.COMPLETED, BatchStatus.FAILED, BatchStatus.EXPIRED, BatchStatus.CANCELLED}
+)
+# Ended before every request ran, keeping the part that did.
+ENDED_EARLY_STATUSES = frozenset({BatchStatus.EXPIRED, BatchStatus.CANCELLED})
+# A batch in one of these states may hold result files: completed, or ended early.
+SAVABLE_STATUSES = frozenset({BatchStatus.COMPLETED}) | ENDED_EARLY_STATUSES
+# Batches in these states hold no work worth keeping, so the same input may be sent again.
+RESUBMITTABLE_STATUSES = frozenset({BatchStatus.FAILED}) | ENDED_EARLY_STATUSES
+# The short names the code uses.
+REJECTED = BatchStatus.REJECTED
+ABANDONED = BatchStatus.ABANDONED
+JOB_RUNNING = JobStatus.RUNNING
+JOB_DONE = JobStatus.DONE
+JOB_CANCELLED = JobStatus.CANCELLED
+JOB_INPUT_CHANGED = JobStatus.INPUT_CHANGED
+JOB_STATUSES = tuple(JobStatus)
+PART_QUEUED = PartState.QUEUED
+PART_SENT = PartState.SENT
+PART_CANCELLED = PartState.CANCELLED
 TOKEN_LIMIT_CODE = "token_limit_exceeded"
 
 

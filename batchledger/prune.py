@@ -72,7 +72,7 @@ def plan(ledger: Ledger, older_than: str | None, account: Account) -> PrunePlan:
     """
     rows = [
         row
-        for row in ledger.rows_with_remote_files()
+        for row in ledger.batches.rows_with_remote_files()
         if row["account"] == account.name and row["base_url"] in (None, account.location)
     ]
     chosen: list[Row] = []
@@ -141,5 +141,5 @@ def prune(ctx: Context, items: list[PruneItem], *, dry_run: bool) -> list[PruneI
             item.outcome = "deleted"
             detail = f"deleted {item.file_id} ({item.size} bytes)"
         if not dry_run:
-            ledger.record_remote_file_gone(item.row_id, item.kind, detail)
+            ledger.batches.record_remote_file_gone(item.row_id, item.kind, detail)
     return items

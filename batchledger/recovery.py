@@ -38,7 +38,7 @@ def recover_unfinished(ctx: Context, account: str, rows: list[Row]) -> Recovered
     # clock. With an upload gone, the search can only look through the newest batches.
     since = min(made_at) if len(made_at) == len(rows) else None
     wanted = {row["ref"]: row["input_file_id"] for row in rows}
-    known = ctx.ledger.batch_ids_made_from({row["input_file_id"] for row in rows})
+    known = ctx.ledger.batches.batch_ids_made_from({row["input_file_id"] for row in rows})
     search = provider.find_batches(wanted, since, known)
     now = time.time()
     for row in rows:
@@ -52,7 +52,7 @@ def recover_unfinished(ctx: Context, account: str, rows: list[Row]) -> Recovered
             or (now - epoch_of(row["recorded_at"]) > ABANDON_AFTER_SECONDS)
         ):
             why = "its upload is gone" if files[row["ref"]] is None else "no batch was made"
-            ctx.ledger.mark_abandoned(
+            ctx.ledger.batches.mark_abandoned(
                 row["id"], f"{why}; 'batchledger create' of the same input sends it again"
             )
             report.abandoned.append(row)

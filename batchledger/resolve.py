@@ -13,12 +13,12 @@ def resolve(
     (the newest batch or job made), or a batch as resolve_batch finds it."""
     if ledger is not None and text.strip():
         if text == "last":
-            job = ledger.latest_job(named)
-            batch = ledger.latest_batch(named)
+            job = ledger.jobs.latest_job(named)
+            batch = ledger.batches.latest_batch(named)
             if job is not None and (batch is None or job["recorded_at"] >= batch["recorded_at"]):
                 return JobRef(job["job_id"])
-        elif text.startswith("job_") or not ledger.batches_with_prefix(text, named):
-            job = _one(ledger.jobs_with_prefix(text, named), text, "matches")
+        elif text.startswith("job_") or not ledger.with_prefix("batches", text, named):
+            job = _one(ledger.with_prefix("jobs", text, named), text, "matches")
             if job is not None:
                 return JobRef(job["job_id"])
     return resolve_batch(ledger, text, named=named, current=current)
@@ -34,16 +34,16 @@ def resolve_batch(ledger: Ledger | None, text: str, *, named: str | None, curren
     if not text.strip():
         raise UsageError("the batch id is empty")
     if text == "last":
-        latest = ledger.latest_batch(named) if ledger is not None else None
+        latest = ledger.batches.latest_batch(named) if ledger is not None else None
         if latest is None:
             raise UsageError("'last' names no batch: the ledger holds no created batch yet")
         return BatchRef.of(latest)
     if ledger is not None:
-        exact = ledger.find_batches(text)
+        exact = ledger.batches.find_batches(text)
         mine = [row for row in exact if row["account"] == named]
         found = _one(mine or exact, text, "is a batch of")
         if found is None:
-            found = _one(ledger.batches_with_prefix(text, named), text, "matches")
+            found = _one(ledger.with_prefix("batches", text, named), text, "matches")
         if found is not None:
             return BatchRef.of(found)
     if text.startswith("batch_"):

@@ -46,10 +46,12 @@ def retry(
     is resumed instead); nothing is sent when there is nothing to retry."""
     original = original_of(ctx, target)
     report = RetryReport(original)
-    running = [job for job in ctx.ledger.unfinished_jobs() if job["retry_of"] == original.retry_of]
+    running = [
+        job for job in ctx.ledger.jobs.unfinished_jobs() if job["retry_of"] == original.retry_of
+    ]
     if running:
         job = running[0]
-        if ctx.ledger.find_unsent_job_by_id(job["id"]) is None:
+        if ctx.ledger.jobs.find_unsent_job_by_id(job["id"]) is None:
             # Every part sent: once they are all final, this finishes its merge (one cut
             # off by a kill or Ctrl-C included).
             report.job = advance(ctx, job)
@@ -89,7 +91,7 @@ def retry(
         sha256=sha256,
         lines=plan.lines,
     )
-    job, _ = ctx.ledger.claim_job(
+    job, _ = ctx.ledger.jobs.claim_job(
         input_,
         row["endpoint"],
         row["completion_window"],
@@ -105,7 +107,7 @@ def retry(
     try:
         report.job = advance(ctx, job, check=False)
     finally:
-        ctx.ledger.release_job_claim(job["id"])
+        ctx.ledger.release_claim("jobs", job["id"])
     return report
 
 
@@ -127,7 +129,7 @@ def rebuild(ctx: Context, original: Original, attempts: list[Attempt]) -> None:
     for kind, target in targets:
         done = saved[kind]
         path, size, sha256 = (target, done.size, done.sha256) if done else (None, None, None)
-        ctx.ledger.record_job_results(original.row["id"], kind, path, size, sha256)
+        ctx.ledger.jobs.record_job_results(original.row["id"], kind, path, size, sha256)
 
 
 def pack(

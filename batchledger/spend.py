@@ -6,7 +6,6 @@ token allowed) of the batches and jobs made that day that are not final yet, plu
 cost (from the usage the API reported, at batch prices) of those that ended that day.
 """
 
-import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -15,44 +14,13 @@ from typing import TYPE_CHECKING, Any
 from batchledger.batches import ABANDONED, FINAL_STATUSES, JOB_CANCELLED, JOB_DONE, REJECTED, Row
 from batchledger.errors import Refused
 from batchledger.estimate import money
-from batchledger.usage import Prices, cost_of
+from batchledger.usage import Prices, batch_cost
 
 if TYPE_CHECKING:
     from batchledger.ledger import Ledger
 
 # Ended: nothing more will be billed for it.
 _ENDED = FINAL_STATUSES | {REJECTED, ABANDONED}
-
-
-def usage_tokens(usage: Mapping[str, Any]) -> dict[str, int]:
-    """A batch's `usage` object as the token kinds `usage.cost_of` prices."""
-    input_details = usage.get("input_tokens_details") or {}
-    output_details = usage.get("output_tokens_details") or {}
-    return {
-        "input": int(usage.get("input_tokens") or 0),
-        "cached": int(input_details.get("cached_tokens") or 0),
-        "output": int(usage.get("output_tokens") or 0),
-        "reasoning": int(output_details.get("reasoning_tokens") or 0),
-    }
-
-
-def billed_tokens(usage: str | Mapping[str, Any] | None) -> dict[str, int] | None:
-    """The tokens of a `usage` (as the API gives it, or its JSON), None if there are none."""
-    parsed = json.loads(usage) if isinstance(usage, str) else usage
-    if not parsed:
-        return None
-    tokens = usage_tokens(parsed)
-    return tokens if any(tokens.values()) else None
-
-
-def batch_cost(row: Mapping[str, Any], prices: Prices) -> float | None:
-    """What a batch row's usage cost at `prices`: 0 with no usage (nothing was billed),
-    None when its model has no price."""
-    tokens = billed_tokens(row.get("usage"))
-    if tokens is None:
-        return 0.0
-    price = prices.get(row.get("model") or "(unknown)")
-    return None if price is None else cost_of(tokens, price)
 
 
 def sum_costs(costs: Iterable[float | None]) -> float | None:
@@ -62,18 +30,6 @@ def sum_costs(costs: Iterable[float | None]) -> float | None:
         if cost is None:
             return None
         total += cost
-    return total
-
-
-def job_cost(attempts: Iterable[Mapping[str, Any]]) -> float | None:
-    """A job's cost: the sum of its attempts' recorded costs (an attempt with no usage, or
-    none but zeros, cost nothing); None if one with usage has no cost (no price known)."""
-    total = 0.0
-    for attempt in attempts:
-        if attempt.get("actual_cost") is not None:
-            total += float(attempt["actual_cost"])
-        elif billed_tokens(attempt.get("usage")) is not None:
-            return None
     return total
 
 
@@ -182,9 +138,9 @@ def account_day_spend(
     since = day_start(now)
     if ledger is None:
         return DaySpend(day=since[:10])
-    batches, jobs = ledger.spend_rows(account, since)
+    batches, jobs = ledger.reports.spend_rows(account, since)
     attempts = {
-        job["id"]: ledger.attempts_of_job(job["id"])
+        job["id"]: ledger.jobs.attempts_of_job(job["id"])
         for job in jobs
         if job["status"] in (JOB_DONE, JOB_CANCELLED) and job.get("actual_cost") is None
     }

@@ -39,7 +39,7 @@ def sync(ctx: Context) -> SyncReport:
     ledger, account = ctx.ledger, ctx.account.name
     for batch in ctx.provider().list_all():
         ref = BatchRef(account, batch["id"])
-        row = ledger.row_of(batch, account)
+        row = ledger.batches.row_of(batch, account)
         if row is None:
             record(ctx, ref, batch, action="sync", origin="sync")
             report.added.append(batch["id"])
@@ -84,18 +84,18 @@ def sweep_all(
     if ledger is None:
         return None
     report = SweepReport()
-    for row in ledger.unsent_submissions():
+    for row in ledger.batches.unsent_submissions():
         if not claimed_by_another_run(row):
-            ledger.mark_abandoned(
+            ledger.batches.mark_abandoned(
                 row["id"],
                 "cut off before its upload was recorded, so no batch was made; "
                 "'batchledger create' of the same input sends it (reusing the upload if it "
                 "arrived)",
             )
             report.abandoned.append(row)
-    pending = ledger.batches_to_sweep(include_synced=include_synced)
-    unfinished = ledger.unfinished_submissions()
-    jobs = ledger.unfinished_jobs()
+    pending = ledger.batches.batches_to_sweep(include_synced=include_synced)
+    unfinished = ledger.batches.unfinished_submissions()
+    jobs = ledger.jobs.unfinished_jobs()
     if not (pending or unfinished or jobs):
         return report if report.abandoned else None
     reachable, report.skipped = followable(ctx, pending + unfinished + jobs)
@@ -108,7 +108,7 @@ def sweep_all(
         found = recover_unfinished(ctx, account, rows)
         report.recovered += found.recovered
         report.abandoned += found.abandoned
-    pending, _ = followable(ctx, ledger.batches_to_sweep(include_synced=include_synced))
+    pending, _ = followable(ctx, ledger.batches.batches_to_sweep(include_synced=include_synced))
     assert ctx.logger is not None
     ctx.logger.info("SWEEP batches=%d", len(pending))
     report.reports = sweep(
@@ -127,7 +127,7 @@ def sweep_all(
 def advance_jobs(ctx: Context, job_ids: set[str], *, out_dir: Path | None) -> list[JobReport]:
     """Move on the running jobs of `job_ids`: their parts were checked by the sweep."""
     reports = []
-    for job in ctx.ledger.unfinished_jobs():
+    for job in ctx.ledger.jobs.unfinished_jobs():
         if job["job_id"] not in job_ids or claimed_by_another_run(job):
             continue
         try:
@@ -282,7 +282,7 @@ def part_result_paths(ctx: Context, rows: list[Row]) -> dict[int, Path]:
     paths = {}
     for row in rows:
         if row["part"] is not None and row["batch_id"] is not None:
-            job, part = ctx.ledger.job_of_part(row["part"])
+            job, part = ctx.ledger.jobs.job_of_part(row["part"])
             paths[row["id"]] = part_results_path(
                 ctx, job["job_id"], part["part_index"], row["batch_id"]
             )

@@ -145,11 +145,11 @@ def may_send(ctx: "Context", job: Row, part: Row) -> bool:
     if not limits or not wanted:
         return True
     attempts: dict[int, Row] = {}
-    for attempt in ctx.ledger.attempts_of_job(job["id"]):
+    for attempt in ctx.ledger.jobs.attempts_of_job(job["id"]):
         attempts[attempt["part"]] = attempt  # oldest first: the last one stays
     live = [
         other
-        for other in ctx.ledger.job_parts(job["id"])
+        for other in ctx.ledger.jobs.job_parts(job["id"])
         if other["state"] == PART_SENT
         and other["id"] in attempts
         and attempt_is_open(attempts[other["id"]])

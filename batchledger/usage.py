@@ -4,9 +4,10 @@ No network and no key: the ledger keeps each batch's `usage` object as the API r
 Prices come from `prices` (genai-prices' batch prices, a prices file over them).
 """
 
+import json
 import math
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -113,6 +114,49 @@ def cost_of(tokens: dict[str, int], price: Price) -> float:
     ) / PER_TOKENS
 
 
+def usage_tokens(usage: Mapping[str, Any]) -> dict[str, int]:
+    """A batch's `usage` object as the token kinds `usage.cost_of` prices."""
+    input_details = usage.get("input_tokens_details") or {}
+    output_details = usage.get("output_tokens_details") or {}
+    return {
+        "input": int(usage.get("input_tokens") or 0),
+        "cached": int(input_details.get("cached_tokens") or 0),
+        "output": int(usage.get("output_tokens") or 0),
+        "reasoning": int(output_details.get("reasoning_tokens") or 0),
+    }
+
+
+def billed_tokens(usage: str | Mapping[str, Any] | None) -> dict[str, int] | None:
+    """The tokens of a `usage` (as the API gives it, or its JSON), None if there are none."""
+    parsed = json.loads(usage) if isinstance(usage, str) else usage
+    if not parsed:
+        return None
+    tokens = usage_tokens(parsed)
+    return tokens if any(tokens.values()) else None
+
+
+def batch_cost(row: Mapping[str, Any], prices: Prices) -> float | None:
+    """What a batch row's usage cost at `prices`: 0 with no usage (nothing was billed),
+    None when its model has no price."""
+    tokens = billed_tokens(row.get("usage"))
+    if tokens is None:
+        return 0.0
+    price = prices.get(row.get("model") or "(unknown)")
+    return None if price is None else cost_of(tokens, price)
+
+
+def job_cost(attempts: Iterable[Mapping[str, Any]]) -> float | None:
+    """A job's cost: the sum of its attempts' recorded costs (an attempt with no usage, or
+    none but zeros, cost nothing); None if one with usage has no cost (no price known)."""
+    total = 0.0
+    for attempt in attempts:
+        if attempt.get("actual_cost") is not None:
+            total += float(attempt["actual_cost"])
+        elif billed_tokens(attempt.get("usage")) is not None:
+            return None
+    return total
+
+
 def usage_lines(
     ledger: Ledger | None, by: str, since: str | None, prices: Prices | None
 ) -> list[UsageLine]:
@@ -120,7 +164,7 @@ def usage_lines(
     if ledger is None:
         return []
     lines: dict[str, UsageLine] = {}
-    for row in ledger.usage_totals(GROUPS[by], since):
+    for row in ledger.reports.usage_totals(GROUPS[by], since):
         part = UsageLine(
             group=row["grp"],
             batches=row["batches"],

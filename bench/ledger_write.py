@@ -76,14 +76,14 @@ def one_create(ledger: Ledger, timings: Timings, n: int) -> dict[str, Any]:
     def create() -> None:
         row, _ = timings.timed(
             "claim_submission",
-            lambda: ledger.claim_submission(input_, ENDPOINT, "24h", force=True, **WHERE),
+            lambda: ledger.batches.claim_submission(input_, ENDPOINT, "24h", force=True, **WHERE),
         )
-        timings.timed("record_upload", lambda: ledger.record_upload(row["id"], file_id))
+        timings.timed("record_upload", lambda: ledger.batches.record_upload(row["id"], file_id))
         timings.timed(
             "record_batch (create)",
-            lambda: ledger.record_batch(batch, action="create", row_id=row["id"], **WHERE),
+            lambda: ledger.batches.record_batch(batch, action="create", row_id=row["id"], **WHERE),
         )
-        timings.timed("release_claim", lambda: ledger.release_claim(row["id"]))
+        timings.timed("release_claim", lambda: ledger.release_claim("batches", row["id"]))
 
     timings.timed("create", create)
     return batch
@@ -93,7 +93,7 @@ def one_status(ledger: Ledger, timings: Timings, batch: dict[str, Any]) -> None:
     """record_batch as `status` calls it: found by batch id (row_id=None)."""
     update = {**batch, "status": "in_progress", "in_progress_at": int(time.time())}
     timings.timed(
-        "status", lambda: ledger.record_batch(update, action="status", row_id=None, **WHERE)
+        "status", lambda: ledger.batches.record_batch(update, action="status", row_id=None, **WHERE)
     )
 
 

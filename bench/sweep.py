@@ -75,8 +75,8 @@ def pending_batches(state: EmulatorState, db: Path, work: Path, count: int) -> N
     assert ledger is not None
     try:
         for _ in range(count):
-            row, _ = ledger.claim_submission(input_, ENDPOINT, "24h", force=True, **WHERE)
-            ledger.record_upload(row["id"], input_id)
+            row, _ = ledger.batches.claim_submission(input_, ENDPOINT, "24h", force=True, **WHERE)
+            ledger.batches.record_upload(row["id"], input_id)
             batch = state.create_batch(
                 input_file_id=input_id,
                 endpoint=ENDPOINT,
@@ -85,7 +85,7 @@ def pending_batches(state: EmulatorState, db: Path, work: Path, count: int) -> N
                 output_expires_after=None,
             )
             state.advance(batch.id)  # validating -> in_progress
-            ledger.record_batch(batch.to_json(), action="create", row_id=row["id"], **WHERE)
+            ledger.batches.record_batch(batch.to_json(), action="create", row_id=row["id"], **WHERE)
     finally:
         ledger.close()
 

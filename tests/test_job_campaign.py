@@ -68,14 +68,15 @@ LINE_OUTCOMES = ("expired", "500", "429", "400", "missing")
 # at that moment. The wrapper (CHILD) only waits there, then calls the original.
 PAUSE_POINTS = (
     "batchledger.merge:_read",  # a merge's temporary file open, part written
-    "batchledger.ledger:Ledger.record_job_results",  # a merged file saved, not recorded
-    "batchledger.ledger:Ledger.finish_job",  # a job merged, not marked done
+    "batchledger.ledger.job_store:JobStore.record_job_results",  # a merged file saved, not recorded
+    "batchledger.ledger.job_store:JobStore.finish_job",  # a job merged, not marked done
     "batchledger.jobs.retry_merge:merge_into_original",  # a retry job done, its original not merged
     "batchledger.redo:save_chunks",  # the original's per-custom_id merge, being saved
-    "batchledger.ledger:Ledger.record_part_upload",  # a part uploaded, not recorded
-    "batchledger.ledger:Ledger.start_attempt",  # a part about to get its next attempt
-    "batchledger.ledger:Ledger.requeue_part",  # a bounced part going back to the queue
-    "batchledger.ledger:Ledger.record_download",  # a part's results saved, not recorded
+    "batchledger.ledger.job_store:JobStore.record_part_upload",  # a part uploaded, not recorded
+    "batchledger.ledger.job_store:JobStore.start_attempt",  # a part about to get its next attempt
+    "batchledger.ledger.job_store:JobStore.requeue_part",  # a bounced part going back to the queue
+    # a part's results saved, not recorded:
+    "batchledger.ledger.batch_store:BatchStore.record_download",
 )
 CHILD = """
 import importlib, os, pathlib, sys, time
@@ -580,7 +581,10 @@ RETRY_MERGE_POINTS = (
     ("batchledger.redo:_read_range", 1),  # the original's results being saved (a .part open)
     ("batchledger.jobs.retry_merge:_record", 1),  # the original's output saved, not recorded
     ("batchledger.jobs.retry_merge:_record", 2),  # its output recorded, its errors not
-    ("batchledger.ledger:Ledger.finish_job", 1),  # merged and recorded, the retry not done
+    (
+        "batchledger.ledger.job_store:JobStore.finish_job",
+        1,
+    ),  # merged and recorded, the retry not done
 )
 
 

@@ -38,9 +38,9 @@ def api_batch(file_id: str, **values: Any) -> dict[str, Any]:
 
 def created(ledger: Ledger, tmp_path: Path) -> dict[str, Any]:
     input_ = InputFile(tmp_path / "in.jsonl", 10, "ab" * 32)
-    row, _ = ledger.claim_submission(input_, "/v1/responses", "24h", force=False, **WHERE)
-    ledger.record_upload(row["id"], "file-1")
-    ledger.record_batch(api_batch("file-1"), action="create", row_id=row["id"], **WHERE)
+    row, _ = ledger.batches.claim_submission(input_, "/v1/responses", "24h", force=False, **WHERE)
+    ledger.batches.record_upload(row["id"], "file-1")
+    ledger.batches.record_batch(api_batch("file-1"), action="create", row_id=row["id"], **WHERE)
     return row
 
 
@@ -63,14 +63,14 @@ def created(ledger: Ledger, tmp_path: Path) -> dict[str, Any]:
 )
 def test_record_batch_returns_the_stored_row(ledger: Ledger, tmp_path: Path, changes: Any):
     row = created(ledger, tmp_path)
-    returned = ledger.record_batch(
+    returned = ledger.batches.record_batch(
         api_batch("file-1", **changes), action="status", row_id=None, **WHERE
     )
-    assert returned == ledger.get_row(row["id"])
+    assert returned == ledger.batches.get_row(row["id"])
     assert [type(value) for value in returned.values()] == [
-        type(value) for value in ledger.get_row(row["id"]).values()
+        type(value) for value in ledger.batches.get_row(row["id"]).values()
     ]
-    assert [event["action"] for event in ledger.history(row["id"])] == [
+    assert [event["action"] for event in ledger.batches.history(row["id"])] == [
         "submit",
         "upload",
         "create",
@@ -79,12 +79,12 @@ def test_record_batch_returns_the_stored_row(ledger: Ledger, tmp_path: Path, cha
 
 
 def test_record_batch_of_a_new_batch_adds_its_row(ledger: Ledger):
-    returned = ledger.record_batch(
+    returned = ledger.batches.record_batch(
         api_batch("file-9"), action="sync", row_id=None, origin="sync", **WHERE
     )
-    assert returned == ledger.find_batch("batch_abc", "default")
+    assert returned == ledger.batches.find_batch("batch_abc", "default")
     assert returned["origin"] == "sync"
-    assert [event["action"] for event in ledger.history(returned["id"])] == ["sync"]
+    assert [event["action"] for event in ledger.batches.history(returned["id"])] == ["sync"]
 
 
 CLOSE_WHILE_WRITING = """
@@ -102,10 +102,10 @@ for attempt in range(50):
     def write() -> None:
         try:
             while True:
-                ledger.claim_submission(
+                ledger.batches.claim_submission(
                     input_, "/v1/responses", "24h", force=True, account="default", base_url="x"
                 )
-                ledger.list_batches(BatchFilter(), 5)
+                ledger.reports.list_batches(BatchFilter(), 5)
         except Exception:  # the ledger was closed: the thread ends
             pass
 

@@ -169,8 +169,7 @@ def test_a_final_batch_records_its_actual_cost_shown_listed_and_summed_by_usage(
     cli, emulator: EmulatorServer, isolated: Path
 ):
     from batchledger.prices import PriceList
-    from batchledger.spend import usage_tokens
-    from batchledger.usage import cost_of
+    from batchledger.usage import cost_of, usage_tokens
 
     write_jsonl(isolated / "in.jsonl", 3)
     batch_id = cli("create", "--in", "in.jsonl").field("batch_id")

@@ -19,22 +19,10 @@ MAX_LINES = 600
 # Imports that close a cycle today, each with the cycle it closes. Nothing else may: a new
 # cycle fails test_no_import_cycle, naming its modules. When an entry's import is gone, the
 # test says so, and the entry goes (as the same imports in pyproject.toml's contracts).
-KNOWN_CYCLE_IMPORTS = {
-    # The ledger imports upward (issue 22's costs and token budget): to cut, the ledger
-    # storing what prices, spend and token_budget compute rather than calling them.
-    # ledger -> prices -> usage -> ledger (ledger.py imports prices in a function):
-    ("batchledger.ledger", "batchledger.prices"): "ledger <-> prices <-> usage",
-    # ledger -> spend -> ledger (ledger.py imports spend in two functions):
-    ("batchledger.ledger", "batchledger.spend"): "ledger <-> spend",
-    # ledger -> token_budget -> context -> ledger (a TYPE_CHECKING import of TokenPlan):
-    ("batchledger.ledger", "batchledger.token_budget"): "ledger <-> token_budget <-> context",
-}
+KNOWN_CYCLE_IMPORTS: dict[tuple[str, str], str] = {}
 
 # Modules over MAX_LINES today, each at most as long as it is now (it may shrink, not grow).
-# The ledger is split into stores by a later step of issue 20; the entry goes then.
-KNOWN_LONG_MODULES = {
-    "ledger.py": 1232,
-}
+KNOWN_LONG_MODULES: dict[str, int] = {}
 
 
 def import_cycles(graph: grimp.ImportGraph) -> list[list[str]]:

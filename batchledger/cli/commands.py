@@ -121,7 +121,7 @@ def status(args: argparse.Namespace, ctx: Context) -> ExitCode:
 
 def sweep(args: argparse.Namespace, ctx: Context) -> ExitCode:
     ledger = ctx.open_ledger(create=False)
-    if ledger is None or not ledger.has_work_to_sweep(include_synced=args.include_synced):
+    if ledger is None or not ledger.batches.has_work_to_sweep(include_synced=args.include_synced):
         # Nothing to poll: no key, no network, and not even the import of openai.
         ctx.print("[]" if args.json else "No pending batches in the ledger.")
         if ledger is not None:

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 def job_row(ctx: Context, ref: JobRef) -> Row:
     ledger = ctx.open_ledger(create=False)
-    job = ledger.find_job(ref.job_id) if ledger is not None else None
+    job = ledger.jobs.find_job(ref.job_id) if ledger is not None else None
     if job is None:
         raise UsageError(f"no job {ref.job_id} in the ledger")
     return job
@@ -245,9 +245,9 @@ def cancel(args: argparse.Namespace, ctx: Context, ref: JobRef) -> ExitCode:
 def show(args: argparse.Namespace, ctx: Context, ref: JobRef) -> ExitCode:
     job = job_row(ctx, ref)
     ledger = ctx.ledger
-    parts = ledger.job_parts(job["id"])
-    attempts = ledger.attempts_of_job(job["id"])
-    history = ledger.job_history(job["id"])
+    parts = ledger.jobs.job_parts(job["id"])
+    attempts = ledger.jobs.attempts_of_job(job["id"])
+    history = ledger.jobs.job_history(job["id"])
     from batchledger.jobs import (
         job_notes,
         views,

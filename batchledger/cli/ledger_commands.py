@@ -11,7 +11,7 @@ from typing import Any
 
 from batchledger import export as exporting
 from batchledger import usage as totals
-from batchledger.batches import ABANDONED, JOB_STATUSES, REJECTED, JobRef
+from batchledger.batches import BatchStatus, JobRef, JobStatus
 from batchledger.cli import job_commands
 from batchledger.cli.targets import target
 from batchledger.context import Context
@@ -43,13 +43,13 @@ def show(args: argparse.Namespace, ctx: Context) -> ExitCode:
     ref = target(ctx, args.batch_id)
     if isinstance(ref, JobRef):
         return job_commands.show(args, ctx, ref)
-    row = ledger.find_batch(ref.batch_id, ref.account)
+    row = ledger.batches.find_batch(ref.batch_id, ref.account)
     if row is None:
         raise UsageError(
             f"{ref.batch_id} is not in the ledger; 'batchledger status --batch-id "
             f"{ref.batch_id}' or 'batchledger sync' adds it"
         )
-    history = ledger.history(row["id"])
+    history = ledger.batches.history(row["id"])
     if args.json:
         ctx.print(json_text({**row_json(row), "history": history}))
     else:
@@ -60,17 +60,8 @@ def show(args: argparse.Namespace, ctx: Context) -> ExitCode:
 # What `list --status` matches: a batch's statuses (the API's, and the ledger's own for a
 # create refused or abandoned), then a job's.
 LISTED_STATUSES = (
-    "validating",
-    "in_progress",
-    "finalizing",
-    "completed",
-    "failed",
-    "expired",
-    "cancelling",
-    "cancelled",
-    REJECTED,
-    ABANDONED,
-    *(status for status in JOB_STATUSES if status != "cancelled"),
+    *BatchStatus,
+    *(status for status in JobStatus if status != JobStatus.CANCELLED),
 )
 
 
@@ -93,10 +84,10 @@ def list_(args: argparse.Namespace, ctx: Context) -> ExitCode:
         parts=args.parts,
     )
     limit = None if args.all else args.limit
-    jobs = ledger.list_jobs(filters, limit) if ledger is not None else []
+    jobs = ledger.reports.list_jobs(filters, limit) if ledger is not None else []
     if args.json:
         return list_json(ctx, filters, limit, jobs)
-    rows = ledger.list_batches(filters, limit, LIST_FIELDS) if ledger is not None else []
+    rows = ledger.reports.list_batches(filters, limit, LIST_FIELDS) if ledger is not None else []
     if jobs:  # a job is one line, among the batches by when it was made
         rows = sorted(
             rows + [job_list_row(job) for job in jobs],
@@ -107,7 +98,7 @@ def list_(args: argparse.Namespace, ctx: Context) -> ExitCode:
         ctx.print("No batches match." if filters.active else "No batches in the ledger yet.")
     else:
         assert ledger is not None
-        ctx.print(list_table(rows, with_account=len(ledger.accounts_in_use()) > 1))
+        ctx.print(list_table(rows, with_account=len(ledger.reports.accounts_in_use()) > 1))
     if ledger is not None:
         warn_if_cut(ctx, ledger, filters, limit, len(rows))
     return ExitCode.OK
@@ -122,7 +113,7 @@ def list_json(
     """`list --json`: one JSON array, a row per line, written as SQLite makes the rows."""
     ledger = ctx.open_ledger(create=False)
     docs: Iterator[tuple[str, bytes]] = (
-        ledger.list_batches_json(filters, limit) if ledger is not None else iter(())
+        ledger.reports.list_batches_json(filters, limit) if ledger is not None else iter(())
     )
     if jobs:  # among the batches by when they were made (both newest first)
         job_docs = [
@@ -145,7 +136,7 @@ def warn_if_cut(
 ) -> None:
     """On stderr: the listing stopped at --limit, and how many batches there are."""
     if limit is not None and shown == limit:
-        total = ledger.count_batches(filters)
+        total = ledger.reports.count_batches(filters)
         if total > shown:
             ctx.stderr.write(
                 f"batchledger: showing the newest {shown} of {total} batches; "
@@ -171,7 +162,7 @@ def job_list_row(job: dict[str, Any]) -> dict[str, Any]:
 
 def accounts(args: argparse.Namespace, ctx: Context) -> ExitCode:
     ledger = ctx.open_ledger(create=False)
-    in_ledger = ledger.accounts_in_use() if ledger is not None else {}
+    in_ledger = ledger.reports.accounts_in_use() if ledger is not None else {}
     rows = [
         {
             "name": account.name,
@@ -292,7 +283,7 @@ def export(args: argparse.Namespace, ctx: Context) -> ExitCode:
         input_path, results = exporting.check_job_exportable(job)
     else:
         batch_id_ = ref.batch_id
-        row = ledger.find_batch(ref.batch_id, ref.account) if ledger is not None else None
+        row = ledger.batches.find_batch(ref.batch_id, ref.account) if ledger is not None else None
         if row is None:
             raise UsageError(
                 f"{batch_id_} is not in the ledger; 'batchledger status --batch-id {batch_id_}' "

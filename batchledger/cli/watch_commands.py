@@ -67,7 +67,7 @@ def watch_all(args: argparse.Namespace, ctx: Context, interval: float) -> ExitCo
     from batchledger import sweep  # start-up: its jobs and batch steps, ~20 ms, only for sweeps
 
     ledger = ctx.open_ledger(create=False)
-    if ledger is None or not ledger.has_work_to_sweep(include_synced=args.include_synced):
+    if ledger is None or not ledger.batches.has_work_to_sweep(include_synced=args.include_synced):
         ctx.print("No pending batches in the ledger.")
         return ExitCode.OK
     progress = Progress(ctx.stderr)

@@ -71,7 +71,7 @@ def create_job(
         else plan_parts(input_.path, max_requests=split[0], max_bytes=split[1])
     )
     account = ctx.account
-    job, resumed = ctx.ledger.claim_job(
+    job, resumed = ctx.ledger.jobs.claim_job(
         input_,
         endpoint,
         window,
@@ -84,7 +84,13 @@ def create_job(
         force=force,
     )
     if planned is not None:  # issue 22: each part's counted tokens, for the token budget
-        ctx.ledger.record_part_tokens(job["id"], planned)
+        ctx.ledger.jobs.record_part_tokens(
+            job["id"],
+            [
+                (part.index, part.start, part.end, tokens)
+                for part, tokens in zip(planned.parts, planned.tokens, strict=True)
+            ],
+        )
     if ctx.on_job_claimed is not None:
         ctx.on_job_claimed(job["job_id"])
     if job["input_sha256"] == input_.sha256:
@@ -97,7 +103,7 @@ def create_job(
         return advance(ctx, job, check=resumed, details=details, search_uploads=resumed)
     finally:
         with contextlib.suppress(BatchledgerError):
-            ctx.ledger.release_job_claim(job["id"])
+            ctx.ledger.release_claim("jobs", job["id"])
 
 
 def advance(
@@ -118,10 +124,10 @@ def advance(
     if job["status"] == JOB_INPUT_CHANGED and check:
         changed = input_changed(ctx, job)
         if changed is None:
-            ctx.ledger.set_job_status(
+            ctx.ledger.jobs.set_job_status(
                 job["id"], JOB_RUNNING, "input_restored", "the input is as it was split again"
             )
-            job = report.job = ctx.ledger.get_job(job["id"])
+            job = report.job = ctx.ledger.jobs.get_job(job["id"])
         else:
             report.warnings.append(input_changed_warning(job, changed))
     if job["status"] != JOB_RUNNING:
@@ -136,10 +142,10 @@ def advance(
             continue  # the queued are asked below, within --max-in-flight
         step = _next(ctx, job, view, now)
         if step.do == Do.RESET:
-            ctx.ledger.reset_part(view.part["id"])
+            ctx.ledger.jobs.reset_part(view.part["id"])
         elif step.do == Do.REQUEUE:
             assert step.not_before is not None
-            ctx.ledger.requeue_part(view.part["id"], step.not_before, step.reason)
+            ctx.ledger.jobs.requeue_part(view.part["id"], step.not_before, step.reason)
     parts = views(ctx, job)
     open_parts = sum(
         1
@@ -155,8 +161,8 @@ def advance(
         # A part is read from the input now: only if it is the input the job was split from.
         changed = input_changed(ctx, job)
         if changed is not None:
-            ctx.ledger.set_job_status(job["id"], JOB_INPUT_CHANGED, "input_changed", changed)
-            report.job = ctx.ledger.get_job(job["id"])
+            ctx.ledger.jobs.set_job_status(job["id"], JOB_INPUT_CHANGED, "input_changed", changed)
+            report.job = ctx.ledger.jobs.get_job(job["id"])
             report.warnings.append(input_changed_warning(job, changed))
             break
         sent = _send_part(ctx, provider, job, view.part, len(parts), details, search_uploads)
@@ -166,7 +172,7 @@ def advance(
     report.parts = views(ctx, job)
     if all(view.ready for view in report.parts):
         results.merge_parts(ctx, job, report, out, out_dir)
-        report.job = ctx.ledger.get_job(job["id"])
+        report.job = ctx.ledger.jobs.get_job(job["id"])
     return report
 
 
@@ -183,7 +189,7 @@ def _next(ctx: Context, job: Row, view: PartView, now: datetime) -> Next:
         and bool(part["requeues"])
         and part["not_before"] is not None
         and now.timestamp() < epoch_of(part["not_before"])
-        and ctx.ledger.batch_finished_since(job["account"], part["requeued_at"])
+        and ctx.ledger.batches.batch_finished_since(job["account"], part["requeued_at"])
     )
     return next_step(part, view.attempt, now, fits_budget=fits, finished_since=finished)
 
@@ -204,7 +210,7 @@ def _send_part(
 
     def started() -> None:
         if not part["upload_started_at"]:
-            ledger.mark_upload_started(part["id"])
+            ledger.jobs.mark_upload_started(part["id"])
 
     def uploaded_in(seconds: float) -> None:
         if ctx.on_part_uploaded is not None:
@@ -225,9 +231,9 @@ def _send_part(
         after_upload=uploaded_in,
     )
     if uploaded.id != part["input_file_id"]:
-        ledger.record_part_upload(part["id"], uploaded.id, uploaded.created_at)
+        ledger.jobs.record_part_upload(part["id"], uploaded.id, uploaded.created_at)
         part = {**part, "input_file_id": uploaded.id}
-    row = ledger.start_attempt(part, job, details)
+    row = ledger.jobs.start_attempt(part, job, details)
     if row is None:
         return None  # another run is sending it
     try:
@@ -239,15 +245,15 @@ def _send_part(
             job["endpoint"],
             job["completion_window"],
             details,
-            exclude=ledger.batch_ids_made_from({uploaded.id}),
+            exclude=ledger.batches.batch_ids_made_from({uploaded.id}),
         )
     except Rejected as exc:
         if exc.code != TOKEN_LIMIT_CODE:
             raise
-        return PartView(part, ledger.get_row(row["id"]))
+        return PartView(part, ledger.batches.get_row(row["id"]))
     finally:
         with contextlib.suppress(BatchledgerError):
-            ledger.release_claim(row["id"])
+            ledger.release_claim("batches", row["id"])
     return PartView(part, row)
 
 
@@ -280,9 +286,9 @@ def _check_parts(ctx: Context, job: Row, report: JobReport) -> None:
 
 def cancel_job(ctx: Context, job: Row) -> JobReport:
     """Cancel the job's live batches; its queued parts are never sent."""
-    ctx.ledger.cancel_queued_parts(job["id"])
+    ctx.ledger.jobs.cancel_queued_parts(job["id"])
     if job["status"] == JOB_INPUT_CHANGED:  # nothing is read from the input any more
-        ctx.ledger.set_job_status(job["id"], JOB_RUNNING, "cancel", "its input had changed")
+        ctx.ledger.jobs.set_job_status(job["id"], JOB_RUNNING, "cancel", "its input had changed")
     provider = ctx.provider_for(job["account"])
     for view in views(ctx, job):
         attempt = view.attempt
@@ -291,7 +297,7 @@ def cancel_job(ctx: Context, job: Row) -> JobReport:
         batch = provider.cancel(attempt["batch_id"])
         if batch is not None:
             record(ctx, BatchRef.of(attempt), batch, action="cancel", row_id=attempt["id"])
-    return JobReport(job=ctx.ledger.get_job(job["id"]), parts=views(ctx, job))
+    return JobReport(job=ctx.ledger.jobs.get_job(job["id"]), parts=views(ctx, job))
 
 
 def follow_job(
@@ -307,7 +313,7 @@ def follow_job(
     backoff = Backoff(interval, max_interval, sleep)
     last: tuple[int, int] | None = None
     while True:
-        report = advance(ctx, ctx.ledger.get_job(job["id"]), out=out)
+        report = advance(ctx, ctx.ledger.jobs.get_job(job["id"]), out=out)
         yield report
         if report.job["status"] != JOB_RUNNING:
             return

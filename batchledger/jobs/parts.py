@@ -129,11 +129,11 @@ def details_of(job: Row) -> CreateDetails:
 
 def views(ctx: Context, job: Row) -> list[PartView]:
     attempts: dict[int, Row] = {}
-    for row in ctx.ledger.attempts_of_job(job["id"]):
+    for row in ctx.ledger.jobs.attempts_of_job(job["id"]):
         attempts[row["part"]] = row  # oldest first: the last one stays
     found = []
     offset: int | None = 0
-    for part in ctx.ledger.job_parts(job["id"]):
+    for part in ctx.ledger.jobs.job_parts(job["id"]):
         if part["ranges"]:
             offset = None  # a retry's lines: not a run of the input
         found.append(PartView(part, attempts.get(part["id"]), offset))

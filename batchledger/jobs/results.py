@@ -28,6 +28,7 @@ from batchledger.merge import concat
 from batchledger.paths import default_results_path, errors_path_for
 from batchledger.redo import merge_attempts
 from batchledger.savefile import prepare_target
+from batchledger.usage import job_cost
 
 
 def merge_parts(
@@ -53,12 +54,12 @@ def merge_parts(
             )
     for kind, path in (("output", target), ("error", errors_path_for(target))):
         if not sources[kind]:
-            ctx.ledger.record_job_results(job["id"], kind, None, None, None)
+            ctx.ledger.jobs.record_job_results(job["id"], kind, None, None, None)
             continue
         replaced = path.exists()
         prepare_target(path)
         saved = concat(path, sources[kind])
-        ctx.ledger.record_job_results(job["id"], kind, path, saved.size, saved.sha256)
+        ctx.ledger.jobs.record_job_results(job["id"], kind, path, saved.size, saved.sha256)
         report.saved.append(SavedFile(kind=kind, path=path, size=saved.size, replaced=replaced))
     if missing:
         report.warnings.append(
@@ -70,11 +71,11 @@ def merge_parts(
         if view.attempt is not None and view.attempt["status"] in SAVABLE_STATUSES:
             completed += view.requests_completed
             failed += view.requests_failed
-    ctx.ledger.record_job_counts(job["id"], completed, failed)
+    ctx.ledger.jobs.record_job_counts(job["id"], completed, failed)
     if job["retry_of"]:
         # A retry is finished only once its answers are in its original's results: a run
         # cut off before (killed, Ctrl-C) leaves it running, and the next one merges again.
-        retry_job = ctx.ledger.get_job(job["id"])
+        retry_job = ctx.ledger.jobs.get_job(job["id"])
         for kind, path, merged in retry_merge.merge_into_original(ctx, retry_job):
             if merged is not None:
                 report.saved.append(SavedFile(kind, path, merged.size, replaced=False))
@@ -87,7 +88,11 @@ def merge_parts(
         or (view.attempt is not None and view.attempt["status"] == "cancelled")
         for view in report.parts
     )
-    ctx.ledger.finish_job(job["id"], JOB_CANCELLED if cancelled else JOB_DONE)
+    status = JOB_CANCELLED if cancelled else JOB_DONE
+    # issue 22: the job's cost, the sum of its attempts' recorded costs
+    ctx.ledger.jobs.finish_job(
+        job["id"], status, cost=job_cost(ctx.ledger.jobs.attempts_of_job(job["id"]))
+    )
 
 
 def recorded_intact(job_or_row: Row, kind: str) -> Path | None:
@@ -120,10 +125,14 @@ def rebuild_job_results(ctx: Context, job: Row, target: Path) -> list["SavedFile
             assert source is not None
             replaced = targets[kind].exists() and targets[kind] != source
             copy = concat(targets[kind], [source])
-            ctx.ledger.record_job_results(job["id"], kind, targets[kind], copy.size, copy.sha256)
+            ctx.ledger.jobs.record_job_results(
+                job["id"], kind, targets[kind], copy.size, copy.sha256
+            )
             saved.append(SavedFile(kind, targets[kind], copy.size, replaced))
         return saved
-    retries = [run for run in ctx.ledger.retries_of(job["job_id"]) if run["status"] == JOB_DONE]
+    retries = [
+        run for run in ctx.ledger.jobs.retries_of(job["job_id"]) if run["status"] == JOB_DONE
+    ]
     if retries:
         changed = input_changed(ctx, job)
         if changed is not None:
@@ -144,7 +153,7 @@ def rebuild_job_results(ctx: Context, job: Row, target: Path) -> list["SavedFile
                 **{f"{k}_file_id": attempt[f"{k}_file_id"] for k in sources},
             }
             save_results(ctx, BatchRef.of(attempt), batch, attempt, here)
-            attempt = ctx.ledger.get_row(attempt["id"])
+            attempt = ctx.ledger.batches.get_row(attempt["id"])
         for kind in wanted:
             sources[kind].append(Path(attempt[f"{kind}_path"]))
     for kind, path in targets.items():
@@ -152,7 +161,7 @@ def rebuild_job_results(ctx: Context, job: Row, target: Path) -> list["SavedFile
             continue
         replaced = path.exists()
         merged = concat(path, sources[kind])
-        ctx.ledger.record_job_results(job["id"], kind, path, merged.size, merged.sha256)
+        ctx.ledger.jobs.record_job_results(job["id"], kind, path, merged.size, merged.sha256)
         saved.append(SavedFile(kind, path, merged.size, replaced))
     if retries:
         attempts: list[tuple[Path | None, Path | None]] = [
@@ -174,12 +183,12 @@ def rebuild_job_results(ctx: Context, job: Row, target: Path) -> list["SavedFile
             size, sha256 = (result.size, result.sha256) if result else (None, None)
             if result is None:
                 targets[kind].unlink(missing_ok=True)
-            ctx.ledger.record_job_results(
+            ctx.ledger.jobs.record_job_results(
                 job["id"], kind, targets[kind] if result else None, size, sha256
             )
             if result is not None:
                 saved.append(SavedFile(kind, targets[kind], result.size, replaced=False))
-        ctx.ledger.record_job_counts(
+        ctx.ledger.jobs.record_job_counts(
             job["id"],
             result_lines(targets["output"] if output else None),
             result_lines(targets["error"] if errors else None),

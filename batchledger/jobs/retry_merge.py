@@ -53,7 +53,7 @@ def original_of(ctx: Context, target: BatchRef | JobRef) -> Original:
     """The batch or job to retry, with its results saved; Refused (exit 3) if they are not."""
     ledger = ctx.ledger
     if isinstance(target, JobRef):
-        job = ledger.find_job(target.job_id)
+        job = ledger.jobs.find_job(target.job_id)
         if job is None:
             raise UsageError(f"no job {target.job_id} in the ledger")
         if job["retry_of"]:  # a retry of a retry retries the original
@@ -71,11 +71,11 @@ def original_of(ctx: Context, target: BatchRef | JobRef) -> Original:
             Path(job["output_path"]) if job["output_path"] else None,
             Path(job["error_path"]) if job["error_path"] else None,
         )
-    row = ledger.find_batch(target.batch_id, target.account)
+    row = ledger.batches.find_batch(target.batch_id, target.account)
     if row is None:
         raise UsageError(f"{target.batch_id} is not in the ledger")
     if row["part"] is not None:
-        job, _ = ledger.job_of_part(row["part"])
+        job, _ = ledger.jobs.job_of_part(row["part"])
         raise UsageError(f"{target.batch_id} is a part of {job['job_id']}: retry the job")
     retrieve = f"'batchledger retrieve --batch-id {target.batch_id}'"
     if row["status"] not in FINAL_STATUSES or not results_saved(row):
@@ -95,7 +95,7 @@ def original_of(ctx: Context, target: BatchRef | JobRef) -> Original:
 def _ref_of(ctx: Context, retry_of: str) -> BatchRef | JobRef:
     if retry_of.startswith("job_"):
         return JobRef(retry_of)
-    rows = ctx.ledger.find_batches(retry_of)
+    rows = ctx.ledger.batches.find_batches(retry_of)
     return BatchRef.of(rows[0]) if rows else BatchRef(ctx.account.name, retry_of)
 
 
@@ -154,7 +154,9 @@ def results_of(ctx: Context, original: Original) -> tuple[list[Attempt], list[Pa
 
 def merged_retries(ctx: Context, original: Original) -> list[Row]:
     """The retries of the original whose merge into it is over, oldest first."""
-    return [job for job in ctx.ledger.retries_of(original.retry_of) if job["status"] != JOB_RUNNING]
+    return [
+        job for job in ctx.ledger.jobs.retries_of(original.retry_of) if job["status"] != JOB_RUNNING
+    ]
 
 
 def part_files(ctx: Context, job: Row, *, strict: bool) -> list[Attempt]:
@@ -213,7 +215,7 @@ def merge_into_original(ctx: Context, retry_job: Row) -> list[tuple[str, Path, S
         _record(ctx, original, kind, path if saved else None, saved, retry_job["job_id"])
         merged.append((kind, path, saved))
     if original.is_job:  # its counts: what its results hold now
-        ctx.ledger.record_job_counts(
+        ctx.ledger.jobs.record_job_counts(
             original.row["id"],
             result_lines(output_target if output else None),
             result_lines(errors_target if errors else None),
@@ -227,6 +229,8 @@ def _record(
     ledger = ctx.ledger
     size, sha256 = (saved.size, saved.sha256) if saved else (None, None)
     if original.is_job:
-        ledger.record_job_results(original.row["id"], kind, path, size, sha256)
+        ledger.jobs.record_job_results(original.row["id"], kind, path, size, sha256)
     else:
-        ledger.record_merge(original.row["id"], kind, path, size, sha256, f"merged with {by}")
+        ledger.batches.record_merge(
+            original.row["id"], kind, path, size, sha256, f"merged with {by}"
+        )
