@@ -2,6 +2,7 @@
 into an exit code; `entry`, the console script around it."""
 
 import argparse
+import importlib
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -17,7 +18,6 @@ from batchledger.accounts import (
     choose_account,
     load_accounts,
 )
-from batchledger.cli import commands, estimate_commands, ledger_commands, watch_commands
 from batchledger.cli.parser import build_parser
 from batchledger.cli.process import exit_now, install_interrupt_handler, interrupt_taken
 from batchledger.context import DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT, Context
@@ -27,24 +27,34 @@ from batchledger.redaction import redact
 
 Handler = Callable[[argparse.Namespace, Context], ExitCode]
 
-# Each command of the parser (`args.command`) and the function that runs it.
-HANDLERS: dict[str, Handler] = {
-    "create": commands.create,
-    "estimate": estimate_commands.estimate,
-    "status": commands.status,
-    "retrieve": commands.retrieve,
-    "watch": watch_commands.watch,
-    "cancel": commands.cancel,
-    "sync": commands.sync,
-    "show": ledger_commands.show,
-    "list": ledger_commands.list_,
-    "retry": commands.retry,
-    "accounts": ledger_commands.accounts,
-    "where": ledger_commands.where,
-    "prune": ledger_commands.prune,
-    "usage": ledger_commands.usage,
-    "export": ledger_commands.export,
+# Each command of the parser (`args.command`), and the module of batchledger.cli and the
+# function that run it. The module is imported when its command runs (start-up time: `list`
+# does not load what `create` or `estimate` need, nor `create` what `export` does).
+HANDLERS: dict[str, tuple[str, str]] = {
+    "create": ("commands", "create"),
+    "estimate": ("estimate_commands", "estimate"),
+    "status": ("commands", "status"),
+    "retrieve": ("commands", "retrieve"),
+    "watch": ("watch_commands", "watch"),
+    "cancel": ("commands", "cancel"),
+    "sync": ("commands", "sync"),
+    "show": ("ledger_commands", "show"),
+    "list": ("ledger_commands", "list_"),
+    "retry": ("commands", "retry"),
+    "accounts": ("ledger_commands", "accounts"),
+    "where": ("ledger_commands", "where"),
+    "prune": ("ledger_commands", "prune"),
+    "usage": ("ledger_commands", "usage"),
+    "export": ("ledger_commands", "export"),
 }
+
+
+def handler(command: str) -> Handler:
+    """The function that runs `command`, its module imported now."""
+    module, function = HANDLERS[command]
+    found: Handler = getattr(importlib.import_module(f"batchledger.cli.{module}"), function)
+    return found
+
 
 # Commands that read only the ledger: an accounts.toml they cannot use is a warning.
 LEDGER_ONLY_COMMANDS = frozenset({"list", "show", "usage", "export", "where"})
@@ -100,7 +110,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         ctx = context_for(args)
-        return int(HANDLERS[args.command](args, ctx))
+        return int(handler(args.command)(args, ctx))
     except BatchledgerError as exc:
         if ctx is not None and ctx.logger is not None:
             ctx.logger.error("ERROR %s", exc.message, exc_info=True)
