@@ -9,8 +9,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from batchledger import export as exporting
-from batchledger import usage as totals
 from batchledger.batches import BatchStatus, JobRef, JobStatus
 from batchledger.cli import job_commands
 from batchledger.cli.targets import target
@@ -18,7 +16,6 @@ from batchledger.context import Context
 from batchledger.errors import ExitCode, UsageError
 from batchledger.ledger import BatchFilter, Ledger
 from batchledger.paths import config_path
-from batchledger.prices import PriceList
 from batchledger.redaction import redact
 from batchledger.render import (
     LIST_FIELDS,
@@ -32,7 +29,6 @@ from batchledger.render import (
     show_lines,
     usage_table,
 )
-from batchledger.savefile import prepare_target, save_chunks
 
 
 def show(args: argparse.Namespace, ctx: Context) -> ExitCode:
@@ -254,6 +250,10 @@ def prune(args: argparse.Namespace, ctx: Context) -> ExitCode:
 
 
 def usage(args: argparse.Namespace, ctx: Context) -> ExitCode:
+    # Here, not at the top: `list` and `show` start without them (start-up time).
+    from batchledger import usage as totals
+    from batchledger.prices import PriceList
+
     # Batch prices from genai-prices where it knows the model; a prices file over them.
     prices = PriceList.from_file(args.prices)
     lines = totals.usage_lines(ctx.open_ledger(create=False), args.by, args.since, prices)
@@ -275,6 +275,10 @@ def usage(args: argparse.Namespace, ctx: Context) -> ExitCode:
 
 
 def export(args: argparse.Namespace, ctx: Context) -> ExitCode:
+    # Here, not at the top: `list` and `show` start without them (start-up time).
+    from batchledger import export as exporting
+    from batchledger.savefile import prepare_target, save_chunks
+
     ledger = ctx.open_ledger(create=False)
     ref = target(ctx, args.batch_id)
     if isinstance(ref, JobRef):
