@@ -1,0 +1,70 @@
+"""A ledger the release before the third round wrote (schema m001-m005, jobs included),
+opened with the new code: every later migration runs, nothing it held is lost, and the
+columns added since (job counts, estimates, actual costs, part tokens) start empty."""
+
+import os
+import shutil
+import sqlite3
+from pathlib import Path
+
+from helpers import ledger_rows
+
+from batchledger.migrations import migration_names
+
+FIXTURE = Path(__file__).parent / "fixtures" / "ledger_m005.db"  # made by make_ledger_m005.py
+ADDED = {
+    "batches": (
+        "estimated_input_tokens",
+        "estimated_cost_min",
+        "estimated_cost_max",
+        "actual_cost",
+    ),
+    "jobs": ("requests_completed", "requests_failed", "estimated_cost_max", "actual_cost"),
+    "parts": ("input_tokens",),
+}
+
+
+def released(table: str) -> list[dict[str, object]]:
+    conn = sqlite3.connect(FIXTURE)
+    conn.row_factory = sqlite3.Row
+    try:
+        return [dict(row) for row in conn.execute(f"SELECT * FROM {table} ORDER BY id")]
+    finally:
+        conn.close()
+
+
+def test_a_ledger_with_jobs_of_the_last_release_is_migrated_with_nothing_lost(cli, isolated: Path):
+    shutil.copy(FIXTURE, os.environ["BATCHLEDGER_DB"])
+    before = {table: released(table) for table in ("batches", "jobs", "parts", "history")}
+    assert len(before["jobs"]) == 2 and len(before["parts"]) == 5
+
+    listed = cli("list", "--all", "--parts", "--json")
+    shown = cli("show", before["jobs"][0]["job_id"])
+
+    assert listed.code == 0, listed.err
+    assert shown.code == 0, shown.err
+    assert before["jobs"][0]["job_id"] in shown.out and "done" in shown.out
+    conn = sqlite3.connect(os.environ["BATCHLEDGER_DB"])
+    applied = [row[0] for row in conn.execute("SELECT name FROM _sqlite_migrations ORDER BY id")]
+    conn.close()
+    assert applied == migration_names()
+    for table, rows in before.items():
+        after = ledger_rows(table)
+        assert len(after) == len(rows)
+        for old, new in zip(rows, after, strict=True):
+            assert {key: new[key] for key in old} == old  # every value kept as it was
+    for table, columns in ADDED.items():
+        for row in ledger_rows(table):
+            assert all(row[column] is None for column in columns), (table, row)
+
+
+def test_the_running_job_of_the_last_release_shows_with_its_queued_part(cli, isolated: Path):
+    shutil.copy(FIXTURE, os.environ["BATCHLEDGER_DB"])
+    running = [job for job in released("jobs") if job["status"] == "running"]
+
+    shown = cli("show", running[0]["job_id"])
+    listed = cli("list")
+
+    assert shown.code == 0 and listed.code == 0, shown.err + listed.err
+    assert "queued" in shown.out
+    assert running[0]["job_id"] in listed.out and "running, 0/2 parts" in listed.out
