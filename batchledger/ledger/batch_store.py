@@ -29,6 +29,7 @@ from batchledger.ledger.store import (
     refuse_duplicates,
     refuse_if_held,
     same_input,
+    saved_file_fields,
 )
 from batchledger.times import utc_now
 
@@ -171,12 +172,7 @@ class BatchStore:
         with self.conn.writing():
             self.conn.db.table("batches").update(
                 row_id,
-                {
-                    f"{kind}_path": str(path),
-                    f"{kind}_bytes": size,
-                    f"{kind}_sha256": sha256,
-                    f"{kind}_saved_at": utc_now(),
-                },
+                {**saved_file_fields(kind, path, size, sha256), f"{kind}_saved_at": utc_now()},
             )
             self.conn.history(row_id, f"save_{kind}", f"saved {size} bytes to {path}")
 
@@ -193,12 +189,7 @@ class BatchStore:
         with self.conn.writing():
             self.conn.db.table("batches").update(
                 row_id,
-                {
-                    f"{kind}_path": str(path) if path else None,
-                    f"{kind}_bytes": size,
-                    f"{kind}_sha256": sha256,
-                    f"{kind}_saved_at": utc_now(),
-                },
+                {**saved_file_fields(kind, path, size, sha256), f"{kind}_saved_at": utc_now()},
             )
             self.conn.history(row_id, f"merge_{kind}", f"{detail}: {size} bytes at {path}")
 

@@ -27,6 +27,7 @@ from batchledger.ledger.store import (
     refuse_duplicates,
     refuse_if_held,
     same_input,
+    saved_file_fields,
 )
 from batchledger.times import utc_now
 
@@ -200,11 +201,7 @@ class JobStore:
         with self.conn.writing():
             self.conn.db.table("jobs").update(
                 job_row_id,
-                {
-                    f"{kind}_path": str(path) if path else None,
-                    f"{kind}_bytes": size,
-                    f"{kind}_sha256": sha256,
-                },
+                saved_file_fields(kind, path, size, sha256),
             )
             if path is not None:
                 self.conn.job_history(job_row_id, f"merge_{kind}", f"saved {size} bytes to {path}")

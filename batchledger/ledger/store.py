@@ -246,6 +246,15 @@ def details_fields(details: CreateDetails) -> Row:
     }
 
 
+def saved_file_fields(kind: str, path: Path | None, size: int | None, sha256: str | None) -> Row:
+    """The columns of a saved `kind` file ("output" or "error"): where, how big, its sha256."""
+    return {
+        f"{kind}_path": str(path) if path else None,
+        f"{kind}_bytes": size,
+        f"{kind}_sha256": sha256,
+    }
+
+
 def placeholders(values: frozenset[str]) -> str:
     """`?, ?, ?`: one SQL parameter per value."""
     return ", ".join("?" for _ in values)
