@@ -14,19 +14,16 @@ from batchledger.batches import (
 from batchledger.context import Context
 from batchledger.details import CreateDetails
 from batchledger.errors import Refused
-from batchledger.jobs import JobReport, advance
+from batchledger.jobs import JobReport, advance, rebuild_job_results
 from batchledger.jobs.retry_merge import (
     Original,
+    changed_results,
     check_input,
-    merged_retries,
     original_of,
     results_of,
 )
 from batchledger.ledger import InputFile
-from batchledger.merge import concat
-from batchledger.paths import errors_path_for
-from batchledger.redo import Attempt, RedoPlan, merge_attempts, plan_redo
-from batchledger.savefile import Saved
+from batchledger.redo import RedoPlan, plan_redo
 
 READ_BYTES = 1024 * 1024
 
@@ -64,9 +61,10 @@ def retry(
         report.job = advance(ctx, job, search_uploads=True)
         return report
     sha256 = check_input(original)
-    attempts, changed = results_of(ctx, original)
+    changed = changed_results(original) if original.is_job else []
     if changed:
-        rebuild(ctx, original, attempts)
+        # Never from the API: a part's file that is gone or changed is refused, named.
+        rebuild_job_results(ctx, original.row, original.output_target, download=False)
         folder = ctx.ledger_path.parent / "jobs"
         report.warnings += [
             f"{path} was not the file the ledger saved (changed or missing): rebuilt from "
@@ -74,7 +72,7 @@ def retry(
             for path in changed
         ]
         original = original_of(ctx, target)
-        attempts = [(original.output, original.errors)]
+    attempts = results_of(ctx, original)
     report.plan = plan = plan_redo(original.input_path, attempts, all_failed=all_failed)
     if not plan.lines:
         return report
@@ -109,27 +107,6 @@ def retry(
     finally:
         ctx.ledger.release_claim("jobs", job["id"])
     return report
-
-
-def rebuild(ctx: Context, original: Original, attempts: list[Attempt]) -> None:
-    """The job's merged results again, from its parts' results (`attempts`): in part order
-    as when it was merged, or one line per custom_id if retries were merged into it."""
-    output_target = original.output_target
-    errors_target = errors_path_for(output_target)
-    targets = (("output", output_target), ("error", errors_target))
-    saved: dict[str, Saved | None] = {}
-    if merged_retries(ctx, original):
-        saved["output"], saved["error"] = merge_attempts(
-            output_target, errors_target, original.input_path, attempts
-        )
-    else:
-        for index, (kind, target) in enumerate(targets):
-            sources = [path for path in (pair[index] for pair in attempts) if path is not None]
-            saved[kind] = concat(target, sources) if sources else None
-    for kind, target in targets:
-        done = saved[kind]
-        path, size, sha256 = (target, done.size, done.sha256) if done else (None, None, None)
-        ctx.ledger.jobs.record_job_results(original.row["id"], kind, path, size, sha256)
 
 
 def pack(

@@ -244,6 +244,33 @@ def test_retry_rebuilds_a_retried_job_results_from_every_attempt(
     assert batches_sent(emulator) == sent
 
 
+def test_retrieve_rebuilds_a_retried_job_from_every_attempt_downloading_what_is_gone(
+    cli, emulator: EmulatorServer, isolated: Path
+):
+    job_id, retry_id = retried_job(cli, emulator, isolated)
+    assert cli("status", "--all").code == 0  # the retry merged into its original
+    results = isolated / f"results_{job_id}.jsonl"
+    merged = results.read_bytes()
+    results.unlink()
+    # The retry's own results gone too, merged and part: its answers only on the API now.
+    retry_row = next(job for job in ledger_rows("jobs") if job["job_id"] == retry_id)
+    Path(retry_row["output_path"]).unlink()
+    [retry_part] = [row for row in ledger_rows() if row["batch_id"]][2:]
+    Path(retry_part["output_path"]).unlink()
+    downloads = api_requests(emulator, "GET", "/v1/files/")
+
+    fetched = cli("retrieve", "--batch-id", job_id)
+
+    assert fetched.code == 0, fetched.err
+    assert results.read_bytes() == merged  # the retry's two answers in it, as merged
+    assert not (isolated / f"results_{job_id}.errors.jsonl").exists()
+    assert api_requests(emulator, "GET", "/v1/files/") > downloads  # the part's, again
+    job = next(job for job in ledger_rows("jobs") if job["job_id"] == job_id)
+    assert (job["output_sha256"], job["error_path"]) == (sha256(results), None)
+    again = cli("retry", job_id)
+    assert again.code == 0 and again.out.startswith(f"Nothing to retry: 12 requests of {job_id}")
+
+
 def test_retry_refuses_when_the_results_and_a_part_file_are_both_changed(
     cli, emulator: EmulatorServer, isolated: Path
 ):

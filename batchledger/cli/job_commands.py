@@ -161,7 +161,7 @@ def retrieve(args: argparse.Namespace, ctx: Context, ref: JobRef) -> ExitCode:
                 ctx.print(saved_line(kind, job[f"{kind}_path"], job[f"{kind}_bytes"], already=True))
         ctx.warn("unchanged since it was saved; not written again (--force to write anyway)")
         return ExitCode.OK
-    report.saved = rebuild_job_results(ctx, job, target)
+    report.saved = rebuild_job_results(ctx, job, target, download=True)
     for item in report.saved:
         ctx.print(saved_line(item.kind, item.path, item.size))
     warn(ctx, report)

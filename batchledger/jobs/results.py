@@ -3,31 +3,24 @@ merged into its original: retry_merge.py), and rebuilt on request."""
 
 from pathlib import Path
 
-from batchledger.batch import SavedFile, save_results
+from batchledger.batch import SavedFile
 from batchledger.batches import (
     ENDED_EARLY_STATUSES,
     JOB_CANCELLED,
     JOB_DONE,
     PART_CANCELLED,
     SAVABLE_STATUSES,
-    BatchRef,
     Row,
 )
 from batchledger.context import Context
 from batchledger.errors import Refused
 from batchledger.inputs import sha256_of
 from batchledger.jobs import retry_merge
-from batchledger.jobs.parts import (
-    JobReport,
-    input_changed,
-    part_results_path,
-    result_lines,
-    views,
-)
+from batchledger.jobs.parts import JobReport, input_changed, result_lines
 from batchledger.merge import concat
 from batchledger.paths import default_results_path, errors_path_for
 from batchledger.redo import merge_attempts
-from batchledger.savefile import prepare_target
+from batchledger.savefile import Saved, prepare_target
 from batchledger.usage import job_cost
 
 
@@ -109,12 +102,14 @@ def recorded_intact(job_or_row: Row, kind: str) -> Path | None:
         return None
 
 
-def rebuild_job_results(ctx: Context, job: Row, target: Path) -> list["SavedFile"]:
+def rebuild_job_results(ctx: Context, job: Row, target: Path, *, download: bool) -> list[SavedFile]:
     """A finished job's results saved again at `target` (its errors beside it), and
     recorded there: copied from the merged files the ledger recorded when they are intact
-    (same size and sha256), else merged again from the parts' results in jobs/<job_id>/
-    (a part's downloaded again when it is gone or changed), with the answers of the job's
-    retries merged in as `retry` merged them."""
+    (same size and sha256), else merged again from the parts' results in jobs/<job_id>/,
+    in part order, or (once retries were merged into it) one line per custom_id from its
+    parts' results and its retries', as `retry` merged them. A part's file that is gone or
+    changed is downloaded again if `download` (retrieve), else refused naming it (retry,
+    which must not read the API to plan)."""
     targets = {"output": target, "error": errors_path_for(target)}
     kinds = [kind for kind in targets if job[f"{kind}_path"]]
     intact = {kind: recorded_intact(job, kind) for kind in kinds}
@@ -130,9 +125,7 @@ def rebuild_job_results(ctx: Context, job: Row, target: Path) -> list["SavedFile
             )
             saved.append(SavedFile(kind, targets[kind], copy.size, replaced))
         return saved
-    retries = [
-        run for run in ctx.ledger.jobs.retries_of(job["job_id"]) if run["status"] == JOB_DONE
-    ]
+    retries = retry_merge.merged_retries(ctx, job["job_id"])
     if retries:
         changed = input_changed(ctx, job)
         if changed is not None:
@@ -140,57 +133,33 @@ def rebuild_job_results(ctx: Context, job: Row, target: Path) -> list["SavedFile
                 f"cannot rebuild the results of {job['job_id']}: {changed}, and its retries' "
                 "answers are merged in by the input's lines"
             )
-    sources: dict[str, list[Path]] = {"output": [], "error": []}
-    for view in views(ctx, job):
-        attempt = view.attempt
-        if attempt is None or attempt["status"] not in SAVABLE_STATUSES:
-            continue
-        here = part_results_path(ctx, job["job_id"], view.part["part_index"], attempt["batch_id"])
-        wanted = [kind for kind in sources if attempt[f"{kind}_file_id"]]
-        if not all(recorded_intact(attempt, kind) for kind in wanted):
-            batch = {
-                "id": attempt["batch_id"],
-                **{f"{k}_file_id": attempt[f"{k}_file_id"] for k in sources},
-            }
-            save_results(ctx, BatchRef.of(attempt), batch, attempt, here)
-            attempt = ctx.ledger.batches.get_row(attempt["id"])
-        for kind in wanted:
-            sources[kind].append(Path(attempt[f"{kind}_path"]))
-    for kind, path in targets.items():
-        if not sources[kind]:
-            continue
-        replaced = path.exists()
-        merged = concat(path, sources[kind])
-        ctx.ledger.jobs.record_job_results(job["id"], kind, path, merged.size, merged.sha256)
-        saved.append(SavedFile(kind, path, merged.size, replaced))
+    if_changed: retry_merge.IfChanged = "download" if download else "refuse"
+    attempts = [
+        pair for run in (job, *retries) for pair in retry_merge.part_files(ctx, run, if_changed)
+    ]
+    existed = {kind: path.exists() for kind, path in targets.items()}
+    results: dict[str, Saved | None] = {}
     if retries:
-        attempts: list[tuple[Path | None, Path | None]] = [
-            (
-                targets["output"] if sources["output"] else None,
-                targets["error"] if sources["error"] else None,
-            )
-        ]
-        # Each retry's answers, as merged after it; a retry's file that is gone or changed
-        # is left out (its lines keep the original's outcome).
-        attempts += [
-            (recorded_intact(retry, "output"), recorded_intact(retry, "error")) for retry in retries
-        ]
-        output, errors = merge_attempts(
+        results["output"], results["error"] = merge_attempts(
             targets["output"], targets["error"], Path(job["input_path"]), attempts
         )
-        saved = []
-        for kind, result in (("output", output), ("error", errors)):
-            size, sha256 = (result.size, result.sha256) if result else (None, None)
-            if result is None:
-                targets[kind].unlink(missing_ok=True)
-            ctx.ledger.jobs.record_job_results(
-                job["id"], kind, targets[kind] if result else None, size, sha256
-            )
-            if result is not None:
-                saved.append(SavedFile(kind, targets[kind], result.size, replaced=False))
+    else:
+        for index, (kind, path) in enumerate(targets.items()):
+            sources = [source for pair in attempts if (source := pair[index]) is not None]
+            results[kind] = concat(path, sources) if sources else None
+    for kind, path in targets.items():
+        result = results[kind]
+        if result is None:
+            if retries:  # every line it held has a newer outcome in the other file
+                path.unlink(missing_ok=True)
+            ctx.ledger.jobs.record_job_results(job["id"], kind, None, None, None)
+            continue
+        ctx.ledger.jobs.record_job_results(job["id"], kind, path, result.size, result.sha256)
+        saved.append(SavedFile(kind, path, result.size, existed[kind]))
+    if retries:
         ctx.ledger.jobs.record_job_counts(
             job["id"],
-            result_lines(targets["output"] if output else None),
-            result_lines(targets["error"] if errors else None),
+            result_lines(targets["output"] if results["output"] else None),
+            result_lines(targets["error"] if results["error"] else None),
         )
     return saved

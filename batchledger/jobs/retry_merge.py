@@ -8,10 +8,13 @@ and sends a retry).
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
-from batchledger.batch import saved_unchanged
+from batchledger.batch import save_results, saved_unchanged
 from batchledger.batches import (
     FINAL_STATUSES,
+    JOB_CANCELLED,
+    JOB_DONE,
     JOB_RUNNING,
     SAVABLE_STATUSES,
     BatchRef,
@@ -22,7 +25,7 @@ from batchledger.batches import (
 from batchledger.context import Context
 from batchledger.errors import Refused, UsageError
 from batchledger.inputs import sha256_of
-from batchledger.jobs.parts import result_lines, views
+from batchledger.jobs.parts import part_results_path, result_lines, views
 from batchledger.paths import default_results_path, errors_path_for
 from batchledger.redo import Attempt, merge_attempts
 from batchledger.savefile import Saved, prepare_target, save_chunks
@@ -117,20 +120,27 @@ def check_input(original: Original) -> str:
     return sha256
 
 
-def results_of(ctx: Context, original: Original) -> tuple[list[Attempt], list[Path]]:
-    """The results to plan (or merge) from, oldest first, each file checked against the
-    size and sha256 the ledger recorded; and the original's files that failed the check.
-
-    A job's merged results that changed (or are gone) are replaced by its parts' results
-    and those of the retries already merged into it, which must be intact; a batch's are
-    refused (its results are on the API: `retrieve --force` fetches them again).
-    """
+def changed_results(original: Original) -> list[Path]:
+    """The original's saved results that are not the files the ledger saved (changed or
+    gone)."""
     row = original.row
-    changed = [
+    return [
         Path(row[f"{kind}_path"])
         for kind in ("output", "error")
         if row[f"{kind}_path"] and not saved_unchanged(row, kind, Path(row[f"{kind}_path"]))
     ]
+
+
+def results_of(ctx: Context, original: Original) -> list[Attempt]:
+    """The results to plan (or merge) from, oldest first, each file checked against the
+    size and sha256 the ledger recorded.
+
+    A job's merged results that changed (or are gone) are replaced by its parts' results
+    and those of the retries already merged into it, which must be intact
+    (jobs/results.py `rebuild_job_results` saves them again from the same files); a
+    batch's are refused (its results are on the API: `retrieve --force` fetches them again).
+    """
+    changed = changed_results(original)
     if not original.is_job:
         if changed:
             raise Refused(
@@ -142,37 +152,59 @@ def results_of(ctx: Context, original: Original) -> tuple[list[Attempt], list[Pa
         # have been fetched again from the API since (a part's changed file is left out).
         retried = [
             pair
-            for job in merged_retries(ctx, original)
-            for pair in part_files(ctx, job, strict=False)
+            for job in merged_retries(ctx, original.retry_of)
+            for pair in part_files(ctx, job, "leave out")
         ]
-        return [(original.output, original.errors), *retried], []
+        return [(original.output, original.errors), *retried]
     if not changed:
-        return [(original.output, original.errors)], []
-    chain = [row, *merged_retries(ctx, original)]
-    return [pair for job in chain for pair in part_files(ctx, job, strict=True)], changed
+        return [(original.output, original.errors)]
+    chain = [original.row, *merged_retries(ctx, original.retry_of)]
+    return [pair for job in chain for pair in part_files(ctx, job, "refuse")]
 
 
-def merged_retries(ctx: Context, original: Original) -> list[Row]:
-    """The retries of the original whose merge into it is over, oldest first."""
+def merged_retries(ctx: Context, retry_of: str) -> list[Row]:
+    """The retries of a batch or job whose merge into it is over (each finished job's
+    merge ends with it: jobs/results.py `merge_parts`), oldest first."""
     return [
-        job for job in ctx.ledger.jobs.retries_of(original.retry_of) if job["status"] != JOB_RUNNING
+        job
+        for job in ctx.ledger.jobs.retries_of(retry_of)
+        if job["status"] in (JOB_DONE, JOB_CANCELLED)
     ]
 
 
-def part_files(ctx: Context, job: Row, *, strict: bool) -> list[Attempt]:
+# What `part_files` does with a part's file that is not the one the ledger saved.
+IfChanged = Literal["download", "refuse", "leave out"]
+
+
+def part_files(ctx: Context, job: Row, if_changed: IfChanged) -> list[Attempt]:
     """The saved results of each part of a job, in part order, each checked against the
-    size and sha256 the ledger recorded for it. A file that fails: Refused (naming it)
-    if `strict`, else left out."""
+    size and sha256 the ledger recorded for it. A part whose file fails is downloaded
+    again ("download"), or Refused naming the file ("refuse"), or the file left out."""
     files: list[Attempt] = []
     for view in views(ctx, job):
         attempt = view.attempt
         if attempt is None or attempt["status"] not in SAVABLE_STATUSES:
             continue
+        if if_changed == "download" and not all(
+            attempt[f"{kind}_path"]
+            and saved_unchanged(attempt, kind, Path(attempt[f"{kind}_path"]))
+            for kind in ("output", "error")
+            if attempt[f"{kind}_file_id"]
+        ):
+            here = part_results_path(
+                ctx, job["job_id"], view.part["part_index"], attempt["batch_id"]
+            )
+            batch = {
+                "id": attempt["batch_id"],
+                **{f"{kind}_file_id": attempt[f"{kind}_file_id"] for kind in ("output", "error")},
+            }
+            save_results(ctx, BatchRef.of(attempt), batch, attempt, here)
+            attempt = ctx.ledger.batches.get_row(attempt["id"])
         pair: list[Path | None] = []
         for kind in ("output", "error"):
             path = Path(attempt[f"{kind}_path"]) if attempt[f"{kind}_path"] else None
             if path is not None and not saved_unchanged(attempt, kind, path):
-                if strict:
+                if if_changed != "leave out":
                     state = "has changed since it was saved" if path.exists() else "is missing"
                     raise Refused(
                         f"the results of {job['job_id']} cannot be rebuilt: {path} (the "
@@ -196,7 +228,7 @@ def merge_into_original(ctx: Context, retry_job: Row) -> list[tuple[str, Path, S
     check_input(original)
     # Checked as for a retry: a merge cut off after the original's file was replaced, and
     # before the ledger knew, is done again from the parts' results.
-    attempts, _ = results_of(ctx, original)
+    attempts = results_of(ctx, original)
     output_target = original.output_target
     errors_target = errors_path_for(output_target)
     output, errors = merge_attempts(
