@@ -58,17 +58,7 @@ ENDED_EARLY_STATUSES = frozenset({BatchStatus.EXPIRED, BatchStatus.CANCELLED})
 SAVABLE_STATUSES = frozenset({BatchStatus.COMPLETED}) | ENDED_EARLY_STATUSES
 # Batches in these states hold no work worth keeping, so the same input may be sent again.
 RESUBMITTABLE_STATUSES = frozenset({BatchStatus.FAILED}) | ENDED_EARLY_STATUSES
-# The short names the code uses.
-REJECTED = BatchStatus.REJECTED
-ABANDONED = BatchStatus.ABANDONED
-JOB_RUNNING = JobStatus.RUNNING
-JOB_DONE = JobStatus.DONE
-JOB_CANCELLED = JobStatus.CANCELLED
-JOB_INPUT_CHANGED = JobStatus.INPUT_CHANGED
 JOB_STATUSES = tuple(JobStatus)
-PART_QUEUED = PartState.QUEUED
-PART_SENT = PartState.SENT
-PART_CANCELLED = PartState.CANCELLED
 TOKEN_LIMIT_CODE = "token_limit_exceeded"
 
 
@@ -81,7 +71,7 @@ def attempt_is_open(row: Row) -> bool:
 
 def bounced_off_token_limit(row: Row) -> bool:
     """The attempt failed (or its create was refused) for the enqueued-token limit."""
-    if row["status"] not in ("failed", REJECTED):
+    if row["status"] not in (BatchStatus.FAILED, BatchStatus.REJECTED):
         return False
     errors = json.loads(row["errors"]) if row.get("errors") else []
     return any(error.get("code") == TOKEN_LIMIT_CODE for error in errors)

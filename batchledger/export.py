@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from batchledger.batches import FINAL_STATUSES, Row, results_saved
+from batchledger.batches import FINAL_STATUSES, JobStatus, Row, results_saved
 from batchledger.errors import Refused, UsageError
 from batchledger.results_index import ScratchIndex, index_results
 from batchledger.results_index import json_object as _json_object
@@ -85,7 +85,7 @@ def check_job_exportable(job: Row) -> tuple[Path, list[Path]]:
             f"job {job_id} retries {job['retry_of']}, whose results now hold every request's "
             f"last answer: export {job['retry_of']}"
         )
-    if job["status"] == "running":
+    if job["status"] == JobStatus.RUNNING:
         raise Refused(
             f"job {job_id} is still running: its results are not merged yet; "
             f"'batchledger watch --batch-id {job_id}' first"

@@ -3,7 +3,7 @@
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, TextIO
 
-from batchledger.batches import JOB_CANCELLED, JOB_DONE, Row
+from batchledger.batches import JobStatus, Row
 from batchledger.render import display_path, tabulate
 
 if TYPE_CHECKING:
@@ -18,7 +18,7 @@ def job_progress(report: "JobReport") -> dict[str, Any]:
     return {
         "id": report.job_id,
         "status": f"{report.job['status']} ({report.parts_done}/{len(report.parts)} parts)",
-        "final": report.job["status"] in (JOB_DONE, JOB_CANCELLED),
+        "final": report.job["status"] in (JobStatus.DONE, JobStatus.CANCELLED),
         "request_counts": {
             "completed": report.requests_completed,
             "failed": report.requests_failed,
@@ -63,7 +63,7 @@ def show_job_lines(
             f"requests: {job['requests_completed']}/{job['input_requests']} completed, "
             f"{job['requests_failed'] or 0} failed"
         )
-    if job.get("status") == "input_changed":
+    if job.get("status") == JobStatus.INPUT_CHANGED:
         changed = [event["detail"] for event in history if event["action"] == "input_changed"]
         lines.append(f"reason: input changed: {changed[-1] if changed else 'see the history'}")
     for kind, label in (("output", "saved"), ("error", "saved errors")):

@@ -6,11 +6,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from batchledger.batches import (
-    JOB_RUNNING,
-    BatchRef,
-    JobRef,
-)
+from batchledger.batches import BatchRef, JobRef, JobStatus
 from batchledger.context import Context
 from batchledger.details import CreateDetails
 from batchledger.errors import Refused
@@ -52,7 +48,7 @@ def retry(
             # Every part sent: once they are all final, this finishes its merge (one cut
             # off by a kill or Ctrl-C included).
             report.job = advance(ctx, job)
-            if report.job.job["status"] == JOB_RUNNING:
+            if report.job.job["status"] == JobStatus.RUNNING:
                 raise Refused(
                     f"a retry of {original.retry_of} is still running ({job['job_id']}); "
                     f"'batchledger watch --batch-id {job['job_id']}' follows it"

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from batchledger.batches import ABANDONED, FINAL_STATUSES, JOB_CANCELLED, JOB_DONE, REJECTED, Row
+from batchledger.batches import FINAL_STATUSES, BatchStatus, JobStatus, Row
 from batchledger.errors import Refused
 from batchledger.estimate import money
 from batchledger.usage import Prices, batch_cost
@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from batchledger.ledger import Ledger
 
 # Ended: nothing more will be billed for it.
-_ENDED = FINAL_STATUSES | {REJECTED, ABANDONED}
+_ENDED = FINAL_STATUSES | {BatchStatus.REJECTED, BatchStatus.ABANDONED}
 
 
 def sum_costs(costs: Iterable[float | None]) -> float | None:
@@ -77,7 +77,7 @@ def day_spend(
         elif _ended_at(row) >= since:
             spend.actual += cost
     for job in jobs:
-        if job["status"] not in (JOB_DONE, JOB_CANCELLED):
+        if job["status"] not in (JobStatus.DONE, JobStatus.CANCELLED):
             if job["recorded_at"] >= since:
                 spend.estimated += _upper(job)
             continue
@@ -142,6 +142,6 @@ def account_day_spend(
     attempts = {
         job["id"]: ledger.jobs.attempts_of_job(job["id"])
         for job in jobs
-        if job["status"] in (JOB_DONE, JOB_CANCELLED) and job.get("actual_cost") is None
+        if job["status"] in (JobStatus.DONE, JobStatus.CANCELLED) and job.get("actual_cost") is None
     }
     return day_spend(batches, jobs, attempts, prices, since)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from batchledger.batches import PART_SENT, Row, attempt_is_open
+from batchledger.batches import PartState, Row, attempt_is_open
 from batchledger.errors import UsageError
 from batchledger.split import Part
 from batchledger.tokens import Counter, lines_of
@@ -150,7 +150,7 @@ def may_send(ctx: "Context", job: Row, part: Row) -> bool:
     live = [
         other
         for other in ctx.ledger.jobs.job_parts(job["id"])
-        if other["state"] == PART_SENT
+        if other["state"] == PartState.SENT
         and other["id"] in attempts
         and attempt_is_open(attempts[other["id"]])
     ]

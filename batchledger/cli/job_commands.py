@@ -5,7 +5,7 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from batchledger.batches import JOB_INPUT_CHANGED, JOB_RUNNING, BatchRef, JobRef, Row
+from batchledger.batches import BatchRef, JobRef, JobStatus, Row
 from batchledger.cli.defaults import DEFAULT_WATCH_MAX_INTERVAL, first_watch_interval
 from batchledger.cli.process import interrupt_taken
 from batchledger.context import Context
@@ -141,7 +141,7 @@ def retrieve(args: argparse.Namespace, ctx: Context, ref: JobRef) -> ExitCode:
     out = out_target(args, ref)
     ctx.start_api_command(job["account"])
     report = advance(ctx, job, out=out)
-    if report.job["status"] == JOB_RUNNING:
+    if report.job["status"] == JobStatus.RUNNING:
         raise Refused(
             f"job {ref.job_id} is still running ({report.parts_done}/{len(report.parts)} parts "
             "done); nothing was saved"
@@ -221,7 +221,7 @@ def cancel(args: argparse.Namespace, ctx: Context, ref: JobRef) -> ExitCode:
     )  # start-up: jobs only
 
     job = job_row(ctx, ref)
-    if job["status"] not in (JOB_RUNNING, JOB_INPUT_CHANGED):
+    if job["status"] not in (JobStatus.RUNNING, JobStatus.INPUT_CHANGED):
         raise Refused(f"job {ref.job_id} is already {job['status']}; there is nothing to cancel")
     ctx.start_api_command(job["account"])
     report = cancel_job(ctx, job)

@@ -3,7 +3,7 @@
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from batchledger.batches import JOB_INPUT_CHANGED
+from batchledger.batches import JobStatus
 from batchledger.context import Context
 from batchledger.render import report_lines, saved_warnings
 
@@ -27,7 +27,7 @@ def warn_saved(ctx: Context, report: "BatchReport") -> None:
 
 def warn_input_changed(ctx: Context, ledger: "Ledger", told: set[str]) -> None:
     """A sweep leaves jobs whose input changed alone; each sweep reminds of them."""
-    for job in ledger.jobs.jobs_in_status(JOB_INPUT_CHANGED):
+    for job in ledger.jobs.jobs_in_status(JobStatus.INPUT_CHANGED):
         if job["job_id"] not in told:
             ctx.warn(
                 f"{job['job_id']}: input_changed: its queued parts wait for "

@@ -3,7 +3,7 @@ the results as they come; a job's id hands over to job_commands."""
 
 import argparse
 
-from batchledger.batches import FINAL_STATUSES, JobRef, progress_of
+from batchledger.batches import FINAL_STATUSES, JobRef, JobStatus, progress_of
 from batchledger.cli import job_commands
 from batchledger.cli.defaults import DEFAULT_CONCURRENCY, first_watch_interval
 from batchledger.cli.process import interrupt_taken
@@ -116,8 +116,8 @@ def watch_all(args: argparse.Namespace, ctx: Context, interval: float) -> ExitCo
                     progress.end_line()
                     print_report(ctx, report)
             for job in swept.jobs:
-                moved = moved or bool(job.submitted) or job.job["status"] != "running"
-                if job.job["status"] != "running":
+                moved = moved or bool(job.submitted) or job.job["status"] != JobStatus.RUNNING
+                if job.job["status"] != JobStatus.RUNNING:
                     progress.end_line()
                     ctx.print("\n".join(job_commands.summary_lines(job)))
                     job_commands.warn(ctx, job)

@@ -15,13 +15,11 @@ from pathlib import Path
 from batchledger import token_budget
 from batchledger.batch import check, create_with_ref, record, upload_once
 from batchledger.batches import (
-    JOB_INPUT_CHANGED,
-    JOB_RUNNING,
-    PART_QUEUED,
-    PART_SENT,
     SAVABLE_STATUSES,
     TOKEN_LIMIT_CODE,
     BatchRef,
+    JobStatus,
+    PartState,
     Row,
     attempt_is_open,
     results_saved,
@@ -121,16 +119,16 @@ def advance(
     the results once every part is final."""
     details = details or details_of(job)
     report = JobReport(job=job)
-    if job["status"] == JOB_INPUT_CHANGED and check:
+    if job["status"] == JobStatus.INPUT_CHANGED and check:
         changed = input_changed(ctx, job)
         if changed is None:
             ctx.ledger.jobs.set_job_status(
-                job["id"], JOB_RUNNING, "input_restored", "the input is as it was split again"
+                job["id"], JobStatus.RUNNING, "input_restored", "the input is as it was split again"
             )
             job = report.job = ctx.ledger.jobs.get_job(job["id"])
         else:
             report.warnings.append(input_changed_warning(job, changed))
-    if job["status"] != JOB_RUNNING:
+    if job["status"] != JobStatus.RUNNING:
         report.parts = views(ctx, job)
         return report
     provider = ctx.provider_for(job["account"])
@@ -138,7 +136,7 @@ def advance(
         _check_parts(ctx, job, report)
     now = datetime.now(UTC)
     for view in views(ctx, job):
-        if view.part["state"] != PART_SENT:
+        if view.part["state"] != PartState.SENT:
             continue  # the queued are asked below, within --max-in-flight
         step = _next(ctx, job, view, now)
         if step.do == Do.RESET:
@@ -150,18 +148,20 @@ def advance(
     open_parts = sum(
         1
         for view in parts
-        if view.part["state"] == PART_SENT and view.attempt and attempt_is_open(view.attempt)
+        if view.part["state"] == PartState.SENT and view.attempt and attempt_is_open(view.attempt)
     )
     limit = job["max_in_flight"]
     for view in parts:
-        if view.part["state"] != PART_QUEUED or (limit is not None and open_parts >= limit):
+        if view.part["state"] != PartState.QUEUED or (limit is not None and open_parts >= limit):
             continue
         if _next(ctx, job, view, now).do != Do.SEND:
             continue
         # A part is read from the input now: only if it is the input the job was split from.
         changed = input_changed(ctx, job)
         if changed is not None:
-            ctx.ledger.jobs.set_job_status(job["id"], JOB_INPUT_CHANGED, "input_changed", changed)
+            ctx.ledger.jobs.set_job_status(
+                job["id"], JobStatus.INPUT_CHANGED, "input_changed", changed
+            )
             report.job = ctx.ledger.jobs.get_job(job["id"])
             report.warnings.append(input_changed_warning(job, changed))
             break
@@ -181,7 +181,7 @@ def _next(ctx: Context, job: Row, view: PartView, now: datetime) -> Next:
     queued part fits the account's token budget (issue 22), and whether a batch of the
     account has finished since it was requeued (asked only when that decides)."""
     part = view.part
-    queued = part["state"] == PART_QUEUED
+    queued = part["state"] == PartState.QUEUED
     fits = not queued or token_budget.may_send(ctx, job, part)
     finished = (
         queued
@@ -287,8 +287,10 @@ def _check_parts(ctx: Context, job: Row, report: JobReport) -> None:
 def cancel_job(ctx: Context, job: Row) -> JobReport:
     """Cancel the job's live batches; its queued parts are never sent."""
     ctx.ledger.jobs.cancel_queued_parts(job["id"])
-    if job["status"] == JOB_INPUT_CHANGED:  # nothing is read from the input any more
-        ctx.ledger.jobs.set_job_status(job["id"], JOB_RUNNING, "cancel", "its input had changed")
+    if job["status"] == JobStatus.INPUT_CHANGED:  # nothing is read from the input any more
+        ctx.ledger.jobs.set_job_status(
+            job["id"], JobStatus.RUNNING, "cancel", "its input had changed"
+        )
     provider = ctx.provider_for(job["account"])
     for view in views(ctx, job):
         attempt = view.attempt
@@ -315,7 +317,7 @@ def follow_job(
     while True:
         report = advance(ctx, ctx.ledger.jobs.get_job(job["id"]), out=out)
         yield report
-        if report.job["status"] != JOB_RUNNING:
+        if report.job["status"] != JobStatus.RUNNING:
             return
         seen = (report.parts_done, report.requests_done)
         moved, last = seen != last, seen

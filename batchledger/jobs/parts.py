@@ -10,11 +10,9 @@ from typing import Any
 from batchledger.batch import SavedFile
 from batchledger.batches import (
     FINAL_STATUSES,
-    PART_CANCELLED,
-    PART_QUEUED,
-    PART_SENT,
-    REJECTED,
     SAVABLE_STATUSES,
+    BatchStatus,
+    PartState,
     Row,
     bounced_off_token_limit,
     results_saved,
@@ -39,9 +37,9 @@ class PartView:
 
     @property
     def label(self) -> str:
-        if self.part["state"] == PART_CANCELLED:
+        if self.part["state"] == PartState.CANCELLED:
             return "cancelled"
-        if self.part["state"] == PART_QUEUED:
+        if self.part["state"] == PartState.QUEUED:
             return "queued" if not self.part["requeues"] else REQUEUED_LABEL
         if self.attempt is None:
             return "queued"
@@ -60,13 +58,16 @@ class PartView:
     @property
     def done(self) -> bool:
         """Final: nothing more will happen to it."""
-        if self.part["state"] == PART_CANCELLED:
+        if self.part["state"] == PartState.CANCELLED:
             return True
-        if self.part["state"] != PART_SENT or self.attempt is None:
+        if self.part["state"] != PartState.SENT or self.attempt is None:
             return False
         if bounced_off_token_limit(self.attempt):
             return False  # it goes back to the queue
-        return self.attempt["status"] in FINAL_STATUSES or self.attempt["status"] == REJECTED
+        return (
+            self.attempt["status"] in FINAL_STATUSES
+            or self.attempt["status"] == BatchStatus.REJECTED
+        )
 
     @property
     def requests_done(self) -> int:

@@ -6,10 +6,10 @@ from pathlib import Path
 from batchledger.batch import SavedFile
 from batchledger.batches import (
     ENDED_EARLY_STATUSES,
-    JOB_CANCELLED,
-    JOB_DONE,
-    PART_CANCELLED,
     SAVABLE_STATUSES,
+    BatchStatus,
+    JobStatus,
+    PartState,
     Row,
 )
 from batchledger.context import Context
@@ -77,11 +77,11 @@ def merge_parts(
             f"(merged with {job['job_id']})"
         )
     cancelled = any(
-        view.part["state"] == PART_CANCELLED
-        or (view.attempt is not None and view.attempt["status"] == "cancelled")
+        view.part["state"] == PartState.CANCELLED
+        or (view.attempt is not None and view.attempt["status"] == BatchStatus.CANCELLED)
         for view in report.parts
     )
-    status = JOB_CANCELLED if cancelled else JOB_DONE
+    status = JobStatus.CANCELLED if cancelled else JobStatus.DONE
     # issue 22: the job's cost, the sum of its attempts' recorded costs
     ctx.ledger.jobs.finish_job(
         job["id"], status, cost=job_cost(ctx.ledger.jobs.attempts_of_job(job["id"]))

@@ -13,12 +13,10 @@ from typing import Literal
 from batchledger.batch import save_results, saved_unchanged
 from batchledger.batches import (
     FINAL_STATUSES,
-    JOB_CANCELLED,
-    JOB_DONE,
-    JOB_RUNNING,
     SAVABLE_STATUSES,
     BatchRef,
     JobRef,
+    JobStatus,
     Row,
     results_saved,
 )
@@ -61,7 +59,7 @@ def original_of(ctx: Context, target: BatchRef | JobRef) -> Original:
             raise UsageError(f"no job {target.job_id} in the ledger")
         if job["retry_of"]:  # a retry of a retry retries the original
             return original_of(ctx, _ref_of(ctx, job["retry_of"]))
-        if job["status"] == JOB_RUNNING:
+        if job["status"] == JobStatus.RUNNING:
             raise Refused(
                 f"job {job['job_id']} is still running; its results are not merged yet: "
                 f"'batchledger watch --batch-id {job['job_id']}' first"
@@ -168,7 +166,7 @@ def merged_retries(ctx: Context, retry_of: str) -> list[Row]:
     return [
         job
         for job in ctx.ledger.jobs.retries_of(retry_of)
-        if job["status"] in (JOB_DONE, JOB_CANCELLED)
+        if job["status"] in (JobStatus.DONE, JobStatus.CANCELLED)
     ]
 
 

@@ -7,13 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from batchledger.batches import (
-    ABANDONED,
-    PART_QUEUED,
-    PART_SENT,
-    Row,
-    bounced_off_token_limit,
-)
+from batchledger.batches import BatchStatus, PartState, Row, bounced_off_token_limit
 from batchledger.times import epoch_of, iso_utc
 
 # A part the enqueued-token limit bounced is sent again once another batch of the account
@@ -53,8 +47,8 @@ def next_step(
     out its backoff).
     """
     state = part["state"]
-    if state == PART_SENT and attempt is not None:
-        if attempt["status"] == ABANDONED:
+    if state == PartState.SENT and attempt is not None:
+        if attempt["status"] == BatchStatus.ABANDONED:
             return Next(Do.RESET, reason="its create was cut off and made no batch")
         if bounced_off_token_limit(attempt):
             wait = timedelta(seconds=requeue_wait(part["requeues"]))
@@ -64,7 +58,7 @@ def next_step(
                 reason=f"part {part['part_index']} bounced off the enqueued-token limit",
             )
         return Next(Do.NOTHING)
-    if state != PART_QUEUED:
+    if state != PartState.QUEUED:
         return Next(Do.NOTHING)
     if not fits_budget:
         return Next(Do.WAIT, reason="it would take the account over its enqueued-token budget")

@@ -8,10 +8,9 @@ from pathlib import Path
 from typing import Any
 
 from batchledger.batches import (
-    ABANDONED,
     FINAL_STATUSES,
-    REJECTED,
     SAVABLE_STATUSES,
+    BatchStatus,
     Row,
     fields_from_batch,
     ref_of,
@@ -212,11 +211,11 @@ class BatchStore:
     def mark_rejected(self, row_id: int, reason: str, code: str | None = None) -> None:
         """The API refused to create the batch: the row will not be resumed."""
         errors = json.dumps([{"code": code, "message": reason}]) if code else None
-        self._mark(row_id, {"status": REJECTED, "errors": errors}, "rejected", reason)
+        self._mark(row_id, {"status": BatchStatus.REJECTED, "errors": errors}, "rejected", reason)
 
     def mark_abandoned(self, row_id: int, reason: str) -> None:
         """No batch came of this create: sweeps stop looking; a create of it starts again."""
-        self._mark(row_id, {"status": ABANDONED}, "abandoned", reason)
+        self._mark(row_id, {"status": BatchStatus.ABANDONED}, "abandoned", reason)
 
     def _mark(self, row_id: int, fields: Row, action: str, detail: str) -> None:
         """Set `fields` of the batch's row, and say why in its history: one transaction."""
@@ -294,7 +293,7 @@ class BatchStore:
             f"SELECT * FROM batches WHERE {where} "
             "AND batch_id IS NULL AND origin = 'create' AND (status IS NULL OR status = ?) "
             "ORDER BY id DESC LIMIT 1",
-            (*params, ABANDONED),
+            (*params, BatchStatus.ABANDONED),
         )
         return rows[0] if rows else None
 

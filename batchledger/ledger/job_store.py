@@ -5,16 +5,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from batchledger.batches import (
-    JOB_INPUT_CHANGED,
-    JOB_RUNNING,
-    PART_CANCELLED,
-    PART_QUEUED,
-    PART_SENT,
-    JobStatus,
-    Row,
-    attempt_is_open,
-)
+from batchledger.batches import JobStatus, PartState, Row, attempt_is_open
 from batchledger.claims import new_claim
 from batchledger.details import CreateDetails
 from batchledger.ledger.batch_store import BatchStore
@@ -83,7 +74,7 @@ class JobStore:
                         "max_bytes": limits[1],
                         "max_in_flight": max_in_flight,
                         **details_fields(details),
-                        "status": JOB_RUNNING,
+                        "status": JobStatus.RUNNING,
                         "recorded_at": utc_now(),
                         "retry_of": retry_of,
                         **new_claim(),
@@ -101,7 +92,7 @@ class JobStore:
                     "ranges": json.dumps(ranges) if ranges is not None else None,
                     "requests": requests,
                     "ref": f"bl_{uuid.uuid4().hex}",
-                    "state": PART_QUEUED,
+                    "state": PartState.QUEUED,
                 }
                 for index, (start, end, requests, ranges) in enumerate(parts, start=1)
             )
@@ -165,7 +156,7 @@ class JobStore:
                 .last_pk
             )
             assert isinstance(row_id, int)
-            self.conn.db.table("parts").update(part["id"], {"state": PART_SENT})
+            self.conn.db.table("parts").update(part["id"], {"state": PartState.SENT})
             self.conn.history(row_id, "submit", f"part {part['part_index']} of {job['job_id']}")
             return self.batches.get_row(row_id)
 
@@ -176,7 +167,7 @@ class JobStore:
             self.conn.db.execute(
                 "UPDATE parts SET state = ?, requeues = requeues + 1, requeued_at = ?, "
                 "not_before = ? WHERE id = ?",
-                (PART_QUEUED, utc_now(), not_before, part_id),
+                (PartState.QUEUED, utc_now(), not_before, part_id),
             )
             job = self.conn.rows("SELECT job FROM parts WHERE id = ?", (part_id,))[0]["job"]
             self.conn.job_history(job, "requeue", reason)
@@ -184,13 +175,13 @@ class JobStore:
     def reset_part(self, part_id: int) -> None:
         """Back to the queue: its last attempt made no batch (a create cut off, abandoned)."""
         with self.conn.writing():
-            self.conn.db.table("parts").update(part_id, {"state": PART_QUEUED})
+            self.conn.db.table("parts").update(part_id, {"state": PartState.QUEUED})
 
     def cancel_queued_parts(self, job_row_id: int) -> None:
         with self.conn.writing():
             self.conn.db.execute(
                 "UPDATE parts SET state = ? WHERE job = ? AND state = ?",
-                (PART_CANCELLED, job_row_id, PART_QUEUED),
+                (PartState.CANCELLED, job_row_id, PartState.QUEUED),
             )
             self.conn.job_history(job_row_id, "cancel", "queued parts cancelled")
 
@@ -267,9 +258,9 @@ class JobStore:
             (
                 *params,
                 *limits,
-                JOB_RUNNING,
-                JOB_INPUT_CHANGED,  # its input as it was again: it goes on
-                PART_QUEUED,
+                JobStatus.RUNNING,
+                JobStatus.INPUT_CHANGED,  # its input as it was again: it goes on
+                PartState.QUEUED,
             ),
         )
         return rows[0] if rows else None
@@ -277,7 +268,7 @@ class JobStore:
     def find_unsent_job_by_id(self, job_row_id: int) -> Row | None:
         """The job, if its submission is not over (a part never sent, a create cut off)."""
         rows = self.conn.rows(
-            f"SELECT * FROM jobs WHERE id = ? AND ({UNSENT})", (job_row_id, PART_QUEUED)
+            f"SELECT * FROM jobs WHERE id = ? AND ({UNSENT})", (job_row_id, PartState.QUEUED)
         )
         return rows[0] if rows else None
 
@@ -289,7 +280,9 @@ class JobStore:
         return self.conn.rows("SELECT * FROM jobs WHERE retry_of = ? ORDER BY id", (retry_of,))
 
     def unfinished_jobs(self) -> list[Row]:
-        return self.conn.rows("SELECT * FROM jobs WHERE status = ? ORDER BY id", (JOB_RUNNING,))
+        return self.conn.rows(
+            "SELECT * FROM jobs WHERE status = ? ORDER BY id", (JobStatus.RUNNING,)
+        )
 
     def job_parts(self, job_row_id: int) -> list[Row]:
         return self.conn.rows(

@@ -12,12 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from batchledger._db import Database
-from batchledger.batches import (
-    JOB_CANCELLED,
-    PART_QUEUED,
-    RESUBMITTABLE_STATUSES,
-    Row,
-)
+from batchledger.batches import RESUBMITTABLE_STATUSES, JobStatus, PartState, Row
 from batchledger.claims import claimed_by_another_run
 from batchledger.details import CreateDetails
 from batchledger.errors import BatchledgerError, Refused
@@ -169,7 +164,7 @@ def same_input(
 
 
 # A job whose submission is not over: a part never sent yet, or an attempt whose create
-# was cut off before it learned its batch id. (One parameter: PART_QUEUED.)
+# was cut off before it learned its batch id. (One parameter: PartState.QUEUED.)
 UNSENT = (
     "EXISTS (SELECT 1 FROM parts WHERE parts.job = jobs.id AND parts.state = ? "
     "AND parts.requeues = 0) OR EXISTS (SELECT 1 FROM batches JOIN parts "
@@ -196,7 +191,7 @@ def refuse_duplicates(
     job = conn.rows(
         f"SELECT * FROM jobs WHERE {where} AND status != ? AND NOT ({UNSENT}) "
         "ORDER BY id DESC LIMIT 1",
-        (*params, JOB_CANCELLED, PART_QUEUED),
+        (*params, JobStatus.CANCELLED, PartState.QUEUED),
     )
     if sent:
         what = f"{sent[0]['batch_id']} (status {sent[0]['status']}, "
