@@ -99,6 +99,48 @@ def test_the_second_create_of_the_day_past_max_cost_per_day_is_refused_before_an
     assert row["estimated_input_tokens"] > 0
 
 
+def test_a_dry_run_says_whether_max_cost_per_day_would_refuse_and_exits_as_create_would(
+    cli, emulator: EmulatorServer, isolated: Path
+):
+    (isolated / "prices.toml").write_text(
+        '["gpt-4o-mini"]\ninput = 1\noutput = 1\n', encoding="utf-8"
+    )
+    budgeted_account(emulator, "max_cost_per_day = 0.006")
+    write_jsonl(isolated / "a.jsonl", 4, max_output_tokens=1000)
+    write_jsonl(isolated / "b.jsonl", 4, max_output_tokens=1000, instructions="Be brief.")
+    create = ("--account", "budgeted", "--prices", "prices.toml")
+
+    fits = cli("create", "--in", "a.jsonl", "--dry-run", *create)
+    assert cli("create", "--in", "a.jsonl", *create).code == 0
+    sent, before = len(emulator.state.requests), ledger_rows()
+    refused = cli("create", "--in", "b.jsonl", "--dry-run", *create)
+    as_json = cli("create", "--in", "b.jsonl", "--dry-run", "--json", *create)
+    both = cli("create", "--in", "b.jsonl", "--dry-run", "--max-cost", "0.001", *create)
+
+    assert fits.code == 0, fits.err
+    assert "budget: max_cost_per_day $0.0060 (today, " in fits.out
+    assert "$0.0000 spent, $0.0000 estimated in flight)" in fits.out
+    assert fits.out.splitlines()[-1] == "budget: the create would pass"
+    # The plan is printed, then the one-line error and exit 3 of the real create.
+    assert refused.code == 3
+    assert refused.out.startswith("input: b.jsonl (4 requests")
+    last = refused.out.splitlines()[-1]
+    assert last.startswith("budget: the create would be refused: this input may cost up to")
+    assert "above max_cost_per_day $0.0060; nothing was sent" in last
+    [line] = refused.err.splitlines()
+    assert line == f"batchledger: error: {last.split(': ', 2)[2]}"
+    assert as_json.code == 3
+    budget = json.loads(as_json.out)["budget"]
+    assert budget["max_cost_per_day"] == 0.006 and budget["max_cost"] is None
+    assert budget["day_spent"] == 0 and 0.004 < budget["day_estimated_in_flight"] < 0.0041
+    assert "above max_cost_per_day" in budget["refused"]
+    # --max-cost is checked first, as create checks it: its refusal is the one reported.
+    assert both.code == 3 and "above --max-cost $0.0010" in both.err
+    assert "budget: --max-cost $0.0010; max_cost_per_day $0.0060" in both.out
+    assert len(emulator.state.requests) == sent
+    assert ledger_rows() == before
+
+
 def test_a_final_batch_counts_at_its_actual_cost_so_the_day_has_room_again(
     cli, emulator: EmulatorServer, isolated: Path
 ):
