@@ -32,10 +32,13 @@ def create(args: argparse.Namespace, ctx: Context) -> ExitCode:
     if args.dry_run:
         return estimate_commands.estimate(args, ctx)
     path = check_input(args.input)
+    guard = None
     if args.max_cost is not None or ctx.account.max_cost_per_day is not None:  # budgets
         # before the key, the ledger's writes, any upload
         estimate = estimate_commands.check_max_cost(args, ctx)
         details = dataclasses.replace(details, estimate=estimate)
+        # and the day's budget again with the claim, under the ledger's write lock
+        guard = estimate_commands.claim_guard(args, ctx, estimate)
     elif args.prices:
         raise UsageError("--prices prices an estimate: it goes with --dry-run or --max-cost")
     hashing = hash_input_in_background(path, args.input)
@@ -49,7 +52,7 @@ def create(args: argparse.Namespace, ctx: Context) -> ExitCode:
     planned = token_plan(args, ctx, input_, split)  # issue 22: parts cut by counted tokens
     if split is not None or (planned is not None and len(planned.parts) > 1):
         split = split or ctx.account.limits
-        return job_commands.create(args, ctx, input_, endpoint, split, details, planned)
+        return job_commands.create(args, ctx, input_, endpoint, split, details, planned, guard)
     if args.max_in_flight is not None:
         raise UsageError("--max-in-flight is for inputs split into parts (a job)")
     submitted = batch.submit(
@@ -59,6 +62,7 @@ def create(args: argparse.Namespace, ctx: Context) -> ExitCode:
         args.completion_window,
         force=args.force,
         details=details,
+        guard=guard,
     )
     if submitted.recovered:
         ctx.warn(

@@ -3,7 +3,7 @@ shown or checked before anything is sent. No key, no network, no ledger, no log.
 
 import argparse
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from batchledger.context import Context
 from batchledger.details import CostEstimate
@@ -12,8 +12,11 @@ from batchledger.estimate import Estimate, check_budget, estimate_input, money
 from batchledger.inputs import check_input
 from batchledger.prices import PriceList
 from batchledger.render import display_path, json_text, tabulate
-from batchledger.spend import DaySpend, account_day_spend, check_day_budget
+from batchledger.spend import DaySpend, account_day_spend, check_day_budget, day_budget_guard
 from batchledger.tokens import UNREADABLE
+
+if TYPE_CHECKING:
+    from batchledger.ledger import ClaimGuard
 
 MODEL_COLUMNS = (
     "model",
@@ -67,7 +70,10 @@ def check_budgets(args: argparse.Namespace, ctx: Context, found: Estimate) -> Bu
     spend = None
     if limit is not None:  # issue 22: the day's spend, from the ledger
         spend = account_day_spend(
-            ctx.open_ledger(create=False), ctx.account.name, PriceList.from_file(args.prices)
+            ctx.open_ledger(create=False),
+            ctx.account.name,
+            PriceList.from_file(args.prices),
+            input_path=found.path,  # a create of it cut off earlier would be resumed
         )
         try:
             check_day_budget(ctx.account.name, limit, spend, found.cost_max, found.cost_input)
@@ -80,7 +86,7 @@ def check_max_cost(args: argparse.Namespace, ctx: Context) -> CostEstimate:
     """`create --max-cost USD`, and the account's `max_cost_per_day`: Refused (exit 3)
     before any upload when the upper estimate is above either, or unknown; else the
     estimate, for the ledger. (The day's budget is checked again under the ledger's write
-    lock, when the create claims its row: `day_budget_guard`.)"""
+    lock, when the create claims its row: `claim_guard`.)"""
     found = estimate_of(args, ctx)
     budget = check_budgets(args, ctx, found)
     if budget.refused is not None:
@@ -89,6 +95,23 @@ def check_max_cost(args: argparse.Namespace, ctx: Context) -> CostEstimate:
         input_tokens=sum(model.input_tokens for model in found.models),
         cost_min=found.cost_input,
         cost_max=found.cost_max,
+    )
+
+
+def claim_guard(
+    args: argparse.Namespace, ctx: Context, estimate: CostEstimate
+) -> "ClaimGuard | None":
+    """The account's day budget, checked again when the create claims its row."""
+    limit = ctx.account.max_cost_per_day
+    if limit is None:
+        return None
+    return day_budget_guard(
+        lambda: ctx.ledger,  # opened by the create, after the key is checked
+        ctx.account.name,
+        limit,
+        PriceList.from_file(args.prices),
+        estimate.cost_max,
+        estimate.cost_min,
     )
 
 

@@ -17,7 +17,7 @@ from batchledger.render_jobs import PartProgress, job_progress, show_job_lines
 
 if TYPE_CHECKING:
     from batchledger.jobs import JobReport
-    from batchledger.ledger import InputFile
+    from batchledger.ledger import ClaimGuard, InputFile
     from batchledger.token_budget import TokenPlan
 
 
@@ -37,6 +37,7 @@ def create(
     split: tuple[int, int],
     details: CreateDetails,
     planned: "TokenPlan | None" = None,
+    guard: "ClaimGuard | None" = None,
 ) -> ExitCode:
     from batchledger.jobs import (
         create_job,
@@ -62,6 +63,7 @@ def create(
         details=details,
         force=args.force,
         planned=planned,
+        guard=guard,
     )
     progress.end_line()
     if args.json:

@@ -15,13 +15,14 @@ from batchledger.ledger.batch_store import BatchStore
 from batchledger.ledger.job_store import JobStore
 from batchledger.ledger.opening import LOCK_TIMEOUT_ENV, connect, lock_timeout
 from batchledger.ledger.report_store import BatchFilter, ReportStore
-from batchledger.ledger.store import MADE_AT, Connection, InputFile, Table
+from batchledger.ledger.store import MADE_AT, ClaimGuard, Connection, InputFile, Table
 
 __all__ = [
     "LOCK_TIMEOUT_ENV",
     "MADE_AT",
     "BatchFilter",
     "BatchStore",
+    "ClaimGuard",
     "InputFile",
     "JobStore",
     "Ledger",

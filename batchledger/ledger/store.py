@@ -5,7 +5,7 @@ the pieces of SQL two tables have in common (the "same input" clause, the duplic
 import json
 import sqlite3
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +28,10 @@ MADE_AT = "coalesce(created_at, recorded_at)"
 
 # The two tables whose rows are submissions: claimed while being sent, found by id prefix.
 Table = Literal["batches", "jobs"]
+# Called inside a claim's transaction, under the ledger's write lock, with the row (of the
+# table) the claim would resume, or None for a new one: raises to refuse the claim. The day
+# budget (spend.day_budget_guard): two creates at once cannot both pass it.
+ClaimGuard = Callable[[Table, Row | None], None]
 
 
 @dataclass(frozen=True)
