@@ -18,8 +18,15 @@ ADDED = {
         "estimated_cost_min",
         "estimated_cost_max",
         "actual_cost",
+        "estimated_from",
     ),
-    "jobs": ("requests_completed", "requests_failed", "estimated_cost_max", "actual_cost"),
+    "jobs": (
+        "requests_completed",
+        "requests_failed",
+        "estimated_cost_max",
+        "actual_cost",
+        "estimated_from",
+    ),
     "parts": ("input_tokens",),
 }
 
