@@ -261,12 +261,13 @@ def record_scanned(
     ledger: Ledger, table: Table, row_id: int, scanning: "Future[CostEstimate] | None"
 ) -> None:
     """Record the estimate scanned beside a create's upload; a scan that failed (the
-    input cut short meanwhile) leaves the row without one, as creates did before."""
+    input cut short meanwhile, a price the library could not give) leaves the row without
+    one, as creates did before."""
     if scanning is None:
         return
     try:
         estimate = scanning.result()
-    except (OSError, ValueError):
+    except Exception:  # the batch is made: a rough figure missing must not fail the create
         return
     ledger.record_estimate(table, row_id, estimate)
 
