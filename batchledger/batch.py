@@ -25,7 +25,7 @@ from batchledger.context import Context
 from batchledger.details import CreateDetails
 from batchledger.errors import BatchledgerError, NotFound, Refused, Rejected, Transient
 from batchledger.inputs import sha256_of
-from batchledger.ledger import InputFile
+from batchledger.ledger import ClaimGuard, InputFile
 from batchledger.paths import default_results_path, errors_path_for
 from batchledger.polling import Backoff
 from batchledger.prices import PriceList
@@ -113,6 +113,7 @@ def submit(
     *,
     force: bool,
     details: CreateDetails | None = None,
+    guard: ClaimGuard | None = None,
 ) -> Submitted:
     """Upload `input_` and create its batch on the run's account, recording each step as
     soon as it is known.
@@ -132,6 +133,7 @@ def submit(
         base_url=account.location,
         force=force,
         details=details,
+        guard=guard,
     )
     try:
         return _submit_claimed(ctx, provider, input_, row, resumed, details)

@@ -17,13 +17,19 @@ MAX_KEY_CHARS = 64
 MAX_VALUE_CHARS = 512
 
 
+# How a create's estimate was made (the ledger's `estimated_from`, m011).
+FROM_TOKENS = "tokens"  # every line parsed, its tokens counted offline (`estimate`)
+FROM_BYTES = "bytes"  # lines scanned, not parsed: input tokens as bytes / 4 (`estimate.scan_input`)
+
+
 @dataclass(frozen=True)
 class CostEstimate:
-    """What a create estimated before sending (`estimate`): kept in the ledger with it."""
+    """What a create estimated (`estimate`): kept in the ledger with it."""
 
     input_tokens: int
     cost_min: float | None  # USD, the input alone; None: a model has no price
     cost_max: float | None  # USD, with every output token allowed; None: unbounded or unpriced
+    estimated_from: str = FROM_TOKENS
 
 
 @dataclass(frozen=True)

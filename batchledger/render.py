@@ -125,6 +125,7 @@ SHOW_FIELDS = (
     "estimated_input_tokens",
     "estimated_cost_min",
     "estimated_cost_max",
+    "estimated_from",
     "actual_cost",
 )
 

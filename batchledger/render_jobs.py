@@ -51,6 +51,7 @@ def show_job_lines(
         "estimated_input_tokens",
         "estimated_cost_min",
         "estimated_cost_max",
+        "estimated_from",
         "actual_cost",
     )
     lines = [

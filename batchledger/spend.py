@@ -6,9 +6,10 @@ token allowed) of the batches and jobs made that day that are not final yet, plu
 cost (from the usage the API reported, at batch prices) of those that ended that day.
 """
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from batchledger.batches import FINAL_STATUSES, BatchStatus, JobStatus, Row
@@ -17,7 +18,7 @@ from batchledger.estimate import money
 from batchledger.usage import Prices, batch_cost
 
 if TYPE_CHECKING:
-    from batchledger.ledger import Ledger
+    from batchledger.ledger import Ledger, Table
 
 # Ended: nothing more will be billed for it.
 _ENDED = FINAL_STATUSES | {BatchStatus.REJECTED, BatchStatus.ABANDONED}
@@ -132,16 +133,65 @@ def check_day_budget(
 
 
 def account_day_spend(
-    ledger: "Ledger | None", account: str, prices: Prices, now: datetime | None = None
+    ledger: "Ledger | None",
+    account: str,
+    prices: Prices,
+    now: datetime | None = None,
+    *,
+    leave_out: "tuple[Table, int] | None" = None,
+    input_path: Path | None = None,
 ) -> DaySpend:
-    """`account`'s spend of today (UTC) as the ledger records it."""
+    """`account`'s spend of today (UTC) as the ledger records it.
+
+    A create that resumes one cut off earlier is not counted twice: `leave_out` is the row
+    (table, id) it resumes, known once it claims it; before that (the early check, without
+    the input's hash), `input_path` leaves out the creates of the same file that may be
+    resumed (a batch's row without its batch, a running job), so that the early check is
+    never stricter than the one made with the claim."""
     since = day_start(now)
     if ledger is None:
         return DaySpend(day=since[:10])
     batches, jobs = ledger.reports.spend_rows(account, since)
+    if leave_out is not None:
+        table, row_id = leave_out
+        if table == "batches":
+            batches = [row for row in batches if row["id"] != row_id]
+        else:
+            jobs = [job for job in jobs if job["id"] != row_id]
+    if input_path is not None:
+        same = str(input_path)
+        batches = [
+            row for row in batches if not (row["input_path"] == same and row["batch_id"] is None)
+        ]
+        jobs = [
+            job
+            for job in jobs
+            if not (job["input_path"] == same and job["status"] == JobStatus.RUNNING)
+        ]
     attempts = {
         job["id"]: ledger.jobs.attempts_of_job(job["id"])
         for job in jobs
         if job["status"] in (JobStatus.DONE, JobStatus.CANCELLED) and job.get("actual_cost") is None
     }
     return day_spend(batches, jobs, attempts, prices, since)
+
+
+def day_budget_guard(
+    ledger: Callable[[], "Ledger"],
+    account: str,
+    limit: float,
+    prices: Prices,
+    upper: float | None,
+    lower: float | None,
+) -> Callable[["Table", Row | None], None]:
+    """The day budget as a claim's guard (`ledger.ClaimGuard`), on the ledger `ledger()`
+    gives: checked inside the claim's transaction, under the ledger's write lock, so that
+    of two creates at once the second sees the first's estimate, recorded with its claim,
+    and is refused unless both fit."""
+
+    def guard(table: "Table", resumed: Row | None) -> None:
+        leave_out = (table, resumed["id"]) if resumed is not None else None
+        spend = account_day_spend(ledger(), account, prices, leave_out=leave_out)
+        check_day_budget(account, limit, spend, upper, lower)
+
+    return guard

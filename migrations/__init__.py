@@ -349,3 +349,17 @@ def m009_actual_costs_and_part_tokens(db: Database) -> None:
     # tokens) when the account holds a token budget (`enqueued_tokens`) or the parts were cut
     # by tokens (`--max-tokens`); a part waits queued until its tokens fit. NULL: not counted.
     db.execute("ALTER TABLE parts ADD COLUMN input_tokens TEXT")
+
+
+@migrations()
+def m011_estimate_basis(db: Database) -> None:
+    # Issue 22: every create records an estimate now, made one of two ways: "tokens" (each
+    # line parsed and its tokens counted offline: with a budget, --max-cost, a token budget)
+    # or "bytes" (a plain create: the input scanned beside the upload, not parsed, its input
+    # tokens taken as bytes / 4). NULL where no estimate was made; the estimates older rows
+    # hold were all counted, so they are marked "tokens".
+    for table in ("batches", "jobs"):
+        db.execute(f"ALTER TABLE {table} ADD COLUMN estimated_from TEXT")
+        db.execute(
+            f"UPDATE {table} SET estimated_from = 'tokens' WHERE estimated_input_tokens IS NOT NULL"
+        )

@@ -231,14 +231,97 @@ def test_a_job_records_its_estimate_and_its_parts_none(
     assert f"estimated_cost_max: {job['estimated_cost_max']}" in cli("show", job["job_id"]).out
 
 
-def test_a_create_without_max_cost_records_no_estimate(
+def test_a_create_without_a_budget_records_an_estimate_from_bytes(
     cli, emulator: EmulatorServer, isolated: Path
 ):
-    write_jsonl(isolated / "in.jsonl", 1)
+    source = write_jsonl(isolated / "in.jsonl", 3, max_output_tokens=100)
+    size = source.stat().st_size
+
     assert cli("create", "--in", "in.jsonl").code == 0
     (row,) = ledger_rows()
-    assert row["estimated_cost_max"] is None
-    assert "estimated" not in cli("show", "last").out
+    shown = cli("show", "last").out.splitlines()
+    (listed,) = json.loads(cli("list", "--json").out)
+
+    # Scanned beside the upload, not parsed: the input tokens are its bytes / 4.
+    assert row["estimated_from"] == "bytes"
+    assert row["estimated_input_tokens"] == round(size / 4)
+    quote = library_quote("gpt-4o-mini")
+    assert quote is not None
+    low = round(size / 4) * quote.price.input / 1e6
+    assert row["estimated_cost_min"] == pytest.approx(low)
+    assert row["estimated_cost_max"] == pytest.approx(low + 300 * quote.price.output / 1e6)
+    assert "estimated_from: bytes" in shown
+    assert listed["estimated_from"] == "bytes"
+    assert listed["estimated_cost_max"] == pytest.approx(row["estimated_cost_max"])
+
+
+def test_a_job_without_a_budget_records_its_estimate_and_uncapped_has_no_upper_cost(
+    cli, emulator: EmulatorServer, isolated: Path
+):
+    source = write_jsonl(isolated / "in.jsonl", 3)  # no max_output_tokens: no upper bound
+
+    assert cli("create", "--in", "in.jsonl", "--max-requests", "2").code == 0
+    (job,) = ledger_rows("jobs")
+
+    assert job["estimated_from"] == "bytes"
+    assert job["estimated_input_tokens"] == round(source.stat().st_size / 4)
+    assert job["estimated_cost_min"] > 0 and job["estimated_cost_max"] is None
+    assert [row["estimated_from"] for row in ledger_rows()] == [None, None]  # parts: none
+
+
+def test_a_budgeted_create_records_its_counted_estimate(
+    cli, emulator: EmulatorServer, isolated: Path
+):
+    write_jsonl(isolated / "in.jsonl", 2, max_output_tokens=100)
+
+    assert cli("create", "--in", "in.jsonl", "--max-cost", "1").code == 0
+    (row,) = ledger_rows()
+
+    assert row["estimated_from"] == "tokens"
+    assert row["estimated_input_tokens"] == 2 * (count_text(PROMPT, "gpt-4o-mini")[0] + 3)
+
+
+def test_a_big_input_is_scanned_in_windows_and_scaled(tmp_path: Path, monkeypatch):
+    """Above SCAN_ALL_BYTES, windows spread over the input stand for it: two models in
+    alternating runs of lines, one capped, one not; one price each."""
+    from batchledger import estimate
+
+    path = tmp_path / "big.jsonl"
+    with path.open("w", encoding="utf-8") as out:
+        for n in range(4000):
+            mini = (n // 50) % 2 == 0
+            body = {"model": "gpt-4o-mini" if mini else "gpt-4.1", "input": f"Say {n} " * 8}
+            if mini:
+                body["max_output_tokens"] = 10
+            out.write(json.dumps({"custom_id": f"r{n}", "body": body}) + "\n")
+    size = path.stat().st_size
+    whole = estimate.scan_input(path, size)
+    monkeypatch.setattr(estimate, "SCAN_ALL_BYTES", size // 8)
+
+    sampled = estimate.scan_input(path, size)
+
+    assert whole.estimated_from == sampled.estimated_from == "bytes"
+    assert whole.cost_max is None and sampled.cost_max is None  # gpt-4.1 lines are uncapped
+    assert sampled.input_tokens == pytest.approx(whole.input_tokens, rel=0.02)
+    assert whole.cost_min is not None and sampled.cost_min is not None
+    assert sampled.cost_min == pytest.approx(whole.cost_min, rel=0.15)
+
+
+def test_scan_finds_each_line_s_model_and_cap_where_models_mix(tmp_path: Path):
+    from batchledger.estimate import scan_input
+
+    path = tmp_path / "in.jsonl"
+    lines = [
+        {"body": {"model": "gpt-4o-mini", "input": 'say "model": "x"', "max_tokens": 7}},
+        {"params": {"model": "claude-sonnet-4-5", "max_tokens": 5, "messages": []}},
+        {"body": {"model": "no-such-model-anywhere", "input": "hi"}},
+    ]
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines) + "\n")
+
+    found = scan_input(path, path.stat().st_size)
+
+    assert found.input_tokens == sum(round((len(json.dumps(x)) + 1) / 4) for x in lines)
+    assert found.cost_min is None and found.cost_max is None  # one model has no price
 
 
 def test_library_prices_are_batch_prices_or_half_the_standard_ones():

@@ -18,8 +18,15 @@ ADDED = {
         "estimated_cost_min",
         "estimated_cost_max",
         "actual_cost",
+        "estimated_from",
     ),
-    "jobs": ("requests_completed", "requests_failed", "estimated_cost_max", "actual_cost"),
+    "jobs": (
+        "requests_completed",
+        "requests_failed",
+        "estimated_cost_max",
+        "actual_cost",
+        "estimated_from",
+    ),
     "parts": ("input_tokens",),
 }
 
@@ -68,3 +75,31 @@ def test_the_running_job_of_the_last_release_shows_with_its_queued_part(cli, iso
     assert shown.code == 0 and listed.code == 0, shown.err + listed.err
     assert "queued" in shown.out
     assert running[0]["job_id"] in listed.out and "running, 0/2 parts" in listed.out
+
+
+def test_estimates_recorded_before_m011_are_marked_counted(cli, isolated: Path):
+    # Before m011 only a counted estimate (--max-cost, a budget) was ever recorded.
+    from sqlite_utils import Database
+
+    from batchledger.migrations import migrations
+
+    path = Path(os.environ["BATCHLEDGER_DB"])
+    db = Database(sqlite3.connect(path))
+    migrations.apply(db, stop_before="m011_estimate_basis")
+    for ref, tokens in (("bl_counted", 42), ("bl_none", None)):
+        db["batches"].insert(
+            {
+                "ref": ref,
+                "account": "default",
+                "origin": "create",
+                "endpoint": "/v1/responses",
+                "completion_window": "24h",
+                "recorded_at": "2026-12-05T10:00:00Z",
+                "estimated_input_tokens": tokens,
+            }
+        )
+    db.conn.close()
+
+    assert cli("list", "--json").code == 0  # opening the ledger migrates it
+
+    assert [row["estimated_from"] for row in ledger_rows()] == ["tokens", None]

@@ -3,12 +3,14 @@
 import json
 import os
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from helpers import api_requests, ledger_rows, write_jsonl
 
-from batchledger.emulator import EmulatorServer
+from batchledger.emulator import EmulatorServer, Fault
 from batchledger.render import percent_done
 
 
@@ -97,6 +99,114 @@ def test_the_second_create_of_the_day_past_max_cost_per_day_is_refused_before_an
     assert row["input_path"].endswith("a.jsonl")
     assert 0.004 < row["estimated_cost_max"] < 0.0041
     assert row["estimated_input_tokens"] > 0
+
+
+def test_a_dry_run_says_whether_max_cost_per_day_would_refuse_and_exits_as_create_would(
+    cli, emulator: EmulatorServer, isolated: Path
+):
+    (isolated / "prices.toml").write_text(
+        '["gpt-4o-mini"]\ninput = 1\noutput = 1\n', encoding="utf-8"
+    )
+    budgeted_account(emulator, "max_cost_per_day = 0.006")
+    write_jsonl(isolated / "a.jsonl", 4, max_output_tokens=1000)
+    write_jsonl(isolated / "b.jsonl", 4, max_output_tokens=1000, instructions="Be brief.")
+    create = ("--account", "budgeted", "--prices", "prices.toml")
+
+    fits = cli("create", "--in", "a.jsonl", "--dry-run", *create)
+    assert cli("create", "--in", "a.jsonl", *create).code == 0
+    sent, before = len(emulator.state.requests), ledger_rows()
+    refused = cli("create", "--in", "b.jsonl", "--dry-run", *create)
+    as_json = cli("create", "--in", "b.jsonl", "--dry-run", "--json", *create)
+    both = cli("create", "--in", "b.jsonl", "--dry-run", "--max-cost", "0.001", *create)
+
+    assert fits.code == 0, fits.err
+    assert "budget: max_cost_per_day $0.0060 (today, " in fits.out
+    assert "$0.0000 spent, $0.0000 estimated in flight)" in fits.out
+    assert fits.out.splitlines()[-1] == "budget: the create would pass"
+    # The plan is printed, then the one-line error and exit 3 of the real create.
+    assert refused.code == 3
+    assert refused.out.startswith("input: b.jsonl (4 requests")
+    last = refused.out.splitlines()[-1]
+    assert last.startswith("budget: the create would be refused: this input may cost up to")
+    assert "above max_cost_per_day $0.0060; nothing was sent" in last
+    [line] = refused.err.splitlines()
+    assert line == f"batchledger: error: {last.split(': ', 2)[2]}"
+    assert as_json.code == 3
+    budget = json.loads(as_json.out)["budget"]
+    assert budget["max_cost_per_day"] == 0.006 and budget["max_cost"] is None
+    assert budget["day_spent"] == 0 and 0.004 < budget["day_estimated_in_flight"] < 0.0041
+    assert "above max_cost_per_day" in budget["refused"]
+    # --max-cost is checked first, as create checks it: its refusal is the one reported.
+    assert both.code == 3 and "above --max-cost $0.0010" in both.err
+    assert "budget: --max-cost $0.0010; max_cost_per_day $0.0060" in both.out
+    assert len(emulator.state.requests) == sent
+    assert ledger_rows() == before
+
+
+@pytest.mark.parametrize("split", [False, True], ids=["batches", "jobs"])
+def test_two_creates_at_once_cannot_both_pass_a_day_budget_that_fits_one(
+    emulator: EmulatorServer, isolated: Path, split: bool
+):
+    # Each input may cost up to ~$0.004; the day holds $0.006: one of the two, not both.
+    # Both processes pass the early check (an empty ledger) before either has claimed its
+    # row; the check made again under the ledger's write lock, with the claim, stops one.
+    (isolated / "prices.toml").write_text(
+        '["gpt-4o-mini"]\ninput = 1\noutput = 1\n', encoding="utf-8"
+    )
+    budgeted_account(emulator, "max_cost_per_day = 0.006")
+    write_jsonl(isolated / "a.jsonl", 4, max_output_tokens=1000)
+    write_jsonl(isolated / "b.jsonl", 4, max_output_tokens=1000, instructions="Be brief.")
+    options = ["--account", "budgeted", "--prices", "prices.toml"]
+    if split:
+        options += ["--max-requests", "2"]
+    children = [
+        subprocess.Popen(
+            [sys.executable, "-m", "batchledger", "create", "--in", name, *options],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for name in ("a.jsonl", "b.jsonl")
+    ]
+    done = [(child.communicate(timeout=60), child.returncode) for child in children]
+    done = [(code, out, err) for (out, err), code in done]
+
+    assert sorted(code for code, _, _ in done) == [0, 3], done
+    [(_, _, err)] = [run for run in done if run[0] == 3]
+    [line] = err.splitlines()
+    assert line.startswith("batchledger: error: this input may cost up to $0.0040")
+    assert line.endswith("above max_cost_per_day $0.0060; nothing was sent")
+    files, batches = (2, 2) if split else (1, 1)  # one input's upload(s) and batch(es)
+    assert api_requests(emulator, "POST", "/v1/files") == files
+    assert api_requests(emulator, "POST", "/v1/batches") == batches
+    rows = ledger_rows("jobs") if split else ledger_rows()
+    [row] = rows  # the refused create left nothing in the ledger
+    assert 0.004 < row["estimated_cost_max"] < 0.0041
+
+
+def test_a_create_cut_off_and_resumed_is_not_counted_twice_against_the_day_budget(
+    cli, emulator: EmulatorServer, isolated: Path
+):
+    # The first create uploads, then its batch create fails: its row (and estimate) stays,
+    # to be resumed. ~$0.004 twice would pass $0.006: the resume must count it once.
+    (isolated / "prices.toml").write_text(
+        '["gpt-4o-mini"]\ninput = 1\noutput = 1\n', encoding="utf-8"
+    )
+    budgeted_account(emulator, "max_cost_per_day = 0.006")
+    write_jsonl(isolated / "a.jsonl", 4, max_output_tokens=1000)
+    create = ("create", "--in", "a.jsonl", "--account", "budgeted", "--prices", "prices.toml")
+    emulator.state.add_fault(Fault(method="POST", path=r"^/v1/batches$", status=500, times=None))
+    assert cli(*create, "--max-retries", "1").code == 1
+    emulator.state.clear_faults()
+    [cut_off] = ledger_rows()
+
+    resumed = cli(*create)
+
+    assert cut_off["batch_id"] is None and cut_off["input_file_id"] is not None
+    assert resumed.code == 0, resumed.err
+    [row] = ledger_rows()
+    assert row["id"] == cut_off["id"] and row["batch_id"] is not None
+    assert api_requests(emulator, "POST", "/v1/files") == 1  # the upload was reused
 
 
 def test_a_final_batch_counts_at_its_actual_cost_so_the_day_has_room_again(

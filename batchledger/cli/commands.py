@@ -16,6 +16,7 @@ from batchledger.cli.targets import out_dir, out_path, target
 from batchledger.context import Context
 from batchledger.details import CreateDetails, check_metadata
 from batchledger.errors import ExitCode, UsageError
+from batchledger.estimate import record_scanned, scan_in_background
 from batchledger.inputs import check_input, count_lines, hash_input_in_background
 from batchledger.redaction import redact
 from batchledger.render import json_text, row_json, saved_line, status_lines, sweep_table
@@ -32,10 +33,13 @@ def create(args: argparse.Namespace, ctx: Context) -> ExitCode:
     if args.dry_run:
         return estimate_commands.estimate(args, ctx)
     path = check_input(args.input)
+    guard = None
     if args.max_cost is not None or ctx.account.max_cost_per_day is not None:  # budgets
         # before the key, the ledger's writes, any upload
         estimate = estimate_commands.check_max_cost(args, ctx)
         details = dataclasses.replace(details, estimate=estimate)
+        # and the day's budget again with the claim, under the ledger's write lock
+        guard = estimate_commands.claim_guard(args, ctx, estimate)
     elif args.prices:
         raise UsageError("--prices prices an estimate: it goes with --dry-run or --max-cost")
     hashing = hash_input_in_background(path, args.input)
@@ -45,11 +49,15 @@ def create(args: argparse.Namespace, ctx: Context) -> ExitCode:
     # A provider whose batches name no endpoint (its profile has no default) records none.
     endpoint = args.endpoint or ctx.account.default_endpoint or ""
     input_ = count_lines(hashing.result(), args.input)  # after the import: see count_lines
+    # issue 22: every create records an estimate; without a budget, one made beside the upload
+    scanning = scan_in_background(input_.path, input_.size) if details.estimate is None else None
     split = split_wanted(input_, ctx.account.limits, args.max_requests, args.max_bytes)
     planned = token_plan(args, ctx, input_, split)  # issue 22: parts cut by counted tokens
     if split is not None or (planned is not None and len(planned.parts) > 1):
         split = split or ctx.account.limits
-        return job_commands.create(args, ctx, input_, endpoint, split, details, planned)
+        return job_commands.create(
+            args, ctx, input_, endpoint, split, details, planned, guard, scanning
+        )
     if args.max_in_flight is not None:
         raise UsageError("--max-in-flight is for inputs split into parts (a job)")
     submitted = batch.submit(
@@ -59,7 +67,9 @@ def create(args: argparse.Namespace, ctx: Context) -> ExitCode:
         args.completion_window,
         force=args.force,
         details=details,
+        guard=guard,
     )
+    record_scanned(ctx.ledger, "batches", submitted.row["id"], scanning)
     if submitted.recovered:
         ctx.warn(
             f"{submitted.batch['id']} was created by an earlier run that was cut off; "

@@ -2,17 +2,21 @@
 shown or checked before anything is sent. No key, no network, no ledger, no log."""
 
 import argparse
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from batchledger.context import Context
 from batchledger.details import CostEstimate
-from batchledger.errors import ExitCode
+from batchledger.errors import ExitCode, Refused
 from batchledger.estimate import Estimate, check_budget, estimate_input, money
 from batchledger.inputs import check_input
 from batchledger.prices import PriceList
 from batchledger.render import display_path, json_text, tabulate
-from batchledger.spend import account_day_spend, check_day_budget
+from batchledger.spend import DaySpend, account_day_spend, check_day_budget, day_budget_guard
 from batchledger.tokens import UNREADABLE
+
+if TYPE_CHECKING:
+    from batchledger.ledger import ClaimGuard
 
 MODEL_COLUMNS = (
     "model",
@@ -26,34 +30,88 @@ MODEL_COLUMNS = (
 
 
 def estimate(args: argparse.Namespace, ctx: Context) -> ExitCode:
-    """`estimate --in PATH` and `create --in PATH --dry-run`: print the plan and the cost."""
+    """`estimate --in PATH` and `create --in PATH --dry-run`: print the plan and the cost;
+    a dry run also says whether the create would pass its budgets, and exits as it would."""
     found = estimate_of(args, ctx)
-    ctx.print(
-        json_text(estimate_json(found, ctx)) if args.json else "\n".join(estimate_lines(found))
-    )
-    max_cost = getattr(args, "max_cost", None)
-    if max_cost is not None:  # create --dry-run --max-cost: exits as the create would
-        check_budget(found, max_cost)
+    budget = check_budgets(args, ctx, found) if getattr(args, "dry_run", False) else None
+    if args.json:
+        document = estimate_json(found, ctx)
+        if budget is not None:
+            document["budget"] = budget_json(budget)
+        ctx.print(json_text(document))
+    else:
+        ctx.print("\n".join(estimate_lines(found) + budget_lines(budget)))
+    if budget is not None and budget.refused is not None:
+        raise budget.refused  # create --dry-run: exits as the create would (3)
     return ExitCode.OK
+
+
+@dataclass
+class BudgetCheck:
+    """What a create's budgets say of an input: `--max-cost`, the account's
+    `max_cost_per_day` (and the day's spend), and the first refusal, if any."""
+
+    max_cost: float | None
+    per_day: float | None
+    spend: DaySpend | None
+    refused: Refused | None
+
+
+def check_budgets(args: argparse.Namespace, ctx: Context, found: Estimate) -> BudgetCheck:
+    """`create --max-cost USD`, then the account's `max_cost_per_day` against the day's
+    spend as the ledger records it now (read only; no ledger made)."""
+    refused: Refused | None = None
+    if args.max_cost is not None:
+        try:
+            check_budget(found, args.max_cost)
+        except Refused as exc:
+            refused = exc
+    limit = ctx.account.max_cost_per_day
+    spend = None
+    if limit is not None:  # issue 22: the day's spend, from the ledger
+        spend = account_day_spend(
+            ctx.open_ledger(create=False),
+            ctx.account.name,
+            PriceList.from_file(args.prices),
+            input_path=found.path,  # a create of it cut off earlier would be resumed
+        )
+        try:
+            check_day_budget(ctx.account.name, limit, spend, found.cost_max, found.cost_input)
+        except Refused as exc:
+            refused = refused or exc
+    return BudgetCheck(max_cost=args.max_cost, per_day=limit, spend=spend, refused=refused)
 
 
 def check_max_cost(args: argparse.Namespace, ctx: Context) -> CostEstimate:
     """`create --max-cost USD`, and the account's `max_cost_per_day`: Refused (exit 3)
     before any upload when the upper estimate is above either, or unknown; else the
-    estimate, for the ledger."""
+    estimate, for the ledger. (The day's budget is checked again under the ledger's write
+    lock, when the create claims its row: `claim_guard`.)"""
     found = estimate_of(args, ctx)
-    if args.max_cost is not None:
-        check_budget(found, args.max_cost)
-    limit = ctx.account.max_cost_per_day
-    if limit is not None:  # issue 22: the day's spend, from the ledger
-        spend = account_day_spend(
-            ctx.open_ledger(create=False), ctx.account.name, PriceList.from_file(args.prices)
-        )
-        check_day_budget(ctx.account.name, limit, spend, found.cost_max, found.cost_input)
+    budget = check_budgets(args, ctx, found)
+    if budget.refused is not None:
+        raise budget.refused
     return CostEstimate(
         input_tokens=sum(model.input_tokens for model in found.models),
         cost_min=found.cost_input,
         cost_max=found.cost_max,
+    )
+
+
+def claim_guard(
+    args: argparse.Namespace, ctx: Context, estimate: CostEstimate
+) -> "ClaimGuard | None":
+    """The account's day budget, checked again when the create claims its row."""
+    limit = ctx.account.max_cost_per_day
+    if limit is None:
+        return None
+    return day_budget_guard(
+        lambda: ctx.ledger,  # opened by the create, after the key is checked
+        ctx.account.name,
+        limit,
+        PriceList.from_file(args.prices),
+        estimate.cost_max,
+        estimate.cost_min,
     )
 
 
@@ -186,4 +244,37 @@ def estimate_json(found: Estimate, ctx: Context) -> dict[str, Any]:
         "cost_max": found.cost_max,
         "currency": "USD",
         "unreadable_lines": found.unreadable,
+    }
+
+
+def budget_lines(budget: BudgetCheck | None) -> list[str]:
+    """A dry run's verdict: the budgets the create is held to, and whether it would pass."""
+    if budget is None or (budget.max_cost is None and budget.per_day is None):
+        return []
+    held = []
+    if budget.max_cost is not None:
+        held.append(f"--max-cost {money(budget.max_cost)}")
+    if budget.per_day is not None and budget.spend is not None:
+        held.append(
+            f"max_cost_per_day {money(budget.per_day)} (today, {budget.spend.day} UTC: "
+            f"{money(budget.spend.actual)} spent, {money(budget.spend.estimated)} estimated "
+            "in flight)"
+        )
+    lines = [f"budget: {'; '.join(held)}"]
+    if budget.refused is None:
+        lines.append("budget: the create would pass")
+    else:
+        lines.append(f"budget: the create would be refused: {budget.refused.message}")
+    return lines
+
+
+def budget_json(budget: BudgetCheck) -> dict[str, Any]:
+    spend = budget.spend
+    return {
+        "max_cost": budget.max_cost,
+        "max_cost_per_day": budget.per_day,
+        "day": spend.day if spend else None,
+        "day_spent": spend.actual if spend else None,
+        "day_estimated_in_flight": spend.estimated if spend else None,
+        "refused": budget.refused.message if budget.refused is not None else None,
     }

@@ -11,13 +11,17 @@ from batchledger.cli.process import interrupt_taken
 from batchledger.context import Context
 from batchledger.details import CreateDetails
 from batchledger.errors import ExitCode, Refused, UsageError
+from batchledger.estimate import record_scanned
 from batchledger.paths import default_results_path, errors_path_for
 from batchledger.render import Progress, display_path, json_text, saved_line
 from batchledger.render_jobs import PartProgress, job_progress, show_job_lines
 
 if TYPE_CHECKING:
+    from concurrent.futures import Future
+
+    from batchledger.details import CostEstimate
     from batchledger.jobs import JobReport
-    from batchledger.ledger import InputFile
+    from batchledger.ledger import ClaimGuard, InputFile
     from batchledger.token_budget import TokenPlan
 
 
@@ -37,6 +41,8 @@ def create(
     split: tuple[int, int],
     details: CreateDetails,
     planned: "TokenPlan | None" = None,
+    guard: "ClaimGuard | None" = None,
+    scanning: "Future[CostEstimate] | None" = None,
 ) -> ExitCode:
     from batchledger.jobs import (
         create_job,
@@ -62,7 +68,9 @@ def create(
         details=details,
         force=args.force,
         planned=planned,
+        guard=guard,
     )
+    record_scanned(ctx.ledger, "jobs", report.job["id"], scanning)
     progress.end_line()
     if args.json:
         ctx.print(json_text(job_json(report)))

@@ -40,7 +40,7 @@ from batchledger.jobs.parts import (
     views,
 )
 from batchledger.jobs.rules import Do, Next, next_step
-from batchledger.ledger import InputFile
+from batchledger.ledger import ClaimGuard, InputFile
 from batchledger.polling import Backoff
 from batchledger.providers import Provider
 from batchledger.recovery import recover_unfinished
@@ -60,8 +60,10 @@ def create_job(
     details: CreateDetails,
     force: bool,
     planned: TokenPlan | None = None,
+    guard: ClaimGuard | None = None,
 ) -> JobReport:
-    """Split `input_` into parts and send as many as --max-in-flight lets; the rest wait."""
+    """Split `input_` into parts and send as many as --max-in-flight lets; the rest wait.
+    `guard`: checked with the claim (`claim_job`)."""
     # issue 22: parts cut by counted tokens (token_budget.plan_parts_by_tokens) when planned
     parts = (
         planned.parts
@@ -80,6 +82,7 @@ def create_job(
         parts=[(part.start, part.end, part.requests, None) for part in parts],
         details=details,
         force=force,
+        guard=guard,
     )
     if planned is not None:  # issue 22: each part's counted tokens, for the token budget
         ctx.ledger.jobs.record_part_tokens(

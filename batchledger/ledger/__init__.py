@@ -11,17 +11,19 @@ from pathlib import Path
 
 from batchledger._db import Database
 from batchledger.batches import Row
+from batchledger.details import CostEstimate
 from batchledger.ledger.batch_store import BatchStore
 from batchledger.ledger.job_store import JobStore
 from batchledger.ledger.opening import LOCK_TIMEOUT_ENV, connect, lock_timeout
 from batchledger.ledger.report_store import BatchFilter, ReportStore
-from batchledger.ledger.store import MADE_AT, Connection, InputFile, Table
+from batchledger.ledger.store import MADE_AT, ClaimGuard, Connection, InputFile, Table
 
 __all__ = [
     "LOCK_TIMEOUT_ENV",
     "MADE_AT",
     "BatchFilter",
     "BatchStore",
+    "ClaimGuard",
     "InputFile",
     "JobStore",
     "Ledger",
@@ -66,6 +68,10 @@ class Ledger:
 
     def close(self) -> None:
         self.conn.close()
+
+    def record_estimate(self, table: Table, row_id: int, estimate: CostEstimate) -> None:
+        """A batch's row's (`batches`) or a job's (`jobs`) estimate, made after its claim."""
+        self.conn.record_estimate(table, row_id, estimate)
 
     def release_claim(self, table: Table, row_id: int) -> None:
         """The submission of a batch's row (`batches`) or a job (`jobs`) is no longer this

@@ -20,6 +20,7 @@ from batchledger.details import CreateDetails
 from batchledger.errors import BatchledgerError
 from batchledger.ledger.store import (
     MADE_AT,
+    ClaimGuard,
     Connection,
     InputFile,
     details_fields,
@@ -49,19 +50,23 @@ class BatchStore:
         base_url: str,
         force: bool,
         details: CreateDetails | None = None,
+        guard: ClaimGuard | None = None,
     ) -> tuple[Row, bool]:
         """Start (or resume) the submission of `input_`; the row and whether it resumed.
 
         One transaction decides it, so two runs cannot both start the same input: an
         input already sent on the account is refused (unless `force`), and a submission
-        another run holds a claim on is refused too. A create cut off earlier is resumed
-        from its row.
+        another run holds a claim on is refused too; then `guard`, if given, may refuse it
+        (the day budget, against what the ledger holds now). A create cut off earlier is
+        resumed from its row.
         """
         with self.conn.writing():
             if not force:
                 refuse_duplicates(self.conn, input_, endpoint, window, account, base_url)
             row = self.find_unfinished_submission(input_, endpoint, window, account, base_url)
             refuse_if_held(input_, row)
+            if guard is not None:
+                guard("batches", row)
             asked = details_fields(details or CreateDetails())
             if row is not None:
                 self.conn.db.table("batches").update(

@@ -11,6 +11,7 @@ from batchledger.details import CreateDetails
 from batchledger.ledger.batch_store import BatchStore
 from batchledger.ledger.store import (
     UNSENT,
+    ClaimGuard,
     Connection,
     InputFile,
     details_fields,
@@ -45,6 +46,7 @@ class JobStore:
         details: CreateDetails,
         force: bool,
         retry_of: str | None = None,
+        guard: ClaimGuard | None = None,
     ) -> tuple[Row, bool]:
         """Start (or resume) the job of `input_`: its row and whether it resumed.
 
@@ -52,13 +54,16 @@ class JobStore:
         lines). `retry_of`: the batch or job whose lines this job sends again; a retry is
         never taken for a duplicate of what it retries. One transaction decides, as for one
         batch: an input already sent (as a job or a batch) is refused unless `force`; a job
-        of it that is not wholly sent yet is resumed, unless another run holds it.
+        of it that is not wholly sent yet is resumed, unless another run holds it; then
+        `guard`, if given, may refuse it (the day budget, under the same lock).
         """
         with self.conn.writing():
             if not (force or retry_of):
                 refuse_duplicates(self.conn, input_, endpoint, window, account, base_url)
             job = self.find_unsent_job(input_, endpoint, window, account, base_url, limits)
             refuse_if_held(input_, job)
+            if guard is not None:
+                guard("jobs", job)
             if job is not None:
                 self.conn.db.table("jobs").update(job["id"], new_claim())
                 self.conn.job_history(job["id"], "resume", "resuming the submission of its parts")

@@ -5,7 +5,7 @@ the pieces of SQL two tables have in common (the "same input" clause, the duplic
 import json
 import sqlite3
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +14,7 @@ from typing import Any, Literal
 from batchledger._db import Database
 from batchledger.batches import RESUBMITTABLE_STATUSES, JobStatus, PartState, Row
 from batchledger.claims import claimed_by_another_run
-from batchledger.details import CreateDetails
+from batchledger.details import CostEstimate, CreateDetails
 from batchledger.errors import BatchledgerError, Refused
 from batchledger.times import utc_now
 
@@ -23,6 +23,10 @@ MADE_AT = "coalesce(created_at, recorded_at)"
 
 # The two tables whose rows are submissions: claimed while being sent, found by id prefix.
 Table = Literal["batches", "jobs"]
+# Called inside a claim's transaction, under the ledger's write lock, with the row (of the
+# table) the claim would resume, or None for a new one: raises to refuse the claim. The day
+# budget (spend.day_budget_guard): two creates at once cannot both pass it.
+ClaimGuard = Callable[[Table, Row | None], None]
 
 
 @dataclass(frozen=True)
@@ -110,6 +114,18 @@ class Connection:
         )
         if cursor.rowcount != 1:
             raise BatchledgerError(f"ledger row {row_id} vanished")
+
+    def record_estimate(self, table: Table, row_id: int, estimate: CostEstimate) -> None:
+        """A create's estimate, made once its row was claimed (a scan beside the upload),
+        where the row has none yet."""
+        fields = estimate_fields(estimate)
+        columns = ", ".join(f"[{name}] = ?" for name in fields)
+        with self.writing():
+            self.db.conn.execute(
+                f"UPDATE {table} SET {columns} WHERE id = ? AND estimated_from IS NULL "
+                "AND estimated_input_tokens IS NULL",
+                (*fields.values(), row_id),
+            )
 
     def release_claim(self, table: Table, row_id: int) -> None:
         """The submission of a batch's row or of a job is no longer this run's."""
@@ -234,10 +250,19 @@ def details_fields(details: CreateDetails) -> Row:
         "metadata": json.dumps(details.metadata, sort_keys=True) if details.metadata else None,
         "input_expires_after": details.input_expires_after,
         "output_expires_after": details.output_expires_after,
-        # m008: the create's own estimate, when it made one (a job's parts get none).
-        "estimated_input_tokens": details.estimate.input_tokens if details.estimate else None,
-        "estimated_cost_min": details.estimate.cost_min if details.estimate else None,
-        "estimated_cost_max": details.estimate.cost_max if details.estimate else None,
+        # m008: the create's own estimate, when it made one before the claim (a budget);
+        # else recorded once the input is scanned (`record_estimate`). A job's parts get none.
+        **estimate_fields(details.estimate),
+    }
+
+
+def estimate_fields(estimate: CostEstimate | None) -> Row:
+    """The ledger columns of a create's estimate (m008, m011); all None without one."""
+    return {
+        "estimated_input_tokens": estimate.input_tokens if estimate else None,
+        "estimated_cost_min": estimate.cost_min if estimate else None,
+        "estimated_cost_max": estimate.cost_max if estimate else None,
+        "estimated_from": estimate.estimated_from if estimate else None,
     }
 
 
