@@ -152,7 +152,6 @@ def fields_from_batch(batch: Mapping[str, Any]) -> Row:
     fields: Row = {
         "batch_id": batch["id"],
         "status": batch.get("status"),
-        "input_file_id": batch.get("input_file_id"),
         "requests_total": counts.get("total"),
         "requests_completed": counts.get("completed"),
         "requests_failed": counts.get("failed"),
@@ -164,6 +163,10 @@ def fields_from_batch(batch: Mapping[str, Any]) -> Row:
     }
     for name in BATCH_TIMESTAMPS:
         fields[name] = iso_from_epoch(batch.get(name))
+    # A batch made from requests sent inline names no input file: the ledger keeps what its
+    # create recorded there (the check before the send, see providers/anthropic).
+    if "input_file_id" in batch:
+        fields["input_file_id"] = batch["input_file_id"]
     # Only what the API knows: a model learned once is not erased by an answer without one.
     if batch.get("model"):
         fields["model"] = batch["model"]
