@@ -34,7 +34,8 @@ from batchledger.polling import Backoff
 from batchledger.prices import PriceList
 from batchledger.providers import Inline, Provider, Uploaded, upload_name
 from batchledger.savefile import save_chunks
-from batchledger.usage import batch_cost
+from batchledger.times import epoch_of, iso_from_epoch
+from batchledger.usage import batch_cost, usage_of_results
 
 
 @dataclass(frozen=True)
@@ -198,6 +199,8 @@ def _submit_claimed(
 
 
 _NOT_FETCHED: Any = object()
+# `status` warns of results not saved this long before their provider deletes them.
+RETENTION_WARNING_SECONDS = 86400
 
 
 def upload_once(
@@ -315,6 +318,29 @@ def save_if_finished(
     report.row = ctx.ledger.batches.get_row(row["id"])
 
 
+def retention_warning(ctx: Context, row: Row | None) -> str | None:
+    """A warning when a batch's results, not saved yet, are within a day of the end of the
+    time its provider keeps them (Anthropic: 29 days from the batch's creation)."""
+    if row is None or row["batch_id"] is None or row["results_gone_at"] or results_saved(row):
+        return None
+    account = ctx.accounts.get(row["account"])
+    retention = account.profile.retention if account is not None else None
+    if retention is None or not row["created_at"]:
+        return None
+    ends = epoch_of(row["created_at"]) + retention
+    left = ends - time.time()
+    if left > RETENTION_WARNING_SECONDS:
+        return None
+    when = iso_from_epoch(ends)
+    if left <= 0:
+        return f"{row['batch_id']}: its results were kept until {when} and may be gone"
+    return (
+        f"{row['batch_id']}: its results are kept only until {when} "
+        f"({left / 3600:.0f} h from now) and are not saved; "
+        f"'batchledger retrieve {row['batch_id']}' saves them"
+    )
+
+
 def check(
     ctx: Context,
     ref: BatchRef,
@@ -333,6 +359,7 @@ def check(
         report = look_up(ctx, ref, listed=listed)
         if auto_save:
             save_if_finished(ctx, report, out=out, out_dir=out_dir)
+        report.warning = report.warning or retention_warning(ctx, report.row)
         return report
     except NotFound as exc:
         for row in ctx.ledger.batches.find_batches(ref.batch_id, ref.account):
@@ -481,6 +508,18 @@ def _save_in_input_order(
         saved.append(
             SavedFile(kind=kind, path=targets[kind], size=done.size, replaced=replaced[kind])
         )
+    if ordered.succeeded is not None:
+        # Such a batch reports no usage: its answers do, each its own.
+        model, usage = usage_of_results(targets["output"])
+        if usage is not None:
+            with_usage = {**batch, "usage": usage, **({"model": model} if model else {})}
+            record(
+                ctx,
+                BatchRef(row["account"], batch["id"]),
+                with_usage,
+                action="usage",
+                row_id=row["id"],
+            )
     return saved
 
 

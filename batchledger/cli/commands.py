@@ -123,6 +123,7 @@ def status(args: argparse.Namespace, ctx: Context) -> ExitCode:
         ctx.print("\n".join(status_lines(report.row or {})))
     if args.auto_save:
         batch.save_if_finished(ctx, report, out=out)
+    report.warning = report.warning or batch.retention_warning(ctx, report.row)
     if args.json:
         ctx.print(json_text(row_json(report.row or {})))
     else:
