@@ -165,6 +165,9 @@ def fields_from_batch(batch: Mapping[str, Any]) -> Row:
         fields[name] = iso_from_epoch(batch.get(name))
     # A batch made from requests sent inline names no input file: the ledger keeps what its
     # create recorded there (the check before the send, see providers/anthropic).
+    # A provider's own counts (Anthropic's by result type), kept beside the mapped ones.
+    if counts.get("by_result"):
+        fields["result_counts"] = json.dumps(counts["by_result"])
     if "input_file_id" in batch:
         fields["input_file_id"] = batch["input_file_id"]
     # Only what the API knows: a model learned once is not erased by an answer without one.

@@ -349,3 +349,12 @@ def m009_actual_costs_and_part_tokens(db: Database) -> None:
     # tokens) when the account holds a token budget (`enqueued_tokens`) or the parts were cut
     # by tokens (`--max-tokens`); a part waits queued until its tokens fit. NULL: not counted.
     db.execute("ALTER TABLE parts ADD COLUMN input_tokens TEXT")
+
+
+@migrations()
+def m010_result_counts(db: Database) -> None:
+    # Issue 21. A provider's own request counts where they say more than completed and
+    # failed: Anthropic's Message Batches count succeeded, errored, canceled, expired and
+    # processing (a JSON object, name: count), mapped onto requests_completed (succeeded)
+    # and requests_failed (the other three) as before. NULL for every other batch.
+    db.execute("ALTER TABLE batches ADD COLUMN result_counts TEXT")

@@ -3,6 +3,8 @@ real HTTP against the emulator's anthropic flavor (its Message Batches, its faul
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -102,6 +104,8 @@ def test_create_status_retrieve_saves_results_in_input_order(cli, claude, isolat
     assert row["model"] == "claude-haiku-4-5"
     usage = json.loads(row["usage"])  # summed from each answer's message.usage
     assert usage["input_tokens"] > 0 and usage["output_tokens"] > 0
+    shown = cli("show", batch_id)
+    assert "results: 0 processing, 5 succeeded, 3 errored, 0 canceled, 0 expired" in shown.out
     # retrieve finds them saved and unchanged
     again = cli("retrieve", "--batch-id", batch_id)
     assert again.code == 0 and "not downloaded again" in again.err
@@ -316,3 +320,42 @@ def test_demo_claude_runs_the_try_out_offline_with_no_key(cli, isolated: Path, m
     assert watched.field("status") == "completed"
     saved = isolated / f"results_{batch_id}.jsonl"
     assert ids_of(saved) == [json.loads(line)["custom_id"] for line in examples.open()]
+
+
+def test_sync_adds_batches_made_elsewhere(cli, claude, isolated: Path):
+    from anthropic import Anthropic
+
+    other = Anthropic(api_key=KEY, base_url=claude.base_url, max_retries=0)
+    request = json.loads(write_requests(isolated / "in.jsonl", 1).read_text())
+    made = other.messages.batches.create(requests=[request]).id
+
+    synced = cli("--account", "claude", "sync")
+
+    assert synced.code == 0, synced.err
+    assert synced.field("added") == "1"
+    [row] = ledger_rows()
+    assert (row["batch_id"], row["account"], row["origin"]) == (made, "claude", "sync")
+
+
+def test_commands_that_call_no_api_do_not_import_anthropic(cli, claude, isolated: Path):
+    write_requests(isolated / "in.jsonl", 2)
+    batch_id = cli("--account", "claude", "create", "--in", "in.jsonl").field("batch_id")
+    code = (
+        "import sys; from batchledger.cli import main\n"
+        "for argv in (['list'], ['show', sys.argv[1]], ['usage'], ['--help']):\n"
+        "    try:\n"
+        "        rc = main(argv)\n"
+        "    except SystemExit as exc:\n"
+        "        rc = exc.code\n"
+        "    print(argv[0], rc, 'anthropic' in sys.modules, file=sys.stderr)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, batch_id], capture_output=True, text=True, check=True
+    )
+
+    assert done.stderr.splitlines()[-4:] == [
+        "list 0 False",
+        "show 0 False",
+        "usage 0 False",
+        "--help 0 False",
+    ]
