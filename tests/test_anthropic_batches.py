@@ -106,6 +106,22 @@ def test_create_status_retrieve_saves_results_in_input_order(cli, claude, isolat
     assert usage["input_tokens"] > 0 and usage["output_tokens"] > 0
     shown = cli("show", batch_id)
     assert "results: 0 processing, 5 succeeded, 3 errored, 0 canceled, 0 expired" in shown.out
+    exported = [
+        json.loads(line)
+        for line in cli("export", batch_id, "--format", "jsonl", "--out", "-").out.splitlines()
+    ]
+    assert [(r["custom_id"], r["status"]) for r in exported][:3] == [
+        ("req-0", "ok"),
+        ("req-1", "ok"),
+        ("req-2", "error"),
+    ]
+    assert exported[0]["text"].startswith("Emulated reply to:")
+    assert exported[0]["input_tokens"] > 0 and exported[0]["http_status"] == 200
+    assert exported[2]["error_code"] == "overloaded_error"
+    assert exported[5]["error_code"] == "invalid_request_error"
+    [by_model] = json.loads(cli("usage", "--by", "model", "--json").out)
+    assert by_model["model"] == "claude-haiku-4-5" and by_model["requests"] == 5
+    assert by_model["input_tokens"] == usage["input_tokens"] > 0
     # retrieve finds them saved and unchanged
     again = cli("retrieve", "--batch-id", batch_id)
     assert again.code == 0 and "not downloaded again" in again.err
@@ -152,6 +168,24 @@ def test_a_lost_create_answer_is_recorded_once(cli, claude, isolated: Path):
     [row] = ledger_rows()
     assert row["batch_id"] == created.field("batch_id") in claude.state.message_batches
     assert "found what the failed attempt had made" in log_text(isolated)
+
+
+def test_a_create_that_gave_up_is_found_by_the_next_sweep(cli, claude, isolated: Path):
+    write_requests(isolated / "in.jsonl", 3)
+    write_requests(isolated / "other.jsonl", 3, invalid={0})  # as many requests, in the ledger
+    other = cli("--account", "claude", "create", "--in", "other.jsonl").field("batch_id")
+    claude.state.add_fault(Fault(path=CREATE, method="POST", drop_request=True))
+
+    failed = cli("--account", "claude", "create", "--in", "in.jsonl", "--max-retries", "0")
+    swept = cli("status", "--all")
+
+    assert failed.code == 1
+    [made] = [batch for batch in claude.state.message_batches if batch != other]
+    assert swept.code == 0, swept.err
+    assert f"found {made}, created by a create that was cut off" in swept.err
+    rows = {row["input_path"]: row["batch_id"] for row in ledger_rows()}
+    assert rows == {str(isolated / "in.jsonl"): made, str(isolated / "other.jsonl"): other}
+    assert posts(claude) == 2
 
 
 def test_a_create_refused_before_it_was_handled_is_sent_again(cli, claude, isolated: Path):
