@@ -162,7 +162,8 @@ def _submit_claimed(
         # The upload was recorded, so a batch may have been made from it.
         file = provider.get_file(row["input_file_id"])
         since = file["created_at"] if file else None
-        known = known_batches(ctx, provider, row, {row["input_file_id"]})
+        made_from = ctx.ledger.batches.batch_ids_made_from({row["input_file_id"]})
+        known = known_batches(ctx, provider, row, made_from)
         search = provider.find_batches({row["ref"]: row["input_file_id"]}, since, known)
         found = search.found
         if search.ambiguous and not force:
