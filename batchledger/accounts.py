@@ -12,6 +12,10 @@ The file names environment variables, never keys:
     api_version = "2025-04-01-preview"
     api_key_env = "AZURE_OPENAI_API_KEY"
 
+    [accounts.claude]                   # Anthropic's Message Batches
+    kind = "anthropic"
+    api_key_env = "ANTHROPIC_API_KEY"   # the default; base_url optional
+
     [accounts.groq]
     base_url = "https://api.groq.com/openai/v1"
     api_key_env = "GROQ_API_KEY"
@@ -42,8 +46,12 @@ from batchledger.redaction import add_secret_variable
 ACCOUNT_ENV = "BATCHLEDGER_ACCOUNT"
 DEFAULT = "default"
 DEMO = "demo"
-KINDS = ("openai", "azure", "emulator")
+DEMO_CLAUDE = "demo-claude"
+KINDS = ("openai", "azure", "anthropic", "emulator")
+# The APIs an emulator account may speak (the bundled emulator's flavors).
+FLAVORS = ("openai", "anthropic")
 OPENAI_BASE_URL = "https://api.openai.com/v1"
+ANTHROPIC_BASE_URL = "https://api.anthropic.com"
 # The demo's batches move one step every this many seconds: done in about ten.
 DEMO_STEP_SECONDS = 3.0
 
@@ -55,7 +63,8 @@ _NOT_STRINGS = _BUDGETS | {"step_seconds", *OVERRIDES}
 _SETTINGS = {
     "openai": {"kind", "base_url", "api_key_env", "profile", *OVERRIDES} | _BUDGETS,
     "azure": {"kind", "endpoint", "api_version", "api_key_env", *OVERRIDES} | _BUDGETS,
-    "emulator": {"kind", "data_dir", "step_seconds", *OVERRIDES} | _BUDGETS,
+    "anthropic": {"kind", "base_url", "api_key_env", *OVERRIDES} | _BUDGETS,
+    "emulator": {"kind", "data_dir", "step_seconds", "flavor", *OVERRIDES} | _BUDGETS,
 }
 _WINDOW = re.compile(r"[1-9][0-9]*[hd]")
 _VARIABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -75,6 +84,7 @@ class Account:
     api_version: str | None = None  # azure
     data_dir: Path | None = None  # emulator: where its state is kept
     step_seconds: float = DEMO_STEP_SECONDS  # emulator
+    flavor: str = "openai"  # emulator: the API it speaks ("anthropic": Message Batches)
     max_cost_per_day: float | None = None  # USD a UTC day's creates may take the spend to
     # Per model: the counted input tokens a job keeps live at once (the provider's
     # enqueued-token limit, or less). Empty: no token budget.
@@ -90,19 +100,28 @@ class Account:
             return f"emulator:{self.data_dir}"
         if self.kind == "azure":
             return f"{(self.endpoint or '').rstrip('/')}/openai"
+        if self.kind == "anthropic":
+            return (self.base_url or ANTHROPIC_BASE_URL).rstrip("/")
         return (self.base_url or os.environ.get("OPENAI_BASE_URL") or OPENAI_BASE_URL).rstrip("/")
 
     @property
     def profile(self) -> Profile:
         """What the account's provider is: its limits (with the account's own overrides),
         windows, metadata, result order, retention, status mapping."""
-        profile = PROFILES[self.profile_name or self.kind]
+        profile = PROFILES[self.profile_name or self.provider_kind]
         if self.kind == "openai" and self.profile_name is None:
             # The host may be any OpenAI-compatible API (OPENAI_BASE_URL, base_url): its
             # windows are passed through as given, as before profiles; `profile = "openai"`
             # holds the account to OpenAI's own.
             profile = dataclasses.replace(profile, completion_windows=None)
         return profile.overridden(dict(self.overrides))
+
+    @property
+    def provider_kind(self) -> str:
+        """The API the account speaks: its kind, or an emulator's flavor of Anthropic's."""
+        if self.kind == "emulator" and self.flavor == "anthropic":
+            return "anthropic"
+        return self.kind
 
     @property
     def default_endpoint(self) -> str | None:
@@ -128,6 +147,14 @@ def builtin_accounts() -> dict[str, Account]:
         DEFAULT: Account(name=DEFAULT),
         DEMO: Account(
             name=DEMO, kind="emulator", api_key_env=None, data_dir=user_data_dir() / "demo"
+        ),
+        # The same offline try-out, speaking Anthropic's Message Batches.
+        DEMO_CLAUDE: Account(
+            name=DEMO_CLAUDE,
+            kind="emulator",
+            flavor="anthropic",
+            api_key_env=None,
+            data_dir=user_data_dir() / DEMO_CLAUDE,
         ),
     }
 
@@ -280,7 +307,8 @@ def _budgets(settings: Mapping[str, Any], where: str) -> dict[str, Any]:
 
 def _connection(name: str, kind: str, settings: Mapping[str, Any], where: str) -> Account:
     """The account as its connection settings describe it."""
-    key_env = settings.get("api_key_env", "AZURE_OPENAI_API_KEY" if kind == "azure" else None)
+    default_key_env = {"azure": "AZURE_OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY"}
+    key_env = settings.get("api_key_env", default_key_env.get(kind))
     if kind == "openai" and key_env is None:
         key_env = "OPENAI_API_KEY"
     if key_env is not None and not _VARIABLE_NAME.fullmatch(key_env):
@@ -302,12 +330,16 @@ def _connection(name: str, kind: str, settings: Mapping[str, Any], where: str) -
         if not isinstance(step, int | float) or isinstance(step, bool) or not 0 < step <= 3600:
             raise UsageError(f"{where}: step_seconds must be a number from 0 to 3600")
         data_dir = Path(settings.get("data_dir") or user_data_dir() / f"emulator-{name}")
+        flavor = settings.get("flavor", "openai")
+        if flavor not in FLAVORS:
+            raise UsageError(f"{where}: unknown flavor {flavor!r} (flavors: {', '.join(FLAVORS)})")
         return Account(
             name=name,
             kind=kind,
             api_key_env=None,
             data_dir=data_dir.expanduser(),
             step_seconds=float(step),
+            flavor=flavor,
         )
     base_url = settings.get("base_url")
     if base_url is not None:

@@ -6,6 +6,7 @@ by the same two steps (`upload_once`, `create_with_ref`): jobs/moves.py.
 """
 
 import contextlib
+import json
 import time
 from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
@@ -26,11 +27,15 @@ from batchledger.details import CreateDetails
 from batchledger.errors import BatchledgerError, NotFound, Refused, Rejected, Transient
 from batchledger.inputs import sha256_of
 from batchledger.ledger import ClaimGuard, InputFile
+from batchledger.lost_create import Ambiguous
+from batchledger.ordering import order_results
 from batchledger.paths import default_results_path, errors_path_for
 from batchledger.polling import Backoff
 from batchledger.prices import PriceList
-from batchledger.providers import Provider, Uploaded, upload_name
-from batchledger.usage import batch_cost
+from batchledger.providers import Inline, Provider, Uploaded, upload_name
+from batchledger.savefile import save_chunks
+from batchledger.times import epoch_of, iso_from_epoch
+from batchledger.usage import batch_cost, usage_of_results
 
 
 @dataclass(frozen=True)
@@ -136,7 +141,7 @@ def submit(
         guard=guard,
     )
     try:
-        return _submit_claimed(ctx, provider, input_, row, resumed, details)
+        return _submit_claimed(ctx, provider, input_, row, resumed, details, force=force)
     finally:
         # A claim that cannot be released is harmless once this process has ended; the
         # error that got us here is the one to report.
@@ -151,14 +156,20 @@ def _submit_claimed(
     row: Row,
     resumed: bool,
     details: CreateDetails,
+    *,
+    force: bool = False,
 ) -> Submitted:
     file: dict[str, Any] | None = None
     if resumed and row["input_file_id"] is not None:
         # The upload was recorded, so a batch may have been made from it.
         file = provider.get_file(row["input_file_id"])
         since = file["created_at"] if file else None
-        known = ctx.ledger.batches.batch_ids_made_from({row["input_file_id"]})
-        found = provider.find_batches({row["ref"]: row["input_file_id"]}, since, known).found
+        made_from = ctx.ledger.batches.batch_ids_made_from({row["input_file_id"]})
+        known = known_batches(ctx, provider, row, made_from)
+        search = provider.find_batches({row["ref"]: row["input_file_id"]}, since, known)
+        found = search.found
+        if search.ambiguous and not force:
+            raise Ambiguous(search.ambiguous).refusal()
         if row["ref"] in found:
             batch = found[row["ref"]]
             ref = BatchRef(row["account"], batch["id"])
@@ -178,12 +189,21 @@ def _submit_claimed(
     if uploaded.id != row["input_file_id"]:
         ctx.ledger.batches.record_upload(row["id"], uploaded.id)
     batch, row = create_with_ref(
-        ctx, provider, row, uploaded, row["endpoint"], row["completion_window"], details
+        ctx,
+        provider,
+        row,
+        uploaded,
+        row["endpoint"],
+        row["completion_window"],
+        details,
+        inline=Inline(input_.path, [(0, input_.size)]),
     )
     return Submitted(file_id=uploaded.id, batch=batch, row=row)
 
 
 _NOT_FETCHED: Any = object()
+# `status` warns of results not saved this long before their provider deletes them.
+RETENTION_WARNING_SECONDS = 86400
 
 
 def upload_once(
@@ -231,13 +251,19 @@ def create_with_ref(
     window: str,
     details: CreateDetails,
     exclude: Collection[str] = (),
+    inline: Inline | None = None,
 ) -> tuple[dict[str, Any], Row]:
     """Create the batch of ledger row `row` from `uploaded`, and record it.
 
     The ledger's ref travels with the batch, so the batch can be found again by listing the
     account's batches if the response to this request is lost (`exclude`: batches already
     recorded from the same upload). A refused create is recorded as rejected, and raised.
+    Where the provider takes the requests inline (its profile says so), they are `inline`'s
+    byte ranges, and `uploaded` is what its check answered.
     """
+    if not provider.profile.inline_requests:
+        inline = None
+    exclude = known_batches(ctx, provider, row, exclude)
     try:
         batch = provider.create(
             uploaded.id,
@@ -248,12 +274,24 @@ def create_with_ref(
             user_metadata=details.metadata,
             output_expires_after=details.output_expires_after,
             exclude=exclude,
+            inline=inline,
         )
     except Rejected as exc:
         ctx.ledger.batches.mark_rejected(row["id"], exc.message, exc.code)
         raise
     ref = BatchRef(row["account"], batch["id"])
     return batch, record(ctx, ref, batch, action="create", row_id=row["id"])
+
+
+def known_batches(
+    ctx: Context, provider: Provider, row: Row, known: Collection[str]
+) -> Collection[str]:
+    """The batches a search for what a lost create made must pass over: those recorded
+    from the same upload; where batches carry no metadata (nothing tells them apart but
+    when they were made and their size), every batch of the account the ledger holds."""
+    if provider.profile.carries_metadata or not provider.profile.inline_requests:
+        return known
+    return {*known, *ctx.ledger.batches.batch_ids_of_account(row["account"])}
 
 
 def look_up(
@@ -283,6 +321,29 @@ def save_if_finished(
     report.row = ctx.ledger.batches.get_row(row["id"])
 
 
+def retention_warning(ctx: Context, row: Row | None) -> str | None:
+    """A warning when a batch's results, not saved yet, are within a day of the end of the
+    time its provider keeps them (Anthropic: 29 days from the batch's creation)."""
+    if row is None or row["batch_id"] is None or row["results_gone_at"] or results_saved(row):
+        return None
+    account = ctx.accounts.get(row["account"])
+    retention = account.profile.retention if account is not None else None
+    if retention is None or not row["created_at"]:
+        return None
+    ends = epoch_of(row["created_at"]) + retention
+    left = ends - time.time()
+    if left > RETENTION_WARNING_SECONDS:
+        return None
+    when = iso_from_epoch(ends)
+    if left <= 0:
+        return f"{row['batch_id']}: its results were kept until {when} and may be gone"
+    return (
+        f"{row['batch_id']}: its results are kept only until {when} "
+        f"({left / 3600:.0f} h from now) and are not saved; "
+        f"'batchledger retrieve {row['batch_id']}' saves them"
+    )
+
+
 def check(
     ctx: Context,
     ref: BatchRef,
@@ -301,6 +362,7 @@ def check(
         report = look_up(ctx, ref, listed=listed)
         if auto_save:
             save_if_finished(ctx, report, out=out, out_dir=out_dir)
+        report.warning = report.warning or retention_warning(ctx, report.row)
         return report
     except NotFound as exc:
         for row in ctx.ledger.batches.find_batches(ref.batch_id, ref.account):
@@ -373,6 +435,9 @@ def save_results(
     out_dir: Path | None = None,
 ) -> list[SavedFile]:
     """Download the output file and the error file beside it, and record both."""
+    provider = ctx.provider_for(ref.account)
+    if not provider.profile.results_in_input_order:
+        return _save_in_input_order(ctx, provider, batch, row, out, out_dir)
     saved: list[SavedFile] = []
     for kind, file_id, path in result_paths(batch, out, out_dir):
         replaced = path.exists()
@@ -391,6 +456,84 @@ def save_results(
         ctx.ledger.batches.record_download(row["id"], kind, path, download.size, download.sha256)
         saved.append(SavedFile(kind=kind, path=path, size=download.size, replaced=replaced))
     return saved
+
+
+def _save_in_input_order(
+    ctx: Context,
+    provider: Provider,
+    batch: dict[str, Any],
+    row: Row,
+    out: Path | None,
+    out_dir: Path | None,
+) -> list[SavedFile]:
+    """Results that come in any order, in one file (Anthropic's): streamed to disk, then
+    put in the input's custom_id order, its successes into the output file and the rest
+    into the error file beside it (ordering.py), and both recorded."""
+    wanted = {kind: path for kind, _, path in result_paths(batch, out, out_dir)}
+    url = str(batch.get("output_file_id") or batch.get("error_file_id"))
+    output = wanted.get("output") or (
+        out or (out_dir or Path()) / default_results_path(batch["id"])
+    )
+    output = output.expanduser().absolute()
+    targets = {"output": output, "error": errors_path_for(output)}
+    replaced = {kind: path.exists() for kind, path in targets.items()}
+    raw = output.with_name(f".{output.name}.unordered")
+    try:
+        try:
+            provider.download(url, raw, "DOWNLOAD_RESULTS")
+        except NotFound as exc:
+            ctx.ledger.batches.mark_results_gone(row["id"], exc.message)
+            raise
+        except BatchledgerError as exc:
+            ctx.ledger.batches.record_event(row["id"], "save_output_failed", exc.message)
+            raise
+        except KeyboardInterrupt:
+            ctx.ledger.batches.record_event(row["id"], "save_output_interrupted", str(output))
+            raise
+        ordered = order_results(
+            Path(row["input_path"]),
+            raw,
+            targets["output"],
+            targets["error"],
+            _sent_ranges(ctx, row),
+        )
+    finally:
+        raw.unlink(missing_ok=True)
+    saved: list[SavedFile] = []
+    for kind, done in (("output", ordered.succeeded), ("error", ordered.errors)):
+        if done is None:
+            if kind not in wanted:
+                continue
+            # The API counted such results, but no line of them came (a request it lost):
+            # an empty file stands for them, so the batch is saved.
+            done = save_chunks(targets[kind], [])
+        ctx.ledger.batches.record_download(row["id"], kind, targets[kind], done.size, done.sha256)
+        saved.append(
+            SavedFile(kind=kind, path=targets[kind], size=done.size, replaced=replaced[kind])
+        )
+    if ordered.succeeded is not None:
+        # Such a batch reports no usage: its answers do, each its own.
+        model, usage = usage_of_results(targets["output"])
+        if usage is not None:
+            with_usage = {**batch, "usage": usage, **({"model": model} if model else {})}
+            record(
+                ctx,
+                BatchRef(row["account"], batch["id"]),
+                with_usage,
+                action="usage",
+                row_id=row["id"],
+            )
+    return saved
+
+
+def _sent_ranges(ctx: Context, row: Row) -> list[tuple[int, int]] | None:
+    """The byte ranges of its input a batch was sent: a part's, or all of it (None)."""
+    if row["part"] is None:
+        return None
+    _, part = ctx.ledger.jobs.job_of_part(row["part"])
+    if part["ranges"]:
+        return [(start, end) for start, end in json.loads(part["ranges"])]
+    return [(part["start_byte"], part["end_byte"])]
 
 
 def cancel(ctx: Context, ref: BatchRef) -> BatchReport:

@@ -142,7 +142,6 @@ def fields_from_batch(batch: Mapping[str, Any]) -> Row:
     fields: Row = {
         "batch_id": batch["id"],
         "status": batch.get("status"),
-        "input_file_id": batch.get("input_file_id"),
         "requests_total": counts.get("total"),
         "requests_completed": counts.get("completed"),
         "requests_failed": counts.get("failed"),
@@ -154,6 +153,13 @@ def fields_from_batch(batch: Mapping[str, Any]) -> Row:
     }
     for name in BATCH_TIMESTAMPS:
         fields[name] = iso_from_epoch(batch.get(name))
+    # A batch made from requests sent inline names no input file: the ledger keeps what its
+    # create recorded there (the check before the send, see providers/anthropic).
+    # A provider's own counts (Anthropic's by result type), kept beside the mapped ones.
+    if counts.get("by_result"):
+        fields["result_counts"] = json.dumps(counts["by_result"])
+    if "input_file_id" in batch:
+        fields["input_file_id"] = batch["input_file_id"]
     # Only what the API knows: a model learned once is not erased by an answer without one.
     if batch.get("model"):
         fields["model"] = batch["model"]

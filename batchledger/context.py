@@ -109,11 +109,20 @@ class Context:
                 base_url = self._start_emulator(account)
             # Imported here: each provider imports its SDK (about a second), which commands
             # that call no API must not pay. A new provider's kind gets its line here.
-            from batchledger.providers.openai import OpenAIProvider
+            provider: Provider
+            if account.provider_kind == "anthropic":
+                from batchledger.providers.anthropic import AnthropicProvider
 
-            self._providers[name] = OpenAIProvider(
-                account, max_retries=self.max_retries, timeout=self.timeout, base_url=base_url
-            )
+                provider = AnthropicProvider(
+                    account, max_retries=self.max_retries, timeout=self.timeout, base_url=base_url
+                )
+            else:
+                from batchledger.providers.openai import OpenAIProvider
+
+                provider = OpenAIProvider(
+                    account, max_retries=self.max_retries, timeout=self.timeout, base_url=base_url
+                )
+            self._providers[name] = provider
         return self._providers[name]
 
     def _start_emulator(self, account: Account) -> str:
@@ -123,7 +132,11 @@ class Context:
         assert account.data_dir is not None
         account.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         server = EmulatorServer(
-            port=0, data_dir=account.data_dir, persist=True, step_seconds=account.step_seconds
+            port=0,
+            data_dir=account.data_dir,
+            persist=True,
+            step_seconds=account.step_seconds,
+            flavor=account.flavor,
         ).start()
         self._emulators.append(server)
         return server.base_url

@@ -19,6 +19,7 @@ from typing import Any
 
 from batchledger.batches import FINAL_STATUSES, JobStatus, Row, results_saved
 from batchledger.errors import Refused, UsageError
+from batchledger.redo import anthropic_error
 from batchledger.results_index import ScratchIndex, index_results
 from batchledger.results_index import json_object as _json_object
 
@@ -153,6 +154,9 @@ def joined_rows(
 
 def result_fields(record: dict[str, Any]) -> tuple[Any, ...]:
     """(status, http_status, text, input_tokens, output_tokens, error_code, error_message)."""
+    result = record.get("result")
+    if isinstance(result, dict) and "response" not in record:
+        return anthropic_fields(result)
     response = record.get("response") if isinstance(record.get("response"), dict) else {}
     assert isinstance(response, dict)
     status_code = response.get("status_code")
@@ -176,6 +180,28 @@ def result_fields(record: dict[str, Any]) -> tuple[Any, ...]:
         code,
         message,
     )
+
+
+def anthropic_fields(result: dict[str, Any]) -> tuple[Any, ...]:
+    """The same fields of a Message Batches result: `succeeded` is ok (HTTP 200, the text
+    blocks' text); `errored` names its error's type; `canceled` and `expired` are errors
+    coded so (they have no HTTP status)."""
+    kind = result.get("type")
+    if kind == "succeeded":
+        message = result.get("message") if isinstance(result.get("message"), dict) else {}
+        assert isinstance(message, dict)
+        usage = message.get("usage") if isinstance(message.get("usage"), dict) else {}
+        assert isinstance(usage, dict)
+        text = "".join(
+            str(block.get("text") or "")
+            for block in message.get("content") or []
+            if isinstance(block, dict) and block.get("type") == "text"
+        )
+        return ("ok", 200, text, usage.get("input_tokens"), usage.get("output_tokens"), None, None)
+    if kind == "errored":
+        code, reason = anthropic_error(result)
+        return ("error", None, None, None, None, code, reason)
+    return ("error", None, None, None, None, kind if isinstance(kind, str) else None, None)
 
 
 def _first(usage: dict[str, Any], *names: str) -> Any:

@@ -87,6 +87,8 @@ def plan(ledger: Ledger, older_than: str | None, account: Account) -> PrunePlan:
                 unsaved += not results_safe(row)
     # A file that a kept row names stays: an upload reused by a resumed create, or shared.
     in_use = {row[f"{kind}_file_id"] for row in kept for kind in FILE_KINDS}
+    # Requests sent inline were uploaded as no file: there is no input to delete.
+    kinds = RESULT_KINDS if account.profile.inline_requests else FILE_KINDS
     items = [
         PruneItem(
             row_id=row["id"],
@@ -96,7 +98,7 @@ def plan(ledger: Ledger, older_than: str | None, account: Account) -> PrunePlan:
             size=row[f"{kind}_bytes"],
         )
         for row in chosen
-        for kind in FILE_KINDS
+        for kind in kinds
         if row[f"{kind}_file_id"] is not None
         and row[f"{kind}_file_gone_at"] is None
         and row[f"{kind}_file_id"] not in in_use
@@ -141,5 +143,9 @@ def prune(ctx: Context, items: list[PruneItem], *, dry_run: bool) -> list[PruneI
             item.outcome = "deleted"
             detail = f"deleted {item.file_id} ({item.size} bytes)"
         if not dry_run:
-            ledger.batches.record_remote_file_gone(item.row_id, item.kind, detail)
+            # One file may be two of a batch's (Anthropic's results: output and errors).
+            row = ledger.batches.get_row(item.row_id)
+            for kind in FILE_KINDS:
+                if kind == item.kind or row[f"{kind}_file_id"] == item.file_id:
+                    ledger.batches.record_remote_file_gone(item.row_id, kind, detail)
     return items

@@ -7,7 +7,7 @@ Below both the sweep (every account's cut-off creates) and jobs (a part's cut-of
 import time
 from dataclasses import dataclass, field
 
-from batchledger.batch import record
+from batchledger.batch import known_batches, record
 from batchledger.batches import BatchRef, Row
 from batchledger.claims import claimed_by_another_run
 from batchledger.context import Context
@@ -38,7 +38,8 @@ def recover_unfinished(ctx: Context, account: str, rows: list[Row]) -> Recovered
     # clock. With an upload gone, the search can only look through the newest batches.
     since = min(made_at) if len(made_at) == len(rows) else None
     wanted = {row["ref"]: row["input_file_id"] for row in rows}
-    known = ctx.ledger.batches.batch_ids_made_from({row["input_file_id"] for row in rows})
+    made_from = ctx.ledger.batches.batch_ids_made_from({row["input_file_id"] for row in rows})
+    known = known_batches(ctx, provider, rows[0], made_from)  # the account's, if no metadata
     search = provider.find_batches(wanted, since, known)
     now = time.time()
     for row in rows:

@@ -116,8 +116,22 @@ def merge_attempts(
     return saved[0], saved[1]
 
 
+# Anthropic's result lines: why an `errored` one failed, by its error's type. Those that
+# say nothing about the request are sent again by default; the rest (invalid_request_error,
+# not_found_error, ...) are "failed".
+REASON_BY_ANTHROPIC_ERROR = {
+    "overloaded_error": "5xx",
+    "api_error": "5xx",
+    "rate_limit_error": "429",
+}
+REASON_BY_ANTHROPIC_RESULT = {"canceled": "cancelled", "expired": "expired"}
+
+
 def outcome(record: dict[str, Any]) -> str | None:
     """None for a successful response (status 200), else the reason it failed."""
+    result = record.get("result")
+    if isinstance(result, dict) and "response" not in record:
+        return anthropic_outcome(result)
     response = record.get("response")
     status = response.get("status_code") if isinstance(response, dict) else None
     if status == 200:
@@ -131,6 +145,31 @@ def outcome(record: dict[str, Any]) -> str | None:
     if isinstance(status, int) and 500 <= status <= 599:
         return "5xx"
     return OTHER_FAILURE
+
+
+def anthropic_outcome(result: dict[str, Any]) -> str | None:
+    """None for a `succeeded` Message Batches result, else the reason it failed."""
+    kind = result.get("type")
+    if kind == "succeeded":
+        return None
+    if kind in REASON_BY_ANTHROPIC_RESULT:
+        return REASON_BY_ANTHROPIC_RESULT[str(kind)]
+    return REASON_BY_ANTHROPIC_ERROR.get(str(anthropic_error(result)[0]), OTHER_FAILURE)
+
+
+def anthropic_error(result: dict[str, Any]) -> tuple[str | None, str | None]:
+    """(type, message) of an `errored` result's error: {"type": "error", "error": {...}}."""
+    error = result.get("error")
+    inner = error.get("error") if isinstance(error, dict) else None
+    if isinstance(inner, dict):
+        error = inner
+    if not isinstance(error, dict):
+        return None, None
+    kind, message = error.get("type"), error.get("message")
+    return (
+        kind if isinstance(kind, str) else None,
+        message if isinstance(message, str) else None,
+    )
 
 
 class _Index(ScratchIndex):

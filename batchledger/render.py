@@ -142,6 +142,9 @@ def show_lines(row: Row, history: list[Row]) -> list[str]:
                 f"({row[f'{kind}_expires_after']} seconds)"
             )
     lines += timestamp_and_request_lines(row)
+    if row.get("result_counts"):  # a provider's own counts (Anthropic's Message Batches)
+        counts = json.loads(row["result_counts"])
+        lines.append("results: " + ", ".join(f"{counts[name]} {name}" for name in counts))
     usage = json.loads(row["usage"]) if row.get("usage") else {}
     if usage.get("total_tokens"):
         lines.append(
@@ -174,6 +177,7 @@ def row_json(row: Row) -> dict[str, Any]:
         "errors": json.loads(row["errors"]) if row.get("errors") else None,
         "usage": json.loads(row["usage"]) if row.get("usage") else None,
         "metadata": metadata_of(row) or None,
+        "result_counts": json.loads(row["result_counts"]) if row.get("result_counts") else None,
     }
 
 

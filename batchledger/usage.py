@@ -126,6 +126,43 @@ def usage_tokens(usage: Mapping[str, Any]) -> dict[str, int]:
     }
 
 
+def usage_of_results(path: Path) -> tuple[str | None, dict[str, Any] | None]:
+    """(model, usage) summed from the `result.message.usage` of Message Batches result
+    lines (a batch of them reports none), in the Batch `usage` object's shape: input tokens
+    count cache reads and writes too, and cache reads are its cached tokens. The model is
+    the first line's; (None, None) with no such line."""
+    model: str | None = None
+    input_ = cached = output = 0
+    found = False
+    with path.open("rb") as lines:
+        for line in lines:
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            result = record.get("result") if isinstance(record, dict) else None
+            message = result.get("message") if isinstance(result, dict) else None
+            usage = message.get("usage") if isinstance(message, dict) else None
+            if not isinstance(message, dict) or not isinstance(usage, dict):
+                continue
+            found = True
+            if model is None and isinstance(message.get("model"), str):
+                model = message["model"]
+            read = int(usage.get("cache_read_input_tokens") or 0)
+            written = int(usage.get("cache_creation_input_tokens") or 0)
+            input_ += int(usage.get("input_tokens") or 0) + read + written
+            cached += read
+            output += int(usage.get("output_tokens") or 0)
+    if not found:
+        return None, None
+    return model, {
+        "input_tokens": input_,
+        "input_tokens_details": {"cached_tokens": cached},
+        "output_tokens": output,
+        "total_tokens": input_ + output,
+    }
+
+
 def billed_tokens(usage: str | Mapping[str, Any] | None) -> dict[str, int] | None:
     """The tokens of a `usage` (as the API gives it, or its JSON), None if there are none."""
     parsed = json.loads(usage) if isinstance(usage, str) else usage

@@ -352,6 +352,15 @@ def m009_actual_costs_and_part_tokens(db: Database) -> None:
 
 
 @migrations()
+def m010_result_counts(db: Database) -> None:
+    # Issue 21. A provider's own request counts where they say more than completed and
+    # failed: Anthropic's Message Batches count succeeded, errored, canceled, expired and
+    # processing (a JSON object, name: count), mapped onto requests_completed (succeeded)
+    # and requests_failed (the other three) as before. NULL for every other batch.
+    db.execute("ALTER TABLE batches ADD COLUMN result_counts TEXT")
+
+
+@migrations()
 def m011_estimate_basis(db: Database) -> None:
     # Issue 22: every create records an estimate now, made one of two ways: "tokens" (each
     # line parsed and its tokens counted offline: with a budget, --max-cost, a token budget)

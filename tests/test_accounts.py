@@ -197,7 +197,7 @@ def test_accounts_lists_each_with_its_key_variable_and_batches(
 
     assert table.code == 0
     by_name = {row["name"]: row for row in as_json}
-    assert set(by_name) == {"default", "demo", "second", "east"}
+    assert set(by_name) == {"default", "demo", "demo-claude", "second", "east"}
     assert by_name["second"] == {
         "name": "second",
         "kind": "openai",

@@ -30,9 +30,21 @@ if TYPE_CHECKING:
 def create(args: argparse.Namespace, ctx: Context) -> ExitCode:
     details = create_details(args)  # before anything is read, written or sent
     ctx.account.profile.check_window(args.completion_window)
+    inline = ctx.account.profile.inline_requests
+    if inline and args.endpoint:
+        raise UsageError(
+            f"--endpoint does not apply to account {ctx.account.name!r} "
+            f"({ctx.account.profile.name}): its input lines name their own requests"
+        )
     if args.dry_run:
         return estimate_commands.estimate(args, ctx)
     path = check_input(args.input)
+    if inline:
+        # Every line's shape, and no custom_id twice in the whole input, before the ledger
+        # is written or anything sent (a job's parts are each checked again as they go).
+        from batchledger.inline import scan_requests
+
+        scan_requests(path)
     guard = None
     if args.max_cost is not None or ctx.account.max_cost_per_day is not None:  # budgets
         # before the key, the ledger's writes, any upload
@@ -78,7 +90,8 @@ def create(args: argparse.Namespace, ctx: Context) -> ExitCode:
     if args.json:
         ctx.print(json_text(row_json(submitted.row)))
     else:
-        ctx.print(f"file_id: {submitted.file_id}")
+        if not inline:  # requests sent inline were uploaded as no file
+            ctx.print(f"file_id: {submitted.file_id}")
         ctx.print(f"batch_id: {submitted.batch['id']}")
     return ExitCode.OK
 
@@ -120,6 +133,7 @@ def status(args: argparse.Namespace, ctx: Context) -> ExitCode:
         ctx.print("\n".join(status_lines(report.row or {})))
     if args.auto_save:
         batch.save_if_finished(ctx, report, out=out)
+    report.warning = report.warning or batch.retention_warning(ctx, report.row)
     if args.json:
         ctx.print(json_text(row_json(report.row or {})))
     else:

@@ -42,7 +42,7 @@ from batchledger.jobs.parts import (
 from batchledger.jobs.rules import Do, Next, next_step
 from batchledger.ledger import ClaimGuard, InputFile
 from batchledger.polling import Backoff
-from batchledger.providers import Provider
+from batchledger.providers import Inline, Provider
 from batchledger.recovery import recover_unfinished
 from batchledger.split import plan_parts
 from batchledger.times import epoch_of
@@ -249,6 +249,7 @@ def _send_part(
             job["completion_window"],
             details,
             exclude=ledger.batches.batch_ids_made_from({uploaded.id}),
+            inline=Inline(input_path, ranges),
         )
     except Rejected as exc:
         if exc.code != TOKEN_LIMIT_CODE:

@@ -274,6 +274,13 @@ class BatchStore:
         )
         return {row["batch_id"] for row in rows}
 
+    def batch_ids_of_account(self, account: str) -> set[str]:
+        """Every batch of the account the ledger holds."""
+        rows = self.conn.rows(
+            "SELECT batch_id FROM batches WHERE batch_id IS NOT NULL AND account = ?", (account,)
+        )
+        return {row["batch_id"] for row in rows}
+
     def find_by_ref(self, ref: str) -> Row | None:
         rows = self.conn.rows("SELECT * FROM batches WHERE ref = ?", (ref,))
         return rows[0] if rows else None

@@ -197,4 +197,4 @@ class BatchFilter:
 
 
 # Columns that hold JSON text: shown as JSON objects by --json.
-_JSON_COLUMNS = frozenset({"errors", "usage", "metadata"})
+_JSON_COLUMNS = frozenset({"errors", "usage", "metadata", "result_counts"})

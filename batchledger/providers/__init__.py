@@ -55,6 +55,9 @@ class Listed(NamedTuple):
 class Search(NamedTuple):
     found: dict[str, dict[str, Any]]  # ref -> the batch its create made
     complete: bool  # every batch back to the bound was looked at: what is not found was not made
+    # Batches that could each be one a lost create made, where the search cannot tell which
+    # (a provider whose batches carry no metadata): nothing may be sent again for it.
+    ambiguous: tuple[str, ...] = ()
 
 
 class Provider(Protocol):
