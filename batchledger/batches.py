@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from batchledger.times import iso_from_epoch, utc_now
+from batchledger.times import epoch_of, iso_from_epoch, utc_now
 
 Row = dict[str, Any]
 
@@ -180,3 +180,28 @@ def results_saved(row: Row) -> bool:
 def missing_requests(row: Mapping[str, Any]) -> int:
     """Requests of the batch with no successful result."""
     return int((row.get("requests_total") or 0) - (row.get("requests_completed") or 0))
+
+
+# A batch's unsaved results are warned of this long before its provider stops keeping them.
+RETENTION_WARNING_SECONDS = 86400
+
+
+def results_expiring(row: Row | None, retention: float | None, now: float) -> str | None:
+    """A warning when a batch's results, not saved yet, are within a day of the end of the
+    `retention` seconds its provider keeps them from the batch's creation; else None."""
+    if row is None or row["batch_id"] is None or row["results_gone_at"] or results_saved(row):
+        return None
+    if retention is None or not row["created_at"]:
+        return None
+    ends = epoch_of(row["created_at"]) + retention
+    left = ends - now
+    if left > RETENTION_WARNING_SECONDS:
+        return None
+    when = iso_from_epoch(ends)
+    if left <= 0:
+        return f"{row['batch_id']}: its results were kept until {when} and may be gone"
+    return (
+        f"{row['batch_id']}: its results are kept only until {when} "
+        f"({left / 3600:.0f} h from now) and are not saved; "
+        f"'batchledger retrieve {row['batch_id']}' saves them"
+    )
