@@ -15,7 +15,7 @@ from pathlib import Path
 from batchledger.details import FROM_BYTES, CostEstimate
 from batchledger.errors import Refused
 from batchledger.ledger import InputFile, Ledger, Table
-from batchledger.prices import PriceList, Quote
+from batchledger.prices import KeptPrices, PriceList, Quote
 from batchledger.split import plan_parts, split_wanted
 from batchledger.tokens import BYTES_PER_TOKEN, count_input
 from batchledger.usage import PER_TOKENS
@@ -210,16 +210,16 @@ class ScannedModel:
     uncapped: int = 0
 
 
-def scan_input(path: Path, size: int) -> CostEstimate:
+def scan_input(path: Path, size: int, prices: PriceList | None = None) -> CostEstimate:
     """A plain create's estimate of `path` (`size` bytes): bytes / 4, from a scan of its
-    lines (at most SCAN_ALL_BYTES of them), priced at the library's batch prices."""
+    lines (at most SCAN_ALL_BYTES of them), priced at `prices` (the library's batch prices)."""
     models: dict[bytes, ScannedModel] = {}
     scanned = 0
     for chunk in _scanned_chunks(path, size):
         scanned += len(chunk)
         _scan_chunk(chunk, models)
     scale = size / scanned if scanned else 0.0
-    prices = PriceList()
+    prices = prices or PriceList()
     tokens = 0
     cost_min = cost_max = 0.0
     unpriced = unbounded = False
@@ -242,14 +242,14 @@ def scan_input(path: Path, size: int) -> CostEstimate:
     )
 
 
-def scan_in_background(path: Path, size: int) -> "Future[CostEstimate]":
+def scan_in_background(path: Path, size: int, ledger: Ledger) -> "Future[CostEstimate]":
     """`scan_input` in a thread of its own, beside the upload (a daemon: a create that
-    fails meanwhile does not wait for it)."""
+    fails meanwhile does not wait for it), priced with the prices `ledger` keeps."""
     future: Future[CostEstimate] = Future()
 
     def run() -> None:
         try:
-            future.set_result(scan_input(path, size))
+            future.set_result(scan_input(path, size, KeptPrices(ledger)))
         except BaseException as exc:  # handed to whoever waits on the future
             future.set_exception(exc)
 

@@ -7,14 +7,17 @@ its standard price at half, the batch discount of OpenAI's and Anthropic's batch
 prices file (`--prices FILE`, the TOML of `usage --prices`) overrides it model by model.
 """
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from batchledger.usage import Price, load_prices
+
+if TYPE_CHECKING:
+    from batchledger.ledger import Ledger
 
 BATCH_DISCOUNT = 0.5  # where the library has no batch price: half the standard one
 # Where a price came from, as `estimate` shows it.
@@ -106,3 +109,36 @@ class PriceList:
         """`model`'s price, or None: what `usage` prices with."""
         quote = self.quote(model)
         return None if quote is None else quote.price
+
+
+@cache
+def library_version() -> str:
+    """The installed genai-prices' version (its prices are those of its release)."""
+    from importlib.metadata import version  # only where prices are kept in the ledger
+
+    return f"genai-prices {version('genai-prices')}"
+
+
+class KeptPrices(PriceList):
+    """The library's prices as the ledger keeps them, per model, library version and UTC day
+    (`price_quotes`, m011): a plain create prices its rough estimate without loading the
+    library's data (~50 ms of CPU, more under load) when an earlier run of the day did."""
+
+    def __init__(self, ledger: "Ledger") -> None:
+        super().__init__()
+        self.ledger = ledger
+
+    def quote(self, model: str) -> Quote | None:
+        library, day = library_version(), datetime.now(UTC).strftime("%Y-%m-%d")
+        kept = self.ledger.cached_quote(model, library, day)
+        if kept is not None:
+            if kept["input"] is None:
+                return None
+            price = Price(
+                input=kept["input"], cached_input=kept["cached_input"], output=kept["output"]
+            )
+            return Quote(price, kept["source"])
+        quote = library_quote(model)
+        fields = {} if quote is None else {**asdict(quote.price), "source": quote.source}
+        self.ledger.keep_quote(model, library, day, fields)
+        return quote

@@ -2,6 +2,8 @@
 anything is sent; no server, no ledger, no key."""
 
 import json
+import os
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -253,6 +255,34 @@ def test_a_create_without_a_budget_records_an_estimate_from_bytes(
     assert "estimated_from: bytes" in shown
     assert listed["estimated_from"] == "bytes"
     assert listed["estimated_cost_max"] == pytest.approx(row["estimated_cost_max"])
+
+
+def test_the_prices_of_a_plain_create_are_kept_for_the_day_s_next_creates(
+    cli, emulator: EmulatorServer, isolated: Path
+):
+    from batchledger.prices import library_version
+
+    write_jsonl(isolated / "a.jsonl", 2, max_output_tokens=10)
+    source = write_jsonl(isolated / "b.jsonl", 2, max_output_tokens=10, instructions="Hi.")
+    assert cli("create", "--in", "a.jsonl").code == 0
+    conn = sqlite3.connect(os.environ["BATCHLEDGER_DB"])
+    conn.row_factory = sqlite3.Row
+    [kept] = [dict(row) for row in conn.execute("SELECT * FROM price_quotes")]
+    # The next create prices with what the ledger keeps: changed here, so that it shows.
+    with conn:
+        conn.execute("UPDATE price_quotes SET input = 1000, output = 2000")
+    conn.close()
+
+    assert cli("create", "--in", "b.jsonl").code == 0
+
+    quote = library_quote("gpt-4o-mini")
+    assert quote is not None
+    assert kept["model"] == "gpt-4o-mini" and kept["library"] == library_version()
+    assert (kept["input"], kept["output"]) == (quote.price.input, quote.price.output)
+    tokens = round(source.stat().st_size / 4)
+    second = ledger_rows()[1]
+    assert second["estimated_cost_min"] == pytest.approx(tokens * 1000 / 1e6)
+    assert second["estimated_cost_max"] == pytest.approx((tokens * 1000 + 20 * 2000) / 1e6)
 
 
 def test_a_job_without_a_budget_records_its_estimate_and_uncapped_has_no_upper_cost(

@@ -85,7 +85,7 @@ def test_estimates_recorded_before_m011_are_marked_counted(cli, isolated: Path):
 
     path = Path(os.environ["BATCHLEDGER_DB"])
     db = Database(sqlite3.connect(path))
-    migrations.apply(db, stop_before="m011_estimate_basis")
+    migrations.apply(db, stop_before="m011_estimate_basis_and_price_quotes")
     for ref, tokens in (("bl_counted", 42), ("bl_none", None)):
         db["batches"].insert(
             {

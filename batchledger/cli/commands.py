@@ -24,6 +24,9 @@ from batchledger.split import split_wanted
 from batchledger.token_budget import TokenPlan, plan_parts_by_tokens
 
 if TYPE_CHECKING:
+    from concurrent.futures import Future
+
+    from batchledger.details import CostEstimate
     from batchledger.ledger import InputFile
 
 
@@ -61,17 +64,17 @@ def create(args: argparse.Namespace, ctx: Context) -> ExitCode:
     # A provider whose batches name no endpoint (its profile has no default) records none.
     endpoint = args.endpoint or ctx.account.default_endpoint or ""
     input_ = count_lines(hashing.result(), args.input)  # after the import: see count_lines
-    # issue 22: every create records an estimate; without a budget, one made beside the upload
-    scanning = scan_in_background(input_.path, input_.size) if details.estimate is None else None
     split = split_wanted(input_, ctx.account.limits, args.max_requests, args.max_bytes)
     planned = token_plan(args, ctx, input_, split)  # issue 22: parts cut by counted tokens
     if split is not None or (planned is not None and len(planned.parts) > 1):
         split = split or ctx.account.limits
+        scanning = scan_unless_estimated(ctx, input_, details)
         return job_commands.create(
             args, ctx, input_, endpoint, split, details, planned, guard, scanning
         )
     if args.max_in_flight is not None:
         raise UsageError("--max-in-flight is for inputs split into parts (a job)")
+    scanning = scan_unless_estimated(ctx, input_, details)
     submitted = batch.submit(
         ctx,
         input_,
@@ -94,6 +97,17 @@ def create(args: argparse.Namespace, ctx: Context) -> ExitCode:
             ctx.print(f"file_id: {submitted.file_id}")
         ctx.print(f"batch_id: {submitted.batch['id']}")
     return ExitCode.OK
+
+
+def scan_unless_estimated(
+    ctx: Context, input_: "InputFile", details: CreateDetails
+) -> "Future[CostEstimate] | None":
+    """Every create records an estimate (issue 22): one made before anything was sent (a
+    budget), else one scanned in a thread beside the upload, recorded once the batch is
+    made. The ledger is opened here, by this thread, not by the scan's."""
+    if details.estimate is not None:
+        return None
+    return scan_in_background(input_.path, input_.size, ctx.ledger)
 
 
 def token_plan(

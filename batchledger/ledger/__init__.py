@@ -7,7 +7,9 @@ spend). It stores what it is given; it does not parse what a user typed (resolve
 nor price what it stores (the callers do).
 """
 
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from batchledger._db import Database
 from batchledger.batches import Row
@@ -72,6 +74,14 @@ class Ledger:
     def record_estimate(self, table: Table, row_id: int, estimate: CostEstimate) -> None:
         """A batch's row's (`batches`) or a job's (`jobs`) estimate, made after its claim."""
         self.conn.record_estimate(table, row_id, estimate)
+
+    def cached_quote(self, model: str, library: str, day: str) -> Row | None:
+        """A model's price as the price library (of version `library`) gave it on `day`."""
+        return self.conn.cached_quote(model, library, day)
+
+    def keep_quote(self, model: str, library: str, day: str, quote: Mapping[str, Any]) -> None:
+        """Keep a model's price as the price library gave it (a cache of `prices`)."""
+        self.conn.keep_quote(model, library, day, quote)
 
     def release_claim(self, table: Table, row_id: int) -> None:
         """The submission of a batch's row (`batches`) or a job (`jobs`) is no longer this

@@ -127,6 +127,33 @@ class Connection:
                 (*fields.values(), row_id),
             )
 
+    def cached_quote(self, model: str, library: str, day: str) -> Row | None:
+        """A model's price as `library` gave it on `day` (m011), if kept."""
+        rows = self.rows(
+            "SELECT * FROM price_quotes WHERE model = ? AND library = ? AND day = ?",
+            (model, library, day),
+        )
+        return rows[0] if rows else None
+
+    def keep_quote(self, model: str, library: str, day: str, quote: Mapping[str, Any]) -> None:
+        """Keep a model's price (`input`, `cached_input`, `output`, `source`; all None: the
+        library has none) as `library` gave it on `day`; older days' are dropped."""
+        with self.writing():
+            self.db.conn.execute("DELETE FROM price_quotes WHERE day < ?", (day,))
+            self.db.conn.execute(
+                "INSERT OR REPLACE INTO price_quotes (model, library, day, input, "
+                "cached_input, output, source) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    model,
+                    library,
+                    day,
+                    quote.get("input"),
+                    quote.get("cached_input"),
+                    quote.get("output"),
+                    quote.get("source"),
+                ),
+            )
+
     def release_claim(self, table: Table, row_id: int) -> None:
         """The submission of a batch's row or of a job is no longer this run's."""
         with self.writing():
