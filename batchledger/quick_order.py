@@ -29,9 +29,9 @@ Memory: the per-line arrays (about 70 bytes a line: hashes, ids, positions) and 
 or two, whatever the results' size; the files are read and written in large blocks.
 """
 
+import bisect
 import itertools
 import os
-import queue
 import tempfile
 import threading
 from collections.abc import Callable, Sequence
@@ -103,10 +103,9 @@ def _write(
     bounds = np.cumsum(np.bincount(bucket, minlength=count + 1)).tolist()
     del bucket
     buffer = bytearray(min(max(rows.filled, default=0), MAX_BUCKET_BYTES))
-    # A bucket's files, once read, are deleted by a thread (0.2 s of unlink for 366 MB).
-    done: queue.SimpleQueue[list[Path] | None] = queue.SimpleQueue()
-    remover = threading.Thread(target=_remove, args=(done,), name="batchledger-order-rm")
-    remover.start()
+    runs, run_bounds = rows.runs(count)
+    spills = [path.open("rb", buffering=0) for path in rows.spills()]
+    remover: threading.Thread | None = None
     try:
         with Targets(succeeded_target, errors_target) as targets:
             start = 0
@@ -115,19 +114,26 @@ def _write(
                 members = by_bucket[start:stop]
                 start = stop
                 if len(members):
-                    _write_bucket(
-                        rows.bucket(number), members, line, ok, size, at, later, targets, buffer
-                    )
-                done.put(rows.bucket(number))
+                    its = runs[run_bounds[number] : run_bounds[number + 1]]
+                    _write_bucket(spills, its, members, line, ok, size, at, later, targets, buffer)
             del buffer
+            for source in spills:
+                source.close()
+            # 366 MB of spill removed by a thread, while the rest is written and synced
+            remover = threading.Thread(
+                target=_remove, args=(rows.spills(),), name="batchledger-order-rm"
+            )
+            remover.start()
             rest = np.flatnonzero(~placed | later)
             if len(rest):
                 offset: Ints = rows.load("offset", np.int64)
                 _write_rest(results_path, rest, offset, size, rows.last_unended, targets.errors)
             saved = targets.commit()
     finally:
-        done.put(None)
-        remover.join()
+        for source in spills:
+            source.close()
+        if remover is not None:
+            remover.join()
     return Ordered(
         succeeded=saved[0],
         errors=saved[1],
@@ -138,10 +144,9 @@ def _write(
     )
 
 
-def _remove(done: "queue.SimpleQueue[list[Path] | None]") -> None:
-    while (paths := done.get()) is not None:
-        for path in paths:
-            path.unlink(missing_ok=True)
+def _remove(paths: list[Path]) -> None:
+    for path in paths:
+        path.unlink(missing_ok=True)
 
 
 def _set_aside(line: Ints, ok: NDArray[np.int8], answers: Ints) -> NDArray[np.bool_]:
@@ -158,7 +163,8 @@ def _set_aside(line: Ints, ok: NDArray[np.int8], answers: Ints) -> NDArray[np.bo
 
 
 def _write_bucket(
-    paths: list[Path],
+    spills: list[Any],
+    runs: Ints,
     members: Ints,
     line: Ints,
     ok: NDArray[np.int8],
@@ -168,43 +174,51 @@ def _write_bucket(
     targets: Targets,
     buffer: bytearray,
 ) -> None:
-    """A bucket's lines, read whole into `buffer` (line by line if it is larger)."""
+    """A bucket's lines, its runs read whole into `buffer` (line by line if it is larger)."""
     starts = at[members]
     ends = starts + size[members]
     total = int(size[members].sum())
-    sources = [path.open("rb", buffering=0) for path in paths]
-    try:
-        sizes = [os.fstat(source.fileno()).st_size for source in sources]
-        if sum(sizes) != total:
-            raise OSError("a temporary file of the ordering changed")
-        if total <= len(buffer):
-            filled = 0
-            for source, length in zip(sources, sizes, strict=True):
-                if source.readinto(memoryview(buffer)[filled : filled + length]) != length:
-                    raise OSError("a temporary file of the ordering changed")
-                filled += length
-            read: Callable[[slice], Any] = memoryview(buffer)[:total].__getitem__
-        else:  # the input's lines got their results' bytes unevenly: line by line
-            read = _LineReader(sources, sizes)
-        _place(starts, ends, members, line, ok, later, read, targets)
-    finally:
-        for source in sources:
-            source.close()
+    if int(runs[:, 2].sum()) != total:
+        raise OSError("a temporary file of the ordering changed")
+    fds = [source.fileno() for source in spills]
+    read: Callable[[slice], Any]
+    if total <= len(buffer):
+        view = memoryview(buffer)
+        filled = 0
+        for part, offset, length in runs.tolist():
+            if _read_into(fds[part], view[filled : filled + length], offset) != length:
+                raise OSError("a temporary file of the ordering changed")
+            filled += length
+        read = view[:total].__getitem__
+    else:  # the input's lines got their results' bytes unevenly: line by line
+        read = _LineReader(fds, runs)
+    _place(starts, ends, members, line, ok, later, read, targets)
+
+
+def _read_into(fd: int, view: memoryview, offset: int) -> int:
+    if hasattr(os, "preadv"):
+        return os.preadv(fd, [view], offset)
+    data = os.pread(fd, len(view), offset)
+    view[: len(data)] = data
+    return len(data)
 
 
 class _LineReader:
-    """A line of a bucket by its slice, read from the bucket's files (one after another)."""
+    """A line of a bucket by its slice, read from the bucket's runs (one after another)."""
 
-    def __init__(self, sources: list[Any], sizes: list[int]) -> None:
-        self.sources, self.sizes = sources, sizes
+    def __init__(self, fds: list[int], runs: Ints) -> None:
+        self.fds = fds
+        self.runs = runs.tolist()
+        self.firsts = [0, *itertools.accumulate(run[2] for run in self.runs)]
 
     def __call__(self, piece: slice) -> bytes:
-        start = piece.start
-        for source, length in zip(self.sources, self.sizes, strict=True):
-            if start < length:
-                return os.pread(source.fileno(), piece.stop - piece.start, start)
-            start -= length
-        raise OSError("a temporary file of the ordering changed")
+        number = bisect.bisect_right(self.firsts, piece.start) - 1
+        if not 0 <= number < len(self.runs):
+            raise OSError("a temporary file of the ordering changed")
+        part, offset, _ = self.runs[number]
+        return os.pread(
+            self.fds[part], piece.stop - piece.start, offset + piece.start - self.firsts[number]
+        )
 
 
 def _place(

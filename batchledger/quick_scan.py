@@ -10,7 +10,9 @@ import numpy as np
 from numpy.typing import NDArray
 
 PARALLEL_BYTES = 32 * 1024 * 1024  # a file past this: two processes read it at once
-_PAD = 24  # bytes past a block's end that follows may read (zeros: in no pattern)
+WINDOW = 32  # bytes of a line read at once, looking for a string's closing quote
+MAX_STRING = 4096  # a string not closed within this many bytes: read the slow way
+_PAD = 40  # bytes past a block's end that follows and a window may read (zeros: in no pattern)
 
 # How the API (compact) and json.dumps (", " and ": ") begin a line: custom_id first; a
 # result's type next.
@@ -62,14 +64,15 @@ def follows(words: NDArray[np.uint64], at: Ints, expected: bytes) -> NDArray[np.
 
 class Block:
     """A block of whole lines as numpy sees it: its bytes, where each line begins and
-    ends (its newline), where its quotes and backslashes are."""
+    ends (its newline), the bytes at any place as a word or a window."""
 
     def __init__(self, block: bytes, end: int) -> None:
         self.data: NDArray[np.uint8] = np.frombuffer(block, dtype=np.uint8)
-        self.words = _words(block)
+        padded = np.frombuffer(block + bytes(_PAD + 8), dtype=np.uint8)
+        self.words = _words(padded, len(block))
+        # The WINDOW bytes that begin at each place: one fancy index copies them per line.
+        self.windows = np.lib.stride_tricks.sliding_window_view(padded, WINDOW)
         self.starts, self.ends = _lines(self.data, end)
-        self.quotes = np.flatnonzero(self.data == _QUOTE)
-        self.slashes = np.flatnonzero(self.data == _BACKSLASH) if b"\\" in block else None
 
     def heads(self, forms: Sequence[tuple[bytes, bytes]]) -> tuple[Any, Ints, Ints, Ints]:
         """For each line: whether it begins with a form's prefix, then a string with no
@@ -80,32 +83,52 @@ class Block:
         begin = np.zeros(count, dtype=np.int64)
         close = np.zeros(count, dtype=np.int64)
         then = np.zeros(count, dtype=np.int64)
-        if len(self.quotes) == 0:
-            return good, begin, close, then
         for prefix, after in forms:
             todo = np.flatnonzero(~good)
             if len(todo) == 0:
                 break
+            todo = todo[follows(self.words, self.starts[todo], prefix)]
             at = self.starts[todo] + len(prefix)
-            fits = follows(self.words, self.starts[todo], prefix)
-            quote = self.quotes[np.minimum(np.searchsorted(self.quotes, at), len(self.quotes) - 1)]
-            fits &= (quote >= at) & (quote < self.ends[todo])
-            if self.slashes is not None:
-                fits &= np.searchsorted(self.slashes, quote) == np.searchsorted(self.slashes, at)
-            fits &= follows(self.words, quote, after)
+            quote, closed = self.closing(at)
+            todo, at, quote = todo[closed], at[closed], quote[closed]
+            fits = follows(self.words, quote, after)
             chosen = todo[fits]
             good[chosen] = True
             begin[chosen], close[chosen] = at[fits], quote[fits]
             then[chosen] = quote[fits] + len(after)
         return good, begin, close, then
 
+    def closing(self, at: Ints) -> tuple[Ints, NDArray[np.bool_]]:
+        """For each place (on a line of the block): where the first quote at or after it
+        is, and whether it comes before any backslash and before the line's newline.
 
-def _words(block: bytes) -> NDArray[np.uint64]:
+        Read WINDOW bytes at a time per line, so that no pass over the whole block is
+        needed; a string longer than MAX_STRING bytes counts as not closed."""
+        quote = np.zeros(len(at), dtype=np.int64)
+        closed = np.zeros(len(at), dtype=bool)
+        todo = np.arange(len(at))
+        place = np.minimum(at, len(self.data))
+        for _ in range(-(-MAX_STRING // WINDOW)):
+            if len(todo) == 0:
+                break
+            rows = self.windows[place[todo]]
+            quotes = rows == _QUOTE
+            stops = quotes | (rows == _BACKSLASH) | (rows == _NEWLINE)
+            first = stops.argmax(axis=1)
+            stopped = stops[np.arange(len(todo)), first]
+            done = todo[stopped]
+            quote[done] = place[done] + first[stopped]
+            closed[done] = quotes[np.flatnonzero(stopped), first[stopped]]
+            todo = todo[~stopped]  # no stop in the window (not past the block's end)
+            place[todo] = np.minimum(place[todo] + WINDOW, len(self.data))
+        return quote, closed
+
+
+def _words(padded: NDArray[np.uint8], length: int) -> NDArray[np.uint64]:
     """The eight bytes that begin at each position of the block (little-endian; past its
     end, zeros): overlapping words, one per byte, read by one fancy index per pattern."""
-    padded = block + bytes(_PAD + 8)
     words: NDArray[np.uint64] = np.ndarray(
-        shape=(len(block) + _PAD,), dtype="<u8", buffer=padded, strides=(1,)
+        shape=(length + _PAD,), dtype="<u8", buffer=padded, strides=(1,)
     )
     return words
 
