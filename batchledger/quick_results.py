@@ -19,6 +19,9 @@ from batchledger.quick_scan import KINDS, RESULT_FORMS, Block, Ints, follows, ga
 from batchledger.result_lines import BLANK, outcome
 from batchledger.split import Segments
 
+# A block's lines go to the spill file in slots as wide as its longest line, unless the
+# slots would take this many times the lines' bytes.
+SLOT_WASTE = 1.25
 SPILL_BUFFER = 64 * 1024  # the spill file's write buffer (a block's lines are one write)
 
 
@@ -174,7 +177,10 @@ def _index_results(
                 sequence = placed[np.argsort(line[placed])]
                 bucket = line[sequence] * count // inputs
                 ends = np.zeros(len(sequence) + 1, dtype=np.int64)
-                np.cumsum(read.size[sequence], out=ends[1:])
+                if read.width:  # each line in a slot of `width` bytes
+                    ends[1:] = np.arange(1, len(sequence) + 1, dtype=np.int64) * read.width
+                else:
+                    np.cumsum(read.size[sequence], out=ends[1:])
                 bounds = np.zeros(count + 1, dtype=np.int64)
                 np.cumsum(np.bincount(bucket, minlength=count), out=bounds[1:])
                 firsts = ends[bounds[:-1]]
@@ -185,7 +191,7 @@ def _index_results(
                 rows.add(line, read.ok, read.offset, read.size, at)
                 used = np.flatnonzero(lengths)
                 rows.add_runs(used, firsts[used] + spilled, lengths[used])
-                spill.write(read.joined(sequence))
+                spill.write(read.spilled(sequence))
                 spilled += int(ends[-1])
     finally:
         rows.close()
@@ -195,8 +201,10 @@ def _index_results(
 
 class _Read(NamedTuple):
     """A block's result lines: ids, whether each has one, succeeded, offsets, sizes (with
-    the newline the targets give each line), the offset of a last line with none, and
-    how to join a choice of them (each with its newline)."""
+    the newline the targets give each line), the offset of a last line with none; how a
+    choice of them is written to the spill file (`spilled`): each in a slot of `width`
+    bytes (the line, then whatever followed it in the block), or, if width is 0, one
+    after the other, each with its newline."""
 
     ids: Any
     known: NDArray[np.bool_]
@@ -204,7 +212,8 @@ class _Read(NamedTuple):
     offset: Ints
     size: Ints
     unended: int | None
-    joined: Callable[[Ints], bytes]
+    spilled: Callable[[Ints], Any]
+    width: int = 0
 
 
 def _read_block(position: int, block: bytes) -> _Read:
@@ -215,14 +224,21 @@ def _read_block(position: int, block: bytes) -> _Read:
         quick = _read_quickly(lines_of)
         if quick is not None:
             ids, ok = quick
+            size = ends - starts + 1
+            width = int(size.max()) if len(size) else 0
+            if width * len(size) <= SLOT_WASTE * len(block):
+                spilled = _slots(block, starts, width)
+            else:  # lines of uneven lengths: joined, with no slot
+                spilled, width = _slices(block, starts, ends + 1), 0
             return _Read(
                 ids,
                 np.ones(len(ids), dtype=bool),
                 ok,
                 starts + position,
-                ends - starts + 1,
+                size,
                 None,
-                _slices(block, starts, ends + 1),
+                spilled,
+                width,
             )
     # line by line, as ordering._add_results does (blank lines are no results)
     lines, found, offsets = [], [], []
@@ -254,6 +270,19 @@ def _read_block(position: int, block: bytes) -> _Read:
         return b"".join([lines[n] + b"\n" for n in chosen.tolist()])
 
     return _Read(ids, known, ok, np.array(offsets, dtype=np.int64), size, unended, joined)
+
+
+def _slots(block: bytes, starts: Ints, width: int) -> Callable[[Ints], Any]:
+    """The block's lines `chosen` (their numbers), each in a slot of `width` bytes: one
+    numpy copy of `width` bytes per line, no Python object per line (the slots' tails are
+    never read back)."""
+    padded = np.frombuffer(block + bytes(width), dtype=np.uint8)
+    windows = np.lib.stride_tricks.sliding_window_view(padded, width)
+
+    def spilled(chosen: Ints) -> Any:
+        return windows[starts[chosen]]
+
+    return spilled
 
 
 def _slices(block: bytes, starts: Ints, stops: Ints) -> Callable[[Ints], bytes]:
