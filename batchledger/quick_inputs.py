@@ -9,8 +9,15 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-from batchledger.inline import line_blocks
-from batchledger.quick_scan import INPUT_FORMS, Block, Fallback, Ints, gather, two_processes
+from batchledger.quick_scan import (
+    INPUT_FORMS,
+    Block,
+    Fallback,
+    Ints,
+    gather,
+    line_blocks,
+    two_processes,
+)
 from batchledger.result_lines import BLANK, input_id
 from batchledger.split import Segments
 
@@ -115,6 +122,7 @@ class InputKeys:
 
     def __init__(self, path: Path, ranges: Sequence[tuple[int, int]], folder: Path) -> None:
         self.ids, every = _read_inputs(path, ranges, folder)
+        self.count = len(self.ids)
         self.where: Ints = np.argsort(every)  # any order of equal hashes: they go the exact way
         self.hashes: NDArray[np.uint64] = every[self.where]
         del every

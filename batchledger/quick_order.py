@@ -86,7 +86,7 @@ def _order(
         size = results_path.stat().st_size
         buckets = max(1, min(MAX_BUCKETS, -(-size // BUCKET_BYTES)))
         rows = index_all(results_path, size, keys, folder, buckets)
-        inputs = len(keys.ids)
+        inputs = keys.count
         del keys
         return _write(rows, results_path, inputs, buckets, succeeded_target, errors_target)
 
@@ -113,14 +113,16 @@ def _write(
             later = _set_aside(line, ok, answers)
         del answers
     repeated = int(np.count_nonzero(later))
-    numbers = line * count
+    # The lines to place, in input order (an input line has one at most): a scatter, no sort.
+    kept = np.flatnonzero(placed & ~later)
+    slot = np.full(max(1, inputs), -1, dtype=np.int64)
+    slot[line[kept]] = kept
+    in_order = slot[slot >= 0]
+    del slot, kept
+    numbers = line[in_order] * count
     numbers //= max(1, inputs)
-    bucket = numbers.astype(np.int16)  # radix-sorted; -1: no bucket
+    bounds = np.searchsorted(numbers, np.arange(1, count + 1)).tolist()
     del numbers
-    bucket[~placed] = count
-    by_bucket = np.argsort(bucket, kind="stable")
-    bounds = np.cumsum(np.bincount(bucket, minlength=count + 1)).tolist()
-    del bucket
     buffer = bytearray(min(max(rows.filled, default=0), MAX_BUCKET_BYTES))
     runs, run_bounds = rows.runs(count)
     spills = [path.open("rb", buffering=0) for path in rows.spills()]
@@ -130,12 +132,12 @@ def _write(
             start = 0
             for number in range(count):
                 stop = bounds[number]
-                members = by_bucket[start:stop]
+                members = in_order[start:stop]
                 start = stop
                 if len(members):
                     its = runs[run_bounds[number] : run_bounds[number + 1]]
                     read = _read_bucket(spills, its, rows.filled[number], buffer)
-                    _place(at[members], size[members], members, line, ok, later, read, targets)
+                    _place(at[members], size[members], ok[members], read, targets)
             del buffer
             for source in spills:
                 source.close()
@@ -230,30 +232,21 @@ class _LineReader:
 def _place(
     starts: Ints,
     sizes: Ints,
-    members: Ints,
-    line: Ints,
     ok: NDArray[np.int8],
-    later: NDArray[np.bool_],
     read: Callable[[slice], Any],
     targets: Targets,
 ) -> None:
-    """A bucket's lines, each in its input line's order, into the target of its outcome."""
-    keep = ~later[members]
-    succeeded = ok[members] == 1
-    for wanted, writer in (
-        (keep & succeeded, targets.succeeded),
-        (keep & ~succeeded, targets.errors),
-    ):
-        chosen = np.flatnonzero(wanted)
-        chosen = chosen[np.argsort(line[members[chosen]], kind="stable")]
-        firsts = starts[chosen]
-        lasts = firsts + sizes[chosen]
+    """A bucket's lines (in input order) into the target of their outcome."""
+    succeeded = ok == 1
+    for wanted, writer in ((succeeded, targets.succeeded), (~succeeded, targets.errors)):
+        firsts = starts[wanted]
+        lasts = firsts + sizes[wanted]
         # Writes of a batch each (savefile.BATCH_BYTES): the writer's thread takes each
         # as it is, with no join of its own.
         written = np.cumsum(lasts - firsts)
         total = int(written[-1]) if len(written) else 0
         cuts = np.searchsorted(written, np.arange(BATCH_BYTES, total, BATCH_BYTES)) + 1
-        bounds = [0, *cuts.tolist(), len(chosen)]
+        bounds = [0, *cuts.tolist(), len(firsts)]
         firsts_list, lasts_list = firsts.tolist(), lasts.tolist()
         for low, high in itertools.pairwise(bounds):
             if high > low:

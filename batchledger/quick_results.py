@@ -13,9 +13,17 @@ from typing import Any, NamedTuple
 import numpy as np
 from numpy.typing import NDArray
 
-from batchledger.inline import line_blocks
 from batchledger.quick_inputs import InputKeys
-from batchledger.quick_scan import KINDS, RESULT_FORMS, Block, Ints, follows, gather, two_processes
+from batchledger.quick_scan import (
+    KINDS,
+    RESULT_FORMS,
+    Block,
+    Ints,
+    follows,
+    gather,
+    line_blocks,
+    two_processes,
+)
 from batchledger.result_lines import BLANK, outcome
 from batchledger.split import Segments
 
@@ -51,7 +59,7 @@ def index_all(path: Path, size: int, keys: InputKeys, folder: Path, count: int) 
         second = Rows.restore(folder, "b")
     else:  # the child could not: its half here
         second = _index_results(path, (middle, size), keys, folder, count, "b")
-    first.extend(second, count, max(1, len(keys.ids)))
+    first.extend(second, count, max(1, keys.count))
     return first
 
 
@@ -158,7 +166,7 @@ def _index_results(
     """Read the results' span once: index each line, and write it, with the others of its
     block, to the spill file in input order (so bucket by bucket)."""
     rows = Rows(folder, name)
-    inputs = max(1, len(keys.ids))
+    inputs = max(1, keys.count)
     filled = np.zeros(count, dtype=np.int64)  # bytes in each bucket
     spilled = 0
     try:
