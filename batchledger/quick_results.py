@@ -17,7 +17,9 @@ from batchledger.quick_inputs import InputKeys
 from batchledger.quick_scan import (
     KINDS,
     RESULT_FORMS,
+    TAIL_BYTES,
     Block,
+    Chunk,
     Ints,
     follows,
     gather,
@@ -174,8 +176,8 @@ def _index_results(
             Segments(path, [span]) as stream,
             rows.spills()[0].open("wb", buffering=SPILL_BUFFER) as spill,
         ):
-            for position, block in line_blocks(stream):
-                read = _read_block(span[0] + position, block)
+            for position, chunk in line_blocks(stream):
+                read = _read_block(span[0] + position, chunk)
                 if read.unended is not None:
                     rows.last_unended = read.unended
                 line = keys.lookup(read.ids, read.known)
@@ -224,20 +226,20 @@ class _Read(NamedTuple):
     width: int = 0
 
 
-def _read_block(position: int, block: bytes) -> _Read:
-    end = block.rfind(b"\n") + 1
-    if end == len(block) and b"\x00" not in block:
-        lines_of = Block(block, end)
+def _read_block(position: int, chunk: Chunk) -> _Read:
+    length = chunk.length
+    if length and chunk.buffer[length - 1] == ord("\n") and chunk.find(b"\x00") < 0:
+        lines_of = Block(chunk, length)
         starts, ends = lines_of.starts, lines_of.ends
         quick = _read_quickly(lines_of)
         if quick is not None:
             ids, ok = quick
             size = ends - starts + 1
             width = int(size.max()) if len(size) else 0
-            if width * len(size) <= SLOT_WASTE * len(block):
-                spilled = _slots(block, starts, width)
+            if width <= TAIL_BYTES and width * len(size) <= SLOT_WASTE * length:
+                spilled = _slots(chunk, starts, width)
             else:  # lines of uneven lengths: joined, with no slot
-                spilled, width = _slices(block, starts, ends + 1), 0
+                spilled, width = _slices(chunk, starts, ends + 1), 0
             return _Read(
                 ids,
                 np.ones(len(ids), dtype=bool),
@@ -248,6 +250,8 @@ def _read_block(position: int, block: bytes) -> _Read:
                 spilled,
                 width,
             )
+    block = chunk.bytes()
+    end = block.rfind(b"\n") + 1
     # line by line, as ordering._add_results does (blank lines are no results)
     lines, found, offsets = [], [], []
     unended = None
@@ -280,11 +284,11 @@ def _read_block(position: int, block: bytes) -> _Read:
     return _Read(ids, known, ok, np.array(offsets, dtype=np.int64), size, unended, joined)
 
 
-def _slots(block: bytes, starts: Ints, width: int) -> Callable[[Ints], Any]:
-    """The block's lines `chosen` (their numbers), each in a slot of `width` bytes: one
-    numpy copy of `width` bytes per line, no Python object per line (the slots' tails are
-    never read back)."""
-    padded = np.frombuffer(block + bytes(width), dtype=np.uint8)
+def _slots(chunk: Chunk, starts: Ints, width: int) -> Callable[[Ints], Any]:
+    """The block's lines `chosen` (their numbers), each in a slot of `width` bytes (at most
+    TAIL_BYTES): one numpy copy of `width` bytes per line, no Python object per line (the
+    slots' tails, whatever followed the line, are never read back)."""
+    padded = np.frombuffer(chunk.buffer, dtype=np.uint8)[: chunk.length + width]
     windows = np.lib.stride_tricks.sliding_window_view(padded, width)
 
     def spilled(chosen: Ints) -> Any:
@@ -293,9 +297,9 @@ def _slots(block: bytes, starts: Ints, width: int) -> Callable[[Ints], Any]:
     return spilled
 
 
-def _slices(block: bytes, starts: Ints, stops: Ints) -> Callable[[Ints], bytes]:
+def _slices(chunk: Chunk, starts: Ints, stops: Ints) -> Callable[[Ints], bytes]:
     """Join the block's lines `chosen` (their numbers), each [start, stop): in C."""
-    view = memoryview(block)
+    view = memoryview(chunk.buffer)
 
     def joined(chosen: Ints) -> bytes:
         pieces = map(slice, starts[chosen].tolist(), stops[chosen].tolist())

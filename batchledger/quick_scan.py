@@ -4,7 +4,7 @@ quotes, the bytes at a place eight at a time, a custom_id's bytes gathered into 
 import os
 import threading
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from numpy.typing import NDArray
@@ -13,9 +13,12 @@ PARALLEL_BYTES = 32 * 1024 * 1024  # a file past this: two processes read it at 
 # Bytes read at once: each block costs about 150 numpy calls whatever its size, a fifth of
 # the time at 1 MiB; at 4 MiB, larger allocations cost more than that saves (and 17 MB).
 BLOCK_BYTES = 2 * 1024 * 1024
+# Bytes a block's buffer holds after it: what a pattern, a window or a line's slot may read
+# past the block's end.
+TAIL_BYTES = 64 * 1024
 WINDOW = 32  # bytes of a line read at once, looking for a string's closing quote
 MAX_STRING = 4096  # a string not closed within this many bytes: read the slow way
-_PAD = 40  # bytes past a block's end that follows and a window may read (zeros: in no pattern)
+_PAD = 40  # bytes past a block's end that follows and a window may read
 
 # How the API (compact) and json.dumps (", " and ": ") begin a line: custom_id first; a
 # result's type next.
@@ -30,23 +33,48 @@ _QUOTE, _BACKSLASH, _NEWLINE = ord('"'), ord("\\"), ord("\n")
 Ints = NDArray[np.int64]
 
 
-def line_blocks(stream: Any, size: int = BLOCK_BYTES) -> Iterator[tuple[int, bytes]]:
+class Chunk(NamedTuple):
+    """A block of lines: the first `length` bytes of `buffer`, which holds at least
+    TAIL_BYTES more after them (the start of the next line, or what an earlier block left
+    there). The buffer is reused: a chunk's bytes are valid until the next is read."""
+
+    buffer: bytearray
+    length: int
+
+    def find(self, byte: bytes) -> int:
+        return self.buffer.find(byte, 0, self.length)
+
+    def bytes(self) -> bytes:
+        return bytes(memoryview(self.buffer)[: self.length])
+
+
+def line_blocks(stream: Any, size: int = BLOCK_BYTES) -> Iterator[tuple[int, Chunk]]:
     """The stream in blocks of whole lines (the last may lack its newline), with their
-    positions: inline.line_blocks, in blocks of `size`."""
+    positions, read into one buffer (no copy of the bytes in Python: a block's padding is
+    the bytes that follow it). What follows a block is never taken for part of a pattern:
+    each whole line of a block ends with its newline, and no pattern holds one."""
+    buffer = bytearray(size + TAIL_BYTES)
     position = 0
-    rest = b""
-    while chunk := stream.read(size):
-        if rest:
-            chunk = rest + chunk
-        cut = chunk.rfind(b"\n") + 1
+    kept = 0  # bytes of a line begun by the last read, at the buffer's start
+    while True:
+        room = len(buffer) - TAIL_BYTES
+        if kept == room:  # a line longer than the buffer: a new one, twice as large
+            buffer = buffer + bytes(len(buffer))
+            room = len(buffer) - TAIL_BYTES
+        read = stream.readinto(memoryview(buffer)[kept:room])
+        if not read:
+            if kept:
+                yield position, Chunk(buffer, kept)
+            return
+        filled = kept + read
+        cut = buffer.rfind(b"\n", 0, filled) + 1
         if cut == 0:
-            rest = chunk  # a line longer than a read: keep reading it
+            kept = filled
             continue
-        block, rest = (chunk, b"") if cut == len(chunk) else (chunk[:cut], chunk[cut:])
-        yield position, block
-        position += len(block)
-    if rest:
-        yield position, rest
+        yield position, Chunk(buffer, cut)
+        position += cut
+        kept = filled - cut
+        buffer[:kept] = buffer[cut:filled]
 
 
 class Fallback(Exception):
@@ -88,12 +116,15 @@ class Block:
     """A block of whole lines as numpy sees it: its bytes, where each line begins and
     ends (its newline), the bytes at any place as a word or a window."""
 
-    def __init__(self, block: bytes, end: int) -> None:
-        self.data: NDArray[np.uint8] = np.frombuffer(block, dtype=np.uint8)
-        padded = np.frombuffer(block + bytes(_PAD + 8), dtype=np.uint8)
-        self.words = _words(padded, len(block))
+    def __init__(self, chunk: Chunk, end: int) -> None:
+        length = chunk.length
+        everything = np.frombuffer(chunk.buffer, dtype=np.uint8)
+        self.data: NDArray[np.uint8] = everything[:length]
+        self.words = _words(everything, length)
         # The WINDOW bytes that begin at each place: one fancy index copies them per line.
-        self.windows = np.lib.stride_tricks.sliding_window_view(padded, WINDOW)
+        self.windows = np.lib.stride_tricks.sliding_window_view(
+            everything[: length + _PAD + 8], WINDOW
+        )
         self.starts, self.ends = _lines(self.data, end)
 
     def heads(self, forms: Sequence[tuple[bytes, bytes]]) -> tuple[Any, Ints, Ints, Ints]:
@@ -148,7 +179,8 @@ class Block:
 
 def _words(padded: NDArray[np.uint8], length: int) -> NDArray[np.uint64]:
     """The eight bytes that begin at each position of the block (little-endian; past its
-    end, zeros): overlapping words, one per byte, read by one fancy index per pattern."""
+    end, what follows it in its buffer): overlapping words, one per byte, read by one
+    fancy index per pattern."""
     words: NDArray[np.uint64] = np.ndarray(
         shape=(length + _PAD,), dtype="<u8", buffer=padded, strides=(1,)
     )
