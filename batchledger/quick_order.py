@@ -6,7 +6,7 @@ raising `Fallback`, always before either target is touched.
 
 1. The input (quick_inputs.py): each line's custom_id (read as result_lines' regexes read
    it, with no Python code per line for lines that begin as json.dumps or the API write
-   them: numpy finds the lines, quotes and backslashes (quick_scan.py), and reads the
+   them: numpy finds the lines and each id's closing quote (quick_scan.py), and reads the
    bytes as overlapping 8-byte words), a 64-bit hash of it (`quick_inputs._hashes`) and
    the id itself (a fixed-width numpy bytes array). The hashes are sorted once, with a
    directory on their top bits; two lines with one hash (the same custom_id, or a
@@ -14,15 +14,17 @@ raising `Fallback`, always before either target is touched.
 2. The results (quick_results.py), read once in blocks: each line's custom_id and type
    the same way, its hash looked up, the match confirmed by comparing the ids themselves
    (correctness never rests on a hash). Each line's input line, type, offset, size and
-   place in its bucket go to arrays in files (memmap), and the line itself is appended, in
-   input order with the others of its block, to one of K bucket files by its input line's
-   range (K = the results' size / BUCKET_BYTES).
-3. Here: each bucket, read whole (about BUCKET_BYTES), has its lines put in input order and
-   written to the two targets; the lines that take no place are read back from the
-   results file in the order they came and go to the end of the errors file.
+   place in its bucket go to arrays in files (memmap). The lines go to one spill file,
+   each block's sorted by input line, so in one run per bucket (K buckets by input line
+   range, K = the results' size / BUCKET_BYTES), each line in a fixed-width slot when its
+   block's lines are of even lengths.
+3. Here: each bucket, its runs read whole into one buffer (about BUCKET_BYTES), has its
+   lines joined in input order and written to the two targets, each hashed in a thread of
+   its own beside its writer (result_lines.HashApart); the lines that take no place are
+   read back from the results file in the order they came, to the end of the errors file.
 
 Past quick_scan.PARALLEL_BYTES, the input and then the results are each read by two processes at
-once: the second half by a forked child, which writes its arrays (and bucket files) to
+once: the second half by a forked child, which writes its arrays (and spill file) to
 the temporary folder; if it fails, this process reads that half itself.
 
 Memory: the per-line arrays (about 70 bytes a line: hashes, ids, positions) and a bucket
