@@ -6,7 +6,7 @@ Message Batches answer in any order and mix `succeeded` with `errored`, `cancele
 each line's bytes as the API sent them (a last line without a newline gets one).
 
 Memory stays bounded whatever the size. The quick way (quick_order.py, numpy) hashes the
-custom_ids into arrays in files and moves the lines through bucket files by input range;
+custom_ids into arrays in files and moves the lines through a spill file, by input range;
 what it cannot be sure of (a repeated hash, an odd input) goes the exact way, here: the
 custom_ids of both files go into a temporary SQLite file (results_index.ScratchIndex: a bounded
 page cache, the rest on disk) with, for a result, its outcome and where its bytes are

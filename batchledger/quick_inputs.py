@@ -9,8 +9,16 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-from batchledger.inline import line_blocks
-from batchledger.quick_scan import INPUT_FORMS, Block, Fallback, Ints, gather, two_processes
+from batchledger.quick_scan import (
+    INPUT_FORMS,
+    Block,
+    Chunk,
+    Fallback,
+    Ints,
+    gather,
+    line_blocks,
+    two_processes,
+)
 from batchledger.result_lines import BLANK, input_id
 from batchledger.split import Segments
 
@@ -65,12 +73,12 @@ def _read_input(
     hashes: list[NDArray[np.uint64]] = []
     ids: list[NDArray[np.bytes_]] = []
     with Segments(path, ranges) as stream:
-        for position, block in line_blocks(stream):
-            if b"\x00" in block:
+        for position, chunk in line_blocks(stream):
+            if chunk.find(b"\x00") >= 0:
                 raise Fallback  # an id with a NUL byte: numpy's bytes would drop it
-            found = _input_ids(block)
+            found = _input_ids(chunk)
             if found is None:
-                found = _input_ids_slowly(path, ranges, position, block)
+                found = _input_ids_slowly(path, ranges, position, chunk.bytes())
             if found.dtype.itemsize > MAX_ID_BYTES:
                 raise Fallback
             hashes.append(_hashes(found))
@@ -115,6 +123,7 @@ class InputKeys:
 
     def __init__(self, path: Path, ranges: Sequence[tuple[int, int]], folder: Path) -> None:
         self.ids, every = _read_inputs(path, ranges, folder)
+        self.count = len(self.ids)
         self.where: Ints = np.argsort(every)  # any order of equal hashes: they go the exact way
         self.hashes: NDArray[np.uint64] = every[self.where]
         del every
@@ -175,12 +184,12 @@ def _hashes(ids: NDArray[np.bytes_]) -> NDArray[np.uint64]:
     return hashes
 
 
-def _input_ids(block: bytes) -> NDArray[np.bytes_] | None:
+def _input_ids(chunk: Chunk) -> NDArray[np.bytes_] | None:
     """The custom_id of each line of a block whose lines all begin as json.dumps or the
     API write them (what _INPUT_HEAD reads from those lines); None for another block."""
-    if not block.endswith(b"\n"):
+    if not chunk.length or chunk.buffer[chunk.length - 1] != ord("\n"):
         return None  # a last line with no newline: read line by line
-    lines = Block(block, len(block))
+    lines = Block(chunk, chunk.length)
     good, begin, close, _ = lines.heads(INPUT_FORMS)
     if not bool(good.all()):
         return None

@@ -6,7 +6,7 @@ raising `Fallback`, always before either target is touched.
 
 1. The input (quick_inputs.py): each line's custom_id (read as result_lines' regexes read
    it, with no Python code per line for lines that begin as json.dumps or the API write
-   them: numpy finds the lines, quotes and backslashes (quick_scan.py), and reads the
+   them: numpy finds the lines and each id's closing quote (quick_scan.py), and reads the
    bytes as overlapping 8-byte words), a 64-bit hash of it (`quick_inputs._hashes`) and
    the id itself (a fixed-width numpy bytes array). The hashes are sorted once, with a
    directory on their top bits; two lines with one hash (the same custom_id, or a
@@ -14,24 +14,27 @@ raising `Fallback`, always before either target is touched.
 2. The results (quick_results.py), read once in blocks: each line's custom_id and type
    the same way, its hash looked up, the match confirmed by comparing the ids themselves
    (correctness never rests on a hash). Each line's input line, type, offset, size and
-   place in its bucket go to arrays in files (memmap), and the line itself is appended, in
-   input order with the others of its block, to one of K bucket files by its input line's
-   range (K = the results' size / BUCKET_BYTES).
-3. Here: each bucket, read whole (about BUCKET_BYTES), has its lines put in input order and
-   written to the two targets; the lines that take no place are read back from the
-   results file in the order they came and go to the end of the errors file.
+   place in its bucket go to arrays in files (memmap). The lines go to one spill file,
+   each block's sorted by input line, so in one run per bucket (K buckets by input line
+   range, K = the results' size / BUCKET_BYTES), each line in a fixed-width slot when its
+   block's lines are of even lengths.
+3. Here: each bucket, its runs read whole into one buffer (about BUCKET_BYTES), has its
+   lines joined in input order and written to the two targets, each hashed in a thread of
+   its own beside its writer (result_lines.HashApart); the lines that take no place are
+   read back from the results file in the order they came, to the end of the errors file.
 
 Past quick_scan.PARALLEL_BYTES, the input and then the results are each read by two processes at
-once: the second half by a forked child, which writes its arrays (and bucket files) to
+once: the second half by a forked child, which writes its arrays (and spill file) to
 the temporary folder; if it fails, this process reads that half itself.
 
 Memory: the per-line arrays (about 70 bytes a line: hashes, ids, positions) and a bucket
 or two, whatever the results' size; the files are read and written in large blocks.
 """
 
+import bisect
+import gc
 import itertools
 import os
-import queue
 import tempfile
 import threading
 from collections.abc import Callable, Sequence
@@ -50,11 +53,29 @@ from batchledger.savefile import BATCH_BYTES
 
 BUCKET_BYTES = 4 * 1024 * 1024  # result bytes per bucket, read whole when it is written
 MAX_BUCKET_BYTES = 4 * BUCKET_BYTES  # a larger bucket is read line by line
-MAX_BUCKETS = 400  # open files at once (and < 2**15); past that, buckets grow
+MAX_BUCKETS = 400  # buckets at most (< 2**15); past that, buckets grow
 WRITE_LINES = 2048  # lines joined into one write (the GIL is held that long)
 
 
 def order(
+    input_path: Path,
+    results_path: Path,
+    succeeded_target: Path,
+    errors_target: Path,
+    ranges: Sequence[tuple[int, int]],
+) -> Ordered:
+    # A million lines make millions of short-lived memoryviews and slices, which the cyclic
+    # collector would walk again and again (5 % of the CPU time): none of them is a cycle.
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        return _order(input_path, results_path, succeeded_target, errors_target, ranges)
+    finally:
+        if collecting:
+            gc.enable()
+
+
+def _order(
     input_path: Path,
     results_path: Path,
     succeeded_target: Path,
@@ -67,7 +88,7 @@ def order(
         size = results_path.stat().st_size
         buckets = max(1, min(MAX_BUCKETS, -(-size // BUCKET_BYTES)))
         rows = index_all(results_path, size, keys, folder, buckets)
-        inputs = len(keys.ids)
+        inputs = keys.count
         del keys
         return _write(rows, results_path, inputs, buckets, succeeded_target, errors_target)
 
@@ -94,40 +115,49 @@ def _write(
             later = _set_aside(line, ok, answers)
         del answers
     repeated = int(np.count_nonzero(later))
-    numbers = line * count
+    # The lines to place, in input order (an input line has one at most): a scatter, no sort.
+    kept = np.flatnonzero(placed & ~later)
+    slot = np.full(max(1, inputs), -1, dtype=np.int64)
+    slot[line[kept]] = kept
+    in_order = slot[slot >= 0]
+    del slot, kept
+    numbers = line[in_order] * count
     numbers //= max(1, inputs)
-    bucket = numbers.astype(np.int16)  # radix-sorted; -1: no bucket
+    bounds = np.searchsorted(numbers, np.arange(1, count + 1)).tolist()
     del numbers
-    bucket[~placed] = count
-    by_bucket = np.argsort(bucket, kind="stable")
-    bounds = np.cumsum(np.bincount(bucket, minlength=count + 1)).tolist()
-    del bucket
     buffer = bytearray(min(max(rows.filled, default=0), MAX_BUCKET_BYTES))
-    # A bucket's files, once read, are deleted by a thread (0.2 s of unlink for 366 MB).
-    done: queue.SimpleQueue[list[Path] | None] = queue.SimpleQueue()
-    remover = threading.Thread(target=_remove, args=(done,), name="batchledger-order-rm")
-    remover.start()
+    runs, run_bounds = rows.runs(count)
+    spills = [path.open("rb", buffering=0) for path in rows.spills()]
+    remover: threading.Thread | None = None
     try:
         with Targets(succeeded_target, errors_target) as targets:
             start = 0
             for number in range(count):
                 stop = bounds[number]
-                members = by_bucket[start:stop]
+                members = in_order[start:stop]
                 start = stop
                 if len(members):
-                    _write_bucket(
-                        rows.bucket(number), members, line, ok, size, at, later, targets, buffer
-                    )
-                done.put(rows.bucket(number))
+                    its = runs[run_bounds[number] : run_bounds[number + 1]]
+                    read = _read_bucket(spills, its, rows.filled[number], buffer)
+                    _place(at[members], size[members], ok[members], read, targets)
             del buffer
+            for source in spills:
+                source.close()
+            # 366 MB of spill removed by a thread, while the rest is written and synced
+            remover = threading.Thread(
+                target=_remove, args=(rows.spills(),), name="batchledger-order-rm"
+            )
+            remover.start()
             rest = np.flatnonzero(~placed | later)
             if len(rest):
                 offset: Ints = rows.load("offset", np.int64)
                 _write_rest(results_path, rest, offset, size, rows.last_unended, targets.errors)
             saved = targets.commit()
     finally:
-        done.put(None)
-        remover.join()
+        for source in spills:
+            source.close()
+        if remover is not None:
+            remover.join()
     return Ordered(
         succeeded=saved[0],
         errors=saved[1],
@@ -138,10 +168,9 @@ def _write(
     )
 
 
-def _remove(done: "queue.SimpleQueue[list[Path] | None]") -> None:
-    while (paths := done.get()) is not None:
-        for path in paths:
-            path.unlink(missing_ok=True)
+def _remove(paths: list[Path]) -> None:
+    for path in paths:
+        path.unlink(missing_ok=True)
 
 
 def _set_aside(line: Ints, ok: NDArray[np.int8], answers: Ints) -> NDArray[np.bool_]:
@@ -157,82 +186,69 @@ def _set_aside(line: Ints, ok: NDArray[np.int8], answers: Ints) -> NDArray[np.bo
     return later
 
 
-def _write_bucket(
-    paths: list[Path],
-    members: Ints,
-    line: Ints,
-    ok: NDArray[np.int8],
-    size: Ints,
-    at: Ints,
-    later: NDArray[np.bool_],
-    targets: Targets,
-    buffer: bytearray,
-) -> None:
-    """A bucket's lines, read whole into `buffer` (line by line if it is larger)."""
-    starts = at[members]
-    ends = starts + size[members]
-    total = int(size[members].sum())
-    sources = [path.open("rb", buffering=0) for path in paths]
-    try:
-        sizes = [os.fstat(source.fileno()).st_size for source in sources]
-        if sum(sizes) != total:
+def _read_bucket(
+    spills: list[Any], runs: Ints, filled: int, buffer: bytearray
+) -> Callable[[slice], Any]:
+    """A bucket's bytes by slice: its runs read whole into `buffer`, one after another
+    (if it is larger, each line read when asked for)."""
+    if int(runs[:, 2].sum()) != filled:
+        raise OSError("a temporary file of the ordering changed")
+    fds = [source.fileno() for source in spills]
+    if filled > len(buffer):  # the input's lines got their results' bytes unevenly
+        return _LineReader(fds, runs)
+    view = memoryview(buffer)
+    done = 0
+    for part, offset, length in runs.tolist():
+        if _read_into(fds[part], view[done : done + length], offset) != length:
             raise OSError("a temporary file of the ordering changed")
-        if total <= len(buffer):
-            filled = 0
-            for source, length in zip(sources, sizes, strict=True):
-                if source.readinto(memoryview(buffer)[filled : filled + length]) != length:
-                    raise OSError("a temporary file of the ordering changed")
-                filled += length
-            read: Callable[[slice], Any] = memoryview(buffer)[:total].__getitem__
-        else:  # the input's lines got their results' bytes unevenly: line by line
-            read = _LineReader(sources, sizes)
-        _place(starts, ends, members, line, ok, later, read, targets)
-    finally:
-        for source in sources:
-            source.close()
+        done += length
+    return view[:filled].__getitem__
+
+
+def _read_into(fd: int, view: memoryview, offset: int) -> int:
+    if hasattr(os, "preadv"):
+        return os.preadv(fd, [view], offset)
+    data = os.pread(fd, len(view), offset)
+    view[: len(data)] = data
+    return len(data)
 
 
 class _LineReader:
-    """A line of a bucket by its slice, read from the bucket's files (one after another)."""
+    """A line of a bucket by its slice, read from the bucket's runs (one after another)."""
 
-    def __init__(self, sources: list[Any], sizes: list[int]) -> None:
-        self.sources, self.sizes = sources, sizes
+    def __init__(self, fds: list[int], runs: Ints) -> None:
+        self.fds = fds
+        self.runs = runs.tolist()
+        self.firsts = [0, *itertools.accumulate(run[2] for run in self.runs)]
 
     def __call__(self, piece: slice) -> bytes:
-        start = piece.start
-        for source, length in zip(self.sources, self.sizes, strict=True):
-            if start < length:
-                return os.pread(source.fileno(), piece.stop - piece.start, start)
-            start -= length
-        raise OSError("a temporary file of the ordering changed")
+        number = bisect.bisect_right(self.firsts, piece.start) - 1
+        if not 0 <= number < len(self.runs):
+            raise OSError("a temporary file of the ordering changed")
+        part, offset, _ = self.runs[number]
+        return os.pread(
+            self.fds[part], piece.stop - piece.start, offset + piece.start - self.firsts[number]
+        )
 
 
 def _place(
     starts: Ints,
-    ends: Ints,
-    members: Ints,
-    line: Ints,
+    sizes: Ints,
     ok: NDArray[np.int8],
-    later: NDArray[np.bool_],
     read: Callable[[slice], Any],
     targets: Targets,
 ) -> None:
-    """A bucket's lines, each in its input line's order, into the target of its outcome."""
-    keep = ~later[members]
-    succeeded = ok[members] == 1
-    for wanted, writer in (
-        (keep & succeeded, targets.succeeded),
-        (keep & ~succeeded, targets.errors),
-    ):
-        chosen = np.flatnonzero(wanted)
-        chosen = chosen[np.argsort(line[members[chosen]], kind="stable")]
-        firsts, lasts = starts[chosen], ends[chosen]
+    """A bucket's lines (in input order) into the target of their outcome."""
+    succeeded = ok == 1
+    for wanted, writer in ((succeeded, targets.succeeded), (~succeeded, targets.errors)):
+        firsts = starts[wanted]
+        lasts = firsts + sizes[wanted]
         # Writes of a batch each (savefile.BATCH_BYTES): the writer's thread takes each
         # as it is, with no join of its own.
         written = np.cumsum(lasts - firsts)
         total = int(written[-1]) if len(written) else 0
         cuts = np.searchsorted(written, np.arange(BATCH_BYTES, total, BATCH_BYTES)) + 1
-        bounds = [0, *cuts.tolist(), len(chosen)]
+        bounds = [0, *cuts.tolist(), len(firsts)]
         firsts_list, lasts_list = firsts.tolist(), lasts.tolist()
         for low, high in itertools.pairwise(bounds):
             if high > low:

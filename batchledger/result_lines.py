@@ -3,16 +3,21 @@ written atomically. Shared by the exact way (ordering.py) and the quick way (qui
 
 import json
 import os
+import queue
 import re
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from batchledger.errors import BatchledgerError, UsageError
 from batchledger.savefile import (
+    QUEUED_BATCHES,
+    WRITEBACK_BYTES,
     BackgroundWriter,
     Saved,
+    _start_writeback,
     new_part,
     prepare_target,
     sync_directory,
@@ -121,7 +126,7 @@ class Targets:
             part, out = new_part(target)
             self._parts.append(part)
             self._outs.append(out)
-            self._writers.append(BackgroundWriter(out))
+            self._writers.append(HashApart(out))
         self.succeeded, self.errors = self._writers
 
     def __enter__(self) -> "Targets":
@@ -154,3 +159,53 @@ class Targets:
         for out, part in zip(self._outs, self._parts, strict=True):
             out.close()
             part.unlink(missing_ok=True)
+
+
+class HashApart(BackgroundWriter):
+    """A BackgroundWriter whose sha256 is taken by a thread of its own, beside the writes.
+
+    The ordering hands its targets 366 MB in a second or so: one thread that both writes
+    (into the page cache) and hashes is then what the main thread waits for
+    (bench/ordering.py). Here the writer passes each batch on to a hashing thread, and
+    both work at once (each call releases the GIL).
+    """
+
+    def __init__(self, out: BinaryIO) -> None:
+        self._hashing: queue.Queue[bytes | None] = queue.Queue(maxsize=QUEUED_BATCHES)
+        super().__init__(out)
+        self._hasher = threading.Thread(target=self._hash, name="batchledger-hash", daemon=True)
+        self._hasher.start()
+
+    def _hash(self) -> None:
+        while (data := self._hashing.get()) is not None:
+            self._digest.update(data)
+
+    def _run(self) -> None:
+        written = written_out = 0
+        try:
+            while (batch := self._queue.get()) is not None:
+                if self._abandoned.is_set():
+                    continue
+                data = b"".join(batch)
+                self._hashing.put(data)
+                self._out.write(data)
+                written += len(data)
+                if written - written_out >= WRITEBACK_BYTES:
+                    self._out.flush()
+                    _start_writeback(self._out.fileno(), written_out, written - written_out)
+                    written_out = written
+        except BaseException as exc:  # raised again in the reading thread
+            self._error = exc
+        finally:
+            self._hashing.put(None)
+
+    def finish(self) -> str:
+        if self._pending:
+            self._hand_over(self._take_pending())
+        self._hand_over(None)
+        self._thread.join()
+        self._hasher.join()
+        self._raise_if_failed()
+        self._out.flush()
+        os.fsync(self._out.fileno())
+        return self._digest.hexdigest()

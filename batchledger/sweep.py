@@ -5,7 +5,7 @@ of an account's batches that saves it round trips; and `sync`.
 Nothing here prints; the CLI turns the returned values into output.
 """
 
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -224,7 +224,7 @@ def sweep(
 
     pool = ThreadPoolExecutor(max_workers=concurrency)
     try:
-        reports = list(pool.map(check_row, rows))
+        reports = [_result(future) for future in [pool.submit(check_row, row) for row in rows]]
     except BaseException:
         # Ctrl-C: stop now. Checks not started are dropped; downloads in flight stop at
         # their next chunk and remove their temporary files.
@@ -233,6 +233,24 @@ def sweep(
         raise
     pool.shutdown()
     return reports
+
+
+# How often the main thread wakes while it waits on the workers (see _result).
+WAKE_SECONDS = 0.2
+
+
+def _result(future: "Future[BatchReport]") -> BatchReport:
+    """The future's result, waited for in short sleeps, so that a Ctrl-C is seen at once.
+
+    The kernel hands a process's SIGINT to any thread that does not block it, and a worker
+    may take it (a thread it starts unblocks signals as it begins: a download's writer).
+    CPython then only flags it for the main thread, whose Python handler runs when that
+    thread next runs Python code: asleep on a lock with no timeout, it would not until the
+    worker's check returned (a stalled download: minutes; tests/test_faults.py).
+    """
+    while not future.done():
+        wait([future], timeout=WAKE_SECONDS)
+    return future.result()
 
 
 def list_batches(

@@ -184,3 +184,26 @@ def test_a_bad_input_line_is_named_wherever_it_is(tmp_path, monkeypatch, paralle
     ):
         ordering.order_results(twice, results, tmp_path / "o.jsonl", tmp_path / "o.err")
     assert not (tmp_path / "o.jsonl").exists() and not (tmp_path / "o.err").exists()
+
+
+@pytest.mark.parametrize("parallel", [None, 1], ids=["one process", "two processes"])
+def test_lines_longer_than_a_block_or_its_slots(tmp_path, monkeypatch, parallel):
+    """A block is read into a reused buffer (quick_scan.line_blocks), which grows for a line
+    longer than it; a line longer than the bytes after a block (TAIL_BYTES) is spilled
+    without a slot. The bytes are the exact way's either way."""
+    monkeypatch.setattr(quick_scan, "BLOCK_BYTES", 4096)
+    monkeypatch.setattr(quick_scan.line_blocks, "__defaults__", (4096,))
+    if parallel is not None:
+        monkeypatch.setattr(quick_scan, "PARALLEL_BYTES", parallel)
+    input_path = tmp_path / "in.jsonl"
+    input_path.write_bytes(b"".join(request(n, compact=n % 2 == 0) for n in range(60)))
+    lines = [result(f"req-{n}", ("succeeded", "errored")[n % 3 == 0]) for n in range(60)]
+    for n, length in ((5, 10_000), (17, quick_scan.TAIL_BYTES + 10), (30, 3 * 4096)):
+        lines[n] = result(f"req-{n}", "succeeded")[:-2] + b', "pad": "' + b"x" * length + b'"}}'
+    random.Random(5).shuffle(lines)
+    results = tmp_path / "results.jsonl"
+    results.write_bytes(b"\n".join(lines) + b"\n")
+    quick, exact = both_ways(tmp_path, input_path, results, [(0, input_path.stat().st_size)])
+    assert (tmp_path / "q.jsonl").read_bytes() == (tmp_path / "x.jsonl").read_bytes()
+    assert (tmp_path / "q.err").read_bytes() == (tmp_path / "x.err").read_bytes()
+    assert quick == exact and quick.placed == 60
