@@ -6,7 +6,6 @@ the prices from `prices` (batch rates). No key, no network, no ledger.
 """
 
 import re
-import threading
 from collections.abc import Iterator, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -17,6 +16,7 @@ from batchledger.errors import Refused
 from batchledger.ledger import InputFile, Ledger, Table
 from batchledger.prices import KeptPrices, PriceList, Quote
 from batchledger.split import plan_parts, split_wanted
+from batchledger.threads import start_thread
 from batchledger.tokens import BYTES_PER_TOKEN, count_input
 from batchledger.usage import PER_TOKENS
 
@@ -253,7 +253,7 @@ def scan_in_background(path: Path, size: int, ledger: Ledger) -> "Future[CostEst
         except BaseException as exc:  # handed to whoever waits on the future
             future.set_exception(exc)
 
-    threading.Thread(target=run, name="batchledger-estimate", daemon=True).start()
+    start_thread(run, "batchledger-estimate")
     return future
 
 

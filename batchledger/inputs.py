@@ -2,13 +2,13 @@
 
 import dataclasses
 import hashlib
-import threading
 from concurrent.futures import Future
 from pathlib import Path
 
 from batchledger.errors import UsageError
 from batchledger.ledger import InputFile
 from batchledger.split import SPARSE_LINE_BYTES
+from batchledger.threads import start_thread
 
 HASH_CHUNK_BYTES = 1024 * 1024
 COUNT_CHUNK_BYTES = 4 * 1024 * 1024
@@ -126,7 +126,7 @@ def hash_input_in_background(path: Path, path_text: str) -> "Future[InputFile]":
         except BaseException as exc:  # handed to whoever waits on the future
             future.set_exception(exc)
 
-    threading.Thread(target=run, name="batchledger-hash", daemon=True).start()
+    start_thread(run, "batchledger-hash")
     return future
 
 

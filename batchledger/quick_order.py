@@ -50,6 +50,7 @@ from batchledger.quick_scan import Fallback as Fallback
 from batchledger.quick_scan import Ints
 from batchledger.result_lines import Ordered, Targets
 from batchledger.savefile import BATCH_BYTES
+from batchledger.threads import start_thread
 
 BUCKET_BYTES = 4 * 1024 * 1024  # result bytes per bucket, read whole when it is written
 MAX_BUCKET_BYTES = 4 * BUCKET_BYTES  # a larger bucket is read line by line
@@ -144,10 +145,7 @@ def _write(
             for source in spills:
                 source.close()
             # 366 MB of spill removed by a thread, while the rest is written and synced
-            remover = threading.Thread(
-                target=_remove, args=(rows.spills(),), name="batchledger-order-rm"
-            )
-            remover.start()
+            remover = start_thread(_remove, "batchledger-order-rm", (rows.spills(),), daemon=False)
             rest = np.flatnonzero(~placed | later)
             if len(rest):
                 offset: Ints = rows.load("offset", np.int64)

@@ -5,7 +5,6 @@ import json
 import os
 import queue
 import re
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ from batchledger.savefile import (
     prepare_target,
     sync_directory,
 )
+from batchledger.threads import start_thread
 
 # A result line as the API writes it: custom_id first, then result, whose type comes first.
 # Read as a JSON parser would read these tokens: the id has no quote and no backslash, so
@@ -173,8 +173,7 @@ class HashApart(BackgroundWriter):
     def __init__(self, out: BinaryIO) -> None:
         self._hashing: queue.Queue[bytes | None] = queue.Queue(maxsize=QUEUED_BATCHES)
         super().__init__(out)
-        self._hasher = threading.Thread(target=self._hash, name="batchledger-hash", daemon=True)
-        self._hasher.start()
+        self._hasher = start_thread(self._hash, "batchledger-hash")
 
     def _hash(self) -> None:
         while (data := self._hashing.get()) is not None:

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import BinaryIO, NamedTuple
 
 from batchledger.errors import BatchledgerError
+from batchledger.threads import start_thread
 
 try:
     import fcntl
@@ -120,8 +121,7 @@ class BackgroundWriter:
         self._queue: queue.Queue[list[bytes] | None] = queue.Queue(maxsize=QUEUED_BATCHES)
         self._abandoned = threading.Event()
         self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="batchledger-writer", daemon=True)
-        self._thread.start()
+        self._thread = start_thread(self._run, "batchledger-writer")
 
     def write(self, chunk: bytes) -> None:
         self._pending.append(chunk)
