@@ -130,10 +130,22 @@ SHOW_FIELDS = (
 )
 
 
+COST_FIELDS = frozenset({"estimated_cost_min", "estimated_cost_max", "actual_cost"})
+
+
+def field_text(name: str, value: Any) -> str:
+    """A ledger value as `show` prints it: costs in US dollars to six decimals."""
+    return f"{value:.6f} USD" if name in COST_FIELDS and value is not None else str(value)
+
+
 def show_lines(row: Row, history: list[Row]) -> list[str]:
     """Everything the ledger knows about one batch, as `key: value` lines and a history."""
     lines = [f"{name}: {row[name]}" for name in SHOW_FIELDS[:2]]
-    lines += [f"{name}: {row[name]}" for name in SHOW_FIELDS[2:] if row.get(name) is not None]
+    lines += [
+        f"{name}: {field_text(name, row[name])}"
+        for name in SHOW_FIELDS[2:]
+        if row.get(name) is not None
+    ]
     lines += [f"metadata: {key}={value}" for key, value in metadata_of(row).items()]
     for kind in ("input", "output"):
         if row.get(f"{kind}_expires_after"):

@@ -4,7 +4,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, TextIO
 
 from batchledger.batches import JobStatus, Row
-from batchledger.render import display_path, tabulate
+from batchledger.render import display_path, field_text, tabulate
 
 if TYPE_CHECKING:
     from batchledger.jobs import JobReport
@@ -55,7 +55,7 @@ def show_job_lines(
         "actual_cost",
     )
     lines = [
-        f"{name.replace('_', ' ') if name == 'retry_of' else name}: {job[name]}"
+        f"{name.replace('_', ' ') if name == 'retry_of' else name}: {field_text(name, job[name])}"
         for name in fields
         if job.get(name) is not None
     ]

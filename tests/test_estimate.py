@@ -212,7 +212,7 @@ def test_max_cost_lets_an_input_under_it_through(cli, emulator: EmulatorServer, 
     assert row["estimated_cost_max"] == pytest.approx(planned["cost_max"])
     shown = cli("show", "last").out
     assert f"estimated_input_tokens: {row['estimated_input_tokens']}" in shown
-    assert f"estimated_cost_max: {row['estimated_cost_max']}" in shown
+    assert f"estimated_cost_max: {row['estimated_cost_max']:.6f} USD" in shown
     (listed,) = json.loads(cli("list", "--json").out)
     assert listed["estimated_cost_max"] == pytest.approx(row["estimated_cost_max"])
 
@@ -230,7 +230,9 @@ def test_a_job_records_its_estimate_and_its_parts_none(
     assert job["estimated_input_tokens"] == planned["models"][0]["input_tokens"]
     assert job["estimated_cost_max"] == pytest.approx(planned["cost_max"])
     assert [row["estimated_cost_max"] for row in ledger_rows()] == [None, None]
-    assert f"estimated_cost_max: {job['estimated_cost_max']}" in cli("show", job["job_id"]).out
+    assert (
+        f"estimated_cost_max: {job['estimated_cost_max']:.6f} USD" in cli("show", job["job_id"]).out
+    )
 
 
 def test_a_create_without_a_budget_records_an_estimate_from_bytes(

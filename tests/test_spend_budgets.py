@@ -294,7 +294,7 @@ def test_a_final_batch_records_its_actual_cost_shown_listed_and_summed_by_usage(
     assert live is None  # not final: no actual cost yet
     expected = cost_of(usage_tokens(json.loads(row["usage"])), PriceList().get("gpt-4o-mini"))
     assert expected > 0 and row["actual_cost"] == pytest.approx(expected)
-    assert f"actual_cost: {row['actual_cost']}" in shown.out.splitlines()
+    assert f"actual_cost: {row['actual_cost']:.6f} USD" in shown.out.splitlines()
     assert listed[0]["actual_cost"] == pytest.approx(expected)
     assert priced[0]["cost"] == pytest.approx(expected)
     # usage sums the recorded costs (as priced when the batch ended), not today's prices ...
@@ -329,7 +329,7 @@ def test_a_merged_job_records_the_sum_of_its_attempts_costs(
     assert jobs[0]["status"] == "done" and len(attempts) == 2
     assert all(attempt["actual_cost"] > 0 for attempt in attempts)
     assert jobs[0]["actual_cost"] == pytest.approx(sum(a["actual_cost"] for a in attempts))
-    assert f"actual_cost: {jobs[0]['actual_cost']}" in shown.out.splitlines()
+    assert f"actual_cost: {jobs[0]['actual_cost']:.6f} USD" in shown.out.splitlines()
     assert as_json["actual_cost"] == jobs[0]["actual_cost"]
     [job_line] = [item for item in listed if item.get("job_id") == job_id]
     assert job_line["actual_cost"] == jobs[0]["actual_cost"]
