@@ -19,7 +19,7 @@ from batchledger.jobs.parts import JobReport, input_changed, result_lines
 from batchledger.merge import concat
 from batchledger.paths import default_results_path, errors_path_for
 from batchledger.redo import merge_attempts
-from batchledger.rows import BatchRow, JobRow, Kind, saved_columns
+from batchledger.rows import RESULT_KINDS, BatchRow, JobRow, Kind, saved_columns
 from batchledger.savefile import Saved, prepare_target
 from batchledger.usage import job_cost
 
@@ -110,9 +110,9 @@ def rebuild_job_results(
     recorded there: copied from the merged files the ledger recorded when they are intact
     (same size and sha256), else merged again from the parts' results in jobs/<job_id>/,
     in part order, or (once retries were merged into it) one line per custom_id from its
-    parts' results and its retries', as `retry` merged them. A part's file that is gone or
-    changed is downloaded again if `download` (retrieve), else refused naming it (retry,
-    which must not read the API to plan)."""
+    parts' results and its retries' (their merged results, or their parts'), as `retry`
+    merged them. A part's file that is gone or changed is downloaded again if `download`
+    (retrieve), else refused naming it (retry, which must not read the API to plan)."""
     targets: dict[Kind, Path] = {"output": target, "error": errors_path_for(target)}
     kinds = [kind for kind in targets if saved_columns(job, kind)["path"]]
     intact = {kind: recorded_intact(job, kind) for kind in kinds}
@@ -137,9 +137,15 @@ def rebuild_job_results(
                 "answers are merged in by the input's lines"
             )
     if_changed: retry_merge.IfChanged = "download" if download else "refuse"
-    attempts = [
-        pair for run in (job, *retries) for pair in retry_merge.part_files(ctx, run, if_changed)
-    ]
+    attempts = retry_merge.part_files(ctx, job, if_changed)
+    for retry in retries:
+        # A retry's merged results are its parts' (a retry has no retries of its own):
+        # those as they were merged into the job while they are intact, else its parts'.
+        merged = {kind: recorded_intact(retry, kind) for kind in RESULT_KINDS}
+        if all(merged[kind] for kind in RESULT_KINDS if saved_columns(retry, kind)["path"]):
+            attempts.append((merged["output"], merged["error"]))
+        else:
+            attempts += retry_merge.part_files(ctx, retry, if_changed)
     existed = {kind: path.exists() for kind, path in targets.items()}
     results: dict[Kind, Saved | None] = {}
     if retries:
