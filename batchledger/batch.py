@@ -17,7 +17,6 @@ from batchledger.batches import (
     FINAL_STATUSES,
     SAVABLE_STATUSES,
     BatchRef,
-    Row,
     has_results,
     progress_of,
     results_expiring,
@@ -34,6 +33,7 @@ from batchledger.paths import default_results_path, errors_path_for
 from batchledger.polling import Backoff
 from batchledger.prices import PriceList
 from batchledger.providers import Inline, Provider, Uploaded, upload_name
+from batchledger.rows import BatchRow, JobRow, Kind, saved_columns
 from batchledger.savefile import save_chunks
 from batchledger.usage import batch_cost, usage_of_results
 
@@ -42,7 +42,7 @@ from batchledger.usage import batch_cost, usage_of_results
 class Submitted:
     file_id: str
     batch: dict[str, Any]
-    row: Row
+    row: BatchRow
     recovered: bool = False  # the batch was made by an earlier create that was cut off
 
 
@@ -60,7 +60,7 @@ class BatchReport:
 
     ref: BatchRef
     batch: dict[str, Any] | None = None
-    row: Row | None = None
+    row: BatchRow | None = None
     saved: list[SavedFile] = field(default_factory=list)
     already_saved: bool = False  # retrieve found the results saved and unchanged
     error: BatchledgerError | None = None  # the check failed
@@ -79,7 +79,7 @@ def record(
     action: str,
     row_id: int | None = None,
     origin: str = "lookup",
-) -> Row:
+) -> BatchRow:
     """Store what the API said of a batch of `ref`'s account."""
     return ctx.ledger.batches.record_batch(
         batch,
@@ -153,7 +153,7 @@ def _submit_claimed(
     ctx: Context,
     provider: Provider,
     input_: InputFile,
-    row: Row,
+    row: BatchRow,
     resumed: bool,
     details: CreateDetails,
     *,
@@ -244,14 +244,14 @@ def upload_once(
 def create_with_ref(
     ctx: Context,
     provider: Provider,
-    row: Row,
+    row: BatchRow,
     uploaded: Uploaded,
     endpoint: str,
     window: str,
     details: CreateDetails,
     exclude: Collection[str] = (),
     inline: Inline | None = None,
-) -> tuple[dict[str, Any], Row]:
+) -> tuple[dict[str, Any], BatchRow]:
     """Create the batch of ledger row `row` from `uploaded`, and record it.
 
     The ledger's ref travels with the batch, so the batch can be found again by listing the
@@ -283,7 +283,7 @@ def create_with_ref(
 
 
 def known_batches(
-    ctx: Context, provider: Provider, row: Row, known: Collection[str]
+    ctx: Context, provider: Provider, row: BatchRow, known: Collection[str]
 ) -> Collection[str]:
     """The batches a search for what a lost create made must pass over: those recorded
     from the same upload; where batches carry no metadata (nothing tells them apart but
@@ -320,7 +320,7 @@ def save_if_finished(
     report.row = ctx.ledger.batches.get_row(row["id"])
 
 
-def retention_warning(ctx: Context, row: Row | None) -> str | None:
+def retention_warning(ctx: Context, row: BatchRow | None) -> str | None:
     """A warning when a batch's unsaved results are within a day of the end of the time
     its provider keeps them (Anthropic: 29 days from the batch's creation)."""
     account = ctx.accounts.get(row["account"]) if row is not None else None
@@ -390,31 +390,32 @@ def retrieve(ctx: Context, ref: BatchRef, out: Path | None, *, again: bool = Fal
 
 def result_paths(
     batch: dict[str, Any], out: Path | None, out_dir: Path | None = None
-) -> list[tuple[str, str, Path]]:
+) -> list[tuple[Kind, str, Path]]:
     """(kind, file id, local path) of each result file the batch has."""
     out_path = out or (out_dir or Path()) / default_results_path(batch["id"])
     out_path = out_path.expanduser().absolute()
-    candidates = [
+    candidates: list[tuple[Kind, str | None, Path]] = [
         ("output", batch.get("output_file_id"), out_path),
         ("error", batch.get("error_file_id"), errors_path_for(out_path)),
     ]
     return [(kind, file_id, path) for kind, file_id, path in candidates if file_id]
 
 
-def saved_unchanged(row: Row, kind: str, path: Path) -> bool:
+def saved_unchanged(row: BatchRow | JobRow, kind: Kind, path: Path) -> bool:
     """The ledger saved this file at `path`, and the bytes there are still the same."""
-    if row[f"{kind}_path"] != str(path) or not path.is_file():
+    saved = saved_columns(row, kind)
+    if saved["path"] != str(path) or not path.is_file():
         return False
-    if path.stat().st_size != row[f"{kind}_bytes"]:
+    if path.stat().st_size != saved["bytes"]:
         return False
-    return bool(sha256_of(path) == row[f"{kind}_sha256"])
+    return bool(sha256_of(path) == saved["sha256"])
 
 
 def save_results(
     ctx: Context,
     ref: BatchRef,
     batch: dict[str, Any],
-    row: Row,
+    row: BatchRow,
     out: Path | None,
     out_dir: Path | None = None,
 ) -> list[SavedFile]:
@@ -446,7 +447,7 @@ def _save_in_input_order(
     ctx: Context,
     provider: Provider,
     batch: dict[str, Any],
-    row: Row,
+    row: BatchRow,
     out: Path | None,
     out_dir: Path | None,
 ) -> list[SavedFile]:
@@ -475,7 +476,7 @@ def _save_in_input_order(
             ctx.ledger.batches.record_event(row["id"], "save_output_interrupted", str(output))
             raise
         ordered = order_results(
-            Path(row["input_path"]),
+            Path(row["input_path"]) if row["input_path"] else None,  # None: made elsewhere
             raw,
             targets["output"],
             targets["error"],
@@ -510,7 +511,7 @@ def _save_in_input_order(
     return saved
 
 
-def _sent_ranges(ctx: Context, row: Row) -> list[tuple[int, int]] | None:
+def _sent_ranges(ctx: Context, row: BatchRow) -> list[tuple[int, int]] | None:
     """The byte ranges of its input a batch was sent: a part's, or all of it (None)."""
     if row["part"] is None:
         return None

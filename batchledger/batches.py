@@ -6,9 +6,11 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from batchledger.rows import BatchRow
 from batchledger.times import epoch_of, iso_from_epoch, utc_now
 
-Row = dict[str, Any]
+# A row the code has not typed yet (rows.py types the ledger's tables).
+Row = Mapping[str, Any]
 
 
 class BatchStatus(StrEnum):
@@ -62,18 +64,18 @@ JOB_STATUSES = tuple(JobStatus)
 TOKEN_LIMIT_CODE = "token_limit_exceeded"
 
 
-def attempt_is_open(row: Row) -> bool:
+def attempt_is_open(row: BatchRow) -> bool:
     """A part's attempt that is still live: being created, or a batch not final yet."""
     if row["batch_id"] is None:
         return row["status"] is None  # being made (or cut off: recovery decides)
     return row["status"] not in FINAL_STATUSES and row["not_found_at"] is None
 
 
-def bounced_off_token_limit(row: Row) -> bool:
+def bounced_off_token_limit(row: BatchRow) -> bool:
     """The attempt failed (or its create was refused) for the enqueued-token limit."""
     if row["status"] not in (BatchStatus.FAILED, BatchStatus.REJECTED):
         return False
-    errors = json.loads(row["errors"]) if row.get("errors") else []
+    errors = json.loads(row["errors"]) if row["errors"] else []
     return any(error.get("code") == TOKEN_LIMIT_CODE for error in errors)
 
 
@@ -106,8 +108,11 @@ class BatchRef:
     batch_id: str
 
     @classmethod
-    def of(cls, row: Row) -> "BatchRef":
-        return cls(account=row["account"], batch_id=row["batch_id"])
+    def of(cls, row: BatchRow) -> "BatchRef":
+        """The batch of a row the API has answered for (its batch_id is known)."""
+        batch_id = row["batch_id"]
+        assert batch_id is not None, f"ledger row {row['id']} has no batch id yet"
+        return cls(account=row["account"], batch_id=batch_id)
 
 
 def ref_of(batch: Mapping[str, Any]) -> str | None:
@@ -135,11 +140,11 @@ def progress_of(batch: Mapping[str, Any]) -> tuple[int, int, int]:
     return (counts.get("completed") or 0, counts.get("failed") or 0, counts.get("total") or 0)
 
 
-def fields_from_batch(batch: Mapping[str, Any]) -> Row:
+def fields_from_batch(batch: Mapping[str, Any]) -> dict[str, Any]:
     """The ledger columns that mirror an API Batch object."""
     counts = batch.get("request_counts") or {}
     errors = batch.get("errors") or {}
-    fields: Row = {
+    fields: dict[str, Any] = {
         "batch_id": batch["id"],
         "status": batch.get("status"),
         "requests_total": counts.get("total"),
@@ -170,7 +175,7 @@ def fields_from_batch(batch: Mapping[str, Any]) -> Row:
     return fields
 
 
-def results_saved(row: Row) -> bool:
+def results_saved(row: BatchRow) -> bool:
     """Every result file the batch has is saved locally."""
     return (row["output_file_id"] is None or row["output_path"] is not None) and (
         row["error_file_id"] is None or row["error_path"] is not None
@@ -186,7 +191,7 @@ def missing_requests(row: Mapping[str, Any]) -> int:
 RETENTION_WARNING_SECONDS = 86400
 
 
-def results_expiring(row: Row | None, retention: float | None, now: float) -> str | None:
+def results_expiring(row: BatchRow | None, retention: float | None, now: float) -> str | None:
     """A warning when a batch's results, not saved yet, are within a day of the end of the
     `retention` seconds its provider keeps them from the batch's creation; else None."""
     if row is None or row["batch_id"] is None or row["results_gone_at"] or results_saved(row):

@@ -17,11 +17,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from batchledger.batches import FINAL_STATUSES, JobStatus, Row, results_saved
+from batchledger.batches import FINAL_STATUSES, JobStatus, results_saved
 from batchledger.errors import Refused, UsageError
 from batchledger.redo import anthropic_error
 from batchledger.results_index import ScratchIndex, index_results
 from batchledger.results_index import json_object as _json_object
+from batchledger.rows import RESULT_KINDS, BatchRow, JobRow, saved_columns
 
 COLUMNS = (
     "line",
@@ -44,7 +45,7 @@ class ExportCounts:
     by_status: dict[str, int] = field(default_factory=lambda: {"ok": 0, "error": 0, "missing": 0})
 
 
-def check_exportable(row: Row) -> tuple[Path, list[Path]]:
+def check_exportable(row: BatchRow) -> tuple[Path, list[Path]]:
     """The batch's input and its saved result files; Refused (exit 3) if they are not saved."""
     batch_id = row["batch_id"]
     retrieve = f"'batchledger retrieve --batch-id {batch_id}'"
@@ -56,9 +57,9 @@ def check_exportable(row: Row) -> tuple[Path, list[Path]]:
     if not results_saved(row):
         raise Refused(f"the results of batch {batch_id} are not saved; run {retrieve} first")
     results = []
-    for kind in ("output", "error"):
-        if row[f"{kind}_path"]:
-            path = Path(row[f"{kind}_path"])
+    for kind in RESULT_KINDS:
+        if recorded := saved_columns(row, kind)["path"]:
+            path = Path(recorded)
             if not path.is_file():
                 raise Refused(
                     f"the saved {kind} file of batch {batch_id} is gone from {path}; "
@@ -78,7 +79,7 @@ def check_exportable(row: Row) -> tuple[Path, list[Path]]:
     return input_path, results
 
 
-def check_job_exportable(job: Row) -> tuple[Path, list[Path]]:
+def check_job_exportable(job: JobRow) -> tuple[Path, list[Path]]:
     """A job's input and its merged result files; Refused (exit 3) while it is running."""
     job_id = job["job_id"]
     if job["retry_of"]:
@@ -91,7 +92,7 @@ def check_job_exportable(job: Row) -> tuple[Path, list[Path]]:
             f"job {job_id} is still running: its results are not merged yet; "
             f"'batchledger watch --batch-id {job_id}' first"
         )
-    results = [Path(job[f"{kind}_path"]) for kind in ("output", "error") if job[f"{kind}_path"]]
+    results = [Path(saved) for kind in RESULT_KINDS if (saved := saved_columns(job, kind)["path"])]
     for path in results:
         if not path.is_file():
             raise Refused(f"the merged results of job {job_id} are gone from {path}")

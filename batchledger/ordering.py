@@ -26,7 +26,7 @@ import logging
 import operator
 import os
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +44,7 @@ from batchledger.result_lines import (
     outcome,
 )
 from batchledger.results_index import ScratchIndex
+from batchledger.savefile import Saved, prepare_target, save_chunks
 from batchledger.split import Segments
 
 log = logging.getLogger("batchledger")
@@ -54,7 +55,7 @@ FETCH_ROWS = 4096
 
 
 def order_results(
-    input_path: Path,
+    input_path: Path | None,
     results_path: Path,
     succeeded_target: Path,
     errors_target: Path,
@@ -65,8 +66,11 @@ def order_results(
     `ranges` are the byte ranges of the input that were sent (a job's part), all of it by
     default. UsageError when an input line has no custom_id or repeats one. A custom_id
     answered twice keeps its succeeded answer (else its first) in place; the other goes
-    to the end of the errors file.
+    to the end of the errors file. Without an input (a batch made elsewhere), the lines
+    are split by outcome in the order they came.
     """
+    if input_path is None:
+        return split_results(results_path, succeeded_target, errors_target)
     if ranges is None:
         ranges = [(0, input_path.stat().st_size)]
     from batchledger import quick_order  # numpy: imported here, never at start-up
@@ -309,3 +313,30 @@ def _raise_repeated_input(
         f" custom_id {custom_id.decode(errors='replace')!r} of line"
         f" {line_number(path, file_offset(ranges, first))}: their results could not be told apart"
     )
+
+
+def split_results(results_path: Path, succeeded_target: Path, errors_target: Path) -> Ordered:
+    """The result lines of a batch whose input the ledger does not have (made elsewhere,
+    found by `sync`): succeeded lines into one file and the rest into the other, each in
+    the order the API sent them; one pass over the lines per file."""
+    saved: list[Saved | None] = []
+    for target, wanted in ((succeeded_target, True), (errors_target, False)):
+        lines = (
+            line if line.endswith(b"\n") else line + b"\n"
+            for line in _result_lines(results_path)
+            if (outcome(line)[1] == b"succeeded") == wanted
+        )
+        first = next(lines, None)
+        if first is None:
+            saved.append(None)
+            continue
+        prepare_target(target)
+        saved.append(save_chunks(target, itertools.chain([first], lines)))
+    return Ordered(saved[0], saved[1], placed=0, unknown=0, repeated=0, missing=0)
+
+
+def _result_lines(path: Path) -> Iterator[bytes]:
+    with path.open("rb") as source:
+        for line in source:
+            if line.strip(BLANK + b"\n"):
+                yield line

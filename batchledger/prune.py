@@ -9,16 +9,34 @@ input shared by a batch that does not pass the rule, or one still being submitte
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from batchledger.accounts import Account
 from batchledger.batch import saved_unchanged
-from batchledger.batches import FINAL_STATUSES, Row
+from batchledger.batches import FINAL_STATUSES, BatchRef
 from batchledger.context import Context
 from batchledger.errors import BatchledgerError
 from batchledger.ledger import Ledger
+from batchledger.rows import RESULT_KINDS, BatchRow, file_id, saved_columns
 
 FILE_KINDS = ("input", "output", "error")
-RESULT_KINDS = ("output", "error")
+
+
+class RemoteFile(NamedTuple):
+    """A batch's file on the account, as the ledger knows it."""
+
+    file_id: str | None
+    size: int | None  # bytes, as the ledger recorded them
+    gone_at: str | None  # when prune found it gone (or deleted it)
+
+
+def remote_file(row: BatchRow, kind: str) -> RemoteFile:
+    """The batch's `kind` file ("input", "output" or "error")."""
+    if kind == "input":
+        return RemoteFile(row["input_file_id"], row["input_bytes"], row["input_file_gone_at"])
+    if kind == "output":
+        return RemoteFile(row["output_file_id"], row["output_bytes"], row["output_file_gone_at"])
+    return RemoteFile(row["error_file_id"], row["error_bytes"], row["error_file_gone_at"])
 
 
 @dataclass
@@ -43,18 +61,18 @@ class PrunePlan:
     kept_unsaved: int  # final batches passed over because their results are not saved
 
 
-def results_safe(row: Row) -> bool:
+def results_safe(row: BatchRow) -> bool:
     """Every result file of the batch is saved locally and unchanged; or it has none."""
     for kind in RESULT_KINDS:
-        if row[f"{kind}_file_id"] is None:
+        if file_id(row, kind) is None:
             continue
-        path = row[f"{kind}_path"]
+        path = saved_columns(row, kind)["path"]
         if path is None or not saved_unchanged(row, kind, Path(path)):
             return False
     return True
 
 
-def prunable(row: Row, older_than: str | None) -> bool:
+def prunable(row: BatchRow, older_than: str | None) -> bool:
     """The batch is final, made before `older_than` (if given), with its results safe."""
     if row["batch_id"] is None or row["status"] not in FINAL_STATUSES:
         return False
@@ -75,8 +93,8 @@ def plan(ledger: Ledger, older_than: str | None, account: Account) -> PrunePlan:
         for row in ledger.batches.rows_with_remote_files()
         if row["account"] == account.name and row["base_url"] in (None, account.location)
     ]
-    chosen: list[Row] = []
-    kept: list[Row] = []
+    chosen: list[BatchRow] = []
+    kept: list[BatchRow] = []
     unsaved = 0
     for row in rows:
         if prunable(row, older_than):
@@ -86,22 +104,22 @@ def plan(ledger: Ledger, older_than: str | None, account: Account) -> PrunePlan:
             if row["batch_id"] is not None and row["status"] in FINAL_STATUSES:
                 unsaved += not results_safe(row)
     # A file that a kept row names stays: an upload reused by a resumed create, or shared.
-    in_use = {row[f"{kind}_file_id"] for row in kept for kind in FILE_KINDS}
+    in_use = {remote_file(row, kind).file_id for row in kept for kind in FILE_KINDS}
     # Requests sent inline were uploaded as no file: there is no input to delete.
     kinds = RESULT_KINDS if account.profile.inline_requests else FILE_KINDS
     items = [
         PruneItem(
             row_id=row["id"],
-            batch_id=row["batch_id"],
+            batch_id=BatchRef.of(row).batch_id,  # prunable: the API has answered for it
             kind=kind,
-            file_id=row[f"{kind}_file_id"],
-            size=row[f"{kind}_bytes"],
+            file_id=file.file_id,
+            size=file.size,
         )
         for row in chosen
         for kind in kinds
-        if row[f"{kind}_file_id"] is not None
-        and row[f"{kind}_file_gone_at"] is None
-        and row[f"{kind}_file_id"] not in in_use
+        if (file := remote_file(row, kind)).file_id is not None
+        and file.gone_at is None
+        and file.file_id not in in_use
     ]
     return PrunePlan(items=_once_each(items), kept_unsaved=unsaved)
 
@@ -146,6 +164,6 @@ def prune(ctx: Context, items: list[PruneItem], *, dry_run: bool) -> list[PruneI
             # One file may be two of a batch's (Anthropic's results: output and errors).
             row = ledger.batches.get_row(item.row_id)
             for kind in FILE_KINDS:
-                if kind == item.kind or row[f"{kind}_file_id"] == item.file_id:
+                if kind == item.kind or remote_file(row, kind).file_id == item.file_id:
                     ledger.batches.record_remote_file_gone(item.row_id, kind, detail)
     return items

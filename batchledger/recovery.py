@@ -8,9 +8,10 @@ import time
 from dataclasses import dataclass, field
 
 from batchledger.batch import known_batches, record
-from batchledger.batches import BatchRef, Row
+from batchledger.batches import BatchRef
 from batchledger.claims import claimed_by_another_run
 from batchledger.context import Context
+from batchledger.rows import BatchRow
 from batchledger.times import epoch_of
 
 # An unfinished create whose batch is not found is given up on after this long, even where
@@ -20,11 +21,11 @@ ABANDON_AFTER_SECONDS = 7 * 86400
 
 @dataclass
 class Recovered:
-    recovered: list[Row] = field(default_factory=list)  # batches of cut-off creates, found
-    abandoned: list[Row] = field(default_factory=list)  # cut-off creates that made none
+    recovered: list[BatchRow] = field(default_factory=list)  # batches of cut-off creates, found
+    abandoned: list[BatchRow] = field(default_factory=list)  # cut-off creates that made none
 
 
-def recover_unfinished(ctx: Context, account: str, rows: list[Row]) -> Recovered:
+def recover_unfinished(ctx: Context, account: str, rows: list[BatchRow]) -> Recovered:
     """Give creates of `account` that were cut off after their upload an end: record the
     batch one made, or mark it abandoned once no batch can have been made."""
     report = Recovered()
@@ -32,13 +33,13 @@ def recover_unfinished(ctx: Context, account: str, rows: list[Row]) -> Recovered
     if not rows:
         return report
     provider = ctx.provider_for(account)
-    files = {row["ref"]: provider.get_file(row["input_file_id"]) for row in rows}
+    files = {row["ref"]: provider.get_file(_upload_of(row)) for row in rows}
     made_at = [file["created_at"] for file in files.values() if file is not None]
     # A batch is made after its input file: back to the oldest upload, by the server's
     # clock. With an upload gone, the search can only look through the newest batches.
     since = min(made_at) if len(made_at) == len(rows) else None
-    wanted = {row["ref"]: row["input_file_id"] for row in rows}
-    made_from = ctx.ledger.batches.batch_ids_made_from({row["input_file_id"] for row in rows})
+    wanted = {row["ref"]: _upload_of(row) for row in rows}
+    made_from = ctx.ledger.batches.batch_ids_made_from({_upload_of(row) for row in rows})
     known = known_batches(ctx, provider, rows[0], made_from)  # the account's, if no metadata
     search = provider.find_batches(wanted, since, known)
     now = time.time()
@@ -58,3 +59,11 @@ def recover_unfinished(ctx: Context, account: str, rows: list[Row]) -> Recovered
             )
             report.abandoned.append(row)
     return report
+
+
+def _upload_of(row: BatchRow) -> str:
+    """The input file a create cut off after its upload recorded (unfinished_submissions:
+    input_file_id IS NOT NULL)."""
+    file_id = row["input_file_id"]
+    assert file_id is not None
+    return file_id

@@ -70,7 +70,7 @@ def requests_text(row: Mapping[str, Any]) -> str:
     return f"{text} ({failed} failed)" if failed else text
 
 
-def saved_line(kind: str, path: str | Path, size: int, *, already: bool = False) -> str:
+def saved_line(kind: str, path: str | Path, size: int | None, *, already: bool = False) -> str:
     """`saved: PATH (N bytes)`, for an output file or (`saved errors:`) an error file."""
     label = "saved" if kind == "output" else "saved errors"
     return f"{'already ' if already else ''}{label}: {display_path(path)} ({size} bytes)"
@@ -138,7 +138,7 @@ def field_text(name: str, value: Any) -> str:
     return f"{value:.6f} USD" if name in COST_FIELDS and value is not None else str(value)
 
 
-def show_lines(row: Row, history: list[Row]) -> list[str]:
+def show_lines(row: Row, history: Sequence[Row]) -> list[str]:
     """Everything the ledger knows about one batch, as `key: value` lines and a history."""
     lines = [f"{name}: {row[name]}" for name in SHOW_FIELDS[:2]]
     lines += [
@@ -429,7 +429,7 @@ def saved_warnings(report: "BatchReport") -> list[str]:
         for item in report.saved
         if item.replaced
     ]
-    row = report.row or {}
+    row: Row = report.row or {}
     if report.saved and row.get("status") in ENDED_EARLY_STATUSES:
         warnings.append(
             f"{report.batch_id} is {row['status']}: saved the results it finished; "
@@ -445,7 +445,7 @@ def sweep_table(reports: Iterable["BatchReport"]) -> str:
 
 
 def sweep_entry(report: "BatchReport") -> tuple[str, str, str, str, str]:
-    row = report.row or {}
+    row: Row = report.row or {}
     saved = ", ".join(display_path(item.path) for item in report.saved if item.kind == "output")
     if not saved and row.get("output_path"):
         saved = display_path(row["output_path"])

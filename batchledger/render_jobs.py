@@ -28,7 +28,11 @@ def job_progress(report: "JobReport") -> dict[str, Any]:
 
 
 def show_job_lines(
-    job: Row, parts: list[Row], attempts: list[Row], history: list[Row], notes: Sequence[str] = ()
+    job: Row,
+    parts: Sequence[Row],
+    attempts: Sequence[Row],
+    history: Sequence[Row],
+    notes: Sequence[str] = (),
 ) -> list[str]:
     """Everything the ledger knows about one job: its fields, parts, attempts, the errors of
     its parts (`notes`) and its history."""

@@ -1,9 +1,16 @@
 """What the user typed for a batch, turned into the batch and its account: a full id, a
 unique prefix, or `last`."""
 
-from batchledger.batches import BatchRef, JobRef, Row
+from collections.abc import Mapping
+from typing import Any, TypeVar
+
+from batchledger.batches import BatchRef, JobRef
 from batchledger.errors import UsageError
 from batchledger.ledger import Ledger
+from batchledger.rows import BatchRow, JobRow
+
+# The rows `_one` picks from: batches, or jobs.
+Named = TypeVar("Named", BatchRow, JobRow)
 
 
 def resolve(
@@ -51,15 +58,18 @@ def resolve_batch(ledger: Ledger | None, text: str, *, named: str | None, curren
     raise UsageError(f"no batch in the ledger matches {text!r}")
 
 
-def _one(rows: list[Row], text: str, verb: str) -> Row | None:
+def _one(rows: list[Named], text: str, verb: str) -> Named | None:
     """The one row of `rows`; None if none; a usage error naming them if several."""
     if len(rows) <= 1:
         return rows[0] if rows else None
-    names = ", ".join(
-        f"{row.get('job_id') or row['batch_id']} ({row['account']})" for row in rows[:5]
-    )
+    names = ", ".join(_label(row) for row in rows[:5])
     more = " and more" if len(rows) > 5 else ""
     raise UsageError(
         f"{text!r} {verb} {len(rows)} batches in the ledger ({names}{more}); "
         "type more of the id, or name the account with --account"
     )
+
+
+def _label(row: Mapping[str, Any]) -> str:
+    """A batch's or a job's id, and its account."""
+    return f"{row.get('job_id') or row['batch_id']} ({row['account']})"

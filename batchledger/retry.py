@@ -57,10 +57,11 @@ def retry(
         report.job = advance(ctx, job, search_uploads=True)
         return report
     sha256 = check_input(original)
-    changed = changed_results(original) if original.is_job else []
-    if changed:
+    original_job = original.job
+    changed = changed_results(original) if original_job is not None else []
+    if original_job is not None and changed:
         # Never from the API: a part's file that is gone or changed is refused, named.
-        rebuild_job_results(ctx, original.row, original.output_target, download=False)
+        rebuild_job_results(ctx, original_job, original.output_target, download=False)
         folder = ctx.ledger_path.parent / "jobs"
         report.warnings += [
             f"{path} was not the file the ledger saved (changed or missing): rebuilt from "

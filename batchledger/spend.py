@@ -6,7 +6,7 @@ token allowed) of the batches and jobs made that day that are not final yet, plu
 cost (from the usage the API reported, at batch prices) of those that ended that day.
 """
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -57,7 +57,7 @@ def day_start(now: datetime | None = None) -> str:
 def day_spend(
     batches: Iterable[Row],
     jobs: Iterable[Row],
-    job_attempts: Mapping[int, list[Row]],
+    job_attempts: Mapping[int, Sequence[Row]],
     prices: Prices,
     since: str,
 ) -> DaySpend:

@@ -5,24 +5,29 @@ of an account's batches that saves it round trips; and `sync`.
 Nothing here prints; the CLI turns the returned values into output.
 """
 
+from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from batchledger.batch import BatchReport, check, record
-from batchledger.batches import FINAL_STATUSES, BatchRef, Row
+from batchledger.batches import FINAL_STATUSES, BatchRef
 from batchledger.claims import claimed_by_another_run
 from batchledger.context import Context
 from batchledger.errors import BatchledgerError, Transient
 from batchledger.jobs import JobReport, advance, part_results_path, views
 from batchledger.providers import STOP_DOWNLOADS
 from batchledger.recovery import recover_unfinished
+from batchledger.rows import BatchRow, JobRow
 from batchledger.times import epoch_of
 
 # A sweep reads its batches from the account's listing when looking each up would take at
 # least this many rounds of `concurrency` requests.
 LIST_FROM_ROUNDS = 3
+
+# What `followable` sorts by account: batches, jobs, or both.
+Followed = TypeVar("Followed", bound=BatchRow | JobRow)
 
 
 @dataclass
@@ -60,8 +65,8 @@ def sync(ctx: Context) -> SyncReport:
 
 @dataclass
 class SweepReport:
-    recovered: list[Row] = field(default_factory=list)  # batches of cut-off creates, found
-    abandoned: list[Row] = field(default_factory=list)  # cut-off creates that made none
+    recovered: list[BatchRow] = field(default_factory=list)  # batches of cut-off creates, found
+    abandoned: list[BatchRow] = field(default_factory=list)  # cut-off creates that made none
     skipped: list[str] = field(default_factory=list)  # why some accounts were left out
     reports: list[BatchReport] = field(default_factory=list)
     jobs: list[JobReport] = field(default_factory=list)
@@ -98,7 +103,8 @@ def sweep_all(
     jobs = ledger.jobs.unfinished_jobs()
     if not (pending or unfinished or jobs):
         return report if report.abandoned else None
-    reachable, report.skipped = followable(ctx, pending + unfinished + jobs)
+    everything: list[BatchRow | JobRow] = [*pending, *unfinished, *jobs]
+    reachable, report.skipped = followable(ctx, everything)
     if not reachable:
         return report
     ctx.start_log()
@@ -119,7 +125,7 @@ def sweep_all(
         include_synced=include_synced,
         out_dir=out_dir,
     )
-    job_ids = {row["job_id"] for row in reachable if "job_id" in row}
+    job_ids = {row["job_id"] for row in reachable if "batch_id" not in row}  # the jobs
     report.jobs = advance_jobs(ctx, job_ids, out_dir=out_dir)
     return report
 
@@ -150,11 +156,11 @@ def advance_jobs(ctx: Context, job_ids: set[str], *, out_dir: Path | None) -> li
     return reports
 
 
-def followable(ctx: Context, rows: list[Row]) -> tuple[list[Row], list[str]]:
+def followable(ctx: Context, rows: Sequence[Followed]) -> tuple[list[Followed], list[str]]:
     """The rows whose account can be reached now, and one line per account that cannot:
     an account no longer configured, one with no key set, or batches made on another base
     URL than the account's now (followed there, they would only be 404s)."""
-    reachable: list[Row] = []
+    reachable: list[Followed] = []
     skipped: list[str] = []
     for name in sorted({row["account"] for row in rows}):
         of_account = [row for row in rows if row["account"] == name]
@@ -189,7 +195,7 @@ def batches_text(count: int) -> str:
 
 def sweep(
     ctx: Context,
-    rows: list[Row],
+    rows: list[BatchRow],
     *,
     auto_save: bool,
     concurrency: int,
@@ -209,7 +215,7 @@ def sweep(
 
     parts = part_result_paths(ctx, rows)
 
-    def check_row(row: Row) -> BatchReport:
+    def check_row(row: BatchRow) -> BatchReport:
         save = auto_save and (include_synced or row["origin"] != "sync")
         out = parts.get(row["id"])  # a part's results are kept with its job's
         ref = BatchRef.of(row)
@@ -254,7 +260,7 @@ def _result(future: "Future[BatchReport]") -> BatchReport:
 
 
 def list_batches(
-    ctx: Context, account: str, rows: list[Row], concurrency: int
+    ctx: Context, account: str, rows: list[BatchRow], concurrency: int
 ) -> dict[BatchRef, dict[str, Any]]:
     """The batches of `rows` (all of `account`) read from the account's listing, when that
     takes fewer round trips than looking each up, `concurrency` at a time.
@@ -275,7 +281,7 @@ def list_batches(
         return {}
     made = [moment for moment in map(_made_at, live) if moment is not None]
     since = min(made) if len(made) == len(live) else None  # else: the page budget alone
-    wanted = {row["batch_id"] for row in live}
+    wanted = {row["batch_id"] for row in live if row["batch_id"] is not None}
     pages = max(1, rounds // 2)
     listed = provider.list_by_id(wanted, since, pages)
     if listed.error is not None and not isinstance(listed.error, Transient):
@@ -287,15 +293,17 @@ def list_batches(
     }
 
 
-def _made_at(row: Row) -> float | None:
+def _made_at(row: BatchRow) -> float | None:
     """When the API says the row's batch was made; None if the ledger does not know."""
+    if row["created_at"] is None:
+        return None
     try:
         return epoch_of(row["created_at"])
-    except (TypeError, ValueError):
+    except ValueError:
         return None
 
 
-def part_result_paths(ctx: Context, rows: list[Row]) -> dict[int, Path]:
+def part_result_paths(ctx: Context, rows: list[BatchRow]) -> dict[int, Path]:
     """Where the results of the rows that are parts of jobs are saved, by row id."""
     paths = {}
     for row in rows:

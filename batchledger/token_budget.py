@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from batchledger.batches import PartState, Row, attempt_is_open
+from batchledger.batches import PartState, attempt_is_open
 from batchledger.errors import UsageError
+from batchledger.rows import BatchRow, JobRow, PartRow
 from batchledger.split import Part
 from batchledger.tokens import Counter, lines_of
 
@@ -137,14 +138,14 @@ def _cap(model: str, limits: Mapping[str, int], max_tokens: int | None) -> int |
     return min(found) if found else None
 
 
-def may_send(ctx: "Context", job: Row, part: Row) -> bool:
+def may_send(ctx: "Context", job: JobRow, part: PartRow) -> bool:
     """Whether the account's `enqueued_tokens` lets the queued `part` of `job` go now: its
     counted tokens fit beside those of the job's parts whose batch is live."""
     limits = ctx.account_named(job["account"]).enqueued_tokens
     wanted = tokens_of(part)
     if not limits or not wanted:
         return True
-    attempts: dict[int, Row] = {}
+    attempts: dict[int | None, BatchRow] = {}
     for attempt in ctx.ledger.jobs.attempts_of_job(job["id"]):
         attempts[attempt["part"]] = attempt  # oldest first: the last one stays
     live = [

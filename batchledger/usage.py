@@ -10,11 +10,11 @@ import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
-from batchledger.batches import Row
 from batchledger.errors import UsageError
 from batchledger.ledger import MADE_AT, Ledger
+from batchledger.rows import UsageTotalsRow
 
 # What `--by` groups on: a name and the SQL expression over `batches` that gives the group.
 GROUPS: dict[str, str] = {
@@ -22,7 +22,8 @@ GROUPS: dict[str, str] = {
     "day": f"substr({MADE_AT}, 1, 10)",
     "account": "account",
 }
-TOKEN_KINDS = ("input", "cached", "output", "reasoning")
+TokenKind = Literal["input", "cached", "output", "reasoning"]
+TOKEN_KINDS: tuple[TokenKind, ...] = ("input", "cached", "output", "reasoning")
 PRICE_KEYS = ("input", "cached_input", "output")
 PER_TOKENS = 1_000_000
 
@@ -223,7 +224,7 @@ def usage_lines(
     return ordered
 
 
-def recorded_cost(row: Row) -> float | None:
+def recorded_cost(row: UsageTotalsRow) -> float | None:
     """The group's cost as recorded when its batches ended; None unless every batch with
     usage has one."""
     if row["unrecorded"] or row["recorded_cost"] is None:

@@ -393,3 +393,27 @@ def test_commands_that_call_no_api_do_not_import_anthropic(cli, claude, isolated
         "usage 0 False",
         "--help 0 False",
     ]
+
+
+def test_retrieve_of_a_batch_made_elsewhere_splits_its_results_with_no_input(
+    cli, claude, isolated: Path
+):
+    from anthropic import Anthropic
+
+    other = Anthropic(api_key=KEY, base_url=claude.base_url, max_retries=0)
+    lines = write_requests(isolated / "in.jsonl", 6, invalid={1, 4}).read_text().splitlines()
+    made = other.messages.batches.create(requests=[json.loads(line) for line in lines]).id
+    assert cli("--account", "claude", "sync").code == 0
+    finish(claude, made)
+
+    got = cli("--account", "claude", "retrieve", "--batch-id", made)
+
+    assert got.code == 0, got.err
+    succeeded = result_types(isolated / f"results_{made}.jsonl")
+    failed = result_types(isolated / f"results_{made}.errors.jsonl")
+    assert set(succeeded.values()) == {"succeeded"}
+    assert set(failed) == {"req-1", "req-4"}
+    assert set(succeeded) | set(failed) == {f"req-{n}" for n in range(6)}
+    [row] = ledger_rows()
+    assert row["output_path"] == str(isolated / f"results_{made}.jsonl")
+    assert row["input_path"] is None

@@ -271,6 +271,25 @@ def test_retrieve_rebuilds_a_retried_job_from_every_attempt_downloading_what_is_
     assert again.code == 0 and again.out.startswith(f"Nothing to retry: 12 requests of {job_id}")
 
 
+def test_retrieve_rebuilds_a_retried_job_from_its_retry_merged_results_without_downloading(
+    cli, emulator: EmulatorServer, isolated: Path
+):
+    job_id, _ = retried_job(cli, emulator, isolated)
+    assert cli("status", "--all").code == 0  # the retry merged into its original
+    results = isolated / f"results_{job_id}.jsonl"
+    merged = results.read_bytes()
+    results.unlink()
+    [retry_part] = [row for row in ledger_rows() if row["batch_id"]][2:]
+    Path(retry_part["output_path"]).unlink()  # its merged results are still there
+    downloads = api_requests(emulator, "GET", "/v1/files/")
+
+    fetched = cli("retrieve", "--batch-id", job_id)
+
+    assert fetched.code == 0, fetched.err
+    assert results.read_bytes() == merged
+    assert api_requests(emulator, "GET", "/v1/files/") == downloads  # nothing fetched
+
+
 def test_retry_refuses_when_the_results_and_a_part_file_are_both_changed(
     cli, emulator: EmulatorServer, isolated: Path
 ):

@@ -20,6 +20,7 @@ from batchledger.estimate import record_scanned, scan_in_background
 from batchledger.inputs import check_input, count_lines, hash_input_in_background
 from batchledger.redaction import redact
 from batchledger.render import json_text, row_json, saved_line, status_lines, sweep_table
+from batchledger.rows import RESULT_KINDS, saved_columns
 from batchledger.split import split_wanted
 from batchledger.token_budget import TokenPlan, plan_parts_by_tokens
 
@@ -228,10 +229,9 @@ def retrieve(args: argparse.Namespace, ctx: Context) -> ExitCode:
     report = batch.retrieve(ctx, ref, out, again=args.force)
     if report.already_saved:
         assert report.row is not None
-        for kind in ("output", "error"):
-            if report.row[f"{kind}_path"]:
-                path, size = report.row[f"{kind}_path"], report.row[f"{kind}_bytes"]
-                ctx.print(saved_line(kind, path, size, already=True))
+        for kind in RESULT_KINDS:
+            if (saved := saved_columns(report.row, kind))["path"]:
+                ctx.print(saved_line(kind, saved["path"], saved["bytes"], already=True))
         ctx.warn("unchanged since it was saved; not downloaded again (--force to download anyway)")
         return ExitCode.OK
     for item in report.saved:

@@ -5,7 +5,7 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from batchledger.batches import BatchRef, JobRef, JobStatus, Row
+from batchledger.batches import BatchRef, JobRef, JobStatus
 from batchledger.cli.defaults import DEFAULT_WATCH_MAX_INTERVAL, first_watch_interval
 from batchledger.cli.process import interrupt_taken
 from batchledger.context import Context
@@ -15,6 +15,7 @@ from batchledger.estimate import record_scanned
 from batchledger.paths import default_results_path, errors_path_for
 from batchledger.render import Progress, display_path, json_text, saved_line
 from batchledger.render_jobs import PartProgress, job_progress, show_job_lines
+from batchledger.rows import RESULT_KINDS, JobRow, Kind, saved_columns
 
 if TYPE_CHECKING:
     from concurrent.futures import Future
@@ -25,7 +26,7 @@ if TYPE_CHECKING:
     from batchledger.token_budget import TokenPlan
 
 
-def job_row(ctx: Context, ref: JobRef) -> Row:
+def job_row(ctx: Context, ref: JobRef) -> JobRow:
     ledger = ctx.open_ledger(create=False)
     job = ledger.jobs.find_job(ref.job_id) if ledger is not None else None
     if job is None:
@@ -90,9 +91,9 @@ def print_job(ctx: Context, report: "JobReport", *, as_json: bool = False) -> No
         return
     ctx.print("\n".join(job_lines(report)))
     job = report.job
-    for kind in ("output", "error"):
-        if job[f"{kind}_path"]:
-            ctx.print(saved_line(kind, job[f"{kind}_path"], job[f"{kind}_bytes"]))
+    for kind in RESULT_KINDS:
+        if (saved := saved_columns(job, kind))["path"]:
+            ctx.print(saved_line(kind, saved["path"], saved["bytes"]))
     warn(ctx, report)
 
 
@@ -164,9 +165,9 @@ def retrieve(args: argparse.Namespace, ctx: Context, ref: JobRef) -> ExitCode:
         return ExitCode.OK
     target = (out or default_results_path(ref.job_id)).expanduser().absolute()
     if not args.force and saved_unchanged(job, target):
-        for kind in ("output", "error"):
-            if job[f"{kind}_path"]:
-                ctx.print(saved_line(kind, job[f"{kind}_path"], job[f"{kind}_bytes"], already=True))
+        for kind in RESULT_KINDS:
+            if (saved := saved_columns(job, kind))["path"]:
+                ctx.print(saved_line(kind, saved["path"], saved["bytes"], already=True))
         ctx.warn("unchanged since it was saved; not written again (--force to write anyway)")
         return ExitCode.OK
     report.saved = rebuild_job_results(ctx, job, target, download=True)
@@ -184,17 +185,17 @@ def out_target(args: argparse.Namespace, ref: JobRef) -> Path | None:
     return out / default_results_path(ref.job_id) if out.is_dir() else out
 
 
-def saved_unchanged(job: Row, target: Path) -> bool:
+def saved_unchanged(job: JobRow, target: Path) -> bool:
     """The job's results are recorded at `target` (errors beside it) with these bytes."""
     from batchledger.jobs import (
         recorded_intact,
     )  # start-up: jobs only
 
-    targets = {"output": target, "error": errors_path_for(target)}
+    targets: dict[Kind, Path] = {"output": target, "error": errors_path_for(target)}
     return all(
-        job[f"{kind}_path"] == str(path) and recorded_intact(job, kind) is not None
+        saved_columns(job, kind)["path"] == str(path) and recorded_intact(job, kind) is not None
         for kind, path in targets.items()
-        if job[f"{kind}_path"]
+        if saved_columns(job, kind)["path"]
     )
 
 
@@ -243,9 +244,9 @@ def cancel(args: argparse.Namespace, ctx: Context, ref: JobRef) -> ExitCode:
     )
     report = list(rounds)[-1]
     ctx.print(f"status: {report.job['status']}")
-    for kind in ("output", "error"):
-        if report.job[f"{kind}_path"]:
-            ctx.print(saved_line(kind, report.job[f"{kind}_path"], report.job[f"{kind}_bytes"]))
+    for kind in RESULT_KINDS:
+        if (saved := saved_columns(report.job, kind))["path"]:
+            ctx.print(saved_line(kind, saved["path"], saved["bytes"]))
     warn(ctx, report)
     return ExitCode.OK
 

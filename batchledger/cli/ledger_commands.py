@@ -29,6 +29,7 @@ from batchledger.render import (
     show_lines,
     usage_table,
 )
+from batchledger.rows import JobListingRow
 
 
 def show(args: argparse.Namespace, ctx: Context) -> ExitCode:
@@ -104,7 +105,7 @@ JSON_ROWS_PER_WRITE = 1000  # rows of `list --json` joined before each write
 
 
 def list_json(
-    ctx: Context, filters: BatchFilter, limit: int | None, jobs: list[dict[str, Any]]
+    ctx: Context, filters: BatchFilter, limit: int | None, jobs: list[JobListingRow]
 ) -> ExitCode:
     """`list --json`: one JSON array, a row per line, written as SQLite makes the rows."""
     ledger = ctx.open_ledger(create=False)
@@ -140,7 +141,7 @@ def warn_if_cut(
             )
 
 
-def job_list_row(job: dict[str, Any]) -> dict[str, Any]:
+def job_list_row(job: JobListingRow) -> dict[str, Any]:
     """A job as `list` shows it: one line, its id where a batch's would be, its parts done
     beside its status, its requests completed (failures apart) as a batch's are."""
     return {

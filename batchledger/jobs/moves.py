@@ -20,7 +20,6 @@ from batchledger.batches import (
     BatchRef,
     JobStatus,
     PartState,
-    Row,
     attempt_is_open,
     results_saved,
 )
@@ -44,6 +43,7 @@ from batchledger.ledger import ClaimGuard, InputFile
 from batchledger.polling import Backoff
 from batchledger.providers import Inline, Provider
 from batchledger.recovery import recover_unfinished
+from batchledger.rows import JobRow, PartRow
 from batchledger.split import plan_parts
 from batchledger.times import epoch_of
 from batchledger.token_budget import TokenPlan
@@ -109,7 +109,7 @@ def create_job(
 
 def advance(
     ctx: Context,
-    job: Row,
+    job: JobRow,
     *,
     check: bool = True,
     out: Path | None = None,
@@ -179,7 +179,7 @@ def advance(
     return report
 
 
-def _next(ctx: Context, job: Row, view: PartView, now: datetime) -> Next:
+def _next(ctx: Context, job: JobRow, view: PartView, now: datetime) -> Next:
     """The part rules' answer for `view`, with the ledger's facts they need: whether a
     queued part fits the account's token budget (issue 22), and whether a batch of the
     account has finished since it was requeued (asked only when that decides)."""
@@ -191,6 +191,7 @@ def _next(ctx: Context, job: Row, view: PartView, now: datetime) -> Next:
         and fits
         and bool(part["requeues"])
         and part["not_before"] is not None
+        and part["requeued_at"] is not None
         and now.timestamp() < epoch_of(part["not_before"])
         and ctx.ledger.batches.batch_finished_since(job["account"], part["requeued_at"])
     )
@@ -200,8 +201,8 @@ def _next(ctx: Context, job: Row, view: PartView, now: datetime) -> Next:
 def _send_part(
     ctx: Context,
     provider: Provider,
-    job: Row,
-    part: Row,
+    job: JobRow,
+    part: PartRow,
     total: int,
     details: CreateDetails,
     search_uploads: bool,
@@ -261,7 +262,7 @@ def _send_part(
     return PartView(part, row)
 
 
-def _check_parts(ctx: Context, job: Row, report: JobReport) -> None:
+def _check_parts(ctx: Context, job: JobRow, report: JobReport) -> None:
     """Check the job's live attempts and save the results of finished ones."""
     unfinished = []
     for view in views(ctx, job):
@@ -288,7 +289,7 @@ def _check_parts(ctx: Context, job: Row, report: JobReport) -> None:
         recover_unfinished(ctx, job["account"], unfinished)
 
 
-def cancel_job(ctx: Context, job: Row) -> JobReport:
+def cancel_job(ctx: Context, job: JobRow) -> JobReport:
     """Cancel the job's live batches; its queued parts are never sent."""
     ctx.ledger.jobs.cancel_queued_parts(job["id"])
     if job["status"] == JobStatus.INPUT_CHANGED:  # nothing is read from the input any more
@@ -308,7 +309,7 @@ def cancel_job(ctx: Context, job: Row) -> JobReport:
 
 def follow_job(
     ctx: Context,
-    job: Row,
+    job: JobRow,
     *,
     interval: float,
     max_interval: float,

@@ -13,13 +13,13 @@ from batchledger.batches import (
     SAVABLE_STATUSES,
     BatchStatus,
     PartState,
-    Row,
     bounced_off_token_limit,
     results_saved,
 )
 from batchledger.context import Context
 from batchledger.details import CreateDetails
 from batchledger.inputs import sha256_of
+from batchledger.rows import BatchRow, JobRow, PartRow
 
 # How a part the enqueued-token limit bounced is shown: it is not over, it goes out again.
 REQUEUED_LABEL = "queued (token limit; sent again later)"
@@ -29,8 +29,8 @@ REQUEUED_LABEL = "queued (token limit; sent again later)"
 class PartView:
     """A part and where it stands."""
 
-    part: Row
-    attempt: Row | None  # its last attempt
+    part: PartRow
+    attempt: BatchRow | None  # its last attempt
     # Input lines before the part's first (its line n is the job's line_offset + n); None
     # for a retry's part, whose lines are scattered through the input.
     line_offset: int | None = None
@@ -76,16 +76,16 @@ class PartView:
 
     @property
     def requests_completed(self) -> int:
-        return int((self.attempt or {}).get("requests_completed") or 0)
+        return int(self.attempt["requests_completed"] or 0) if self.attempt else 0
 
     @property
     def requests_failed(self) -> int:
-        return int((self.attempt or {}).get("requests_failed") or 0)
+        return int(self.attempt["requests_failed"] or 0) if self.attempt else 0
 
 
 @dataclass
 class JobReport:
-    job: Row
+    job: JobRow
     parts: list[PartView] = field(default_factory=list)
     submitted: list[PartView] = field(default_factory=list)  # sent by this run
     saved: list[SavedFile] = field(default_factory=list)  # the merged results, if merged now
@@ -120,7 +120,7 @@ class JobReport:
         return sum(view.requests_failed for view in self.parts)
 
 
-def details_of(job: Row) -> CreateDetails:
+def details_of(job: JobRow) -> CreateDetails:
     return CreateDetails(
         metadata=json.loads(job["metadata"]) if job["metadata"] else {},
         input_expires_after=job["input_expires_after"],
@@ -128,8 +128,8 @@ def details_of(job: Row) -> CreateDetails:
     )
 
 
-def views(ctx: Context, job: Row) -> list[PartView]:
-    attempts: dict[int, Row] = {}
+def views(ctx: Context, job: JobRow) -> list[PartView]:
+    attempts: dict[int | None, BatchRow] = {}
     for row in ctx.ledger.jobs.attempts_of_job(job["id"]):
         attempts[row["part"]] = row  # oldest first: the last one stays
     found = []
@@ -143,7 +143,7 @@ def views(ctx: Context, job: Row) -> list[PartView]:
     return found
 
 
-def part_ranges(part: Row) -> list[tuple[int, int]]:
+def part_ranges(part: PartRow) -> list[tuple[int, int]]:
     """The byte ranges of the input a part holds: one, or a retry's lines."""
     if part["ranges"]:
         return [(start, end) for start, end in json.loads(part["ranges"])]
@@ -182,7 +182,7 @@ def job_notes(parts: list[PartView]) -> list[str]:
     notes = []
     for view in parts:
         attempt = view.attempt
-        if attempt is None or not attempt.get("errors") or bounced_off_token_limit(attempt):
+        if attempt is None or not attempt["errors"] or bounced_off_token_limit(attempt):
             continue
         index = view.part["part_index"]
         for error in json.loads(attempt["errors"]):
@@ -234,7 +234,7 @@ def result_lines(path: Path | None) -> int:
     return lines
 
 
-def input_changed(ctx: Context, job: Row) -> str | None:
+def input_changed(ctx: Context, job: JobRow) -> str | None:
     """Why the job's input is no longer the one it was split from; None if it still is.
 
     Hashed once per run (a big input takes a while): again only if its size, mtime or
@@ -257,7 +257,7 @@ def input_changed(ctx: Context, job: Row) -> str | None:
     return None
 
 
-def input_changed_warning(job: Row, why: str) -> str:
+def input_changed_warning(job: JobRow, why: str) -> str:
     return (
         f"{job['job_id']}: input_changed: {why}; its queued parts are not sent (put the input "
         f"back as it was and run 'batchledger status --batch-id {job['job_id']}', or cancel it)"

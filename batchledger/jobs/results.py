@@ -10,7 +10,6 @@ from batchledger.batches import (
     BatchStatus,
     JobStatus,
     PartState,
-    Row,
 )
 from batchledger.context import Context
 from batchledger.errors import Refused
@@ -20,18 +19,19 @@ from batchledger.jobs.parts import JobReport, input_changed, result_lines
 from batchledger.merge import concat
 from batchledger.paths import default_results_path, errors_path_for
 from batchledger.redo import merge_attempts
+from batchledger.rows import RESULT_KINDS, BatchRow, JobRow, Kind, saved_columns
 from batchledger.savefile import Saved, prepare_target
 from batchledger.usage import job_cost
 
 
 def merge_parts(
-    ctx: Context, job: Row, report: JobReport, out: Path | None, out_dir: Path | None
+    ctx: Context, job: JobRow, report: JobReport, out: Path | None, out_dir: Path | None
 ) -> None:
     """Every part is final: its results, in part order, into the job's one output file
     (and one error file), saved atomically."""
     target = (out or (out_dir or Path()) / default_results_path(job["job_id"])).expanduser()
     target = target.absolute()
-    sources: dict[str, list[Path]] = {"output": [], "error": []}
+    sources: dict[Kind, list[Path]] = {"output": [], "error": []}
     missing = 0
     for view in report.parts:
         attempt = view.attempt
@@ -39,13 +39,14 @@ def merge_parts(
             missing += view.part["requests"]  # never ran: failed, refused or cancelled
             continue
         for kind in sources:
-            if attempt[f"{kind}_path"]:
-                sources[kind].append(Path(attempt[f"{kind}_path"]))
+            if recorded := saved_columns(attempt, kind)["path"]:
+                sources[kind].append(Path(recorded))
         if attempt["status"] in ENDED_EARLY_STATUSES:  # as for one batch: no success
             missing += (attempt["requests_total"] or view.part["requests"]) - (
                 attempt["requests_completed"] or 0
             )
-    for kind, path in (("output", target), ("error", errors_path_for(target))):
+    files: tuple[tuple[Kind, Path], ...] = (("output", target), ("error", errors_path_for(target)))
+    for kind, path in files:
         if not sources[kind]:
             ctx.ledger.jobs.record_job_results(job["id"], kind, None, None, None)
             continue
@@ -88,30 +89,32 @@ def merge_parts(
     )
 
 
-def recorded_intact(job_or_row: Row, kind: str) -> Path | None:
+def recorded_intact(job_or_row: BatchRow | JobRow, kind: Kind) -> Path | None:
     """The `kind` file the ledger recorded, if it is still there with the same bytes."""
-    recorded = job_or_row[f"{kind}_path"]
-    if not recorded:
+    saved = saved_columns(job_or_row, kind)
+    if not saved["path"]:
         return None
-    path = Path(recorded)
+    path = Path(saved["path"])
     try:
-        if path.stat().st_size != job_or_row[f"{kind}_bytes"]:
+        if path.stat().st_size != saved["bytes"]:
             return None
-        return path if sha256_of(path) == job_or_row[f"{kind}_sha256"] else None
+        return path if sha256_of(path) == saved["sha256"] else None
     except OSError:
         return None
 
 
-def rebuild_job_results(ctx: Context, job: Row, target: Path, *, download: bool) -> list[SavedFile]:
+def rebuild_job_results(
+    ctx: Context, job: JobRow, target: Path, *, download: bool
+) -> list[SavedFile]:
     """A finished job's results saved again at `target` (its errors beside it), and
     recorded there: copied from the merged files the ledger recorded when they are intact
     (same size and sha256), else merged again from the parts' results in jobs/<job_id>/,
     in part order, or (once retries were merged into it) one line per custom_id from its
-    parts' results and its retries', as `retry` merged them. A part's file that is gone or
-    changed is downloaded again if `download` (retrieve), else refused naming it (retry,
-    which must not read the API to plan)."""
-    targets = {"output": target, "error": errors_path_for(target)}
-    kinds = [kind for kind in targets if job[f"{kind}_path"]]
+    parts' results and its retries' (their merged results, or their parts'), as `retry`
+    merged them. A part's file that is gone or changed is downloaded again if `download`
+    (retrieve), else refused naming it (retry, which must not read the API to plan)."""
+    targets: dict[Kind, Path] = {"output": target, "error": errors_path_for(target)}
+    kinds = [kind for kind in targets if saved_columns(job, kind)["path"]]
     intact = {kind: recorded_intact(job, kind) for kind in kinds}
     saved: list[SavedFile] = []
     if all(intact.values()):
@@ -134,11 +137,17 @@ def rebuild_job_results(ctx: Context, job: Row, target: Path, *, download: bool)
                 "answers are merged in by the input's lines"
             )
     if_changed: retry_merge.IfChanged = "download" if download else "refuse"
-    attempts = [
-        pair for run in (job, *retries) for pair in retry_merge.part_files(ctx, run, if_changed)
-    ]
+    attempts = retry_merge.part_files(ctx, job, if_changed)
+    for retry in retries:
+        # A retry's merged results are its parts' (a retry has no retries of its own):
+        # those as they were merged into the job while they are intact, else its parts'.
+        merged = {kind: recorded_intact(retry, kind) for kind in RESULT_KINDS}
+        if all(merged[kind] for kind in RESULT_KINDS if saved_columns(retry, kind)["path"]):
+            attempts.append((merged["output"], merged["error"]))
+        else:
+            attempts += retry_merge.part_files(ctx, retry, if_changed)
     existed = {kind: path.exists() for kind, path in targets.items()}
-    results: dict[str, Saved | None] = {}
+    results: dict[Kind, Saved | None] = {}
     if retries:
         results["output"], results["error"] = merge_attempts(
             targets["output"], targets["error"], Path(job["input_path"]), attempts

@@ -17,7 +17,6 @@ from batchledger.batches import (
     BatchRef,
     JobRef,
     JobStatus,
-    Row,
     results_saved,
 )
 from batchledger.context import Context
@@ -26,6 +25,7 @@ from batchledger.inputs import sha256_of
 from batchledger.jobs.parts import part_results_path, result_lines, views
 from batchledger.paths import default_results_path, errors_path_for
 from batchledger.redo import Attempt, merge_attempts
+from batchledger.rows import RESULT_KINDS, BatchRow, JobRow, Kind, file_id, saved_columns
 from batchledger.savefile import Saved, prepare_target, save_chunks
 
 
@@ -34,11 +34,17 @@ class Original:
     """What a retry starts from: a batch or a job, its input and its saved results."""
 
     retry_of: str  # the batch id or job id
-    row: Row  # its ledger row (batches or jobs)
-    is_job: bool
+    row: BatchRow | JobRow  # its ledger row (batches or jobs)
     input_path: Path
     output: Path | None
     errors: Path | None
+    # Its row again, by what it is: one of the two is None.
+    batch: BatchRow | None = None
+    job: JobRow | None = None
+
+    @property
+    def is_job(self) -> bool:
+        return self.job is not None
 
     @property
     def output_target(self) -> Path:
@@ -67,10 +73,10 @@ def original_of(ctx: Context, target: BatchRef | JobRef) -> Original:
         return Original(
             job["job_id"],
             job,
-            True,
             Path(job["input_path"]),
             Path(job["output_path"]) if job["output_path"] else None,
             Path(job["error_path"]) if job["error_path"] else None,
+            job=job,
         )
     row = ledger.batches.find_batch(target.batch_id, target.account)
     if row is None:
@@ -86,10 +92,10 @@ def original_of(ctx: Context, target: BatchRef | JobRef) -> Original:
     return Original(
         target.batch_id,
         row,
-        False,
         Path(row["input_path"]),
         Path(row["output_path"]) if row["output_path"] else None,
         Path(row["error_path"]) if row["error_path"] else None,
+        batch=row,
     )
 
 
@@ -123,9 +129,9 @@ def changed_results(original: Original) -> list[Path]:
     gone)."""
     row = original.row
     return [
-        Path(row[f"{kind}_path"])
-        for kind in ("output", "error")
-        if row[f"{kind}_path"] and not saved_unchanged(row, kind, Path(row[f"{kind}_path"]))
+        Path(path)
+        for kind in RESULT_KINDS
+        if (path := saved_columns(row, kind)["path"]) and not saved_unchanged(row, kind, Path(path))
     ]
 
 
@@ -139,7 +145,7 @@ def results_of(ctx: Context, original: Original) -> list[Attempt]:
     batch's are refused (its results are on the API: `retrieve --force` fetches them again).
     """
     changed = changed_results(original)
-    if not original.is_job:
+    if original.job is None:
         if changed:
             raise Refused(
                 f"the saved results of batch {original.retry_of}, {changed[0]}, are not the "
@@ -156,11 +162,11 @@ def results_of(ctx: Context, original: Original) -> list[Attempt]:
         return [(original.output, original.errors), *retried]
     if not changed:
         return [(original.output, original.errors)]
-    chain = [original.row, *merged_retries(ctx, original.retry_of)]
+    chain = [original.job, *merged_retries(ctx, original.retry_of)]
     return [pair for job in chain for pair in part_files(ctx, job, "refuse")]
 
 
-def merged_retries(ctx: Context, retry_of: str) -> list[Row]:
+def merged_retries(ctx: Context, retry_of: str) -> list[JobRow]:
     """The retries of a batch or job whose merge into it is over (each finished job's
     merge ends with it: jobs/results.py `merge_parts`), oldest first."""
     return [
@@ -174,7 +180,7 @@ def merged_retries(ctx: Context, retry_of: str) -> list[Row]:
 IfChanged = Literal["download", "refuse", "leave out"]
 
 
-def part_files(ctx: Context, job: Row, if_changed: IfChanged) -> list[Attempt]:
+def part_files(ctx: Context, job: JobRow, if_changed: IfChanged) -> list[Attempt]:
     """The saved results of each part of a job, in part order, each checked against the
     size and sha256 the ledger recorded for it. A part whose file fails is downloaded
     again ("download"), or Refused naming the file ("refuse"), or the file left out."""
@@ -184,23 +190,24 @@ def part_files(ctx: Context, job: Row, if_changed: IfChanged) -> list[Attempt]:
         if attempt is None or attempt["status"] not in SAVABLE_STATUSES:
             continue
         if if_changed == "download" and not all(
-            attempt[f"{kind}_path"]
-            and saved_unchanged(attempt, kind, Path(attempt[f"{kind}_path"]))
-            for kind in ("output", "error")
-            if attempt[f"{kind}_file_id"]
+            (saved_at := saved_columns(attempt, kind)["path"])
+            and saved_unchanged(attempt, kind, Path(saved_at))
+            for kind in RESULT_KINDS
+            if file_id(attempt, kind)
         ):
-            here = part_results_path(
-                ctx, job["job_id"], view.part["part_index"], attempt["batch_id"]
-            )
+            ref = BatchRef.of(attempt)
+            here = part_results_path(ctx, job["job_id"], view.part["part_index"], ref.batch_id)
             batch = {
-                "id": attempt["batch_id"],
-                **{f"{kind}_file_id": attempt[f"{kind}_file_id"] for kind in ("output", "error")},
+                "id": ref.batch_id,
+                "output_file_id": attempt["output_file_id"],
+                "error_file_id": attempt["error_file_id"],
             }
-            save_results(ctx, BatchRef.of(attempt), batch, attempt, here)
+            save_results(ctx, ref, batch, attempt, here)
             attempt = ctx.ledger.batches.get_row(attempt["id"])
         pair: list[Path | None] = []
-        for kind in ("output", "error"):
-            path = Path(attempt[f"{kind}_path"]) if attempt[f"{kind}_path"] else None
+        for kind in RESULT_KINDS:
+            recorded = saved_columns(attempt, kind)["path"]
+            path = Path(recorded) if recorded else None
             if path is not None and not saved_unchanged(attempt, kind, path):
                 if if_changed != "leave out":
                     state = "has changed since it was saved" if path.exists() else "is missing"
@@ -215,9 +222,10 @@ def part_files(ctx: Context, job: Row, if_changed: IfChanged) -> list[Attempt]:
     return files
 
 
-def merge_into_original(ctx: Context, retry_job: Row) -> list[tuple[str, Path, Saved | None]]:
+def merge_into_original(ctx: Context, retry_job: JobRow) -> list[tuple[Kind, Path, Saved | None]]:
     """After a retry job is done: the original's results hold one line per custom_id, its
     success if any attempt got one, else its last error. (kind, path, saved) of each."""
+    assert retry_job["retry_of"] is not None  # a retry job
     original = original_of(ctx, _ref_of(ctx, retry_job["retry_of"]))
     retried = (
         Path(retry_job["output_path"]) if retry_job["output_path"] else None,
@@ -232,9 +240,13 @@ def merge_into_original(ctx: Context, retry_job: Row) -> list[tuple[str, Path, S
     output, errors = merge_attempts(
         output_target, errors_target, original.input_path, [*attempts, retried]
     )
-    merged = []
-    for kind, path, saved in (("output", output_target, output), ("error", errors_target, errors)):
-        if saved is None and not original.is_job and original.row[f"{kind}_file_id"]:
+    merged: list[tuple[Kind, Path, Saved | None]] = []
+    results: tuple[tuple[Kind, Path, Saved | None], ...] = (
+        ("output", output_target, output),
+        ("error", errors_target, errors),
+    )
+    for kind, path, saved in results:
+        if saved is None and original.batch is not None and file_id(original.batch, kind):
             # Every line it held has a newer outcome in the other file. The batch still has
             # that file on the API: an empty one here keeps it saved, so that no sweep
             # fetches the stale lines back.
@@ -244,9 +256,9 @@ def merge_into_original(ctx: Context, retry_job: Row) -> list[tuple[str, Path, S
             path.unlink()  # every line it held has a newer outcome in the other file
         _record(ctx, original, kind, path if saved else None, saved, retry_job["job_id"])
         merged.append((kind, path, saved))
-    if original.is_job:  # its counts: what its results hold now
+    if original.job is not None:  # its counts: what its results hold now
         ctx.ledger.jobs.record_job_counts(
-            original.row["id"],
+            original.job["id"],
             result_lines(output_target if output else None),
             result_lines(errors_target if errors else None),
         )

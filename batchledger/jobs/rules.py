@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from batchledger.batches import BatchStatus, PartState, Row, bounced_off_token_limit
+from batchledger.batches import BatchStatus, PartState, bounced_off_token_limit
+from batchledger.rows import BatchRow, PartRow
 from batchledger.times import epoch_of, iso_utc
 
 # A part the enqueued-token limit bounced is sent again once another batch of the account
@@ -37,7 +38,12 @@ def requeue_wait(requeues: int) -> int:
 
 
 def next_step(
-    part: Row, attempt: Row | None, now: datetime, *, fits_budget: bool = True, finished_since: bool
+    part: PartRow,
+    attempt: BatchRow | None,
+    now: datetime,
+    *,
+    fits_budget: bool = True,
+    finished_since: bool,
 ) -> Next:
     """What to do next with `part`, whose last attempt is `attempt`, at `now`.
 

@@ -9,7 +9,7 @@ nor price what it stores (the callers do).
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, overload
 
 from batchledger._db import Database
 from batchledger.batches import Row
@@ -19,6 +19,7 @@ from batchledger.ledger.job_store import JobStore
 from batchledger.ledger.opening import LOCK_TIMEOUT_ENV, connect, lock_timeout
 from batchledger.ledger.report_store import BatchFilter, ReportStore
 from batchledger.ledger.store import MADE_AT, ClaimGuard, Connection, InputFile, Table
+from batchledger.rows import BatchRow, JobRow
 
 __all__ = [
     "LOCK_TIMEOUT_ENV",
@@ -88,9 +89,17 @@ class Ledger:
         run's."""
         self.conn.release_claim(table, row_id)
 
+    @overload
+    def with_prefix(
+        self, table: Literal["batches"], prefix: str, account: str | None = ..., limit: int = ...
+    ) -> list[BatchRow]: ...
+    @overload
+    def with_prefix(
+        self, table: Literal["jobs"], prefix: str, account: str | None = ..., limit: int = ...
+    ) -> list[JobRow]: ...
     def with_prefix(
         self, table: Table, prefix: str, account: str | None = None, limit: int = 10
-    ) -> list[Row]:
+    ) -> list[BatchRow] | list[JobRow]:
         """Batches (or jobs) whose id starts with `prefix`, with or without its `batch_`
         (`job_`) part, newest first."""
         return self.conn.with_prefix(table, prefix, account, limit)

@@ -5,13 +5,12 @@ import json
 import uuid
 from collections.abc import Collection, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from batchledger.batches import (
     FINAL_STATUSES,
     SAVABLE_STATUSES,
     BatchStatus,
-    Row,
     fields_from_batch,
     ref_of,
 )
@@ -31,6 +30,7 @@ from batchledger.ledger.store import (
     same_input,
     saved_file_fields,
 )
+from batchledger.rows import BatchRow, HistoryRow
 from batchledger.times import utc_now
 
 
@@ -39,6 +39,10 @@ class BatchStore:
 
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
+
+    def select(self, sql: str, params: tuple[Any, ...] = ()) -> list[BatchRow]:
+        """Rows of `batches` (SELECT * or batches.*): SQLite's dicts, typed once here."""
+        return cast(list[BatchRow], self.conn.rows(sql, params))
 
     def claim_submission(
         self,
@@ -51,7 +55,7 @@ class BatchStore:
         force: bool,
         details: CreateDetails | None = None,
         guard: ClaimGuard | None = None,
-    ) -> tuple[Row, bool]:
+    ) -> tuple[BatchRow, bool]:
         """Start (or resume) the submission of `input_`; the row and whether it resumed.
 
         One transaction decides it, so two runs cannot both start the same input: an
@@ -107,7 +111,7 @@ class BatchStore:
         base_url: str | None,
         origin: str = "lookup",
         actual_cost: float | None = None,
-    ) -> Row:
+    ) -> BatchRow:
         """Store what the account's API says of a batch; adds a row (from `origin`) if new.
 
         A row made before base URLs were recorded is stamped with the one that answered.
@@ -115,7 +119,7 @@ class BatchStore:
         recorded once, where the row has none yet.
         """
         fields = fields_from_batch(batch)
-        existing: Row | None = None
+        existing: BatchRow | None = None
         with self.conn.writing():
             if row_id is None:
                 existing = self.row_of(batch, account)
@@ -139,13 +143,13 @@ class BatchStore:
                 )
         if existing is not None and _stored_as_given(fields):
             # Read inside the transaction: the row as it is now, without reading it again.
-            return {**existing, **fields}
+            return cast(BatchRow, {**existing, **fields})
         return self.get_row(row_id)
 
     def _insert_foreign(
         self,
         batch: Mapping[str, Any],
-        fields: Row,
+        fields: dict[str, Any],
         origin: str,
         account: str,
         base_url: str | None,
@@ -222,33 +226,31 @@ class BatchStore:
         """No batch came of this create: sweeps stop looking; a create of it starts again."""
         self._mark(row_id, {"status": BatchStatus.ABANDONED}, "abandoned", reason)
 
-    def _mark(self, row_id: int, fields: Row, action: str, detail: str) -> None:
+    def _mark(self, row_id: int, fields: dict[str, Any], action: str, detail: str) -> None:
         """Set `fields` of the batch's row, and say why in its history: one transaction."""
         with self.conn.writing():
             self.conn.db.table("batches").update(row_id, fields)
             self.conn.history(row_id, action, detail)
 
-    def get_row(self, row_id: int) -> Row:
-        rows = self.conn.rows("SELECT * FROM batches WHERE id = ?", (row_id,))
+    def get_row(self, row_id: int) -> BatchRow:
+        rows = self.select("SELECT * FROM batches WHERE id = ?", (row_id,))
         if not rows:
             raise BatchledgerError(f"ledger row {row_id} vanished")
         return rows[0]
 
-    def find_batches(self, batch_id: str, account: str | None = None) -> list[Row]:
+    def find_batches(self, batch_id: str, account: str | None = None) -> list[BatchRow]:
         """The rows of `batch_id`: one per account that has it (or the one of `account`)."""
         if account is None:
-            return self.conn.rows(
-                "SELECT * FROM batches WHERE batch_id = ? ORDER BY id", (batch_id,)
-            )
-        return self.conn.rows(
+            return self.select("SELECT * FROM batches WHERE batch_id = ? ORDER BY id", (batch_id,))
+        return self.select(
             "SELECT * FROM batches WHERE batch_id = ? AND account = ?", (batch_id, account)
         )
 
-    def find_batch(self, batch_id: str, account: str) -> Row | None:
+    def find_batch(self, batch_id: str, account: str) -> BatchRow | None:
         rows = self.find_batches(batch_id, account)
         return rows[0] if rows else None
 
-    def row_of(self, batch: Mapping[str, Any], account: str) -> Row | None:
+    def row_of(self, batch: Mapping[str, Any], account: str) -> BatchRow | None:
         """The ledger's row of an account's batch: by its id, or by the ref a create tagged
         it with.
 
@@ -281,14 +283,14 @@ class BatchStore:
         )
         return {row["batch_id"] for row in rows}
 
-    def find_by_ref(self, ref: str) -> Row | None:
-        rows = self.conn.rows("SELECT * FROM batches WHERE ref = ?", (ref,))
+    def find_by_ref(self, ref: str) -> BatchRow | None:
+        rows = self.select("SELECT * FROM batches WHERE ref = ?", (ref,))
         return rows[0] if rows else None
 
-    def latest_batch(self, account: str | None = None) -> Row | None:
+    def latest_batch(self, account: str | None = None) -> BatchRow | None:
         """The batch most recently made, as `list` orders them; made here before synced."""
         where = "AND account = ? " if account is not None else ""
-        rows = self.conn.rows(
+        rows = self.select(
             f"SELECT * FROM batches WHERE batch_id IS NOT NULL AND part IS NULL {where}"
             f"ORDER BY origin = 'create' DESC, {MADE_AT} DESC, id DESC LIMIT 1",
             (account,) if account is not None else (),
@@ -297,11 +299,11 @@ class BatchStore:
 
     def find_unfinished_submission(
         self, input_: InputFile, endpoint: str, window: str, account: str, base_url: str
-    ) -> Row | None:
+    ) -> BatchRow | None:
         """A create of the same input on the account (where it points now) that stopped
         before it knew its batch id: cut off, or given up on."""
         where, params = same_input(input_, endpoint, window, account, base_url)
-        rows = self.conn.rows(
+        rows = self.select(
             f"SELECT * FROM batches WHERE {where} "
             "AND batch_id IS NULL AND origin = 'create' AND (status IS NULL OR status = ?) "
             "ORDER BY id DESC LIMIT 1",
@@ -309,29 +311,29 @@ class BatchStore:
         )
         return rows[0] if rows else None
 
-    def unsent_submissions(self) -> list[Row]:
+    def unsent_submissions(self) -> list[BatchRow]:
         """Creates cut off before their upload was recorded: no batch can have been made of
         them (a create needs the file id the upload answers with)."""
-        return self.conn.rows(
+        return self.select(
             "SELECT * FROM batches WHERE batch_id IS NULL AND input_file_id IS NULL "
             "AND origin = 'create' AND status IS NULL AND part IS NULL ORDER BY id"
         )
 
-    def unfinished_submissions(self) -> list[Row]:
+    def unfinished_submissions(self) -> list[BatchRow]:
         """Creates cut off after the upload: their batch may exist on the server."""
-        return self.conn.rows(
+        return self.select(
             "SELECT * FROM batches WHERE batch_id IS NULL AND input_file_id IS NOT NULL "
             "AND origin = 'create' AND status IS NULL ORDER BY id"
         )
 
-    def batches_to_sweep(self, *, include_synced: bool = False) -> list[Row]:
+    def batches_to_sweep(self, *, include_synced: bool = False) -> list[BatchRow]:
         """Batches not yet final, and finished ones whose result files are not saved yet.
 
         Finished batches that `sync` found are left alone unless `include_synced`: their
         results may be saved elsewhere already, by whoever made them.
         """
         synced = "" if include_synced else "AND origin != 'sync' "
-        return self.conn.rows(
+        return self.select(
             "SELECT * FROM batches WHERE batch_id IS NOT NULL AND results_gone_at IS NULL "
             "AND not_found_at IS NULL AND ("
             f"coalesce(status, '') NOT IN ({placeholders(FINAL_STATUSES)}) "
@@ -363,18 +365,19 @@ class BatchStore:
         )
         return bool(rows)
 
-    def rows_with_remote_files(self) -> list[Row]:
+    def rows_with_remote_files(self) -> list[BatchRow]:
         """Every row that names an input, output or error file not known to be gone, oldest
         first."""
-        return self.conn.rows(
+        return self.select(
             "SELECT * FROM batches WHERE "
             "(input_file_id IS NOT NULL AND input_file_gone_at IS NULL) "
             "OR (output_file_id IS NOT NULL AND output_file_gone_at IS NULL) "
             f"OR (error_file_id IS NOT NULL AND error_file_gone_at IS NULL) ORDER BY {MADE_AT}, id"
         )
 
-    def history(self, row_id: int) -> list[Row]:
-        return self.conn.rows("SELECT * FROM history WHERE batch = ? ORDER BY id", (row_id,))
+    def history(self, row_id: int) -> list[HistoryRow]:
+        rows = self.conn.rows("SELECT * FROM history WHERE batch = ? ORDER BY id", (row_id,))
+        return cast(list[HistoryRow], rows)
 
 
 # The columns of fields_from_batch that SQLite stores as INTEGER; the others are TEXT.

@@ -4,8 +4,9 @@ import json
 import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any, cast
 
-from batchledger.batches import JobStatus, PartState, Row, attempt_is_open
+from batchledger.batches import JobStatus, PartState, attempt_is_open
 from batchledger.claims import new_claim
 from batchledger.details import CreateDetails
 from batchledger.ledger.batch_store import BatchStore
@@ -21,6 +22,7 @@ from batchledger.ledger.store import (
     same_input,
     saved_file_fields,
 )
+from batchledger.rows import BatchRow, JobHistoryRow, JobRow, PartRow
 from batchledger.times import utc_now
 
 
@@ -31,6 +33,14 @@ class JobStore:
     def __init__(self, conn: Connection, batches: BatchStore) -> None:
         self.conn = conn
         self.batches = batches
+
+    def _jobs(self, sql: str, params: tuple[Any, ...] = ()) -> list[JobRow]:
+        """Rows of `jobs` (SELECT *): SQLite's dicts, typed once here."""
+        return cast(list[JobRow], self.conn.rows(sql, params))
+
+    def _parts(self, sql: str, params: tuple[Any, ...] = ()) -> list[PartRow]:
+        """Rows of `parts` (SELECT *), typed once here."""
+        return cast(list[PartRow], self.conn.rows(sql, params))
 
     def claim_job(
         self,
@@ -47,7 +57,7 @@ class JobStore:
         force: bool,
         retry_of: str | None = None,
         guard: ClaimGuard | None = None,
-    ) -> tuple[Row, bool]:
+    ) -> tuple[JobRow, bool]:
         """Start (or resume) the job of `input_`: its row and whether it resumed.
 
         `parts` are (start byte, end byte, requests, and for a retry the byte ranges of its
@@ -129,7 +139,7 @@ class JobStore:
                 part_id, {"input_file_id": file_id, "input_file_created_at": created_at}
             )
 
-    def start_attempt(self, part: Row, job: Row, details: CreateDetails) -> Row | None:
+    def start_attempt(self, part: PartRow, job: JobRow, details: CreateDetails) -> BatchRow | None:
         """A new batch row for the next attempt of `part`, claimed by this run; None if the
         part has an attempt that is live, or being made by another run."""
         with self.conn.writing():
@@ -229,16 +239,16 @@ class JobStore:
             )
             self.conn.job_history(job_row_id, "finish", f"status {status}")
 
-    def get_job(self, job_row_id: int) -> Row:
-        return self.conn.rows("SELECT * FROM jobs WHERE id = ?", (job_row_id,))[0]
+    def get_job(self, job_row_id: int) -> JobRow:
+        return self._jobs("SELECT * FROM jobs WHERE id = ?", (job_row_id,))[0]
 
-    def find_job(self, job_id: str) -> Row | None:
-        rows = self.conn.rows("SELECT * FROM jobs WHERE job_id = ?", (job_id,))
+    def find_job(self, job_id: str) -> JobRow | None:
+        rows = self._jobs("SELECT * FROM jobs WHERE job_id = ?", (job_id,))
         return rows[0] if rows else None
 
-    def latest_job(self, account: str | None = None) -> Row | None:
+    def latest_job(self, account: str | None = None) -> JobRow | None:
         where = "WHERE account = ? " if account is not None else ""
-        rows = self.conn.rows(
+        rows = self._jobs(
             f"SELECT * FROM jobs {where}ORDER BY recorded_at DESC, id DESC LIMIT 1",
             (account,) if account is not None else (),
         )
@@ -252,11 +262,11 @@ class JobStore:
         account: str,
         base_url: str,
         limits: tuple[int, int],
-    ) -> Row | None:
+    ) -> JobRow | None:
         """A job of the same input and split whose submission is not over (cut off, or
         waiting for --max-in-flight): running `create` again goes on with it."""
         where, params = same_input(input_, endpoint, window, account, base_url)
-        rows = self.conn.rows(
+        rows = self._jobs(
             f"SELECT * FROM jobs WHERE {where} "
             f"AND max_requests = ? AND max_bytes = ? AND status IN (?, ?) AND ({UNSENT}) "
             "ORDER BY id DESC LIMIT 1",
@@ -270,48 +280,45 @@ class JobStore:
         )
         return rows[0] if rows else None
 
-    def find_unsent_job_by_id(self, job_row_id: int) -> Row | None:
+    def find_unsent_job_by_id(self, job_row_id: int) -> JobRow | None:
         """The job, if its submission is not over (a part never sent, a create cut off)."""
-        rows = self.conn.rows(
+        rows = self._jobs(
             f"SELECT * FROM jobs WHERE id = ? AND ({UNSENT})", (job_row_id, PartState.QUEUED)
         )
         return rows[0] if rows else None
 
-    def jobs_in_status(self, status: str) -> list[Row]:
-        return self.conn.rows("SELECT * FROM jobs WHERE status = ? ORDER BY id", (status,))
+    def jobs_in_status(self, status: str) -> list[JobRow]:
+        return self._jobs("SELECT * FROM jobs WHERE status = ? ORDER BY id", (status,))
 
-    def retries_of(self, retry_of: str) -> list[Row]:
+    def retries_of(self, retry_of: str) -> list[JobRow]:
         """The jobs that send again lines of the batch or job `retry_of`, oldest first."""
-        return self.conn.rows("SELECT * FROM jobs WHERE retry_of = ? ORDER BY id", (retry_of,))
+        return self._jobs("SELECT * FROM jobs WHERE retry_of = ? ORDER BY id", (retry_of,))
 
-    def unfinished_jobs(self) -> list[Row]:
-        return self.conn.rows(
-            "SELECT * FROM jobs WHERE status = ? ORDER BY id", (JobStatus.RUNNING,)
-        )
+    def unfinished_jobs(self) -> list[JobRow]:
+        return self._jobs("SELECT * FROM jobs WHERE status = ? ORDER BY id", (JobStatus.RUNNING,))
 
-    def job_parts(self, job_row_id: int) -> list[Row]:
-        return self.conn.rows(
-            "SELECT * FROM parts WHERE job = ? ORDER BY part_index", (job_row_id,)
-        )
+    def job_parts(self, job_row_id: int) -> list[PartRow]:
+        return self._parts("SELECT * FROM parts WHERE job = ? ORDER BY part_index", (job_row_id,))
 
-    def attempts_of_job(self, job_row_id: int) -> list[Row]:
+    def attempts_of_job(self, job_row_id: int) -> list[BatchRow]:
         """Every batch row of the job's parts, oldest first."""
-        return self.conn.rows(
+        return self.batches.select(
             "SELECT batches.* FROM batches JOIN parts ON batches.part = parts.id "
             "WHERE parts.job = ? ORDER BY batches.id",
             (job_row_id,),
         )
 
-    def last_attempt(self, part_id: int) -> Row | None:
-        rows = self.conn.rows(
+    def last_attempt(self, part_id: int) -> BatchRow | None:
+        rows = self.batches.select(
             "SELECT * FROM batches WHERE part = ? ORDER BY id DESC LIMIT 1", (part_id,)
         )
         return rows[0] if rows else None
 
-    def job_of_part(self, part_id: int) -> tuple[Row, Row]:
+    def job_of_part(self, part_id: int) -> tuple[JobRow, PartRow]:
         """The job and the part a part id names."""
-        part = self.conn.rows("SELECT * FROM parts WHERE id = ?", (part_id,))[0]
+        part = self._parts("SELECT * FROM parts WHERE id = ?", (part_id,))[0]
         return self.get_job(part["job"]), part
 
-    def job_history(self, job_row_id: int) -> list[Row]:
-        return self.conn.rows("SELECT * FROM job_history WHERE job = ? ORDER BY id", (job_row_id,))
+    def job_history(self, job_row_id: int) -> list[JobHistoryRow]:
+        rows = self.conn.rows("SELECT * FROM job_history WHERE job = ? ORDER BY id", (job_row_id,))
+        return cast(list[JobHistoryRow], rows)

@@ -4,11 +4,11 @@ spend is summed from, the accounts in use."""
 import sqlite3
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
-from batchledger.batches import Row
 from batchledger.errors import BatchledgerError
 from batchledger.ledger.store import MADE_AT, Connection, describe_sqlite_error
+from batchledger.rows import BatchRow, JobListingRow, JobRow, UsageTotalsRow
 
 
 class ReportStore:
@@ -19,7 +19,7 @@ class ReportStore:
 
     def list_batches(
         self, filters: "BatchFilter", limit: int | None, columns: Sequence[str] = ("*",)
-    ) -> list[Row]:
+    ) -> list[dict[str, Any]]:
         """Newest first; `limit` None means all. `columns`: only these (a big listing is
         quicker to read without the columns it does not show)."""
         where, params = filters.sql()
@@ -60,7 +60,7 @@ class ReportStore:
         rows = self.conn.rows(f"SELECT count(*) AS n FROM batches {where}", params)
         return int(rows[0]["n"])
 
-    def list_jobs(self, filters: "BatchFilter", limit: int | None) -> list[Row]:
+    def list_jobs(self, filters: "BatchFilter", limit: int | None) -> list[JobListingRow]:
         """Jobs newest first, with counts of their parts and of requests done."""
         if filters.model or filters.metadata:
             return []  # those are batches' details
@@ -100,16 +100,16 @@ class ReportStore:
             f"FROM jobs {where} ORDER BY recorded_at DESC, id DESC"
         )
         if limit is not None:
-            return self.conn.rows(sql + " LIMIT ?", (*params, limit))
-        return self.conn.rows(sql, tuple(params))
+            return cast(list[JobListingRow], self.conn.rows(sql + " LIMIT ?", (*params, limit)))
+        return cast(list[JobListingRow], self.conn.rows(sql, tuple(params)))
 
-    def usage_totals(self, group_sql: str, since: str | None) -> list[Row]:
+    def usage_totals(self, group_sql: str, since: str | None) -> list[UsageTotalsRow]:
         """Batches, requests answered and tokens, summed per (group, model).
 
         `group_sql` is an SQL expression over `batches` (usage.GROUPS), never user input.
         """
         where = f"AND {MADE_AT} >= ?" if since else ""
-        return self.conn.rows(
+        rows = self.conn.rows(
             f"SELECT {group_sql} AS grp, model, count(*) AS batches, "
             "coalesce(sum(requests_completed), 0) AS requests, "
             "sum(json_extract(usage, '$.input_tokens')) AS input, "
@@ -122,8 +122,9 @@ class ReportStore:
             f"FROM batches WHERE batch_id IS NOT NULL {where} GROUP BY grp, model",
             (since,) if since else (),
         )
+        return cast(list[UsageTotalsRow], rows)
 
-    def spend_rows(self, account: str, since: str) -> tuple[list[Row], list[Row]]:
+    def spend_rows(self, account: str, since: str) -> tuple[list[BatchRow], list[JobRow]]:
         """(batches, jobs) of `account` made since `since`, or ended since then: what a
         day's spend is summed from (`spend.day_spend`). A job's parts are in its job."""
         ended = "coalesce(completed_at, failed_at, expired_at, cancelled_at)"
@@ -137,7 +138,7 @@ class ReportStore:
             "ORDER BY id",
             (account, since, since),
         )
-        return batches, jobs
+        return cast(list[BatchRow], batches), cast(list[JobRow], jobs)
 
     def accounts_in_use(self) -> dict[str, int]:
         """Each account the ledger has batches of, and how many."""

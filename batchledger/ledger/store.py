@@ -9,13 +9,14 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast, overload
 
 from batchledger._db import Database
-from batchledger.batches import RESUBMITTABLE_STATUSES, JobStatus, PartState, Row
+from batchledger.batches import RESUBMITTABLE_STATUSES, JobStatus, PartState
 from batchledger.claims import claimed_by_another_run
 from batchledger.details import CostEstimate, CreateDetails
 from batchledger.errors import BatchledgerError, Refused
+from batchledger.rows import BatchRow, JobRow
 from batchledger.times import utc_now
 
 # When a batch was made: the API's created_at, or when the ledger first saw it. Indexed.
@@ -26,7 +27,7 @@ Table = Literal["batches", "jobs"]
 # Called inside a claim's transaction, under the ledger's write lock, with the row (of the
 # table) the claim would resume, or None for a new one: raises to refuse the claim. The day
 # budget (spend.day_budget_guard): two creates at once cannot both pass it.
-ClaimGuard = Callable[[Table, Row | None], None]
+ClaimGuard = Callable[[Table, Mapping[str, Any] | None], None]
 
 
 @dataclass(frozen=True)
@@ -75,7 +76,8 @@ class Connection:
             except sqlite3.Error as exc:
                 raise BatchledgerError(describe_sqlite_error(self.path, exc)) from exc
 
-    def rows(self, sql: str, params: tuple[Any, ...] = ()) -> list[Row]:
+    def rows(self, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
+        """The rows SQLite answers, as dicts (the stores say which rows.py type each is)."""
         with self.lock:
             try:
                 return list(self.db.query(sql, params))
@@ -127,7 +129,7 @@ class Connection:
                 (*fields.values(), row_id),
             )
 
-    def cached_quote(self, model: str, library: str, day: str) -> Row | None:
+    def cached_quote(self, model: str, library: str, day: str) -> dict[str, Any] | None:
         """A model's price as `library` gave it on `day` (m011), if kept."""
         rows = self.rows(
             "SELECT * FROM price_quotes WHERE model = ? AND library = ? AND day = ?",
@@ -161,15 +163,23 @@ class Connection:
                 row_id, {"claimed_by": None, "claimed_at": None, "claim_expires_at": None}
             )
 
+    @overload
+    def with_prefix(
+        self, table: Literal["batches"], prefix: str, account: str | None = ..., limit: int = ...
+    ) -> list[BatchRow]: ...
+    @overload
+    def with_prefix(
+        self, table: Literal["jobs"], prefix: str, account: str | None = ..., limit: int = ...
+    ) -> list[JobRow]: ...
     def with_prefix(
         self, table: Table, prefix: str, account: str | None = None, limit: int = 10
-    ) -> list[Row]:
+    ) -> list[BatchRow] | list[JobRow]:
         """Batches (or jobs) whose id starts with `prefix`, with or without the `batch_`
         (`job_`) part."""
         column, kind = ("batch_id", "batch_") if table == "batches" else ("job_id", "job_")
         with_part = f"{kind}{prefix}"
         where = "AND account = ? " if account is not None else ""
-        return self.rows(
+        rows = self.rows(
             f"SELECT * FROM {table} WHERE (substr({column}, 1, ?) = ? "
             f"OR substr({column}, 1, ?) = ?) {where}ORDER BY id DESC LIMIT ?",
             (
@@ -181,6 +191,9 @@ class Connection:
                 limit,
             ),
         )
+        if table == "batches":
+            return cast(list[BatchRow], rows)
+        return cast(list[JobRow], rows)
 
 
 def describe_sqlite_error(path: Path, exc: sqlite3.Error) -> str:
@@ -248,7 +261,7 @@ def refuse_duplicates(
     )
 
 
-def refuse_if_held(input_: InputFile, held: Row | None) -> None:
+def refuse_if_held(input_: InputFile, held: BatchRow | JobRow | None) -> None:
     """Refused when another run holds the claim on the submission (a batch's row or a
     job) that would be resumed."""
     if held is not None and claimed_by_another_run(held):
@@ -258,7 +271,9 @@ def refuse_if_held(input_: InputFile, held: Row | None) -> None:
         )
 
 
-def input_fields(input_: InputFile, endpoint: str, window: str, account: str, base_url: str) -> Row:
+def input_fields(
+    input_: InputFile, endpoint: str, window: str, account: str, base_url: str
+) -> dict[str, Any]:
     """The ledger columns of what a create sends and where, for a batch's row or a job."""
     return {
         "account": account,
@@ -271,7 +286,7 @@ def input_fields(input_: InputFile, endpoint: str, window: str, account: str, ba
     }
 
 
-def details_fields(details: CreateDetails) -> Row:
+def details_fields(details: CreateDetails) -> dict[str, Any]:
     """The ledger columns of what a create asked beyond its input."""
     return {
         "metadata": json.dumps(details.metadata, sort_keys=True) if details.metadata else None,
@@ -283,7 +298,7 @@ def details_fields(details: CreateDetails) -> Row:
     }
 
 
-def estimate_fields(estimate: CostEstimate | None) -> Row:
+def estimate_fields(estimate: CostEstimate | None) -> dict[str, Any]:
     """The ledger columns of a create's estimate (m008, m011); all None without one."""
     return {
         "estimated_input_tokens": estimate.input_tokens if estimate else None,
@@ -293,7 +308,9 @@ def estimate_fields(estimate: CostEstimate | None) -> Row:
     }
 
 
-def saved_file_fields(kind: str, path: Path | None, size: int | None, sha256: str | None) -> Row:
+def saved_file_fields(
+    kind: str, path: Path | None, size: int | None, sha256: str | None
+) -> dict[str, Any]:
     """The columns of a saved `kind` file ("output" or "error"): where, how big, its sha256."""
     return {
         f"{kind}_path": str(path) if path else None,
