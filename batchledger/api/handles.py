@@ -1,0 +1,437 @@
+"""The handles of the Python API: a `Batch` and a `Job` of the ledger, each with its status,
+its request counts, and what can be done with it (refresh, wait, results, retry, cancel,
+export). Each method is a call of the same steps the command line takes (batch.py, jobs/,
+retry.py, export.py), so every guarantee holds: nothing sent twice, every answer recorded.
+
+Nothing here prints, unless `wait(progress=True)` is asked for (a bar on stderr).
+"""
+
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, TypedDict
+
+from batchledger.api.result_rows import ResultRow, result_rows, to_pandas
+from batchledger.batches import (
+    FINAL_STATUSES,
+    JOB_INPUT_CHANGED,
+    JOB_RUNNING,
+    BatchRef,
+    JobRef,
+    Row,
+)
+from batchledger.context import Context
+from batchledger.errors import NotFound, NotInLedger, Refused, UsageError, WaitTimeout
+
+if TYPE_CHECKING:
+    from batchledger.batch import BatchReport, SavedFile
+    from batchledger.jobs import JobReport
+
+# How long `wait` pauses between checks at first: an emulator's batches move every few
+# seconds, a provider's in minutes or hours. The pause grows while nothing moves.
+EMULATOR_INTERVAL = 1.0
+PROVIDER_INTERVAL = 10.0
+MAX_INTERVAL = 300.0
+
+ExportFormat = Literal["csv", "jsonl"]
+
+
+class RequestCounts(TypedDict):
+    """A batch's or job's requests: all of them, those that succeeded, those that failed."""
+
+    total: int
+    completed: int
+    failed: int
+
+
+def first_interval(ctx: Context, account: str) -> float:
+    """The first pause of a wait, for the account's kind."""
+    kind = ctx.account_named(account).kind
+    return EMULATOR_INTERVAL if kind == "emulator" else PROVIDER_INTERVAL
+
+
+def deadline_sleep(timeout: float | None) -> Callable[[float], None] | None:
+    """The polling loops' sleep, cut short at the deadline and raising WaitTimeout there;
+    None (plain time.sleep) without a timeout."""
+    if timeout is None:
+        return None
+    deadline = time.monotonic() + timeout
+
+    def sleep(seconds: float) -> None:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise WaitTimeout(f"still running after {timeout:g} s; it goes on on the server")
+        time.sleep(min(seconds, left))
+
+    return sleep
+
+
+class Batch:
+    """A batch of the ledger (`BatchLedger.get`, `create`, `list`). `status` and
+    `request_counts` are the ledger's; `refresh()` asks the API."""
+
+    def __init__(self, ctx: Context, ref: BatchRef, row: Row) -> None:
+        self._ctx = ctx
+        self._ref = ref
+        self.row: Row = row
+        """The batch's ledger row (every column of `batches`), as last read or recorded."""
+        self.warnings: list[str] = []
+        """What the last call found worth knowing (results gone from the API, a file
+        overwritten), as the command line would warn."""
+
+    def __repr__(self) -> str:
+        return f"<Batch {self.id} {self.status} ({self.account})>"
+
+    @property
+    def id(self) -> str:
+        """The batch's id on its account (`batch_…`)."""
+        return self._ref.batch_id
+
+    @property
+    def account(self) -> str:
+        """The account the batch was made on."""
+        return self._ref.account
+
+    @property
+    def status(self) -> str:
+        """`validating`, `in_progress`, `finalizing`, `completed`, `failed`, `expired`,
+        `cancelling`, `cancelled` (the API's), or `rejected` / `abandoned` (the ledger's)."""
+        return str(self.row["status"])
+
+    @property
+    def request_counts(self) -> RequestCounts:
+        return RequestCounts(
+            total=self.row["requests_total"] or 0,
+            completed=self.row["requests_completed"] or 0,
+            failed=self.row["requests_failed"] or 0,
+        )
+
+    @property
+    def done(self) -> bool:
+        """The batch is final: completed, failed, expired or cancelled."""
+        return self.row["status"] in FINAL_STATUSES
+
+    @property
+    def output_path(self) -> Path | None:
+        """Where its results are saved, once they are."""
+        return Path(self.row["output_path"]) if self.row["output_path"] else None
+
+    @property
+    def error_path(self) -> Path | None:
+        """Where its error lines are saved, once they are (if it has any)."""
+        return Path(self.row["error_path"]) if self.row["error_path"] else None
+
+    def _reread(self) -> None:
+        ledger = self._ctx.open_ledger(create=False)
+        row = ledger.batches.find_batch(self.id, self.account) if ledger is not None else None
+        if row is None:
+            raise NotInLedger(f"{self.id} is no longer in the ledger")
+        self.row = row
+
+    def _took(self, report: "BatchReport", saved: "list[SavedFile] | None" = None) -> None:
+        if report.row is not None:
+            self.row = report.row
+        self.warnings = [report.warning] if report.warning else []
+        self.warnings += [
+            f"overwrote existing file {item.path}"
+            for item in saved or report.saved
+            if item.replaced
+        ]
+
+    def refresh(self, *, save: bool = True) -> "Batch":
+        """Ask the API for the batch, record it, and (unless `save=False`) save its results
+        if it has finished and they are not saved yet. Returns the handle."""
+        from batchledger import batch  # start-up: only calls of the API load it
+
+        self._ctx.start_api_command(self.account)
+        report = batch.look_up(self._ctx, self._ref)
+        if save:
+            batch.save_if_finished(self._ctx, report)
+        self._took(report)
+        return self
+
+    def wait(
+        self,
+        *,
+        progress: bool = False,
+        timeout: float | None = None,
+        interval: float | None = None,
+        max_interval: float = MAX_INTERVAL,
+        out_dir: str | Path | None = None,
+    ) -> "Batch":
+        """Poll until the batch is final (backing off while nothing moves), saving its
+        results (`results_<id>.jsonl` in `out_dir`, else the working directory).
+
+        `progress`: a bar (or a line per change) on stderr. `timeout` (seconds):
+        WaitTimeout when it runs out; the batch keeps running. Returns the handle.
+        """
+        from batchledger import batch  # start-up: only calls of the API load it
+
+        self._ctx.start_api_command(self.account)
+        bar = _progress() if progress else None
+        checks = batch.follow(
+            self._ctx,
+            [self._ref],
+            auto_save=True,
+            interval=interval or first_interval(self._ctx, self.account),
+            max_interval=max(max_interval, interval or 0),
+            out_dir=Path(out_dir).expanduser() if out_dir is not None else None,
+            sleep=deadline_sleep(timeout),
+        )
+        try:
+            for report in checks:
+                if report.error is not None:  # a passing failure: tried again next round
+                    continue
+                if report.batch is None:
+                    raise NotFound(report.warning or f"account {self.account!r} does not know it")
+                self._took(report)
+                if bar is not None:
+                    bar.show(report.batch)
+        finally:
+            if bar is not None:
+                bar.end_line()
+        return self
+
+    def results(self) -> Iterator[ResultRow]:
+        """One dict per input line, in input order: `line`, `custom_id`, `status` (`ok`,
+        `error`, `missing`), `response`, `error`. Streams: memory stays bounded.
+
+        Refused while the results are not saved (`wait()` saves them)."""
+        from batchledger import export  # start-up: only results and export load it
+
+        self._reread()
+        input_path, results = export.check_exportable(self.row)
+        return result_rows(input_path, results)
+
+    def to_pandas(self) -> Any:
+        """`results()` as a pandas DataFrame (`pip install 'batchledger[pandas]'`)."""
+        return to_pandas(self.results())
+
+    def retry(self, *, all_failed: bool = False, max_in_flight: int | None = None) -> "Job | None":
+        """Send again, as a new job, the requests that got no successful response
+        (expired, cancelled, timed out, 429, 5xx, missing; every failure if `all_failed`).
+        None when there is nothing to retry. Once the job is done, this batch's results
+        hold each request's last answer."""
+        return _retry(self._ctx, self._ref, self.account, all_failed, max_in_flight)
+
+    def cancel(self) -> "Batch":
+        """Ask the API to cancel the batch (Refused if it is already over). Returns the
+        handle, `cancelling` (`wait()` follows it to `cancelled`)."""
+        from batchledger import batch  # start-up: only calls of the API load it
+
+        self._ctx.start_api_command(self.account)
+        self._took(batch.cancel(self._ctx, self._ref))
+        return self
+
+    def export(self, path: str | Path | None = None, *, format: ExportFormat = "csv") -> Path:
+        """Write one row per request (its result's fields) as CSV or JSONL; the path written
+        (default: `export_<id>.<format>` in the working directory)."""
+        self._reread()
+        return _export(self.id, self.row, None, path, format)
+
+
+class Job:
+    """A job of the ledger: an input split into parts, each its own batch. `status` is
+    `running`, `done`, `cancelled` or `input_changed`."""
+
+    def __init__(self, ctx: Context, row: Row) -> None:
+        self._ctx = ctx
+        self.row: Row = row
+        """The job's ledger row (every column of `jobs`), as last read or recorded."""
+        self.warnings: list[str] = []
+        """What the last call found worth knowing, as the command line would warn."""
+        self._report: JobReport | None = None
+
+    def __repr__(self) -> str:
+        return f"<Job {self.id} {self.status} ({self.account})>"
+
+    @property
+    def id(self) -> str:
+        """The job's id (`job_…`)."""
+        return str(self.row["job_id"])
+
+    @property
+    def account(self) -> str:
+        return str(self.row["account"])
+
+    @property
+    def status(self) -> str:
+        return str(self.row["status"])
+
+    @property
+    def done(self) -> bool:
+        """The job is over: done (results merged) or cancelled."""
+        return self.row["status"] not in (JOB_RUNNING, JOB_INPUT_CHANGED)
+
+    @property
+    def request_counts(self) -> RequestCounts:
+        report = self.report
+        return RequestCounts(
+            total=int(self.row["input_requests"] or 0),
+            completed=report.requests_completed,
+            failed=report.requests_failed,
+        )
+
+    @property
+    def report(self) -> "JobReport":
+        """The job with its parts, as the command line shows it."""
+        if self._report is None:
+            from batchledger.jobs import JobReport, views  # start-up: jobs only
+
+            self._report = JobReport(job=self.row, parts=views(self._ctx, self.row))
+        return self._report
+
+    @property
+    def output_path(self) -> Path | None:
+        """Where its merged results are saved, once they are."""
+        return Path(self.row["output_path"]) if self.row["output_path"] else None
+
+    @property
+    def error_path(self) -> Path | None:
+        return Path(self.row["error_path"]) if self.row["error_path"] else None
+
+    def _took(self, report: "JobReport") -> None:
+        self._report = report
+        self.row = report.job
+        self.warnings = [f"overwrote existing file {i.path}" for i in report.saved if i.replaced]
+        self.warnings += report.warnings
+
+    def _reread(self) -> None:
+        ledger = self._ctx.open_ledger(create=False)
+        row = ledger.jobs.find_job(self.id) if ledger is not None else None
+        if row is None:
+            raise NotInLedger(f"no job {self.id} in the ledger")
+        self.row, self._report = row, None
+
+    def refresh(self) -> "Job":
+        """Move the job on, as `batchledger status` does: check its live parts (saving
+        their results), send queued parts, merge the results once every part is final."""
+        from batchledger.jobs import advance  # start-up: jobs only
+
+        self._reread()
+        self._ctx.start_api_command(self.account)
+        self._took(advance(self._ctx, self.row))
+        return self
+
+    def wait(
+        self,
+        *,
+        progress: bool = False,
+        timeout: float | None = None,
+        interval: float | None = None,
+        max_interval: float = MAX_INTERVAL,
+    ) -> "Job":
+        """Move the job on round after round (backing off while nothing moves) until it is
+        over and its results are merged. As `Batch.wait`: `progress`, `timeout`."""
+        from batchledger.jobs import follow_job  # start-up: jobs only
+        from batchledger.render_jobs import job_progress
+
+        self._reread()
+        self._ctx.start_api_command(self.account)
+        bar = _progress() if progress else None
+        rounds = follow_job(
+            self._ctx,
+            self.row,
+            interval=interval or first_interval(self._ctx, self.account),
+            max_interval=max(max_interval, interval or 0),
+            sleep=deadline_sleep(timeout),
+        )
+        try:
+            for report in rounds:
+                self._took(report)
+                if bar is not None:
+                    bar.show(job_progress(report))
+        finally:
+            if bar is not None:
+                bar.end_line()
+        return self
+
+    def results(self) -> Iterator[ResultRow]:
+        """As `Batch.results`: one dict per input line of the job, in input order."""
+        from batchledger import export  # start-up: only results and export load it
+
+        self._reread()
+        input_path, results = export.check_job_exportable(self.row)
+        return result_rows(input_path, results)
+
+    def to_pandas(self) -> Any:
+        """`results()` as a pandas DataFrame (`pip install 'batchledger[pandas]'`)."""
+        return to_pandas(self.results())
+
+    def retry(self, *, all_failed: bool = False, max_in_flight: int | None = None) -> "Job | None":
+        """As `Batch.retry`, for the requests of this job."""
+        return _retry(self._ctx, JobRef(self.id), self.account, all_failed, max_in_flight)
+
+    def cancel(self) -> "Job":
+        """Cancel the job's live batches and its queued parts (Refused if it is over);
+        `wait()` follows it until every batch has ended."""
+        from batchledger.jobs import cancel_job  # start-up: jobs only
+
+        self._reread()
+        if self.done:
+            raise Refused(f"job {self.id} is already {self.status}; there is nothing to cancel")
+        self._ctx.start_api_command(self.account)
+        self._took(cancel_job(self._ctx, self.row))
+        return self
+
+    def export(self, path: str | Path | None = None, *, format: ExportFormat = "csv") -> Path:
+        """As `Batch.export`, for the job's merged results."""
+        self._reread()
+        return _export(self.id, None, self.row, path, format)
+
+
+def _progress() -> Any:
+    from batchledger.render import Progress  # start-up: only a wait with progress draws
+
+    return Progress(sys.stderr)
+
+
+def _retry(
+    ctx: Context,
+    target: BatchRef | JobRef,
+    account_hint: str,
+    all_failed: bool,
+    max_in_flight: int | None,
+) -> Job | None:
+    from batchledger.retry import retry  # start-up: retry and jobs, only for retry
+
+    ledger = ctx.open_ledger(create=False)
+    if isinstance(target, BatchRef):
+        account = target.account
+    else:
+        row = ledger.jobs.find_job(target.job_id) if ledger is not None else None
+        account = row["account"] if row is not None else account_hint
+    ctx.start_api_command(account)
+    report = retry(ctx, target, all_failed=all_failed, max_in_flight=max_in_flight)
+    if report.job is None:
+        return None
+    job = Job(ctx, report.job.job)
+    job._took(report.job)
+    job.warnings += report.warnings
+    return job
+
+
+def _export(
+    id_: str, batch_row: Row | None, job_row: Row | None, path: str | Path | None, format_: str
+) -> Path:
+    from batchledger import export as exporting  # start-up: only export loads it
+    from batchledger.savefile import prepare_target, save_chunks
+
+    if format_ not in ("csv", "jsonl"):
+        raise UsageError(f"format {format_!r} is not csv or jsonl")
+    if job_row is not None:
+        input_path, results = exporting.check_job_exportable(job_row)
+    else:
+        assert batch_row is not None
+        input_path, results = exporting.check_exportable(batch_row)
+    rows = exporting.export_rows(input_path, results, exporting.ExportCounts())
+    chunks = exporting.csv_chunks(rows) if format_ == "csv" else exporting.jsonl_chunks(rows)
+    default = exporting.default_export_path(id_, format_)
+    out = Path(path).expanduser() if path is not None else default
+    if out.is_dir():
+        out = out / default
+    out = out.absolute()
+    prepare_target(out)
+    save_chunks(out, chunks)
+    return out
