@@ -101,6 +101,7 @@ class Batch:
 
     @property
     def request_counts(self) -> RequestCounts:
+        """Its requests, as the API last reported them."""
         return RequestCounts(
             total=self.row["requests_total"] or 0,
             completed=self.row["requests_completed"] or 0,
@@ -253,10 +254,13 @@ class Job:
 
     @property
     def account(self) -> str:
+        """The account the job's batches are made on."""
         return str(self.row["account"])
 
     @property
     def status(self) -> str:
+        """`running`, `done`, `cancelled` or `input_changed` (its queued parts wait for
+        the input as it was split)."""
         return str(self.row["status"])
 
     @property
@@ -266,12 +270,12 @@ class Job:
 
     @property
     def request_counts(self) -> RequestCounts:
-        report = self.report
-        return RequestCounts(
-            total=int(self.row["input_requests"] or 0),
-            completed=report.requests_completed,
-            failed=report.requests_failed,
-        )
+        """Its requests: every part's, those answered successfully, those that failed."""
+        total = int(self.row["input_requests"] or 0)
+        completed, failed = self.row["requests_completed"], self.row["requests_failed"]
+        if completed is None or failed is None:  # counted once merged; till then, the parts'
+            completed, failed = self.report.requests_completed, self.report.requests_failed
+        return RequestCounts(total=total, completed=int(completed), failed=int(failed))
 
     @property
     def report(self) -> "JobReport":
@@ -289,6 +293,7 @@ class Job:
 
     @property
     def error_path(self) -> Path | None:
+        """Where its merged error lines are saved, once they are (if it has any)."""
         return Path(self.row["error_path"]) if self.row["error_path"] else None
 
     def _took(self, report: "JobReport") -> None:
@@ -302,7 +307,8 @@ class Job:
         row = ledger.jobs.find_job(self.id) if ledger is not None else None
         if row is None:
             raise NotInLedger(f"no job {self.id} in the ledger")
-        self.row, self._report = row, None
+        if row != self.row:
+            self.row, self._report = row, None
 
     def refresh(self) -> "Job":
         """Move the job on, as `batchledger status` does: check its live parts (saving
