@@ -5,6 +5,7 @@ import asyncio
 import json
 import os
 import random
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -400,3 +401,24 @@ def test_anthropic_and_openai_result_lines_come_out_as_the_same_row(
 
     assert row["status"] == status and row["error"] == error
     assert (row["response"] or {}).get("body") == body
+
+
+def test_the_readme_api_example_runs_offline(isolated: Path):
+    text = (SOURCE / "README.md").read_text(encoding="utf-8")
+    code = text.split("<!-- api -->", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    shutil.copytree(SOURCE / "examples", isolated / "examples")
+    env = {name: value for name, value in os.environ.items() if not name.startswith("OPENAI_")}
+
+    run = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=isolated,
+        timeout=120,
+    )
+
+    assert run.returncode == 0, run.stderr
+    assert " completed {'total': 3, 'completed': 3, 'failed': 0}" in run.stdout
+    assert "1 request-1 ok None" in run.stdout
+    assert "completed: 3/3 done" in run.stderr  # progress=True: on stderr
