@@ -196,8 +196,12 @@ def test_typed_errors(emulator: EmulatorServer, isolated: Path):
             run.results()
         with pytest.raises(bl.WaitTimeout):
             run.wait(timeout=0, interval=5)
+        elsewhere = ledger.get("batch_unknown")  # made elsewhere? the API is asked
+        assert not elsewhere.recorded and elsewhere.status == "unknown"
+        with pytest.raises(bl.NotFound):
+            elsewhere.refresh()
         with pytest.raises(bl.NotInLedger):
-            ledger.get("batch_unknown")
+            ledger.get("zzz")  # a prefix of nothing
         with pytest.raises(bl.UsageError, match="not a status"):
             ledger.list(status="done-ish")
         with pytest.raises(bl.UsageError, match="since"):

@@ -119,7 +119,7 @@ class BatchLedger:
         *,
         endpoint: str | None = None,
         window: str = DEFAULT_WINDOW,
-        metadata: Mapping[str, str] | None = None,
+        metadata: Mapping[str, str] | Iterable[tuple[str, str]] | None = None,
         force: bool = False,
         max_requests: int | None = None,
         max_bytes: int | None = None,
@@ -142,7 +142,9 @@ class BatchLedger:
         ctx = self._ctx
         text = str(path)
         details = CreateDetails(
-            metadata=check_metadata((metadata or {}).items()),
+            metadata=check_metadata(
+                metadata.items() if isinstance(metadata, Mapping) else metadata or ()
+            ),
             input_expires_after=input_expires_after,
             output_expires_after=output_expires_after,
         )
@@ -247,8 +249,9 @@ class BatchLedger:
 
     def get(self, ref: str) -> Batch | Job:
         """The batch or job `ref` names: its id, a unique prefix of it, or `last` (the
-        newest made). NotInLedger (a UsageError) if the ledger has none;
-        `sync()` adds the batches made elsewhere."""
+        newest made); NotInLedger (a UsageError) if the ledger has none. A full batch id
+        the ledger has not seen (made elsewhere) gives a handle that is not `recorded`
+        until `refresh()` asks the API for it (`sync()` adds every batch of the account)."""
         ctx = self._ctx
         ledger = ctx.open_ledger(create=False)
         found = resolve(ledger, ref, named=ctx.named_account, current=ctx.account.name)
@@ -257,11 +260,9 @@ class BatchLedger:
             if job is None:
                 raise NotInLedger(f"no job {found.job_id} in the ledger")
             return Job(ctx, job)
+        # A full batch id the ledger has not seen (made elsewhere): its handle is not
+        # `recorded` until refresh() asks the API, which records it.
         row = ledger.batches.find_batch(found.batch_id, found.account) if ledger else None
-        if row is None:
-            raise NotInLedger(
-                f"{found.batch_id} is not in the ledger; sync() adds the batches of the account"
-            )
         return Batch(ctx, found, row)
 
     def list(

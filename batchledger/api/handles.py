@@ -71,14 +71,18 @@ class Batch:
     """A batch of the ledger (`BatchLedger.get`, `create`, `list`). `status` and
     `request_counts` are the ledger's; `refresh()` asks the API."""
 
-    def __init__(self, ctx: Context, ref: BatchRef, row: Row) -> None:
+    def __init__(self, ctx: Context, ref: BatchRef, row: Row | None) -> None:
         self._ctx = ctx
         self._ref = ref
-        self.row: Row = row
-        """The batch's ledger row (every column of `batches`), as last read or recorded."""
+        self.row: Row = row or {}
+        """The batch's ledger row (every column of `batches`), as last read or recorded;
+        empty for a batch id the ledger has not seen yet (`refresh()` records it)."""
         self.warnings: list[str] = []
         """What the last call found worth knowing (results gone from the API, a file
         overwritten), as the command line would warn."""
+        self.report: BatchReport | None = None
+        """What the last call of the API found and did (the batch as the API answered,
+        the files saved), as the command line shows it; None before any."""
 
     def __repr__(self) -> str:
         return f"<Batch {self.id} {self.status} ({self.account})>"
@@ -97,31 +101,41 @@ class Batch:
     def status(self) -> str:
         """`validating`, `in_progress`, `finalizing`, `completed`, `failed`, `expired`,
         `cancelling`, `cancelled` (the API's), or `rejected` / `abandoned` (the ledger's)."""
-        return str(self.row["status"])
+        return str(self.row.get("status") or "unknown")
+
+    @property
+    def recorded(self) -> bool:
+        """The ledger has the batch (a batch id it has not seen: not until `refresh()`)."""
+        return bool(self.row)
 
     @property
     def request_counts(self) -> RequestCounts:
         """Its requests, as the API last reported them."""
         return RequestCounts(
-            total=self.row["requests_total"] or 0,
-            completed=self.row["requests_completed"] or 0,
-            failed=self.row["requests_failed"] or 0,
+            total=self.row.get("requests_total") or 0,
+            completed=self.row.get("requests_completed") or 0,
+            failed=self.row.get("requests_failed") or 0,
         )
 
     @property
     def done(self) -> bool:
         """The batch is final: completed, failed, expired or cancelled."""
-        return self.row["status"] in FINAL_STATUSES
+        return self.row.get("status") in FINAL_STATUSES
 
     @property
     def output_path(self) -> Path | None:
         """Where its results are saved, once they are."""
-        return Path(self.row["output_path"]) if self.row["output_path"] else None
+        return Path(self.row["output_path"]) if self.row.get("output_path") else None
 
     @property
     def error_path(self) -> Path | None:
         """Where its error lines are saved, once they are (if it has any)."""
-        return Path(self.row["error_path"]) if self.row["error_path"] else None
+        return Path(self.row["error_path"]) if self.row.get("error_path") else None
+
+    def history(self) -> list[Row]:
+        """Every action the ledger recorded on the batch, oldest first (`batchledger show`)."""
+        self._reread()
+        return self._ctx.ledger.batches.history(self.row["id"])
 
     def _reread(self) -> None:
         ledger = self._ctx.open_ledger(create=False)
@@ -131,6 +145,7 @@ class Batch:
         self.row = row
 
     def _took(self, report: "BatchReport", saved: "list[SavedFile] | None" = None) -> None:
+        self.report = report
         if report.row is not None:
             self.row = report.row
         self.warnings = [report.warning] if report.warning else []
@@ -140,16 +155,39 @@ class Batch:
             if item.replaced
         ]
 
-    def refresh(self, *, save: bool = True) -> "Batch":
+    def refresh(self, *, save: bool = True, out: str | Path | None = None) -> "Batch":
         """Ask the API for the batch, record it, and (unless `save=False`) save its results
-        if it has finished and they are not saved yet. Returns the handle."""
+        if it has finished and they are not saved yet (at `out`, else
+        `results_<id>.jsonl` in the working directory). Returns the handle."""
         from batchledger import batch  # start-up: only calls of the API load it
 
         self._ctx.start_api_command(self.account)
-        report = batch.look_up(self._ctx, self._ref)
+        self._took(batch.look_up(self._ctx, self._ref))
         if save:
-            batch.save_if_finished(self._ctx, report)
+            self.save(out)
+        return self
+
+    def save(self, out: str | Path | None = None) -> "Batch":
+        """Save the results of the batch as the last `refresh()` found it, if it has
+        finished and they are not saved yet (or `out` names a place for them)."""
+        from batchledger import batch  # start-up: only calls of the API load it
+
+        if self.report is None or self.report.batch is None:
+            return self.refresh(save=True, out=out)
+        report = self.report
+        batch.save_if_finished(self._ctx, report, out=Path(out) if out is not None else None)
         self._took(report)
+        return self
+
+    def retrieve(self, out: str | Path | None = None, *, force: bool = False) -> "Batch":
+        """Save the results of a finished batch (Refused while it has none), at `out` or
+        `results_<id>.jsonl`. Saved already at that place and unchanged on disk: not
+        downloaded again (`report.already_saved`) unless `force`."""
+        from batchledger import batch  # start-up: only calls of the API load it
+
+        self._ctx.start_api_command(self.account)
+        target = Path(out) if out is not None else None
+        self._took(batch.retrieve(self._ctx, self._ref, target, again=force))
         return self
 
     def wait(
@@ -224,6 +262,16 @@ class Batch:
         self._ctx.start_api_command(self.account)
         self._took(batch.cancel(self._ctx, self._ref))
         return self
+
+    def cancel_statuses(self, *, interval: float, max_interval: float) -> Iterator[str]:
+        """After `cancel()`: follow the batch until it is final, yielding each new status
+        it reaches (`batchledger cancel` prints them)."""
+        from batchledger import batch  # start-up: only calls of the API load it
+
+        assert self.report is not None, "cancel() first"
+        yield from batch.wait_for_cancel(
+            self._ctx, self.report, interval=interval, max_interval=max_interval
+        )
 
     def export(self, path: str | Path | None = None, *, format: ExportFormat = "csv") -> Path:
         """Write one row per request (its result's fields) as CSV or JSONL; the path written
