@@ -4,91 +4,72 @@ and the sweep (sweep.py), and the results into output; given a job's id, each ha
 to job_commands."""
 
 import argparse
-import dataclasses
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from batchledger.api import Job
 from batchledger.batches import JobRef
 from batchledger.cli import estimate_commands, job_commands
 from batchledger.cli.defaults import DEFAULT_WATCH_MAX_INTERVAL
 from batchledger.cli.reports import warn_input_changed, warn_saved
-from batchledger.cli.targets import out_dir, out_path, target
+from batchledger.cli.targets import api, out_dir, out_path, target
 from batchledger.context import Context
 from batchledger.details import CreateDetails, check_metadata
 from batchledger.errors import ExitCode, UsageError
-from batchledger.inputs import check_input, count_lines, hash_input_in_background
+from batchledger.inputs import check_input
 from batchledger.redaction import redact
 from batchledger.render import json_text, row_json, saved_line, status_lines, sweep_table
-from batchledger.split import split_wanted
-from batchledger.token_budget import TokenPlan, plan_parts_by_tokens
-
-if TYPE_CHECKING:
-    from batchledger.ledger import InputFile
+from batchledger.render_jobs import PartProgress
 
 
 def create(args: argparse.Namespace, ctx: Context) -> ExitCode:
-    details = create_details(args)  # before anything is read, written or sent
+    create_details(args)  # before anything is read, written or sent
     ctx.account.profile.check_window(args.completion_window)
     if args.dry_run:
         return estimate_commands.estimate(args, ctx)
-    path = check_input(args.input)
-    if args.max_cost is not None or ctx.account.max_cost_per_day is not None:  # budgets
-        # before the key, the ledger's writes, any upload
-        estimate = estimate_commands.check_max_cost(args, ctx)
-        details = dataclasses.replace(details, estimate=estimate)
-    elif args.prices:
+    if args.prices and args.max_cost is None and ctx.account.max_cost_per_day is None:
+        check_input(args.input)  # a missing input is told first, as always
         raise UsageError("--prices prices an estimate: it goes with --dry-run or --max-cost")
-    hashing = hash_input_in_background(path, args.input)
-    from batchledger import batch  # start-up: only commands that call the API load it
+    progress = PartProgress(ctx.stderr)  # a job's uploads, part by part
+    ctx.on_part_uploaded = progress
+    if not args.json:
+        # At once: a run stopped during the uploads has told the user which job to resume.
+        def claimed(job_id: str) -> None:
+            ctx.print(f"job_id: {job_id}")
+            ctx.stdout.flush()
 
-    ctx.start_api_command()
-    # A provider whose batches name no endpoint (its profile has no default) records none.
-    endpoint = args.endpoint or ctx.account.default_endpoint or ""
-    input_ = count_lines(hashing.result(), args.input)  # after the import: see count_lines
-    split = split_wanted(input_, ctx.account.limits, args.max_requests, args.max_bytes)
-    planned = token_plan(args, ctx, input_, split)  # issue 22: parts cut by counted tokens
-    if split is not None or (planned is not None and len(planned.parts) > 1):
-        split = split or ctx.account.limits
-        return job_commands.create(args, ctx, input_, endpoint, split, details, planned)
-    if args.max_in_flight is not None:
-        raise UsageError("--max-in-flight is for inputs split into parts (a job)")
-    submitted = batch.submit(
-        ctx,
-        input_,
-        endpoint,
-        args.completion_window,
+        ctx.on_job_claimed = claimed
+    made = api(ctx).create(
+        args.input,
+        endpoint=args.endpoint,
+        window=args.completion_window,
+        metadata=args.metadata,
         force=args.force,
-        details=details,
+        max_requests=args.max_requests,
+        max_bytes=args.max_bytes,
+        max_in_flight=args.max_in_flight,
+        max_tokens=getattr(args, "max_tokens", None),
+        max_cost=args.max_cost,
+        prices=args.prices,
+        input_expires_after=args.input_expires_after,
+        output_expires_after=args.output_expires_after,
     )
-    if submitted.recovered:
-        ctx.warn(
-            f"{submitted.batch['id']} was created by an earlier run that was cut off; "
-            "recorded it instead of creating another batch"
-        )
+    if isinstance(made, Job):
+        from batchledger.jobs import job_json  # start-up: jobs only
+
+        progress.end_line()
+        if args.json:
+            ctx.print(json_text(job_json(made.report)))
+        else:
+            job_commands.print_parts(ctx, made.report, job_id_shown=True)
+        return ExitCode.OK
+    for warning in made.warnings:
+        ctx.warn(warning)
     if args.json:
-        ctx.print(json_text(row_json(submitted.row)))
+        ctx.print(json_text(row_json(made.row)))
     else:
-        ctx.print(f"file_id: {submitted.file_id}")
-        ctx.print(f"batch_id: {submitted.batch['id']}")
+        ctx.print(f"file_id: {made.row['input_file_id']}")
+        ctx.print(f"batch_id: {made.id}")
     return ExitCode.OK
-
-
-def token_plan(
-    args: argparse.Namespace, ctx: Context, input_: "InputFile", split: tuple[int, int] | None
-) -> TokenPlan | None:
-    """With a token budget (the account's `enqueued_tokens`, or --max-tokens): the input
-    cut by counted tokens (one pass that parses every line), else None (cut by newlines)."""
-    max_tokens = getattr(args, "max_tokens", None)
-    if not ctx.account.enqueued_tokens and max_tokens is None:
-        return None
-    limits = split or ctx.account.limits
-    return plan_parts_by_tokens(
-        input_.path,
-        max_requests=limits[0],
-        max_bytes=limits[1],
-        limits=ctx.account.enqueued_tokens,
-        max_tokens=max_tokens,
-    )
 
 
 def status(args: argparse.Namespace, ctx: Context) -> ExitCode:

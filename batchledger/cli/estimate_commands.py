@@ -1,17 +1,15 @@
-"""`estimate`, `create --dry-run` and `create --max-cost`: the plan and the cost of an input,
-shown or checked before anything is sent. No key, no network, no ledger, no log."""
+"""`estimate` and `create --dry-run`: the plan and the cost of an input, shown before
+anything is sent (`create --max-cost` is checked by the API's create). No key, no network,
+no ledger, no log."""
 
 import argparse
 from typing import Any
 
+from batchledger.cli.targets import api
 from batchledger.context import Context
-from batchledger.details import CostEstimate
 from batchledger.errors import ExitCode
-from batchledger.estimate import Estimate, check_budget, estimate_input, money
-from batchledger.inputs import check_input
-from batchledger.prices import PriceList
+from batchledger.estimate import Estimate, check_budget, money
 from batchledger.render import display_path, json_text, tabulate
-from batchledger.spend import account_day_spend, check_day_budget
 from batchledger.tokens import UNREADABLE
 
 MODEL_COLUMNS = (
@@ -37,36 +35,13 @@ def estimate(args: argparse.Namespace, ctx: Context) -> ExitCode:
     return ExitCode.OK
 
 
-def check_max_cost(args: argparse.Namespace, ctx: Context) -> CostEstimate:
-    """`create --max-cost USD`, and the account's `max_cost_per_day`: Refused (exit 3)
-    before any upload when the upper estimate is above either, or unknown; else the
-    estimate, for the ledger."""
-    found = estimate_of(args, ctx)
-    if args.max_cost is not None:
-        check_budget(found, args.max_cost)
-    limit = ctx.account.max_cost_per_day
-    if limit is not None:  # issue 22: the day's spend, from the ledger
-        spend = account_day_spend(
-            ctx.open_ledger(create=False), ctx.account.name, PriceList.from_file(args.prices)
-        )
-        check_day_budget(ctx.account.name, limit, spend, found.cost_max, found.cost_input)
-    return CostEstimate(
-        input_tokens=sum(model.input_tokens for model in found.models),
-        cost_min=found.cost_input,
-        cost_max=found.cost_max,
-    )
-
-
 def estimate_of(args: argparse.Namespace, ctx: Context) -> Estimate:
-    path = check_input(args.input)
-    return estimate_input(
-        path,
-        limits=ctx.account.limits,
+    return api(ctx).estimate(
+        args.input,
         max_requests=args.max_requests,
         max_bytes=args.max_bytes,
-        prices=PriceList.from_file(args.prices),
-        token_limits=ctx.account.enqueued_tokens,  # issue 22: the plan create would follow
-        max_tokens=getattr(args, "max_tokens", None),
+        prices=args.prices,
+        max_tokens=getattr(args, "max_tokens", None),  # issue 22: the plan create would follow
     )
 
 

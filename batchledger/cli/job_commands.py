@@ -9,7 +9,6 @@ from batchledger.batches import JOB_INPUT_CHANGED, JOB_RUNNING, BatchRef, JobRef
 from batchledger.cli.defaults import DEFAULT_WATCH_MAX_INTERVAL, first_watch_interval
 from batchledger.cli.process import interrupt_taken
 from batchledger.context import Context
-from batchledger.details import CreateDetails
 from batchledger.errors import ExitCode, Refused, UsageError
 from batchledger.paths import default_results_path, errors_path_for
 from batchledger.render import Progress, display_path, json_text, saved_line
@@ -17,8 +16,6 @@ from batchledger.render_jobs import PartProgress, job_progress, show_job_lines
 
 if TYPE_CHECKING:
     from batchledger.jobs import JobReport
-    from batchledger.ledger import InputFile
-    from batchledger.token_budget import TokenPlan
 
 
 def job_row(ctx: Context, ref: JobRef) -> Row:
@@ -27,48 +24,6 @@ def job_row(ctx: Context, ref: JobRef) -> Row:
     if job is None:
         raise UsageError(f"no job {ref.job_id} in the ledger")
     return job
-
-
-def create(
-    args: argparse.Namespace,
-    ctx: Context,
-    input_: "InputFile",
-    endpoint: str,
-    split: tuple[int, int],
-    details: CreateDetails,
-    planned: "TokenPlan | None" = None,
-) -> ExitCode:
-    from batchledger.jobs import (
-        create_job,
-        job_json,
-    )  # start-up: jobs only
-
-    progress = PartProgress(ctx.stderr)
-    ctx.on_part_uploaded = progress
-    if not args.json:
-        # At once: a run stopped during the uploads has told the user which job to resume.
-        def claimed(job_id: str) -> None:
-            ctx.print(f"job_id: {job_id}")
-            ctx.stdout.flush()
-
-        ctx.on_job_claimed = claimed
-    report = create_job(
-        ctx,
-        input_,
-        endpoint,
-        args.completion_window,
-        split=split,
-        max_in_flight=args.max_in_flight,
-        details=details,
-        force=args.force,
-        planned=planned,
-    )
-    progress.end_line()
-    if args.json:
-        ctx.print(json_text(job_json(report)))
-        return ExitCode.OK
-    print_parts(ctx, report, job_id_shown=True)
-    return ExitCode.OK
 
 
 def print_job(ctx: Context, report: "JobReport", *, as_json: bool = False) -> None:

@@ -3,11 +3,17 @@
 import argparse
 from pathlib import Path
 
+from batchledger.api import BatchLedger
 from batchledger.batches import BatchRef, JobRef
 from batchledger.context import Context
 from batchledger.errors import UsageError
 from batchledger.paths import default_results_path
 from batchledger.resolve import resolve
+
+
+def api(ctx: Context) -> BatchLedger:
+    """The Python API over the run's context: the commands are calls of it."""
+    return BatchLedger(ctx)
 
 
 def target(ctx: Context, text: str) -> BatchRef | JobRef:
