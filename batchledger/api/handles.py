@@ -26,6 +26,7 @@ from batchledger.errors import NotFound, NotInLedger, Refused, UsageError, WaitT
 
 if TYPE_CHECKING:
     from batchledger.batch import BatchReport, SavedFile
+    from batchledger.export import ExportCounts
     from batchledger.jobs import JobReport
 
 # How long `wait` pauses between checks at first: an emulator's batches move every few
@@ -96,6 +97,11 @@ class Batch:
     def account(self) -> str:
         """The account the batch was made on."""
         return self._ref.account
+
+    @property
+    def ref(self) -> BatchRef:
+        """The batch's id and account (an id is unique on its account only)."""
+        return self._ref
 
     @property
     def status(self) -> str:
@@ -273,11 +279,24 @@ class Batch:
             self._ctx, self.report, interval=interval, max_interval=max_interval
         )
 
-    def export(self, path: str | Path | None = None, *, format: ExportFormat = "csv") -> Path:
+    def export(
+        self,
+        path: str | Path | None = None,
+        *,
+        format: ExportFormat = "csv",
+        counts: "ExportCounts | None" = None,
+    ) -> Path:
         """Write one row per request (its result's fields) as CSV or JSONL; the path written
-        (default: `export_<id>.<format>` in the working directory)."""
+        (default: `export_<id>.<format>` in the working directory; a folder: that name in
+        it). `counts`, if given, is told the rows by status."""
+        return _save_export(self.id, self.export_bytes(format=format, counts=counts), path, format)
+
+    def export_bytes(
+        self, *, format: ExportFormat = "csv", counts: "ExportCounts | None" = None
+    ) -> Iterator[bytes]:
+        """`export()`'s bytes, streamed instead of saved (`batchledger export --out -`)."""
         self._reread()
-        return _export(self.id, self.row, None, path, format)
+        return _export_chunks(self.row, None, format, counts)
 
 
 class Job:
@@ -429,10 +448,22 @@ class Job:
         self._took(cancel_job(self._ctx, self.row))
         return self
 
-    def export(self, path: str | Path | None = None, *, format: ExportFormat = "csv") -> Path:
+    def export(
+        self,
+        path: str | Path | None = None,
+        *,
+        format: ExportFormat = "csv",
+        counts: "ExportCounts | None" = None,
+    ) -> Path:
         """As `Batch.export`, for the job's merged results."""
+        return _save_export(self.id, self.export_bytes(format=format, counts=counts), path, format)
+
+    def export_bytes(
+        self, *, format: ExportFormat = "csv", counts: "ExportCounts | None" = None
+    ) -> Iterator[bytes]:
+        """As `Batch.export_bytes`, for the job's merged results."""
         self._reread()
-        return _export(self.id, None, self.row, path, format)
+        return _export_chunks(None, self.row, format, counts)
 
 
 def _progress() -> Any:
@@ -466,11 +497,11 @@ def _retry(
     return job
 
 
-def _export(
-    id_: str, batch_row: Row | None, job_row: Row | None, path: str | Path | None, format_: str
-) -> Path:
+def _export_chunks(
+    batch_row: Row | None, job_row: Row | None, format_: str, counts: "ExportCounts | None"
+) -> Iterator[bytes]:
+    """The export's bytes; what keeps it from being made is raised now, not when read."""
     from batchledger import export as exporting  # start-up: only export loads it
-    from batchledger.savefile import prepare_target, save_chunks
 
     if format_ not in ("csv", "jsonl"):
         raise UsageError(f"format {format_!r} is not csv or jsonl")
@@ -479,11 +510,17 @@ def _export(
     else:
         assert batch_row is not None
         input_path, results = exporting.check_exportable(batch_row)
-    rows = exporting.export_rows(input_path, results, exporting.ExportCounts())
-    chunks = exporting.csv_chunks(rows) if format_ == "csv" else exporting.jsonl_chunks(rows)
+    rows = exporting.export_rows(input_path, results, counts or exporting.ExportCounts())
+    return exporting.csv_chunks(rows) if format_ == "csv" else exporting.jsonl_chunks(rows)
+
+
+def _save_export(id_: str, chunks: Iterator[bytes], path: str | Path | None, format_: str) -> Path:
+    from batchledger import export as exporting  # start-up: only export loads it
+    from batchledger.savefile import prepare_target, save_chunks
+
     default = exporting.default_export_path(id_, format_)
     out = Path(path).expanduser() if path is not None else default
-    if out.is_dir():
+    if out.is_dir():  # as for retrieve and status: the default name, inside the folder
         out = out / default
     out = out.absolute()
     prepare_target(out)

@@ -77,26 +77,24 @@ def status(args: argparse.Namespace, ctx: Context) -> ExitCode:
         if args.out:
             raise UsageError("--out names one file; it cannot be used with --all (--out-dir)")
         return sweep(args, ctx)
-    from batchledger import batch  # start-up: only commands that call the API load it
-
     if args.out_dir or args.include_synced:
         raise UsageError("--out-dir and --include-synced go with --all; --out names one file")
-    ref = target(ctx, args.batch_id)
-    if isinstance(ref, JobRef):
-        return job_commands.status(args, ctx, ref)
-    out = out_path(args, ref)
-    ctx.start_api_command(ref.account)
-    report = batch.look_up(ctx, ref)
+    found = api(ctx).get(args.batch_id)
+    if isinstance(found, Job):
+        return job_commands.status(args, ctx, JobRef(found.id))
+    out = out_path(args, found.ref)
+    found.refresh(save=False)
     if not args.json:  # the status first: whatever the save does, the user sees it
-        ctx.print("\n".join(status_lines(report.row or {})))
+        ctx.print("\n".join(status_lines(found.row)))
     if args.auto_save:
-        batch.save_if_finished(ctx, report, out=out)
+        found.save(out)
+    assert found.report is not None
     if args.json:
-        ctx.print(json_text(row_json(report.row or {})))
+        ctx.print(json_text(row_json(found.row)))
     else:
-        for item in report.saved:
+        for item in found.report.saved:
             ctx.print(saved_line(item.kind, item.path, item.size))
-    warn_saved(ctx, report)
+    warn_saved(ctx, found.report)
     return ExitCode.OK
 
 
@@ -161,14 +159,12 @@ def sweep(args: argparse.Namespace, ctx: Context) -> ExitCode:
 
 
 def retrieve(args: argparse.Namespace, ctx: Context) -> ExitCode:
-    from batchledger import batch  # start-up: only commands that call the API load it
-
-    ref = target(ctx, args.batch_id)
-    if isinstance(ref, JobRef):
-        return job_commands.retrieve(args, ctx, ref)
-    out = out_path(args, ref)
-    ctx.start_api_command(ref.account)
-    report = batch.retrieve(ctx, ref, out, again=args.force)
+    found = api(ctx).get(args.batch_id)
+    if isinstance(found, Job):
+        return job_commands.retrieve(args, ctx, JobRef(found.id))
+    out = out_path(args, found.ref)
+    report = found.retrieve(out, force=args.force).report
+    assert report is not None
     if report.already_saved:
         assert report.row is not None
         for kind in ("output", "error"):
@@ -184,29 +180,23 @@ def retrieve(args: argparse.Namespace, ctx: Context) -> ExitCode:
 
 
 def cancel(args: argparse.Namespace, ctx: Context) -> ExitCode:
-    from batchledger import batch  # start-up: only commands that call the API load it
-
-    ref = target(ctx, args.batch_id)
-    if isinstance(ref, JobRef):
-        return job_commands.cancel(args, ctx, ref)
-    ctx.start_api_command(ref.account)
-    report = batch.cancel(ctx, ref)
-    assert report.batch is not None
+    found = api(ctx).get(args.batch_id)
+    if isinstance(found, Job):
+        return job_commands.cancel(args, ctx, JobRef(found.id))
+    report = found.cancel().report
+    assert report is not None and report.batch is not None
     ctx.print(f"batch_id: {report.batch_id}")
     ctx.print(f"status: {report.batch['status']}")
     if args.wait:
-        for status_ in batch.wait_for_cancel(
-            ctx, report, interval=args.interval, max_interval=DEFAULT_WATCH_MAX_INTERVAL
+        for status_ in found.cancel_statuses(
+            interval=args.interval, max_interval=DEFAULT_WATCH_MAX_INTERVAL
         ):
             ctx.print(f"status: {status_}")
     return ExitCode.OK
 
 
 def sync(args: argparse.Namespace, ctx: Context) -> ExitCode:
-    from batchledger import sweep  # start-up: its jobs and batch steps, ~20 ms, only for sweeps
-
-    ctx.start_api_command()
-    report = sweep.sync(ctx)
+    report = api(ctx).sync()
     ctx.print(f"added: {len(report.added)}")
     ctx.print(f"updated: {len(report.updated)}")
     ctx.print(f"recovered: {len(report.recovered)}")
