@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from batchledger.batch import BatchReport, SavedFile
     from batchledger.export import ExportCounts
     from batchledger.jobs import JobReport
+    from batchledger.retry import RetryReport
 
 # How long `wait` pauses between checks at first: an emulator's batches move every few
 # seconds, a provider's in minutes or hours. The pause grows while nothing moves.
@@ -84,6 +85,8 @@ class Batch:
         self.report: BatchReport | None = None
         """What the last call of the API found and did (the batch as the API answered,
         the files saved), as the command line shows it; None before any."""
+        self.retry_report: RetryReport | None = None
+        """What the last `retry()` planned and sent, as `batchledger retry` shows it."""
 
     def __repr__(self) -> str:
         return f"<Batch {self.id} {self.status} ({self.account})>"
@@ -258,7 +261,8 @@ class Batch:
         (expired, cancelled, timed out, 429, 5xx, missing; every failure if `all_failed`).
         None when there is nothing to retry. Once the job is done, this batch's results
         hold each request's last answer."""
-        return _retry(self._ctx, self._ref, self.account, all_failed, max_in_flight)
+        self.retry_report = _retry(self._ctx, self._ref, self.account, all_failed, max_in_flight)
+        return _retry_job(self._ctx, self.retry_report)
 
     def cancel(self) -> "Batch":
         """Ask the API to cancel the batch (Refused if it is already over). Returns the
@@ -310,6 +314,8 @@ class Job:
         self.warnings: list[str] = []
         """What the last call found worth knowing, as the command line would warn."""
         self._report: JobReport | None = None
+        self.retry_report: RetryReport | None = None
+        """What the last `retry()` planned and sent, as `batchledger retry` shows it."""
 
     def __repr__(self) -> str:
         return f"<Job {self.id} {self.status} ({self.account})>"
@@ -434,7 +440,10 @@ class Job:
 
     def retry(self, *, all_failed: bool = False, max_in_flight: int | None = None) -> "Job | None":
         """As `Batch.retry`, for the requests of this job."""
-        return _retry(self._ctx, JobRef(self.id), self.account, all_failed, max_in_flight)
+        self.retry_report = _retry(
+            self._ctx, JobRef(self.id), self.account, all_failed, max_in_flight
+        )
+        return _retry_job(self._ctx, self.retry_report)
 
     def cancel(self) -> "Job":
         """Cancel the job's live batches and its queued parts (Refused if it is over);
@@ -478,7 +487,8 @@ def _retry(
     account_hint: str,
     all_failed: bool,
     max_in_flight: int | None,
-) -> Job | None:
+) -> "RetryReport":
+    """Sent from the original's account (a retry is sent where the original was)."""
     from batchledger.retry import retry  # start-up: retry and jobs, only for retry
 
     ledger = ctx.open_ledger(create=False)
@@ -488,7 +498,10 @@ def _retry(
         row = ledger.jobs.find_job(target.job_id) if ledger is not None else None
         account = row["account"] if row is not None else account_hint
     ctx.start_api_command(account)
-    report = retry(ctx, target, all_failed=all_failed, max_in_flight=max_in_flight)
+    return retry(ctx, target, all_failed=all_failed, max_in_flight=max_in_flight)
+
+
+def _retry_job(ctx: Context, report: "RetryReport") -> Job | None:
     if report.job is None:
         return None
     job = Job(ctx, report.job.job)

@@ -11,7 +11,7 @@ from batchledger.batches import JobRef
 from batchledger.cli import estimate_commands, job_commands
 from batchledger.cli.defaults import DEFAULT_WATCH_MAX_INTERVAL
 from batchledger.cli.reports import warn_input_changed, warn_saved
-from batchledger.cli.targets import api, out_dir, out_path, target
+from batchledger.cli.targets import api, out_dir, out_path
 from batchledger.context import Context
 from batchledger.details import CreateDetails, check_metadata
 from batchledger.errors import ExitCode, UsageError
@@ -205,7 +205,7 @@ def sync(args: argparse.Namespace, ctx: Context) -> ExitCode:
 
 
 def retry(args: argparse.Namespace, ctx: Context) -> ExitCode:
-    return job_commands.retry(args, ctx, target(ctx, args.batch_id))
+    return job_commands.retry(args, ctx, api(ctx).get(args.batch_id))
 
 
 def create_details(args: argparse.Namespace) -> CreateDetails:

@@ -5,7 +5,7 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from batchledger.batches import JOB_INPUT_CHANGED, JOB_RUNNING, BatchRef, JobRef, Row
+from batchledger.batches import JOB_INPUT_CHANGED, JOB_RUNNING, JobRef, Row
 from batchledger.cli.defaults import DEFAULT_WATCH_MAX_INTERVAL, first_watch_interval
 from batchledger.cli.process import interrupt_taken
 from batchledger.context import Context
@@ -15,6 +15,7 @@ from batchledger.render import Progress, display_path, json_text, saved_line
 from batchledger.render_jobs import PartProgress, job_progress, show_job_lines
 
 if TYPE_CHECKING:
+    from batchledger.api import Batch, Job
     from batchledger.jobs import JobReport
 
 
@@ -226,15 +227,12 @@ def show(args: argparse.Namespace, ctx: Context, ref: JobRef) -> ExitCode:
     return ExitCode.OK
 
 
-def retry(args: argparse.Namespace, ctx: Context, ref: JobRef | BatchRef) -> ExitCode:
-    from batchledger.retry import retry as send_again  # start-up: retry and jobs, only for retry
-
-    # The original's account: a retry is sent where the original was.
-    account = job_row(ctx, ref)["account"] if isinstance(ref, JobRef) else ref.account
-    ctx.start_api_command(account)
+def retry(args: argparse.Namespace, ctx: Context, retried: "Batch | Job") -> ExitCode:
     progress = PartProgress(ctx.stderr)
     ctx.on_part_uploaded = progress
-    report = send_again(ctx, ref, all_failed=args.all_failed, max_in_flight=args.max_in_flight)
+    retried.retry(all_failed=args.all_failed, max_in_flight=args.max_in_flight)
+    report = retried.retry_report
+    assert report is not None
     progress.end_line()
     for line in report.warnings:
         ctx.warn(line)
