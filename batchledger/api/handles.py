@@ -383,14 +383,15 @@ class Job:
         if row != self.row:
             self.row, self._report = row, None
 
-    def refresh(self) -> "Job":
+    def refresh(self, *, out: str | Path | None = None) -> "Job":
         """Move the job on, as `batchledger status` does: check its live parts (saving
-        their results), send queued parts, merge the results once every part is final."""
+        their results), send queued parts, merge the results once every part is final
+        (at `out`, else `results_<job id>.jsonl` in the working directory)."""
         from batchledger.jobs import advance  # start-up: jobs only
 
         self._reread()
         self._ctx.start_api_command(self.account)
-        self._took(advance(self._ctx, self.row))
+        self._took(advance(self._ctx, self.row, out=Path(out) if out is not None else None))
         return self
 
     def wait(

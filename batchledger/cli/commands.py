@@ -81,7 +81,7 @@ def status(args: argparse.Namespace, ctx: Context) -> ExitCode:
         raise UsageError("--out-dir and --include-synced go with --all; --out names one file")
     found = api(ctx).get(args.batch_id)
     if isinstance(found, Job):
-        return job_commands.status(args, ctx, JobRef(found.id))
+        return job_commands.status(args, ctx, found)
     out = out_path(args, found.ref)
     found.refresh(save=False)
     if not args.json:  # the status first: whatever the save does, the user sees it
@@ -182,7 +182,7 @@ def retrieve(args: argparse.Namespace, ctx: Context) -> ExitCode:
 def cancel(args: argparse.Namespace, ctx: Context) -> ExitCode:
     found = api(ctx).get(args.batch_id)
     if isinstance(found, Job):
-        return job_commands.cancel(args, ctx, JobRef(found.id))
+        return job_commands.cancel(args, ctx, found)
     report = found.cancel().report
     assert report is not None and report.batch is not None
     ctx.print(f"batch_id: {report.batch_id}")

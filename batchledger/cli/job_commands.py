@@ -5,7 +5,7 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from batchledger.batches import JOB_INPUT_CHANGED, JOB_RUNNING, JobRef, Row
+from batchledger.batches import JOB_RUNNING, JobRef, Row
 from batchledger.cli.defaults import DEFAULT_WATCH_MAX_INTERVAL, first_watch_interval
 from batchledger.cli.process import interrupt_taken
 from batchledger.context import Context
@@ -74,14 +74,9 @@ def warn(ctx: Context, report: "JobReport") -> None:
         ctx.warn(line)
 
 
-def status(args: argparse.Namespace, ctx: Context, ref: JobRef) -> ExitCode:
-    from batchledger.jobs import advance  # start-up: jobs only
-
-    job = job_row(ctx, ref)
+def status(args: argparse.Namespace, ctx: Context, job: "Job") -> ExitCode:
     out = Path(args.out) if getattr(args, "out", None) else None
-    ctx.start_api_command(job["account"])
-    report = advance(ctx, job, out=out)
-    print_job(ctx, report, as_json=getattr(args, "json", False))
+    print_job(ctx, job.refresh(out=out).report, as_json=getattr(args, "json", False))
     return ExitCode.OK
 
 
@@ -168,28 +163,15 @@ def watch(args: argparse.Namespace, ctx: Context, ref: JobRef) -> ExitCode:
     return ExitCode.OK
 
 
-def cancel(args: argparse.Namespace, ctx: Context, ref: JobRef) -> ExitCode:
+def cancel(args: argparse.Namespace, ctx: Context, job: "Job") -> ExitCode:
     """Cancel the job's live batches and its queue; as for a batch, wait (unless
     --no-wait) until every batch is cancelled (or ended otherwise) and the job is over."""
-    from batchledger.jobs import (
-        cancel_job,
-        follow_job,
-    )  # start-up: jobs only
-
-    job = job_row(ctx, ref)
-    if job["status"] not in (JOB_RUNNING, JOB_INPUT_CHANGED):
-        raise Refused(f"job {ref.job_id} is already {job['status']}; there is nothing to cancel")
-    ctx.start_api_command(job["account"])
-    report = cancel_job(ctx, job)
-    ctx.print(f"job_id: {report.job_id}")
+    ctx.print(f"job_id: {job.cancel().id}")
     ctx.print("status: cancelling")
     if not getattr(args, "wait", True):
         return ExitCode.OK
     interval = getattr(args, "interval", None) or 1.0
-    rounds = follow_job(
-        ctx, report.job, interval=interval, max_interval=max(interval, DEFAULT_WATCH_MAX_INTERVAL)
-    )
-    report = list(rounds)[-1]
+    report = job.wait(interval=interval, max_interval=DEFAULT_WATCH_MAX_INTERVAL).report
     ctx.print(f"status: {report.job['status']}")
     for kind in ("output", "error"):
         if report.job[f"{kind}_path"]:
