@@ -1,7 +1,7 @@
 """The commands that call the API on a batch (or on all of them): create, status, retrieve,
-cancel, sync and retry. Each turns its arguments into calls of the batch steps (batch.py)
-and the sweep (sweep.py), and the results into output; given a job's id, each hands over
-to job_commands."""
+cancel, sync and retry. Each turns its arguments into calls of the Python API (`api(ctx)`,
+batchledger/api/) and the sweep (sweep.py, for `status --all`), and the results into
+output; given a job's id, each hands over to job_commands."""
 
 import argparse
 from pathlib import Path
