@@ -214,32 +214,59 @@ class Batch:
         `progress`: a bar (or a line per change) on stderr. `timeout` (seconds):
         WaitTimeout when it runs out; the batch keeps running. Returns the handle.
         """
-        from batchledger import batch  # start-up: only calls of the API load it
-
-        self._ctx.start_api_command(self.account)
         bar = _progress() if progress else None
-        checks = batch.follow(
-            self._ctx,
-            [self._ref],
-            auto_save=True,
-            interval=interval or first_interval(self._ctx, self.account),
+        checks = self.follow(
+            interval=interval,
             max_interval=max(max_interval, interval or 0),
-            out_dir=Path(out_dir).expanduser() if out_dir is not None else None,
-            sleep=deadline_sleep(timeout),
+            out_dir=out_dir,
+            timeout=timeout,
         )
         try:
-            for report in checks:
+            for _ in checks:
+                report = self.report
+                assert report is not None
                 if report.error is not None:  # a passing failure: tried again next round
                     continue
                 if report.batch is None:
                     raise NotFound(report.warning or f"account {self.account!r} does not know it")
-                self._took(report)
                 if bar is not None:
                     bar.show(report.batch)
         finally:
             if bar is not None:
                 bar.end_line()
         return self
+
+    def follow(
+        self,
+        *,
+        interval: float | None = None,
+        max_interval: float = MAX_INTERVAL,
+        save: bool = True,
+        out_dir: str | Path | None = None,
+        timeout: float | None = None,
+    ) -> Iterator["Batch"]:
+        """Check the batch until it is final, yielding the handle after every check (what
+        `wait` and `batchledger watch` show): `report` holds the API's answer and the files
+        saved, or in `report.error` a passing failure (tried again next round); a batch
+        its account does not know has `report.batch` None and ends the checks."""
+        from batchledger import batch  # start-up: only calls of the API load it
+
+        self._ctx.start_api_command(self.account)  # now: a missing key is told at once
+        checks = batch.follow(
+            self._ctx,
+            [self._ref],
+            auto_save=save,
+            interval=interval or first_interval(self._ctx, self.account),
+            max_interval=max_interval,
+            out_dir=Path(out_dir).expanduser() if out_dir is not None else None,
+            sleep=deadline_sleep(timeout),
+        )
+        return self._each(checks)
+
+    def _each(self, checks: "Iterator[BatchReport]") -> Iterator["Batch"]:
+        for report in checks:
+            self._took(report)
+            yield self
 
     def results(self) -> Iterator[ResultRow]:
         """One dict per input line, in input order: `line`, `custom_id`, `status` (`ok`,
