@@ -426,3 +426,17 @@ def test_the_readme_api_example_runs_offline(isolated: Path):
     assert " completed {'total': 3, 'completed': 3, 'failed': 0}" in run.stdout
     assert "1 request-1 ok None" in run.stdout
     assert "completed: 3/3 done" in run.stderr  # progress=True: on stderr
+
+
+def test_follow_yields_the_handle_after_every_check_until_final(
+    emulator: EmulatorServer, isolated: Path
+):
+    write_jsonl(isolated / "in.jsonl", 2)
+    with bl.open() as ledger:
+        run = ledger.create("in.jsonl")
+        assert isinstance(run, bl.Batch)
+        seen = [checked.status for checked in run.follow(save=False, **QUICK)]
+
+    assert seen == ["in_progress", "finalizing", "completed"]  # a step per look-up
+    assert run.output_path is None  # save=False: nothing saved
+    assert ledger_rows()[0]["status"] == "completed"

@@ -431,28 +431,48 @@ class Job:
     ) -> "Job":
         """Move the job on round after round (backing off while nothing moves) until it is
         over and its results are merged. As `Batch.wait`: `progress`, `timeout`."""
-        from batchledger.jobs import follow_job  # start-up: jobs only
-        from batchledger.render_jobs import job_progress
+        from batchledger.render_jobs import job_progress  # start-up: jobs only
 
-        self._reread()
-        self._ctx.start_api_command(self.account)
         bar = _progress() if progress else None
-        rounds = follow_job(
-            self._ctx,
-            self.row,
-            interval=interval or first_interval(self._ctx, self.account),
-            max_interval=max(max_interval, interval or 0),
-            sleep=deadline_sleep(timeout),
+        rounds = self.follow(
+            interval=interval, max_interval=max(max_interval, interval or 0), timeout=timeout
         )
         try:
-            for report in rounds:
-                self._took(report)
+            for _ in rounds:
                 if bar is not None:
-                    bar.show(job_progress(report))
+                    bar.show(job_progress(self.report))
         finally:
             if bar is not None:
                 bar.end_line()
         return self
+
+    def follow(
+        self,
+        *,
+        interval: float | None = None,
+        max_interval: float = MAX_INTERVAL,
+        timeout: float | None = None,
+    ) -> Iterator["Job"]:
+        """Move the job on round after round until it is over, yielding the handle after
+        each (`report`: its parts, what was sent, the merged results): what `wait` and
+        `batchledger watch` show."""
+        from batchledger.jobs import follow_job  # start-up: jobs only
+
+        self._reread()
+        self._ctx.start_api_command(self.account)  # now: a missing key is told at once
+        rounds = follow_job(
+            self._ctx,
+            self.row,
+            interval=interval or first_interval(self._ctx, self.account),
+            max_interval=max_interval,
+            sleep=deadline_sleep(timeout),
+        )
+        return self._each(rounds)
+
+    def _each(self, rounds: "Iterator[JobReport]") -> Iterator["Job"]:
+        for report in rounds:
+            self._took(report)
+            yield self
 
     def results(self) -> Iterator[ResultRow]:
         """As `Batch.results`: one dict per input line of the job, in input order."""

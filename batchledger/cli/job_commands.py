@@ -141,25 +141,21 @@ def saved_unchanged(job: Row, target: Path) -> bool:
     )
 
 
-def watch(args: argparse.Namespace, ctx: Context, ref: JobRef) -> ExitCode:
-    from batchledger.jobs import follow_job  # start-up: jobs only
-
-    job = job_row(ctx, ref)
-    ctx.start_api_command(job["account"])
-    interval = args.interval or first_watch_interval(ctx.account_named(job["account"]).kind)
+def watch(args: argparse.Namespace, ctx: Context, job: "Job") -> ExitCode:
+    interval = args.interval or first_watch_interval(ctx.account_named(job.account).kind)
     progress = Progress(ctx.stderr)
-    report = None
+    rounds = job.follow(interval=interval, max_interval=args.max_interval)
     try:
-        for report in follow_job(ctx, job, interval=interval, max_interval=args.max_interval):
-            progress.show(job_progress(report))  # issue 22: every part's requests, sent or not
+        for followed in rounds:
+            # issue 22: every part's requests, sent or not
+            progress.show(job_progress(followed.report))
     except KeyboardInterrupt:
         interrupt_taken()
         progress.end_line()
         ctx.stderr.write("batchledger: stopped watching; the job keeps running on the server\n")
         return ExitCode.INTERRUPTED
     progress.end_line()
-    assert report is not None
-    print_job(ctx, report)
+    print_job(ctx, job.report)
     return ExitCode.OK
 
 

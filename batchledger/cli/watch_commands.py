@@ -3,7 +3,7 @@ the results as they come; a job's id hands over to job_commands."""
 
 import argparse
 
-from batchledger.batches import FINAL_STATUSES, JobRef, progress_of
+from batchledger.batches import FINAL_STATUSES, progress_of
 from batchledger.cli import job_commands
 from batchledger.cli.defaults import DEFAULT_CONCURRENCY, first_watch_interval
 from batchledger.cli.process import interrupt_taken
@@ -26,7 +26,7 @@ def watch(args: argparse.Namespace, ctx: Context) -> ExitCode:
 
     found = api(ctx).get(args.batch_id)
     if isinstance(found, Job):
-        return job_commands.watch(args, ctx, JobRef(found.id))
+        return job_commands.watch(args, ctx, found)
     interval = args.interval or first_watch_interval(ctx.account_named(found.account).kind)
     progress = Progress(ctx.stderr)
     checks = found.follow(
