@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from batchledger.accounts import ACCOUNT_ENV, choose_account, load_accounts
-from batchledger.api.handles import Batch, Job
+from batchledger.api.batch_handle import Batch
+from batchledger.api.job_handle import Job
 from batchledger.batches import BatchRef, BatchStatus, JobRef, JobStatus
 from batchledger.context import DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT, Context
 from batchledger.details import CreateDetails, check_metadata

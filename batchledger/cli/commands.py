@@ -7,7 +7,6 @@ import argparse
 from pathlib import Path
 
 from batchledger.api import Job
-from batchledger.batches import JobRef
 from batchledger.cli import estimate_commands, job_commands
 from batchledger.cli.defaults import DEFAULT_WATCH_MAX_INTERVAL
 from batchledger.cli.reports import warn_input_changed, warn_saved
@@ -161,7 +160,7 @@ def sweep(args: argparse.Namespace, ctx: Context) -> ExitCode:
 def retrieve(args: argparse.Namespace, ctx: Context) -> ExitCode:
     found = api(ctx).get(args.batch_id)
     if isinstance(found, Job):
-        return job_commands.retrieve(args, ctx, JobRef(found.id))
+        return job_commands.retrieve(args, ctx, found)
     out = out_path(args, found.ref)
     report = found.retrieve(out, force=args.force).report
     assert report is not None

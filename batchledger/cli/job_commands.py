@@ -1,30 +1,23 @@
-"""The commands on a job (an input split into parts): what `create`, `status`, `watch`,
-`retrieve`, `cancel` and `show` do when they are given a job."""
+"""The commands on a job (an input split into parts): what `status`, `watch`, `retrieve`,
+`cancel` and `show` do when they are given a job (each a call of the API's Job handle),
+`retry`'s output, and how a job's parts are printed (`create` of a job too)."""
 
 import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from batchledger.batches import JOB_RUNNING, JobRef, Row
+from batchledger.batches import JobRef
 from batchledger.cli.defaults import DEFAULT_WATCH_MAX_INTERVAL, first_watch_interval
 from batchledger.cli.process import interrupt_taken
 from batchledger.context import Context
-from batchledger.errors import ExitCode, Refused, UsageError
-from batchledger.paths import default_results_path, errors_path_for
+from batchledger.errors import ExitCode
+from batchledger.paths import default_results_path
 from batchledger.render import Progress, display_path, json_text, saved_line
 from batchledger.render_jobs import PartProgress, job_progress, show_job_lines
 
 if TYPE_CHECKING:
     from batchledger.api import Batch, Job
     from batchledger.jobs import JobReport
-
-
-def job_row(ctx: Context, ref: JobRef) -> Row:
-    ledger = ctx.open_ledger(create=False)
-    job = ledger.jobs.find_job(ref.job_id) if ledger is not None else None
-    if job is None:
-        raise UsageError(f"no job {ref.job_id} in the ledger")
-    return job
 
 
 def print_job(ctx: Context, report: "JobReport", *, as_json: bool = False) -> None:
@@ -80,42 +73,20 @@ def status(args: argparse.Namespace, ctx: Context, job: "Job") -> ExitCode:
     return ExitCode.OK
 
 
-def retrieve(args: argparse.Namespace, ctx: Context, ref: JobRef) -> ExitCode:
+def retrieve(args: argparse.Namespace, ctx: Context, job: "Job") -> ExitCode:
     """As for a batch: the results at --out (or the default name); saved already and
     unchanged, not written again unless --force; a missing or changed file is rebuilt."""
-    from batchledger.jobs import (
-        advance,
-        rebuild_job_results,
-    )  # start-up: jobs only
-
-    job = job_row(ctx, ref)
-    out = out_target(args, ref)
-    ctx.start_api_command(job["account"])
-    report = advance(ctx, job, out=out)
-    if report.job["status"] == JOB_RUNNING:
-        raise Refused(
-            f"job {ref.job_id} is still running ({report.parts_done}/{len(report.parts)} parts "
-            "done); nothing was saved"
-        )
-    job = report.job
-    if not (job["output_path"] or job["error_path"]):
-        raise Refused(f"job {ref.job_id} has no results to save")
-    if report.saved:  # merged just now, where it was asked
-        for item in report.saved:
-            ctx.print(saved_line(item.kind, item.path, item.size))
-        warn(ctx, report)
-        return ExitCode.OK
-    target = (out or default_results_path(ref.job_id)).expanduser().absolute()
-    if not args.force and saved_unchanged(job, target):
+    job.retrieve(out_target(args, JobRef(job.id)), force=args.force)
+    if job.already_saved:
         for kind in ("output", "error"):
-            if job[f"{kind}_path"]:
-                ctx.print(saved_line(kind, job[f"{kind}_path"], job[f"{kind}_bytes"], already=True))
+            if job.row[f"{kind}_path"]:
+                path, size = job.row[f"{kind}_path"], job.row[f"{kind}_bytes"]
+                ctx.print(saved_line(kind, path, size, already=True))
         ctx.warn("unchanged since it was saved; not written again (--force to write anyway)")
         return ExitCode.OK
-    report.saved = rebuild_job_results(ctx, job, target)
-    for item in report.saved:
+    for item in job.report.saved:
         ctx.print(saved_line(item.kind, item.path, item.size))
-    warn(ctx, report)
+    warn(ctx, job.report)
     return ExitCode.OK
 
 
@@ -125,20 +96,6 @@ def out_target(args: argparse.Namespace, ref: JobRef) -> Path | None:
         return None
     out = Path(args.out).expanduser()
     return out / default_results_path(ref.job_id) if out.is_dir() else out
-
-
-def saved_unchanged(job: Row, target: Path) -> bool:
-    """The job's results are recorded at `target` (errors beside it) with these bytes."""
-    from batchledger.jobs import (
-        recorded_intact,
-    )  # start-up: jobs only
-
-    targets = {"output": target, "error": errors_path_for(target)}
-    return all(
-        job[f"{kind}_path"] == str(path) and recorded_intact(job, kind) is not None
-        for kind, path in targets.items()
-        if job[f"{kind}_path"]
-    )
 
 
 def watch(args: argparse.Namespace, ctx: Context, job: "Job") -> ExitCode:
@@ -176,23 +133,16 @@ def cancel(args: argparse.Namespace, ctx: Context, job: "Job") -> ExitCode:
     return ExitCode.OK
 
 
-def show(args: argparse.Namespace, ctx: Context, ref: JobRef) -> ExitCode:
-    job = job_row(ctx, ref)
-    ledger = ctx.ledger
-    parts = ledger.jobs.job_parts(job["id"])
-    attempts = ledger.jobs.attempts_of_job(job["id"])
-    history = ledger.jobs.job_history(job["id"])
-    from batchledger.jobs import (
-        job_notes,
-        views,
-    )  # start-up: jobs only
+def show(args: argparse.Namespace, ctx: Context, job: "Job") -> ExitCode:
+    from batchledger.jobs import job_notes  # start-up: jobs only
 
-    notes = job_notes(views(ctx, job))
+    parts, attempts, history = job.parts(), job.attempts(), job.history()
+    notes = job_notes(job.report.parts)
     if args.json:
         ctx.print(
             json_text(
                 {
-                    **job,
+                    **job.row,
                     "errors": notes or None,
                     "parts": parts,
                     "attempts": attempts,
@@ -201,7 +151,7 @@ def show(args: argparse.Namespace, ctx: Context, ref: JobRef) -> ExitCode:
             )
         )
     else:
-        ctx.print("\n".join(show_job_lines(job, parts, attempts, history, notes)))
+        ctx.print("\n".join(show_job_lines(job.row, parts, attempts, history, notes)))
     return ExitCode.OK
 
 

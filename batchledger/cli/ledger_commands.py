@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from batchledger.batches import BatchStatus, JobRef, JobStatus
+from batchledger.batches import BatchStatus, JobStatus
 from batchledger.cli import job_commands
 from batchledger.cli.targets import api
 from batchledger.context import Context
@@ -40,7 +40,7 @@ def show(args: argparse.Namespace, ctx: Context) -> ExitCode:
 
     found = api(ctx).get(args.batch_id)
     if isinstance(found, Job):
-        return job_commands.show(args, ctx, JobRef(found.id))
+        return job_commands.show(args, ctx, found)
     if not found.recorded:
         raise not_in_ledger(found.id)
     row, history = found.row, found.history()
