@@ -6,7 +6,6 @@ output; given a job's id, each hands over to job_commands."""
 import argparse
 from pathlib import Path
 
-from batchledger.api import Job
 from batchledger.cli import estimate_commands, job_commands
 from batchledger.cli.defaults import DEFAULT_WATCH_MAX_INTERVAL
 from batchledger.cli.reports import warn_input_changed, warn_saved
@@ -37,6 +36,8 @@ def create(args: argparse.Namespace, ctx: Context) -> ExitCode:
             ctx.stdout.flush()
 
         ctx.on_job_claimed = claimed
+    from batchledger.api import Job  # start-up: `status --all` does not load the API
+
     made = api(ctx).create(
         args.input,
         endpoint=args.endpoint,
@@ -78,6 +79,8 @@ def status(args: argparse.Namespace, ctx: Context) -> ExitCode:
         return sweep(args, ctx)
     if args.out_dir or args.include_synced:
         raise UsageError("--out-dir and --include-synced go with --all; --out names one file")
+    from batchledger.api import Job  # start-up: `status --all` does not load the API
+
     found = api(ctx).get(args.batch_id)
     if isinstance(found, Job):
         return job_commands.status(args, ctx, found)
@@ -158,6 +161,8 @@ def sweep(args: argparse.Namespace, ctx: Context) -> ExitCode:
 
 
 def retrieve(args: argparse.Namespace, ctx: Context) -> ExitCode:
+    from batchledger.api import Job  # start-up: `status --all` does not load the API
+
     found = api(ctx).get(args.batch_id)
     if isinstance(found, Job):
         return job_commands.retrieve(args, ctx, found)
@@ -179,6 +184,8 @@ def retrieve(args: argparse.Namespace, ctx: Context) -> ExitCode:
 
 
 def cancel(args: argparse.Namespace, ctx: Context) -> ExitCode:
+    from batchledger.api import Job  # start-up: `status --all` does not load the API
+
     found = api(ctx).get(args.batch_id)
     if isinstance(found, Job):
         return job_commands.cancel(args, ctx, found)
