@@ -11,14 +11,14 @@ import os
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 from batchledger.accounts import ACCOUNT_ENV, choose_account, load_accounts
 from batchledger.api.batch_handle import Batch
 from batchledger.api.job_handle import Job
 from batchledger.batches import BatchRef, BatchStatus, JobRef, JobStatus
 from batchledger.context import DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT, Context
-from batchledger.details import CreateDetails, check_metadata
+from batchledger.details import CostEstimate, CreateDetails, check_metadata
 from batchledger.errors import NotInLedger, UsageError
 from batchledger.ledger import BatchFilter
 from batchledger.paths import default_log_path, ledger_path
@@ -199,7 +199,8 @@ class BatchLedger:
             job._took(report)
             return job
         if max_in_flight is not None:
-            raise UsageError("max_in_flight is for inputs split into parts (a job)")
+            # In the command line's words, as the core's messages are (it is the same code).
+            raise UsageError("--max-in-flight is for inputs split into parts (a job)")
         submitted = batch.submit(ctx, input_, chosen, window, force=force, details=details)
         made = Batch(ctx, BatchRef(submitted.row["account"], submitted.batch["id"]), submitted.row)
         if submitted.recovered:
@@ -217,10 +218,9 @@ class BatchLedger:
         max_requests: int | None,
         max_bytes: int | None,
         max_tokens: int | None,
-    ) -> Any:
+    ) -> "CostEstimate":
         """Refused before any upload when the upper estimate is above `max_cost` or the
         account's day budget (or unknown); else the estimate, kept in the ledger."""
-        from batchledger.details import CostEstimate
         from batchledger.estimate import check_budget
         from batchledger.prices import PriceList
         from batchledger.spend import account_day_spend, check_day_budget
