@@ -53,7 +53,8 @@ def open(
     the command line keeps it) on `account` (else $BATCHLEDGER_ACCOUNT, else `default`;
     `demo` runs the emulator inside this process, no key needed).
 
-    Nothing is read or written until a method needs it. A call of the API writes its log
+    accounts.toml is read now; nothing else is read or written until a method needs it
+    (the ledger is made by the first method that records). A call of the API writes its log
     to `log_file` (else `logs/batch_<time>.log` under the working directory, as a
     command does). Close it (or use `with`) to stop its emulator and close the ledger.
     """
