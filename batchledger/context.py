@@ -12,12 +12,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
-from batchledger import __version__
 from batchledger.accounts import Account, builtin_accounts
 from batchledger.errors import UsageError
 from batchledger.ledger import Ledger, open_ledger
 from batchledger.logs import close_logger, create_log_file, setup_logger
 from batchledger.providers import Provider
+from batchledger.version import __version__
 
 if TYPE_CHECKING:
     from batchledger.emulator import EmulatorServer

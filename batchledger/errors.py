@@ -58,3 +58,11 @@ class NotFound(Rejected):
 
 class Conflict(Rejected):
     """The request does not fit the object's state (HTTP 409), as a cancel of a final batch."""
+
+
+class NotInLedger(UsageError):
+    """The ledger holds no batch or job by that id, prefix or `last` (exit 2, as a bad id)."""
+
+
+class WaitTimeout(BatchledgerError, TimeoutError):
+    """A wait (`Batch.wait`, `Job.wait`) ran out of time; the batch or job keeps running."""

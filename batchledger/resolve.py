@@ -5,7 +5,7 @@ from collections.abc import Mapping
 from typing import Any, TypeVar
 
 from batchledger.batches import BatchRef, JobRef
-from batchledger.errors import UsageError
+from batchledger.errors import NotInLedger, UsageError
 from batchledger.ledger import Ledger
 from batchledger.rows import BatchRow, JobRow
 
@@ -43,7 +43,7 @@ def resolve_batch(ledger: Ledger | None, text: str, *, named: str | None, curren
     if text == "last":
         latest = ledger.batches.latest_batch(named) if ledger is not None else None
         if latest is None:
-            raise UsageError("'last' names no batch: the ledger holds no created batch yet")
+            raise NotInLedger("'last' names no batch: the ledger holds no created batch yet")
         return BatchRef.of(latest)
     if ledger is not None:
         exact = ledger.batches.find_batches(text)
@@ -55,7 +55,7 @@ def resolve_batch(ledger: Ledger | None, text: str, *, named: str | None, curren
             return BatchRef.of(found)
     if text.startswith("batch_"):
         return BatchRef(named or current, text)  # the API knows it, or says not
-    raise UsageError(f"no batch in the ledger matches {text!r}")
+    raise NotInLedger(f"no batch in the ledger matches {text!r}")
 
 
 def _one(rows: list[Named], text: str, verb: str) -> Named | None:

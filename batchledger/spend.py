@@ -14,10 +14,11 @@ from typing import TYPE_CHECKING, Any
 
 from batchledger.batches import FINAL_STATUSES, BatchStatus, JobStatus, Row
 from batchledger.errors import Refused
-from batchledger.estimate import money
+from batchledger.estimate import check_budget, money
 from batchledger.usage import Prices, batch_cost
 
 if TYPE_CHECKING:
+    from batchledger.estimate import Estimate
     from batchledger.ledger import Ledger, Table
 
 # Ended: nothing more will be billed for it.
@@ -195,3 +196,42 @@ def day_budget_guard(
         check_day_budget(account, limit, spend, upper, lower)
 
     return guard
+
+
+@dataclass
+class BudgetCheck:
+    """What a create's budgets say of an input: `max_cost`, the account's
+    `max_cost_per_day` (and the day's spend), and the first refusal, if any."""
+
+    max_cost: float | None
+    per_day: float | None
+    spend: DaySpend | None
+    refused: Refused | None
+
+
+def check_budgets(
+    ledger: "Ledger | None",
+    account: str,
+    per_day: float | None,
+    found: "Estimate",
+    max_cost: float | None,
+    prices: Prices,
+) -> BudgetCheck:
+    """`max_cost` (USD), then the account's `per_day` budget against the day's spend as
+    the ledger records it now (read only). A create raises the refusal before any upload;
+    a dry run shows it (and exits as the create would)."""
+    refused: Refused | None = None
+    if max_cost is not None:
+        try:
+            check_budget(found, max_cost)
+        except Refused as exc:
+            refused = exc
+    spend = None
+    if per_day is not None:  # issue 22: the day's spend, from the ledger
+        # a create of the same input cut off earlier would be resumed: not counted twice
+        spend = account_day_spend(ledger, account, prices, input_path=found.path)
+        try:
+            check_day_budget(account, per_day, spend, found.cost_max, found.cost_input)
+        except Refused as exc:
+            refused = refused or exc
+    return BudgetCheck(max_cost=max_cost, per_day=per_day, spend=spend, refused=refused)

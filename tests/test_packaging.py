@@ -71,6 +71,12 @@ def test_wheel_holds_migrations_inside_the_package(wheel: Path):
     assert sorted(expected - names) == []
 
 
+def test_wheel_ships_py_typed_for_the_users_type_checkers(wheel: Path):
+    with zipfile.ZipFile(wheel) as archive:
+        assert "batchledger/py.typed" in archive.namelist()
+        assert "batchledger/api/client.py" in archive.namelist()
+
+
 def test_wheel_in_a_fresh_venv_runs_every_migration(
     wheel: Path, tmp_path: Path, emulator: EmulatorServer
 ):

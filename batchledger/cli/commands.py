@@ -1,38 +1,27 @@
 """The commands that call the API on a batch (or on all of them): create, status, retrieve,
-cancel, sync and retry. Each turns its arguments into calls of the batch steps (batch.py)
-and the sweep (sweep.py), and the results into output; given a job's id, each hands over
-to job_commands."""
+cancel, sync and retry. Each turns its arguments into calls of the Python API (`api(ctx)`,
+batchledger/api/) and the sweep (sweep.py, for `status --all`), and the results into
+output; given a job's id, each hands over to job_commands."""
 
 import argparse
-import dataclasses
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from batchledger.batches import JobRef
 from batchledger.cli import estimate_commands, job_commands
 from batchledger.cli.defaults import DEFAULT_WATCH_MAX_INTERVAL
 from batchledger.cli.reports import warn_input_changed, warn_saved
-from batchledger.cli.targets import out_dir, out_path, target
+from batchledger.cli.targets import api, out_dir, out_path
 from batchledger.context import Context
 from batchledger.details import CreateDetails, check_metadata
 from batchledger.errors import ExitCode, UsageError
-from batchledger.estimate import record_scanned, scan_in_background
-from batchledger.inputs import check_input, count_lines, hash_input_in_background
+from batchledger.inputs import check_input
 from batchledger.redaction import redact
 from batchledger.render import json_text, row_json, saved_line, status_lines, sweep_table
+from batchledger.render_jobs import PartProgress
 from batchledger.rows import RESULT_KINDS, saved_columns
-from batchledger.split import split_wanted
-from batchledger.token_budget import TokenPlan, plan_parts_by_tokens
-
-if TYPE_CHECKING:
-    from concurrent.futures import Future
-
-    from batchledger.details import CostEstimate
-    from batchledger.ledger import InputFile
 
 
 def create(args: argparse.Namespace, ctx: Context) -> ExitCode:
-    details = create_details(args)  # before anything is read, written or sent
+    create_details(args)  # before anything is read, written or sent
     ctx.account.profile.check_window(args.completion_window)
     inline = ctx.account.profile.inline_requests
     if inline and args.endpoint:
@@ -42,91 +31,53 @@ def create(args: argparse.Namespace, ctx: Context) -> ExitCode:
         )
     if args.dry_run:
         return estimate_commands.estimate(args, ctx)
-    path = check_input(args.input)
-    if inline:
-        # Every line's shape, and no custom_id twice in the whole input, before the ledger
-        # is written or anything sent (a job's parts are each checked again as they go).
-        from batchledger.inline import scan_requests
-
-        scan_requests(path)
-    guard = None
-    if args.max_cost is not None or ctx.account.max_cost_per_day is not None:  # budgets
-        # before the key, the ledger's writes, any upload
-        estimate = estimate_commands.check_max_cost(args, ctx)
-        details = dataclasses.replace(details, estimate=estimate)
-        # and the day's budget again with the claim, under the ledger's write lock
-        guard = estimate_commands.claim_guard(args, ctx, estimate)
-    elif args.prices:
+    if args.prices and args.max_cost is None and ctx.account.max_cost_per_day is None:
+        check_input(args.input)  # a missing input is told first, as always
         raise UsageError("--prices prices an estimate: it goes with --dry-run or --max-cost")
-    hashing = hash_input_in_background(path, args.input)
-    from batchledger import batch  # start-up: only commands that call the API load it
+    progress = PartProgress(ctx.stderr)  # a job's uploads, part by part
+    ctx.on_part_uploaded = progress
+    if not args.json:
+        # At once: a run stopped during the uploads has told the user which job to resume.
+        def claimed(job_id: str) -> None:
+            ctx.print(f"job_id: {job_id}")
+            ctx.stdout.flush()
 
-    ctx.start_api_command()
-    # A provider whose batches name no endpoint (its profile has no default) records none.
-    endpoint = args.endpoint or ctx.account.default_endpoint or ""
-    input_ = count_lines(hashing.result(), args.input)  # after the import: see count_lines
-    split = split_wanted(input_, ctx.account.limits, args.max_requests, args.max_bytes)
-    planned = token_plan(args, ctx, input_, split)  # issue 22: parts cut by counted tokens
-    if split is not None or (planned is not None and len(planned.parts) > 1):
-        split = split or ctx.account.limits
-        scanning = scan_unless_estimated(ctx, input_, details)
-        return job_commands.create(
-            args, ctx, input_, endpoint, split, details, planned, guard, scanning
-        )
-    if args.max_in_flight is not None:
-        raise UsageError("--max-in-flight is for inputs split into parts (a job)")
-    scanning = scan_unless_estimated(ctx, input_, details)
-    submitted = batch.submit(
-        ctx,
-        input_,
-        endpoint,
-        args.completion_window,
+        ctx.on_job_claimed = claimed
+    from batchledger.api import Job  # start-up: `status --all` does not load the API
+
+    made = api(ctx).create(
+        args.input,
+        endpoint=args.endpoint,
+        window=args.completion_window,
+        metadata=args.metadata,
         force=args.force,
-        details=details,
-        guard=guard,
+        max_requests=args.max_requests,
+        max_bytes=args.max_bytes,
+        max_in_flight=args.max_in_flight,
+        max_tokens=getattr(args, "max_tokens", None),
+        max_cost=args.max_cost,
+        prices=args.prices,
+        input_expires_after=args.input_expires_after,
+        output_expires_after=args.output_expires_after,
     )
-    record_scanned(ctx.ledger, "batches", submitted.row["id"], scanning)
-    if submitted.recovered:
-        ctx.warn(
-            f"{submitted.batch['id']} was created by an earlier run that was cut off; "
-            "recorded it instead of creating another batch"
-        )
+    if isinstance(made, Job):
+        from batchledger.jobs import job_json  # start-up: jobs only
+
+        progress.end_line()
+        if args.json:
+            ctx.print(json_text(job_json(made.report)))
+        else:
+            job_commands.print_parts(ctx, made.report, job_id_shown=True)
+        return ExitCode.OK
+    for warning in made.warnings:
+        ctx.warn(warning)
     if args.json:
-        ctx.print(json_text(row_json(submitted.row)))
+        ctx.print(json_text(row_json(made.row)))
     else:
-        if not inline:  # requests sent inline were uploaded as no file
-            ctx.print(f"file_id: {submitted.file_id}")
-        ctx.print(f"batch_id: {submitted.batch['id']}")
+        if not ctx.account.profile.inline_requests:  # requests sent inline: no file
+            ctx.print(f"file_id: {made.row['input_file_id']}")
+        ctx.print(f"batch_id: {made.id}")
     return ExitCode.OK
-
-
-def scan_unless_estimated(
-    ctx: Context, input_: "InputFile", details: CreateDetails
-) -> "Future[CostEstimate] | None":
-    """Every create records an estimate (issue 22): one made before anything was sent (a
-    budget), else one scanned in a thread beside the upload, recorded once the batch is
-    made. The ledger is opened here, by this thread, not by the scan's."""
-    if details.estimate is not None:
-        return None
-    return scan_in_background(input_.path, input_.size, ctx.ledger)
-
-
-def token_plan(
-    args: argparse.Namespace, ctx: Context, input_: "InputFile", split: tuple[int, int] | None
-) -> TokenPlan | None:
-    """With a token budget (the account's `enqueued_tokens`, or --max-tokens): the input
-    cut by counted tokens (one pass that parses every line), else None (cut by newlines)."""
-    max_tokens = getattr(args, "max_tokens", None)
-    if not ctx.account.enqueued_tokens and max_tokens is None:
-        return None
-    limits = split or ctx.account.limits
-    return plan_parts_by_tokens(
-        input_.path,
-        max_requests=limits[0],
-        max_bytes=limits[1],
-        limits=ctx.account.enqueued_tokens,
-        max_tokens=max_tokens,
-    )
 
 
 def status(args: argparse.Namespace, ctx: Context) -> ExitCode:
@@ -134,27 +85,26 @@ def status(args: argparse.Namespace, ctx: Context) -> ExitCode:
         if args.out:
             raise UsageError("--out names one file; it cannot be used with --all (--out-dir)")
         return sweep(args, ctx)
-    from batchledger import batch  # start-up: only commands that call the API load it
-
     if args.out_dir or args.include_synced:
         raise UsageError("--out-dir and --include-synced go with --all; --out names one file")
-    ref = target(ctx, args.batch_id)
-    if isinstance(ref, JobRef):
-        return job_commands.status(args, ctx, ref)
-    out = out_path(args, ref)
-    ctx.start_api_command(ref.account)
-    report = batch.look_up(ctx, ref)
+    from batchledger.api import Job  # start-up: `status --all` does not load the API
+
+    found = api(ctx).get(args.batch_id)
+    if isinstance(found, Job):
+        return job_commands.status(args, ctx, found)
+    out = out_path(args, found.ref)
+    found.refresh(save=False)
     if not args.json:  # the status first: whatever the save does, the user sees it
-        ctx.print("\n".join(status_lines(report.row or {})))
+        ctx.print("\n".join(status_lines(found.row)))
     if args.auto_save:
-        batch.save_if_finished(ctx, report, out=out)
-    report.warning = report.warning or batch.retention_warning(ctx, report.row)
+        found.save(out)
+    assert found.report is not None
     if args.json:
-        ctx.print(json_text(row_json(report.row or {})))
+        ctx.print(json_text(row_json(found.row)))
     else:
-        for item in report.saved:
+        for item in found.report.saved:
             ctx.print(saved_line(item.kind, item.path, item.size))
-    warn_saved(ctx, report)
+    warn_saved(ctx, found.report)
     return ExitCode.OK
 
 
@@ -219,14 +169,14 @@ def sweep(args: argparse.Namespace, ctx: Context) -> ExitCode:
 
 
 def retrieve(args: argparse.Namespace, ctx: Context) -> ExitCode:
-    from batchledger import batch  # start-up: only commands that call the API load it
+    from batchledger.api import Job  # start-up: `status --all` does not load the API
 
-    ref = target(ctx, args.batch_id)
-    if isinstance(ref, JobRef):
-        return job_commands.retrieve(args, ctx, ref)
-    out = out_path(args, ref)
-    ctx.start_api_command(ref.account)
-    report = batch.retrieve(ctx, ref, out, again=args.force)
+    found = api(ctx).get(args.batch_id)
+    if isinstance(found, Job):
+        return job_commands.retrieve(args, ctx, found)
+    out = out_path(args, found.ref)
+    report = found.retrieve(out, force=args.force).report
+    assert report is not None
     if report.already_saved:
         assert report.row is not None
         for kind in RESULT_KINDS:
@@ -241,29 +191,25 @@ def retrieve(args: argparse.Namespace, ctx: Context) -> ExitCode:
 
 
 def cancel(args: argparse.Namespace, ctx: Context) -> ExitCode:
-    from batchledger import batch  # start-up: only commands that call the API load it
+    from batchledger.api import Job  # start-up: `status --all` does not load the API
 
-    ref = target(ctx, args.batch_id)
-    if isinstance(ref, JobRef):
-        return job_commands.cancel(args, ctx, ref)
-    ctx.start_api_command(ref.account)
-    report = batch.cancel(ctx, ref)
-    assert report.batch is not None
+    found = api(ctx).get(args.batch_id)
+    if isinstance(found, Job):
+        return job_commands.cancel(args, ctx, found)
+    report = found.cancel().report
+    assert report is not None and report.batch is not None
     ctx.print(f"batch_id: {report.batch_id}")
     ctx.print(f"status: {report.batch['status']}")
     if args.wait:
-        for status_ in batch.wait_for_cancel(
-            ctx, report, interval=args.interval, max_interval=DEFAULT_WATCH_MAX_INTERVAL
+        for status_ in found.cancel_statuses(
+            interval=args.interval, max_interval=DEFAULT_WATCH_MAX_INTERVAL
         ):
             ctx.print(f"status: {status_}")
     return ExitCode.OK
 
 
 def sync(args: argparse.Namespace, ctx: Context) -> ExitCode:
-    from batchledger import sweep  # start-up: its jobs and batch steps, ~20 ms, only for sweeps
-
-    ctx.start_api_command()
-    report = sweep.sync(ctx)
+    report = api(ctx).sync()
     ctx.print(f"added: {len(report.added)}")
     ctx.print(f"updated: {len(report.updated)}")
     ctx.print(f"recovered: {len(report.recovered)}")
@@ -272,7 +218,7 @@ def sync(args: argparse.Namespace, ctx: Context) -> ExitCode:
 
 
 def retry(args: argparse.Namespace, ctx: Context) -> ExitCode:
-    return job_commands.retry(args, ctx, target(ctx, args.batch_id))
+    return job_commands.retry(args, ctx, api(ctx).get(args.batch_id))
 
 
 def create_details(args: argparse.Namespace) -> CreateDetails:

@@ -1,22 +1,18 @@
-"""`estimate`, `create --dry-run` and `create --max-cost`: the plan and the cost of an input,
-shown or checked before anything is sent. No key, no network, no ledger, no log."""
+"""`estimate` and `create --dry-run`: the plan and the cost of an input, shown before
+anything is sent (`create --max-cost` is checked by the API's create). No key, no network,
+no ledger, no log."""
 
 import argparse
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from batchledger.cli.targets import api
 from batchledger.context import Context
-from batchledger.details import CostEstimate
-from batchledger.errors import ExitCode, Refused
-from batchledger.estimate import Estimate, check_budget, estimate_input, money
-from batchledger.inputs import check_input
+from batchledger.errors import ExitCode
+from batchledger.estimate import Estimate, money
 from batchledger.prices import PriceList
 from batchledger.render import display_path, json_text, tabulate
-from batchledger.spend import DaySpend, account_day_spend, check_day_budget, day_budget_guard
+from batchledger.spend import BudgetCheck, check_budgets
 from batchledger.tokens import UNREADABLE
-
-if TYPE_CHECKING:
-    from batchledger.ledger import ClaimGuard
 
 MODEL_COLUMNS = (
     "model",
@@ -33,7 +29,16 @@ def estimate(args: argparse.Namespace, ctx: Context) -> ExitCode:
     """`estimate --in PATH` and `create --in PATH --dry-run`: print the plan and the cost;
     a dry run also says whether the create would pass its budgets, and exits as it would."""
     found = estimate_of(args, ctx)
-    budget = check_budgets(args, ctx, found) if getattr(args, "dry_run", False) else None
+    budget = None
+    if getattr(args, "dry_run", False):
+        budget = check_budgets(
+            ctx.open_ledger(create=False),
+            ctx.account.name,
+            ctx.account.max_cost_per_day,
+            found,
+            args.max_cost,
+            PriceList.from_file(args.prices),
+        )
     if args.json:
         document = estimate_json(found, ctx)
         if budget is not None:
@@ -46,85 +51,13 @@ def estimate(args: argparse.Namespace, ctx: Context) -> ExitCode:
     return ExitCode.OK
 
 
-@dataclass
-class BudgetCheck:
-    """What a create's budgets say of an input: `--max-cost`, the account's
-    `max_cost_per_day` (and the day's spend), and the first refusal, if any."""
-
-    max_cost: float | None
-    per_day: float | None
-    spend: DaySpend | None
-    refused: Refused | None
-
-
-def check_budgets(args: argparse.Namespace, ctx: Context, found: Estimate) -> BudgetCheck:
-    """`create --max-cost USD`, then the account's `max_cost_per_day` against the day's
-    spend as the ledger records it now (read only; no ledger made)."""
-    refused: Refused | None = None
-    if args.max_cost is not None:
-        try:
-            check_budget(found, args.max_cost)
-        except Refused as exc:
-            refused = exc
-    limit = ctx.account.max_cost_per_day
-    spend = None
-    if limit is not None:  # issue 22: the day's spend, from the ledger
-        spend = account_day_spend(
-            ctx.open_ledger(create=False),
-            ctx.account.name,
-            PriceList.from_file(args.prices),
-            input_path=found.path,  # a create of it cut off earlier would be resumed
-        )
-        try:
-            check_day_budget(ctx.account.name, limit, spend, found.cost_max, found.cost_input)
-        except Refused as exc:
-            refused = refused or exc
-    return BudgetCheck(max_cost=args.max_cost, per_day=limit, spend=spend, refused=refused)
-
-
-def check_max_cost(args: argparse.Namespace, ctx: Context) -> CostEstimate:
-    """`create --max-cost USD`, and the account's `max_cost_per_day`: Refused (exit 3)
-    before any upload when the upper estimate is above either, or unknown; else the
-    estimate, for the ledger. (The day's budget is checked again under the ledger's write
-    lock, when the create claims its row: `claim_guard`.)"""
-    found = estimate_of(args, ctx)
-    budget = check_budgets(args, ctx, found)
-    if budget.refused is not None:
-        raise budget.refused
-    return CostEstimate(
-        input_tokens=sum(model.input_tokens for model in found.models),
-        cost_min=found.cost_input,
-        cost_max=found.cost_max,
-    )
-
-
-def claim_guard(
-    args: argparse.Namespace, ctx: Context, estimate: CostEstimate
-) -> "ClaimGuard | None":
-    """The account's day budget, checked again when the create claims its row."""
-    limit = ctx.account.max_cost_per_day
-    if limit is None:
-        return None
-    return day_budget_guard(
-        lambda: ctx.ledger,  # opened by the create, after the key is checked
-        ctx.account.name,
-        limit,
-        PriceList.from_file(args.prices),
-        estimate.cost_max,
-        estimate.cost_min,
-    )
-
-
 def estimate_of(args: argparse.Namespace, ctx: Context) -> Estimate:
-    path = check_input(args.input)
-    return estimate_input(
-        path,
-        limits=ctx.account.limits,
+    return api(ctx).estimate(
+        args.input,
         max_requests=args.max_requests,
         max_bytes=args.max_bytes,
-        prices=PriceList.from_file(args.prices),
-        token_limits=ctx.account.enqueued_tokens,  # issue 22: the plan create would follow
-        max_tokens=getattr(args, "max_tokens", None),
+        prices=args.prices,
+        max_tokens=getattr(args, "max_tokens", None),  # issue 22: the plan create would follow
     )
 
 

@@ -1,83 +1,24 @@
-"""The commands on a job (an input split into parts): what `create`, `status`, `watch`,
-`retrieve`, `cancel` and `show` do when they are given a job."""
+"""The commands on a job (an input split into parts): what `status`, `watch`, `retrieve`,
+`cancel` and `show` do when they are given a job (each a call of the API's Job handle),
+`retry`'s output, and how a job's parts are printed (`create` of a job too)."""
 
 import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from batchledger.batches import BatchRef, JobRef, JobStatus
+from batchledger.batches import JobRef
 from batchledger.cli.defaults import DEFAULT_WATCH_MAX_INTERVAL, first_watch_interval
 from batchledger.cli.process import interrupt_taken
 from batchledger.context import Context
-from batchledger.details import CreateDetails
-from batchledger.errors import ExitCode, Refused, UsageError
-from batchledger.estimate import record_scanned
-from batchledger.paths import default_results_path, errors_path_for
+from batchledger.errors import ExitCode
+from batchledger.paths import default_results_path
 from batchledger.render import Progress, display_path, json_text, saved_line
 from batchledger.render_jobs import PartProgress, job_progress, show_job_lines
-from batchledger.rows import RESULT_KINDS, JobRow, Kind, saved_columns
+from batchledger.rows import RESULT_KINDS, saved_columns
 
 if TYPE_CHECKING:
-    from concurrent.futures import Future
-
-    from batchledger.details import CostEstimate
+    from batchledger.api import Batch, Job
     from batchledger.jobs import JobReport
-    from batchledger.ledger import ClaimGuard, InputFile
-    from batchledger.token_budget import TokenPlan
-
-
-def job_row(ctx: Context, ref: JobRef) -> JobRow:
-    ledger = ctx.open_ledger(create=False)
-    job = ledger.jobs.find_job(ref.job_id) if ledger is not None else None
-    if job is None:
-        raise UsageError(f"no job {ref.job_id} in the ledger")
-    return job
-
-
-def create(
-    args: argparse.Namespace,
-    ctx: Context,
-    input_: "InputFile",
-    endpoint: str,
-    split: tuple[int, int],
-    details: CreateDetails,
-    planned: "TokenPlan | None" = None,
-    guard: "ClaimGuard | None" = None,
-    scanning: "Future[CostEstimate] | None" = None,
-) -> ExitCode:
-    from batchledger.jobs import (
-        create_job,
-        job_json,
-    )  # start-up: jobs only
-
-    progress = PartProgress(ctx.stderr)
-    ctx.on_part_uploaded = progress
-    if not args.json:
-        # At once: a run stopped during the uploads has told the user which job to resume.
-        def claimed(job_id: str) -> None:
-            ctx.print(f"job_id: {job_id}")
-            ctx.stdout.flush()
-
-        ctx.on_job_claimed = claimed
-    report = create_job(
-        ctx,
-        input_,
-        endpoint,
-        args.completion_window,
-        split=split,
-        max_in_flight=args.max_in_flight,
-        details=details,
-        force=args.force,
-        planned=planned,
-        guard=guard,
-    )
-    record_scanned(ctx.ledger, "jobs", report.job["id"], scanning)
-    progress.end_line()
-    if args.json:
-        ctx.print(json_text(job_json(report)))
-        return ExitCode.OK
-    print_parts(ctx, report, job_id_shown=True)
-    return ExitCode.OK
 
 
 def print_job(ctx: Context, report: "JobReport", *, as_json: bool = False) -> None:
@@ -127,53 +68,25 @@ def warn(ctx: Context, report: "JobReport") -> None:
         ctx.warn(line)
 
 
-def status(args: argparse.Namespace, ctx: Context, ref: JobRef) -> ExitCode:
-    from batchledger.jobs import advance  # start-up: jobs only
-
-    job = job_row(ctx, ref)
+def status(args: argparse.Namespace, ctx: Context, job: "Job") -> ExitCode:
     out = Path(args.out) if getattr(args, "out", None) else None
-    ctx.start_api_command(job["account"])
-    report = advance(ctx, job, out=out)
-    print_job(ctx, report, as_json=getattr(args, "json", False))
+    print_job(ctx, job.refresh(out=out).report, as_json=getattr(args, "json", False))
     return ExitCode.OK
 
 
-def retrieve(args: argparse.Namespace, ctx: Context, ref: JobRef) -> ExitCode:
+def retrieve(args: argparse.Namespace, ctx: Context, job: "Job") -> ExitCode:
     """As for a batch: the results at --out (or the default name); saved already and
     unchanged, not written again unless --force; a missing or changed file is rebuilt."""
-    from batchledger.jobs import (
-        advance,
-        rebuild_job_results,
-    )  # start-up: jobs only
-
-    job = job_row(ctx, ref)
-    out = out_target(args, ref)
-    ctx.start_api_command(job["account"])
-    report = advance(ctx, job, out=out)
-    if report.job["status"] == JobStatus.RUNNING:
-        raise Refused(
-            f"job {ref.job_id} is still running ({report.parts_done}/{len(report.parts)} parts "
-            "done); nothing was saved"
-        )
-    job = report.job
-    if not (job["output_path"] or job["error_path"]):
-        raise Refused(f"job {ref.job_id} has no results to save")
-    if report.saved:  # merged just now, where it was asked
-        for item in report.saved:
-            ctx.print(saved_line(item.kind, item.path, item.size))
-        warn(ctx, report)
-        return ExitCode.OK
-    target = (out or default_results_path(ref.job_id)).expanduser().absolute()
-    if not args.force and saved_unchanged(job, target):
+    job.retrieve(out_target(args, JobRef(job.id)), force=args.force)
+    if job.already_saved:
         for kind in RESULT_KINDS:
-            if (saved := saved_columns(job, kind))["path"]:
+            if (saved := saved_columns(job.row, kind))["path"]:
                 ctx.print(saved_line(kind, saved["path"], saved["bytes"], already=True))
         ctx.warn("unchanged since it was saved; not written again (--force to write anyway)")
         return ExitCode.OK
-    report.saved = rebuild_job_results(ctx, job, target, download=True)
-    for item in report.saved:
+    for item in job.report.saved:
         ctx.print(saved_line(item.kind, item.path, item.size))
-    warn(ctx, report)
+    warn(ctx, job.report)
     return ExitCode.OK
 
 
@@ -185,64 +98,33 @@ def out_target(args: argparse.Namespace, ref: JobRef) -> Path | None:
     return out / default_results_path(ref.job_id) if out.is_dir() else out
 
 
-def saved_unchanged(job: JobRow, target: Path) -> bool:
-    """The job's results are recorded at `target` (errors beside it) with these bytes."""
-    from batchledger.jobs import (
-        recorded_intact,
-    )  # start-up: jobs only
-
-    targets: dict[Kind, Path] = {"output": target, "error": errors_path_for(target)}
-    return all(
-        saved_columns(job, kind)["path"] == str(path) and recorded_intact(job, kind) is not None
-        for kind, path in targets.items()
-        if saved_columns(job, kind)["path"]
-    )
-
-
-def watch(args: argparse.Namespace, ctx: Context, ref: JobRef) -> ExitCode:
-    from batchledger.jobs import follow_job  # start-up: jobs only
-
-    job = job_row(ctx, ref)
-    ctx.start_api_command(job["account"])
-    interval = args.interval or first_watch_interval(ctx.account_named(job["account"]).kind)
+def watch(args: argparse.Namespace, ctx: Context, job: "Job") -> ExitCode:
+    interval = args.interval or first_watch_interval(ctx.account_named(job.account).kind)
     progress = Progress(ctx.stderr)
-    report = None
+    rounds = job.follow(interval=interval, max_interval=args.max_interval)
     try:
-        for report in follow_job(ctx, job, interval=interval, max_interval=args.max_interval):
-            progress.show(job_progress(report))  # issue 22: every part's requests, sent or not
+        for followed in rounds:
+            # issue 22: every part's requests, sent or not
+            progress.show(job_progress(followed.report))
     except KeyboardInterrupt:
         interrupt_taken()
         progress.end_line()
         ctx.stderr.write("batchledger: stopped watching; the job keeps running on the server\n")
         return ExitCode.INTERRUPTED
     progress.end_line()
-    assert report is not None
-    print_job(ctx, report)
+    print_job(ctx, job.report)
     return ExitCode.OK
 
 
-def cancel(args: argparse.Namespace, ctx: Context, ref: JobRef) -> ExitCode:
+def cancel(args: argparse.Namespace, ctx: Context, job: "Job") -> ExitCode:
     """Cancel the job's live batches and its queue; as for a batch, wait (unless
     --no-wait) until every batch is cancelled (or ended otherwise) and the job is over."""
-    from batchledger.jobs import (
-        cancel_job,
-        follow_job,
-    )  # start-up: jobs only
-
-    job = job_row(ctx, ref)
-    if job["status"] not in (JobStatus.RUNNING, JobStatus.INPUT_CHANGED):
-        raise Refused(f"job {ref.job_id} is already {job['status']}; there is nothing to cancel")
-    ctx.start_api_command(job["account"])
-    report = cancel_job(ctx, job)
-    ctx.print(f"job_id: {report.job_id}")
+    ctx.print(f"job_id: {job.cancel().id}")
     ctx.print("status: cancelling")
     if not getattr(args, "wait", True):
         return ExitCode.OK
     interval = getattr(args, "interval", None) or 1.0
-    rounds = follow_job(
-        ctx, report.job, interval=interval, max_interval=max(interval, DEFAULT_WATCH_MAX_INTERVAL)
-    )
-    report = list(rounds)[-1]
+    report = job.wait(interval=interval, max_interval=DEFAULT_WATCH_MAX_INTERVAL).report
     ctx.print(f"status: {report.job['status']}")
     for kind in RESULT_KINDS:
         if (saved := saved_columns(report.job, kind))["path"]:
@@ -251,23 +133,16 @@ def cancel(args: argparse.Namespace, ctx: Context, ref: JobRef) -> ExitCode:
     return ExitCode.OK
 
 
-def show(args: argparse.Namespace, ctx: Context, ref: JobRef) -> ExitCode:
-    job = job_row(ctx, ref)
-    ledger = ctx.ledger
-    parts = ledger.jobs.job_parts(job["id"])
-    attempts = ledger.jobs.attempts_of_job(job["id"])
-    history = ledger.jobs.job_history(job["id"])
-    from batchledger.jobs import (
-        job_notes,
-        views,
-    )  # start-up: jobs only
+def show(args: argparse.Namespace, ctx: Context, job: "Job") -> ExitCode:
+    from batchledger.jobs import job_notes  # start-up: jobs only
 
-    notes = job_notes(views(ctx, job))
+    parts, attempts, history = job.parts(), job.attempts(), job.history()
+    notes = job_notes(job.report.parts)
     if args.json:
         ctx.print(
             json_text(
                 {
-                    **job,
+                    **job.row,
                     "errors": notes or None,
                     "parts": parts,
                     "attempts": attempts,
@@ -276,19 +151,16 @@ def show(args: argparse.Namespace, ctx: Context, ref: JobRef) -> ExitCode:
             )
         )
     else:
-        ctx.print("\n".join(show_job_lines(job, parts, attempts, history, notes)))
+        ctx.print("\n".join(show_job_lines(job.row, parts, attempts, history, notes)))
     return ExitCode.OK
 
 
-def retry(args: argparse.Namespace, ctx: Context, ref: JobRef | BatchRef) -> ExitCode:
-    from batchledger.retry import retry as send_again  # start-up: retry and jobs, only for retry
-
-    # The original's account: a retry is sent where the original was.
-    account = job_row(ctx, ref)["account"] if isinstance(ref, JobRef) else ref.account
-    ctx.start_api_command(account)
+def retry(args: argparse.Namespace, ctx: Context, retried: "Batch | Job") -> ExitCode:
     progress = PartProgress(ctx.stderr)
     ctx.on_part_uploaded = progress
-    report = send_again(ctx, ref, all_failed=args.all_failed, max_in_flight=args.max_in_flight)
+    retried.retry(all_failed=args.all_failed, max_in_flight=args.max_in_flight)
+    report = retried.retry_report
+    assert report is not None
     progress.end_line()
     for line in report.warnings:
         ctx.warn(line)

@@ -9,9 +9,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from batchledger.batches import BatchStatus, JobRef, JobStatus
+from batchledger.batches import BatchStatus, JobStatus
 from batchledger.cli import job_commands
-from batchledger.cli.targets import target
+from batchledger.cli.targets import api
 from batchledger.context import Context
 from batchledger.errors import ExitCode, UsageError
 from batchledger.ledger import BatchFilter, Ledger
@@ -37,16 +37,14 @@ def show(args: argparse.Namespace, ctx: Context) -> ExitCode:
     if ledger is None:
         ctx.print("null" if args.json else "No batches in the ledger yet.")
         return ExitCode.OK
-    ref = target(ctx, args.batch_id)
-    if isinstance(ref, JobRef):
-        return job_commands.show(args, ctx, ref)
-    row = ledger.batches.find_batch(ref.batch_id, ref.account)
-    if row is None:
-        raise UsageError(
-            f"{ref.batch_id} is not in the ledger; 'batchledger status --batch-id "
-            f"{ref.batch_id}' or 'batchledger sync' adds it"
-        )
-    history = ledger.batches.history(row["id"])
+    from batchledger.api import Job  # start-up: `list` does not load the API
+
+    found = api(ctx).get(args.batch_id)
+    if isinstance(found, Job):
+        return job_commands.show(args, ctx, found)
+    if not found.recorded:
+        raise not_in_ledger(found.id)
+    row, history = found.row, found.history()
     if args.json:
         ctx.print(json_text({**row_json(row), "history": history}))
     else:
@@ -251,13 +249,11 @@ def prune(args: argparse.Namespace, ctx: Context) -> ExitCode:
 
 
 def usage(args: argparse.Namespace, ctx: Context) -> ExitCode:
-    # Here, not at the top: `list` and `show` start without them (start-up time).
+    # Here, not at the top: `list` and `show` start without it (start-up time).
     from batchledger import usage as totals
-    from batchledger.prices import PriceList
 
     # Batch prices from genai-prices where it knows the model; a prices file over them.
-    prices = PriceList.from_file(args.prices)
-    lines = totals.usage_lines(ctx.open_ledger(create=False), args.by, args.since, prices)
+    lines = api(ctx).usage(by=args.by, since=args.since, prices=args.prices)
     unpriced = sorted(set().union(*(line.unpriced for line in lines)))
     if unpriced:
         where = f"in {args.prices} or " if args.prices else ""
@@ -276,44 +272,38 @@ def usage(args: argparse.Namespace, ctx: Context) -> ExitCode:
 
 
 def export(args: argparse.Namespace, ctx: Context) -> ExitCode:
-    # Here, not at the top: `list` and `show` start without them (start-up time).
-    from batchledger import export as exporting
-    from batchledger.savefile import prepare_target, save_chunks
+    # Here, not at the top: `list` and `show` start without it (start-up time).
+    from batchledger.api import Batch
+    from batchledger.export import ExportCounts, default_export_path
 
-    ledger = ctx.open_ledger(create=False)
-    ref = target(ctx, args.batch_id)
-    if isinstance(ref, JobRef):
-        job = job_commands.job_row(ctx, ref)
-        batch_id_ = ref.job_id
-        input_path, results = exporting.check_job_exportable(job)
-    else:
-        batch_id_ = ref.batch_id
-        row = ledger.batches.find_batch(ref.batch_id, ref.account) if ledger is not None else None
-        if row is None:
-            raise UsageError(
-                f"{batch_id_} is not in the ledger; 'batchledger status --batch-id {batch_id_}' "
-                "or 'batchledger sync' adds it"
-            )
-        input_path, results = exporting.check_exportable(row)
-    counts = exporting.ExportCounts()
-    rows = exporting.export_rows(input_path, results, counts)
-    chunks = exporting.csv_chunks(rows) if args.format == "csv" else exporting.jsonl_chunks(rows)
+    found = api(ctx).get(args.batch_id)
+    if isinstance(found, Batch) and not found.recorded:
+        raise not_in_ledger(found.id)
+    counts = ExportCounts()
     if args.out == "-":
-        for chunk in chunks:
+        for chunk in found.export_bytes(format=args.format, counts=counts):
             ctx.write_bytes(chunk)
         return ExitCode.OK
-    default = exporting.default_export_path(batch_id_, args.format)
+    default = default_export_path(found.id, args.format)
     out = Path(args.out).expanduser() if args.out else default
     if out.is_dir():  # as for retrieve and status: the default name, inside the folder
         out = out / default
     out = out.absolute()
     replaced = out.exists()
-    prepare_target(out)
-    saved = save_chunks(out, chunks)
+    saved = found.export(out, format=args.format, counts=counts)
     if replaced:
         ctx.warn(f"overwrote existing file {display_path(out)}")
     statuses = ", ".join(f"{n} {status}" for status, n in counts.by_status.items())
     ctx.print(
-        f"exported: {display_path(out)} ({saved.size} bytes; {counts.rows} requests: {statuses})"
+        f"exported: {display_path(out)} ({saved.stat().st_size} bytes; {counts.rows} requests: "
+        f"{statuses})"
     )
     return ExitCode.OK
+
+
+def not_in_ledger(batch_id: str) -> UsageError:
+    """A batch id the ledger has not seen, given to a command that reads only the ledger."""
+    return UsageError(
+        f"{batch_id} is not in the ledger; 'batchledger status --batch-id {batch_id}' "
+        "or 'batchledger sync' adds it"
+    )

@@ -4,7 +4,6 @@
 import argparse
 from typing import NoReturn
 
-from batchledger import __version__
 from batchledger.cli.defaults import (
     DEFAULT_CONCURRENCY,
     DEFAULT_ENDPOINT,
@@ -24,6 +23,7 @@ from batchledger.cli.types import (
 )
 from batchledger.context import DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT
 from batchledger.errors import UsageError
+from batchledger.version import __version__
 
 
 class Parser(argparse.ArgumentParser):

@@ -2,12 +2,23 @@
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from batchledger.batches import BatchRef, JobRef
 from batchledger.context import Context
 from batchledger.errors import UsageError
 from batchledger.paths import default_results_path
 from batchledger.resolve import resolve
+
+if TYPE_CHECKING:
+    from batchledger.api import BatchLedger
+
+
+def api(ctx: Context) -> "BatchLedger":
+    """The Python API over the run's context: the commands are calls of it."""
+    from batchledger.api import BatchLedger  # start-up: `list` and `--help` do not load it
+
+    return BatchLedger(ctx)
 
 
 def target(ctx: Context, text: str) -> BatchRef | JobRef:

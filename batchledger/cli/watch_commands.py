@@ -3,12 +3,12 @@ the results as they come; a job's id hands over to job_commands."""
 
 import argparse
 
-from batchledger.batches import FINAL_STATUSES, JobRef, JobStatus, progress_of
+from batchledger.batches import FINAL_STATUSES, JobStatus, progress_of
 from batchledger.cli import job_commands
 from batchledger.cli.defaults import DEFAULT_CONCURRENCY, first_watch_interval
 from batchledger.cli.process import interrupt_taken
 from batchledger.cli.reports import print_report, warn_saved
-from batchledger.cli.targets import out_dir, target
+from batchledger.cli.targets import api, out_dir
 from batchledger.context import Context
 from batchledger.errors import ExitCode, Transient, UsageError
 from batchledger.polling import Backoff
@@ -17,30 +17,28 @@ from batchledger.render import Progress
 
 
 def watch(args: argparse.Namespace, ctx: Context) -> ExitCode:
-    from batchledger import batch  # start-up: only commands that call the API load it
-
     if args.all:
         interval = args.interval or first_watch_interval(ctx.account.kind)
         return watch_all(args, ctx, interval)
     if args.out_dir or args.include_synced:
         raise UsageError("--out-dir and --include-synced go with --all")
-    ref = target(ctx, args.batch_id)
-    if isinstance(ref, JobRef):
-        return job_commands.watch(args, ctx, ref)
-    refs = [ref]
-    ctx.start_api_command(ref.account)
-    interval = args.interval or first_watch_interval(ctx.account_named(ref.account).kind)
+    from batchledger.api import Job  # start-up: only commands that call the API load it
+
+    found = api(ctx).get(args.batch_id)
+    if isinstance(found, Job):
+        return job_commands.watch(args, ctx, found)
+    interval = args.interval or first_watch_interval(ctx.account_named(found.account).kind)
     progress = Progress(ctx.stderr)
-    checks = batch.follow(
-        ctx,
-        refs,
-        auto_save=args.auto_save,
+    checks = found.follow(
         interval=interval,
         max_interval=args.max_interval,
+        save=args.auto_save,
         out_dir=out_dir(args),
     )
     try:
-        for report in checks:
+        for checked in checks:
+            report = checked.report
+            assert report is not None
             if report.error is not None:
                 progress.end_line()
                 ctx.warn(f"{report.batch_id}: {redact(report.error.message)}; still watching")
