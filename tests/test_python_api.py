@@ -440,3 +440,46 @@ def test_follow_yields_the_handle_after_every_check_until_final(
     assert seen == ["in_progress", "finalizing", "completed"]  # a step per look-up
     assert run.output_path is None  # save=False: nothing saved
     assert ledger_rows()[0]["status"] == "completed"
+
+
+def test_an_anthropic_account_through_the_api_gives_rows_in_input_order_and_retries(
+    make_server, isolated: Path, monkeypatch: pytest.MonkeyPatch
+):
+    key = "sk-ant-api-test-SECRET"
+    server = make_server(flavor="anthropic", api_key=key)
+    (isolated.parent / "accounts.toml").write_text(
+        f'[accounts.claude]\nkind = "anthropic"\nbase_url = "{server.base_url}"\n'
+        'api_key_env = "CLAUDE_KEY"\n'
+    )
+    monkeypatch.setenv("CLAUDE_KEY", key)
+    with (isolated / "in.jsonl").open("w") as out:
+        for n in range(6):
+            params = {
+                "model": "claude-haiku-4-5",
+                "max_tokens": 16,
+                "messages": [{"role": "user", "content": f"hello {n}"}],
+            }
+            out.write(json.dumps({"custom_id": f"req-{n}", "params": params}) + "\n")
+    # once each: req-2 overloaded (sent again by retry), req-4 invalid (not sent again)
+    server.state.set_line_outcomes({"req-2": "529", "req-4": "400"}, times=None)
+
+    with bl.open(account="claude") as ledger:
+        with pytest.raises(bl.UsageError, match="--endpoint does not apply"):
+            ledger.create("in.jsonl", endpoint="/v1/chat/completions")
+        run = ledger.create("in.jsonl")
+        assert isinstance(run, bl.Batch) and run.id.startswith("msgbatch_")
+        run.wait(**QUICK)
+        rows = list(run.results())
+        server.state.clear_line_outcomes()
+        again = run.retry()
+        assert again is not None
+        again.wait(**QUICK)
+        merged = list(run.results())
+
+    assert run.status == "completed"
+    assert custom_ids(rows) == [f"req-{n}" for n in range(6)]
+    assert [row["status"] for row in rows] == ["ok", "ok", "error", "ok", "error", "ok"]
+    assert rows[2]["error"] is not None and rows[2]["response"] is None
+    assert custom_ids(merged) == [f"req-{n}" for n in range(6)]
+    assert [row["status"] for row in merged] == ["ok", "ok", "ok", "ok", "error", "ok"]
+    assert [row["account"] for row in ledger_rows()] == ["claude", "claude"]
