@@ -21,6 +21,7 @@ from batchledger.batches import (
     has_results,
     progress_of,
     results_saved,
+    retention_note,
 )
 from batchledger.context import Context
 from batchledger.details import CreateDetails
@@ -34,7 +35,6 @@ from batchledger.polling import Backoff
 from batchledger.prices import PriceList
 from batchledger.providers import Inline, Provider, Uploaded, upload_name
 from batchledger.savefile import save_chunks
-from batchledger.times import epoch_of, iso_from_epoch
 from batchledger.usage import batch_cost, usage_of_results
 
 
@@ -200,8 +200,6 @@ def _submit_claimed(
 
 
 _NOT_FETCHED: Any = object()
-# `status` warns of results not saved this long before their provider deletes them.
-RETENTION_WARNING_SECONDS = 86400
 
 
 def upload_once(
@@ -321,25 +319,9 @@ def save_if_finished(
 
 def retention_warning(ctx: Context, row: Row | None) -> str | None:
     """A warning when a batch's results, not saved yet, are within a day of the end of the
-    time its provider keeps them (Anthropic: 29 days from the batch's creation)."""
-    if row is None or row["batch_id"] is None or row["results_gone_at"] or results_saved(row):
-        return None
-    account = ctx.accounts.get(row["account"])
-    retention = account.profile.retention if account is not None else None
-    if retention is None or not row["created_at"]:
-        return None
-    ends = epoch_of(row["created_at"]) + retention
-    left = ends - time.time()
-    if left > RETENTION_WARNING_SECONDS:
-        return None
-    when = iso_from_epoch(ends)
-    if left <= 0:
-        return f"{row['batch_id']}: its results were kept until {when} and may be gone"
-    return (
-        f"{row['batch_id']}: its results are kept only until {when} "
-        f"({left / 3600:.0f} h from now) and are not saved; "
-        f"'batchledger retrieve {row['batch_id']}' saves them"
-    )
+    time its provider keeps them (batches.retention_note)."""
+    account = ctx.accounts.get(row["account"]) if row is not None else None
+    return retention_note(row, account.profile.retention) if row and account else None
 
 
 def check(

@@ -1,12 +1,13 @@
 """The batch vocabulary: what each status means, and an API batch as a ledger row."""
 
 import json
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from batchledger.times import iso_from_epoch, utc_now
+from batchledger.times import epoch_of, iso_from_epoch, utc_now
 
 Row = dict[str, Any]
 
@@ -70,6 +71,8 @@ PART_QUEUED = PartState.QUEUED
 PART_SENT = PartState.SENT
 PART_CANCELLED = PartState.CANCELLED
 TOKEN_LIMIT_CODE = "token_limit_exceeded"
+# `status` warns of results not saved this long before their provider deletes them.
+RETENTION_WARNING_SECONDS = 86400
 
 
 def attempt_is_open(row: Row) -> bool:
@@ -190,3 +193,25 @@ def results_saved(row: Row) -> bool:
 def missing_requests(row: Mapping[str, Any]) -> int:
     """Requests of the batch with no successful result."""
     return int((row.get("requests_total") or 0) - (row.get("requests_completed") or 0))
+
+
+def retention_note(row: Row, retention: int | None, now: float | None = None) -> str | None:
+    """A warning when a batch's results, not saved yet, are within a day of the end of the
+    `retention` (seconds from its creation) its provider keeps them for; else None."""
+    if retention is None or row["batch_id"] is None or not row["created_at"]:
+        return None
+    if row["results_gone_at"] or results_saved(row):
+        return None
+    ends = epoch_of(row["created_at"]) + retention
+    left = ends - (time.time() if now is None else now)
+    if left > RETENTION_WARNING_SECONDS:
+        return None
+    if left <= 0:
+        return (
+            f"{row['batch_id']}: its results were kept until {iso_from_epoch(ends)} and may be gone"
+        )
+    return (
+        f"{row['batch_id']}: its results are kept only until {iso_from_epoch(ends)} "
+        f"({left / 3600:.0f} h from now) and are not saved; "
+        f"'batchledger retrieve {row['batch_id']}' saves them"
+    )
