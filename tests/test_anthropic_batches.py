@@ -393,3 +393,36 @@ def test_commands_that_call_no_api_do_not_import_anthropic(cli, claude, isolated
         "usage 0 False",
         "--help 0 False",
     ]
+
+
+def test_a_relative_results_url_is_resolved_against_the_base_urls_origin(
+    cli, make_server: ServerFactory, isolated: Path, monkeypatch
+):
+    server = make_server(flavor="anthropic", api_key=KEY, relative_results_url=True)
+    write_accounts(
+        f'[accounts.proxy]\nkind = "anthropic"\nbase_url = "{server.base_url}"\n'
+        'api_key_env = "CLAUDE_KEY"\n'
+    )
+    monkeypatch.setenv("CLAUDE_KEY", KEY)
+    write_requests(isolated / "in.jsonl", 3)
+    batch_id = cli("--account", "proxy", "create", "--in", "in.jsonl").field("batch_id")
+    finish(server, batch_id)
+
+    retrieved = cli("retrieve", "--batch-id", batch_id)
+
+    assert retrieved.code == 0, retrieved.err
+    assert ids_of(isolated / f"results_{batch_id}.jsonl") == ["req-0", "req-1", "req-2"]
+    [row] = ledger_rows()
+    assert row["output_file_id"] == f"{server.url}/v1/messages/batches/{batch_id}/results"
+
+
+def test_results_url_is_a_url_reference_absolute_or_against_the_origin():
+    from batchledger.providers.anthropic.wire import results_url
+
+    path = "/v1/messages/batches/msgbatch_1/results"
+    assert results_url(path, "https://proxy.example/anthropic/") == (
+        "https://proxy.example/v1/messages/batches/msgbatch_1/results"
+    )
+    absolute = "https://api.anthropic.com/v1/messages/batches/msgbatch_1/results"
+    assert results_url(absolute, "https://proxy.example/anthropic/") == absolute
+    assert results_url(None, "https://proxy.example/") is None
