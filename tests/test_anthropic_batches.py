@@ -426,3 +426,40 @@ def test_results_url_is_a_url_reference_absolute_or_against_the_origin():
     absolute = "https://api.anthropic.com/v1/messages/batches/msgbatch_1/results"
     assert results_url(absolute, "https://proxy.example/anthropic/") == absolute
     assert results_url(None, "https://proxy.example/") is None
+
+
+def test_two_lost_creates_of_as_many_requests_are_told_apart_by_their_results(
+    make_server: ServerFactory, isolated: Path, monkeypatch
+):
+    """Two parts of one job, cut off at once: the clock and the count cannot tell their
+    batches apart; once both have ended, their results (the first custom_id) do."""
+    from anthropic import Anthropic
+
+    from batchledger.accounts import Account
+    from batchledger.providers.anthropic import AnthropicProvider, inline_id
+
+    claude = make_server(flavor="anthropic", api_key=KEY, step_seconds=3600)  # still
+    monkeypatch.setenv("CLAUDE_KEY", KEY)
+    sdk = Anthropic(api_key=KEY, base_url=claude.base_url, max_retries=0)
+    lines = write_requests(isolated / "in.jsonl", 6).read_text().splitlines()
+    first = sdk.messages.batches.create(requests=[json.loads(line) for line in lines[:3]]).id
+    second = sdk.messages.batches.create(requests=[json.loads(line) for line in lines[3:]]).id
+    moment = int(claude.state.message_batches[first].created_at)
+    wanted = {"bl_a": inline_id(3, moment, "req-0"), "bl_b": inline_id(3, moment, "req-3")}
+    account = Account(
+        name="claude", kind="anthropic", base_url=claude.base_url, api_key_env="CLAUDE_KEY"
+    )
+    provider = AnthropicProvider(account, max_retries=0, timeout=30)
+
+    running = provider.find_batches(wanted, None)
+    finish(claude, first)
+    finish(claude, second)
+    ended = provider.find_batches(wanted, None)
+
+    assert running.found == {} and not running.complete
+    assert sorted(running.ambiguous) == sorted([first, second] * 2)
+    assert {ref: batch["id"] for ref, batch in ended.found.items()} == {
+        "bl_a": first,
+        "bl_b": second,
+    }
+    assert ended.complete
