@@ -19,8 +19,8 @@ from batchledger.batches import (
     BatchRef,
     has_results,
     progress_of,
-    results_expiring,
     results_saved,
+    retention_note,
 )
 from batchledger.context import Context
 from batchledger.details import CreateDetails
@@ -204,7 +204,6 @@ def _submit_claimed(
 _NOT_FETCHED: Any = object()
 
 
-# `status` warns of results not saved this long before their provider deletes them.
 def upload_once(
     provider: Provider,
     path: Path,
@@ -321,11 +320,10 @@ def save_if_finished(
 
 
 def retention_warning(ctx: Context, row: BatchRow | None) -> str | None:
-    """A warning when a batch's unsaved results are within a day of the end of the time
-    its provider keeps them (Anthropic: 29 days from the batch's creation)."""
+    """A warning when a batch's results, not saved yet, are within a day of the end of the
+    time its provider keeps them (batches.retention_note)."""
     account = ctx.accounts.get(row["account"]) if row is not None else None
-    retention = account.profile.retention if account is not None else None
-    return results_expiring(row, retention, time.time())
+    return retention_note(row, account.profile.retention) if row and account else None
 
 
 def check(

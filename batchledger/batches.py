@@ -1,6 +1,7 @@
 """The batch vocabulary: what each status means, and an API batch as a ledger row."""
 
 import json
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
@@ -62,6 +63,8 @@ SAVABLE_STATUSES = frozenset({BatchStatus.COMPLETED}) | ENDED_EARLY_STATUSES
 RESUBMITTABLE_STATUSES = frozenset({BatchStatus.FAILED}) | ENDED_EARLY_STATUSES
 JOB_STATUSES = tuple(JobStatus)
 TOKEN_LIMIT_CODE = "token_limit_exceeded"
+# `status` warns of results not saved this long before their provider deletes them.
+RETENTION_WARNING_SECONDS = 86400
 
 
 def attempt_is_open(row: BatchRow) -> bool:
@@ -187,26 +190,23 @@ def missing_requests(row: Mapping[str, Any]) -> int:
     return int((row.get("requests_total") or 0) - (row.get("requests_completed") or 0))
 
 
-# A batch's unsaved results are warned of this long before its provider stops keeping them.
-RETENTION_WARNING_SECONDS = 86400
-
-
-def results_expiring(row: BatchRow | None, retention: float | None, now: float) -> str | None:
+def retention_note(row: BatchRow, retention: int | None, now: float | None = None) -> str | None:
     """A warning when a batch's results, not saved yet, are within a day of the end of the
-    `retention` seconds its provider keeps them from the batch's creation; else None."""
-    if row is None or row["batch_id"] is None or row["results_gone_at"] or results_saved(row):
+    `retention` (seconds from its creation) its provider keeps them for; else None."""
+    if retention is None or row["batch_id"] is None or not row["created_at"]:
         return None
-    if retention is None or not row["created_at"]:
+    if row["results_gone_at"] or results_saved(row):
         return None
     ends = epoch_of(row["created_at"]) + retention
-    left = ends - now
+    left = ends - (time.time() if now is None else now)
     if left > RETENTION_WARNING_SECONDS:
         return None
-    when = iso_from_epoch(ends)
     if left <= 0:
-        return f"{row['batch_id']}: its results were kept until {when} and may be gone"
+        return (
+            f"{row['batch_id']}: its results were kept until {iso_from_epoch(ends)} and may be gone"
+        )
     return (
-        f"{row['batch_id']}: its results are kept only until {when} "
+        f"{row['batch_id']}: its results are kept only until {iso_from_epoch(ends)} "
         f"({left / 3600:.0f} h from now) and are not saved; "
         f"'batchledger retrieve {row['batch_id']}' saves them"
     )

@@ -417,3 +417,73 @@ def test_retrieve_of_a_batch_made_elsewhere_splits_its_results_with_no_input(
     [row] = ledger_rows()
     assert row["output_path"] == str(isolated / f"results_{made}.jsonl")
     assert row["input_path"] is None
+
+
+def test_a_relative_results_url_is_resolved_against_the_base_urls_origin(
+    cli, make_server: ServerFactory, isolated: Path, monkeypatch
+):
+    server = make_server(flavor="anthropic", api_key=KEY, relative_results_url=True)
+    write_accounts(
+        f'[accounts.proxy]\nkind = "anthropic"\nbase_url = "{server.base_url}"\n'
+        'api_key_env = "CLAUDE_KEY"\n'
+    )
+    monkeypatch.setenv("CLAUDE_KEY", KEY)
+    write_requests(isolated / "in.jsonl", 3)
+    batch_id = cli("--account", "proxy", "create", "--in", "in.jsonl").field("batch_id")
+    finish(server, batch_id)
+
+    retrieved = cli("retrieve", "--batch-id", batch_id)
+
+    assert retrieved.code == 0, retrieved.err
+    assert ids_of(isolated / f"results_{batch_id}.jsonl") == ["req-0", "req-1", "req-2"]
+    [row] = ledger_rows()
+    assert row["output_file_id"] == f"{server.url}/v1/messages/batches/{batch_id}/results"
+
+
+def test_results_url_is_a_url_reference_absolute_or_against_the_origin():
+    from batchledger.providers.anthropic.wire import results_url
+
+    path = "/v1/messages/batches/msgbatch_1/results"
+    assert results_url(path, "https://proxy.example/anthropic/") == (
+        "https://proxy.example/v1/messages/batches/msgbatch_1/results"
+    )
+    absolute = "https://api.anthropic.com/v1/messages/batches/msgbatch_1/results"
+    assert results_url(absolute, "https://proxy.example/anthropic/") == absolute
+    assert results_url(None, "https://proxy.example/") is None
+
+
+def test_two_lost_creates_of_as_many_requests_are_told_apart_by_their_results(
+    make_server: ServerFactory, isolated: Path, monkeypatch
+):
+    """Two parts of one job, cut off at once: the clock and the count cannot tell their
+    batches apart; once both have ended, their results (the first custom_id) do."""
+    from anthropic import Anthropic
+
+    from batchledger.accounts import Account
+    from batchledger.providers.anthropic import AnthropicProvider, inline_id
+
+    claude = make_server(flavor="anthropic", api_key=KEY, step_seconds=3600)  # still
+    monkeypatch.setenv("CLAUDE_KEY", KEY)
+    sdk = Anthropic(api_key=KEY, base_url=claude.base_url, max_retries=0)
+    lines = write_requests(isolated / "in.jsonl", 6).read_text().splitlines()
+    first = sdk.messages.batches.create(requests=[json.loads(line) for line in lines[:3]]).id
+    second = sdk.messages.batches.create(requests=[json.loads(line) for line in lines[3:]]).id
+    moment = int(claude.state.message_batches[first].created_at)
+    wanted = {"bl_a": inline_id(3, moment, "req-0"), "bl_b": inline_id(3, moment, "req-3")}
+    account = Account(
+        name="claude", kind="anthropic", base_url=claude.base_url, api_key_env="CLAUDE_KEY"
+    )
+    provider = AnthropicProvider(account, max_retries=0, timeout=30)
+
+    running = provider.find_batches(wanted, None)
+    finish(claude, first)
+    finish(claude, second)
+    ended = provider.find_batches(wanted, None)
+
+    assert running.found == {} and not running.complete
+    assert sorted(running.ambiguous) == sorted([first, second] * 2)
+    assert {ref: batch["id"] for ref, batch in ended.found.items()} == {
+        "bl_a": first,
+        "bl_b": second,
+    }
+    assert ended.complete

@@ -40,7 +40,7 @@ from batchledger.errors import (
     Transient,
     UsageError,
 )
-from batchledger.inline import Scanned, create_batch_streaming, scan_requests
+from batchledger.inline import Scanned, create_batch_streaming, line_blocks, scan_requests
 from batchledger.lost_create import Ambiguous, Found, match_lost_create
 from batchledger.profiles import Profile
 from batchledger.providers import STOP_DOWNLOADS, Inline, Listed, Search, Uploaded
@@ -53,7 +53,10 @@ from batchledger.providers.anthropic.wire import (
     server_time,
     to_batch,
 )
+from batchledger.result_lines import INPUT_HEAD
+from batchledger.result_lines import outcome as result_of_line
 from batchledger.savefile import Incomplete, Saved, prepare_target, save_chunks
+from batchledger.split import Segments
 
 if TYPE_CHECKING:
     from batchledger.accounts import Account
@@ -71,21 +74,36 @@ MAX_RETRY_AFTER_SECONDS = 120.0
 DOWNLOAD_ATTEMPTS = 3
 
 
-def inline_id(requests: int, server_epoch: int) -> str:
-    """What the ledger records for a create's requests: their count, and the server's
-    clock just before they were sent."""
-    return f"{INLINE_PREFIX}{requests}@{server_epoch}"
+def inline_id(requests: int, server_epoch: int, first_id: str | None) -> str:
+    """What the ledger records for a create's requests: their count, the server's clock
+    just before they were sent, and the first request's custom_id (a `/` is in none)."""
+    return f"{INLINE_PREFIX}{requests}@{server_epoch}" + (f"/{first_id}" if first_id else "")
 
 
-def parse_inline_id(value: str) -> tuple[int, int] | None:
-    """(requests, server epoch) of an `inline_id`; None for anything else."""
+def parse_inline_id(value: str) -> tuple[int, int, str | None] | None:
+    """(requests, server epoch, first custom_id) of an `inline_id`; None for anything else."""
     if not value.startswith(INLINE_PREFIX):
         return None
-    count, _, moment = value[len(INLINE_PREFIX) :].partition("@")
+    head, _, first_id = value[len(INLINE_PREFIX) :].partition("/")
+    count, _, moment = head.partition("@")
     try:
-        return int(count), int(moment)
+        return int(count), int(moment), first_id or None
     except ValueError:
         return None
+
+
+def first_custom_id(path: Path, ranges: Sequence[tuple[int, int]]) -> str | None:
+    """The custom_id of the first request line of `ranges` (checked by the scan already)."""
+    with Segments(path, ranges) as stream:
+        for _, block in line_blocks(stream):
+            for line in block.split(b"\n"):
+                if line.strip():
+                    found = INPUT_HEAD.match(line)
+                    if found is not None:
+                        return found.group(1).decode()
+                    custom_id = json.loads(line).get("custom_id")  # params first: parsed
+                    return custom_id if isinstance(custom_id, str) else None
+    return None
 
 
 class AnthropicProvider:
@@ -125,7 +143,8 @@ class AnthropicProvider:
         request = {"path": str(path), "name": name, "requests": scanned.requests}
         log.info("CHECK_REQUESTS request=%s", json.dumps({**request, "bytes": scanned.size}))
         moment = self._server_clock()
-        uploaded = Uploaded(inline_id(scanned.requests, moment), moment)
+        first_id = first_custom_id(path, ranges)
+        uploaded = Uploaded(inline_id(scanned.requests, moment, first_id), moment)
         log_response("CHECK_REQUESTS", {"id": uploaded.id, "server_time": moment})
         return uploaded
 
@@ -183,18 +202,33 @@ class AnthropicProvider:
             return to_batch(created, self.profile, self.base_url)
 
         def find_lost() -> dict[str, Any] | None:
-            outcome = self._match(since, scanned.requests, set(exclude))
+            first_id = first_custom_id(inline.path, ranges)
+            outcome = self._match(since, scanned.requests, set(exclude), first_id)
             if isinstance(outcome, Ambiguous):
                 raise outcome.refusal()
             return outcome.batch if isinstance(outcome, Found) else None  # type: ignore[return-value]
 
         return self._retry_without_duplicates("CREATE_BATCH", create, find_lost)
 
-    def _match(self, since: int, count: int, known: set[str]) -> Found | Any:
-        """What became of a create of `count` requests begun at `since` (server clock)."""
+    def _match(
+        self, since: int, count: int, known: set[str], first_id: str | None = None
+    ) -> Found | Any:
+        """What became of a create of `count` requests begun at `since` (server clock).
+
+        Where the clock and the count leave several candidates (two creates of as many
+        requests cut off at once: parts of one job), the results of those that have
+        ended tell them apart: ours is the one that answered our first request's
+        custom_id, if every other has ended without it."""
         moment = datetime.fromtimestamp(since, UTC)
         outcome = match_lost_create(self._pages("LIST_BATCHES"), moment, count, known)
-        if isinstance(outcome, Found):
+        if isinstance(outcome, Ambiguous) and first_id is not None:
+            answered = {
+                batch_id: self._answers(batch_id, first_id) for batch_id in outcome.candidates
+            }
+            holding = [batch_id for batch_id, yes in answered.items() if yes]
+            if len(holding) == 1 and None not in answered.values():
+                outcome = Found(self.get(holding[0]))
+        elif isinstance(outcome, Found):
             outcome = Found(to_batch(outcome.batch, self.profile, self.base_url))
         log.info(
             "FIND_CREATE response=%s",
@@ -246,6 +280,27 @@ class AnthropicProvider:
                     )
                     return found
         raise AssertionError("unreachable")
+
+    def _answers(self, batch_id: str, custom_id: str) -> bool | None:
+        """Whether a batch's results answer `custom_id`; None while it has none to read."""
+        url = self.get(batch_id)["results_url"]
+        if not url:
+            return None
+        wanted = custom_id.encode()
+        log.info("FIND_CREATE request=%s", json.dumps({"batch_id": batch_id, "results": url}))
+        with api_errors("FIND_CREATE", self.client):
+            response = self.client.get(
+                url,
+                cast_to=httpx2.Response,
+                options={"headers": {"Accept": "application/binary"}},
+                stream=True,
+            )
+            try:
+                return any(
+                    result_of_line(line.encode())[0] == wanted for line in response.iter_lines()
+                )
+            finally:
+                response.close()
 
     # --- looking up ------------------------------------------------------------------
 
@@ -322,8 +377,8 @@ class AnthropicProvider:
             if parsed is None:
                 complete = False
                 continue
-            count, moment = parsed
-            outcome = self._match(moment, count, known)
+            count, moment, first_id = parsed
+            outcome = self._match(moment, count, known, first_id)
             if isinstance(outcome, Found):
                 found[ref] = outcome.batch  # type: ignore[assignment]
                 known.add(outcome.batch["id"])
