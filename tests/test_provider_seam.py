@@ -215,3 +215,41 @@ def test_the_built_in_profiles_hold_each_provider_s_documented_limits():
         "7d" in PROFILES["groq"].completion_windows and "24h" in PROFILES["groq"].completion_windows
     )
     assert PROFILES["gemini"].max_bytes > openai.max_bytes
+
+
+def test_a_gemini_account_on_a_host_that_keeps_no_metadata_finds_a_lost_create_and_splits(
+    cli, make_server, isolated: Path, monkeypatch
+):
+    """Gemini's OpenAI-compatible endpoint, emulated with its profile: no batch metadata kept
+    (a lost create is found by the input file it was made from), its default endpoint, and a
+    job cut by an account override of its request limit."""
+    from batchledger.emulator import Fault
+
+    gemini = make_server(keep_metadata=False)
+    write_accounts(
+        f'[accounts.gemini]\nbase_url = "{gemini.base_url}"\nprofile = "gemini"\n'
+        'api_key_env = "GEMINI_KEY"\nmax_requests = 3\n'
+    )
+    monkeypatch.setenv("GEMINI_KEY", GROQ_KEY)
+    write_jsonl(isolated / "one.jsonl", 3, endpoint="/v1/chat/completions")
+    write_jsonl(isolated / "job.jsonl", 7, endpoint="/v1/chat/completions")
+    gemini.state.add_fault(Fault(method="POST", path=r"^/v1/batches$", drop_request=True))
+
+    lost = cli("--account", "gemini", "create", "--in", "one.jsonl")
+    job = cli("--account", "gemini", "create", "--in", "job.jsonl")
+
+    assert lost.code == 0, lost.err
+    made = creates(gemini)
+    assert len(made) == 1 + 3  # the lost create found, not made twice; the job's 3 parts
+    assert all(not batch.get("metadata") for batch in made)  # the host kept none
+    assert {batch["endpoint"] for batch in made} == {"/v1/chat/completions"}
+    assert ledger_rows()[0]["batch_id"] == lost.field("batch_id")
+    assert job.code == 0, job.err
+    assert [part["requests"] for part in parts()] == [3, 3, 1]
+    shown = json.loads(cli("accounts", "--json").out)
+    [row] = [account for account in shown if account["name"] == "gemini"]
+    assert (row["profile"], row["max_requests"], row["max_bytes"]) == (
+        "gemini",
+        3,
+        PROFILES["gemini"].max_bytes,
+    )
