@@ -25,7 +25,7 @@ from typing import Any
 import anthropic._base_client
 import pytest
 
-import batchledger.providers.anthropic as api
+import batchledger.providers as seam
 from batchledger.cli import main
 from batchledger.emulator import EmulatorServer, Fault
 
@@ -49,8 +49,8 @@ def fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
     """Only the pauses between retries get shorter; every retry still happens."""
     monkeypatch.setattr(anthropic._base_client, "INITIAL_RETRY_DELAY", 0.001)
     monkeypatch.setattr(anthropic._base_client, "MAX_RETRY_DELAY", 0.01)
-    monkeypatch.setattr(api, "INITIAL_RETRY_SECONDS", 0.001)
-    monkeypatch.setattr(api, "MAX_RETRY_SECONDS", 0.01)
+    monkeypatch.setattr(seam, "INITIAL_RETRY_SECONDS", 0.001)
+    monkeypatch.setattr(seam, "MAX_RETRY_SECONDS", 0.01)
 
 
 def test_random_fault_schedules_on_an_anthropic_account(

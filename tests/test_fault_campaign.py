@@ -33,10 +33,10 @@ import openai._base_client
 import pytest
 from helpers import write_jsonl
 
+import batchledger.providers as seam
 from batchledger import sweep
 from batchledger.cli import main
 from batchledger.emulator import EmulatorServer, Fault
-from batchledger.providers import openai as api
 
 # Two servers and four recovery sweeps make a schedule about twice as long as with one
 # (1.3 to 2 s here): 100 keep CI's slice near its old length, well under 4 minutes.
@@ -121,8 +121,8 @@ def fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
     """Only the pauses between retries get shorter; every retry still happens."""
     monkeypatch.setattr(openai._base_client, "INITIAL_RETRY_DELAY", 0.001)
     monkeypatch.setattr(openai._base_client, "MAX_RETRY_DELAY", 0.01)
-    monkeypatch.setattr(api, "INITIAL_RETRY_SECONDS", 0.001)
-    monkeypatch.setattr(api, "MAX_RETRY_SECONDS", 0.01)
+    monkeypatch.setattr(seam, "INITIAL_RETRY_SECONDS", 0.001)
+    monkeypatch.setattr(seam, "MAX_RETRY_SECONDS", 0.01)
 
 
 def test_random_fault_schedules(isolated: Path, fast_retries: None, monkeypatch, capsys):

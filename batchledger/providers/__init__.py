@@ -9,16 +9,28 @@ account's kind. Importing this package imports no SDK: that costs about a second
 commands that never call an API (`list`, `show`, `usage`, `--help`) must not pay it.
 """
 
+import logging
+import random
 import threading
-from collections.abc import Collection, Iterator, Mapping, Sequence
+import time
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, TypeVar
 
-from batchledger.errors import BatchledgerError
+from batchledger.errors import ApiError, BatchledgerError, Refused, Transient
 from batchledger.profiles import Profile
 
 if TYPE_CHECKING:
     from batchledger.savefile import Saved
+
+log = logging.getLogger("batchledger")
+_T = TypeVar("_T")
+
+# The pauses between the tries of a call that makes something (retry_without_duplicates).
+INITIAL_RETRY_SECONDS = 0.5
+MAX_RETRY_SECONDS = 8.0
+MAX_RETRY_AFTER_SECONDS = 120.0
 
 # Set when the user interrupts a run whose downloads go on in worker threads (a sweep):
 # each provider's download stops at its next chunk. The main thread gets KeyboardInterrupt.
@@ -138,3 +150,64 @@ class Provider(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+def retry_without_duplicates(
+    operation: str,
+    call: Callable[[], _T],
+    find_existing: Callable[[], _T | None],
+    *,
+    retries: int,
+    errors: Callable[[str], AbstractContextManager[object]],
+    found_later: str = "'batchledger status --all' records it if it did",
+) -> _T:
+    """Call an API that makes something (an upload, a batch), retrying like an SDK does, but
+    never making it twice: nothing paid for twice.
+
+    The APIs take no idempotency keys, so when an answer is lost an SDK's own retry would
+    upload a second file or create (and bill) a second batch. The provider's SDK does not
+    retry these calls (`retries` are ours); before each retry, what the failed attempt may
+    have made is looked for (`find_existing`). `errors(operation)` maps the SDK's errors
+    onto ours. A look that cannot tell stops with Transient (trying blind could bill a
+    second batch); one that is Refused (several candidates) is raised as it is.
+    """
+    for attempt in range(retries + 1):
+        try:
+            with errors(operation):
+                return call()
+        except Transient as exc:
+            if attempt == retries:
+                raise
+            pause = retry_pause(attempt, exc)
+            log.warning(
+                "%s attempt %d/%d failed; checking whether it went through, retrying in %.1fs",
+                operation,
+                attempt + 1,
+                retries + 1,
+                pause,
+            )
+            time.sleep(pause)
+            try:
+                found = find_existing()
+            except Refused:
+                raise
+            except BatchledgerError as check:
+                log.error("%s: could not check whether it went through: %s", operation, check)
+                raise Transient(
+                    f"{exc.message}; whether it went through could not be checked "
+                    f"({check.message}), so it was not tried again ({found_later})",
+                    status=exc.status,
+                    code=exc.code,
+                ) from exc
+            if found is not None:
+                log.info("%s found what the failed attempt had made; not repeating it", operation)
+                return found
+    raise AssertionError("unreachable")
+
+
+def retry_pause(attempt: int, exc: ApiError) -> float:
+    """Seconds to wait: the server's Retry-After if it sent one, else exponential backoff."""
+    if exc.retry_after is not None:
+        return min(exc.retry_after, MAX_RETRY_AFTER_SECONDS)
+    backoff: float = min(INITIAL_RETRY_SECONDS * 2**attempt, MAX_RETRY_SECONDS)
+    return backoff * random.uniform(0.75, 1.0)

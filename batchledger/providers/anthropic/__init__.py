@@ -20,8 +20,6 @@ Imported only by commands that talk to the API: importing `anthropic` costs star
 
 import json
 import logging
-import random
-import time
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -35,7 +33,6 @@ from batchledger.errors import (
     ApiError,
     BatchledgerError,
     NotFound,
-    Refused,
     Rejected,
     Transient,
     UsageError,
@@ -43,7 +40,14 @@ from batchledger.errors import (
 from batchledger.inline import Scanned, create_batch_streaming, line_blocks, scan_requests
 from batchledger.lost_create import Ambiguous, Found, match_lost_create
 from batchledger.profiles import Profile
-from batchledger.providers import STOP_DOWNLOADS, Inline, Listed, Search, Uploaded
+from batchledger.providers import (
+    STOP_DOWNLOADS,
+    Inline,
+    Listed,
+    Search,
+    Uploaded,
+    retry_without_duplicates,
+)
 from batchledger.providers.anthropic.wire import (
     KEY_VARIABLES,
     api_errors,
@@ -68,9 +72,6 @@ ANTHROPIC_BASE_URL = "https://api.anthropic.com"
 BATCHES = "/v1/messages/batches"
 INLINE_PREFIX = "inline:"
 LIST_PAGE = 100  # the API's most is 1000; a sweep rarely needs more than the newest
-INITIAL_RETRY_SECONDS = 0.5
-MAX_RETRY_SECONDS = 8.0
-MAX_RETRY_AFTER_SECONDS = 120.0
 DOWNLOAD_ATTEMPTS = 3
 
 
@@ -242,44 +243,14 @@ class AnthropicProvider:
         call: Callable[[], _T],
         find_existing: Callable[[], _T | None],
     ) -> _T:
-        """Call an API that makes something, retrying like the SDK, but without duplicates:
-        before each retry, what the failed attempt may have made is looked for."""
-        retries = self.client.max_retries
-        for attempt in range(retries + 1):
-            try:
-                with api_errors(operation, self.client):
-                    return call()
-            except Transient as exc:
-                if attempt == retries:
-                    raise
-                pause = _retry_pause(attempt, exc)
-                log.warning(
-                    "%s attempt %d/%d failed; checking whether it went through, retrying in %.1fs",
-                    operation,
-                    attempt + 1,
-                    retries + 1,
-                    pause,
-                )
-                time.sleep(pause)
-                try:
-                    found = find_existing()
-                except Refused:
-                    raise
-                except BatchledgerError as check:
-                    log.error("%s: could not check whether it went through: %s", operation, check)
-                    raise Transient(
-                        f"{exc.message}; whether it went through could not be checked "
-                        f"({check.message}), so it was not tried again "
-                        "('batchledger status --all' records it if it did)",
-                        status=exc.status,
-                        code=exc.code,
-                    ) from exc
-                if found is not None:
-                    log.info(
-                        "%s found what the failed attempt had made; not repeating it", operation
-                    )
-                    return found
-        raise AssertionError("unreachable")
+        """providers.retry_without_duplicates, with this client's retries and error mapping."""
+        return retry_without_duplicates(
+            operation,
+            call,
+            find_existing,
+            retries=self.client.max_retries,
+            errors=lambda name: api_errors(name, self.client),
+        )
 
     def _answers(self, batch_id: str, custom_id: str) -> bool | None:
         """Whether a batch's results answer `custom_id`; None while it has none to read."""
@@ -543,10 +514,3 @@ def _chunks(body: Iterator[bytes]) -> Iterator[bytes]:
             yield chunk
     except (httpx2.TransportError, anthropic.APIConnectionError) as exc:
         raise _DroppedBody(root_cause(exc) or "connection lost") from exc
-
-
-def _retry_pause(attempt: int, exc: ApiError) -> float:
-    if exc.retry_after is not None:
-        return min(exc.retry_after, MAX_RETRY_AFTER_SECONDS)
-    backoff: float = min(INITIAL_RETRY_SECONDS * 2**attempt, MAX_RETRY_SECONDS)
-    return backoff * random.uniform(0.75, 1.0)

@@ -7,7 +7,6 @@ Imported only by commands that talk to the API: importing `openai` costs about a
 
 import json
 import logging
-import random
 import time
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -20,7 +19,6 @@ from openai import AzureOpenAI, OpenAI
 from batchledger.batches import REF_KEY
 from batchledger.errors import (
     ApiError,
-    BatchledgerError,
     Conflict,
     NotFound,
     Transient,
@@ -33,6 +31,7 @@ from batchledger.providers import (
     Listed,
     Search,
     Uploaded,
+    retry_without_duplicates,
 )
 from batchledger.providers.openai.lists import (
     find_batches,
@@ -56,9 +55,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("batchledger")
 _T = TypeVar("_T")
 
-INITIAL_RETRY_SECONDS = 0.5
-MAX_RETRY_SECONDS = 8.0
-MAX_RETRY_AFTER_SECONDS = 120.0
 # A body that drops midway is not retried by the SDK (it has already returned the
 # response), so downloads retry on their own, a bounded number of times.
 DOWNLOAD_ATTEMPTS = 3
@@ -317,52 +313,15 @@ def _retry_without_duplicates(
     find_existing: Callable[[], _T | None],
     found_later: str = "'batchledger status --all' records it if it did",
 ) -> _T:
-    """Call an API that makes something, retrying like the SDK, but without duplicates.
-
-    The API takes no idempotency keys, so when a response is lost the SDK's own retry
-    would upload a second file or create (and bill) a second batch. Here the SDK does not
-    retry; before each retry we look for what the lost attempt may already have made.
-    """
-    retries = client.max_retries
-    for attempt in range(retries + 1):
-        try:
-            with api_errors(operation, client):
-                return call()
-        except Transient as exc:
-            if attempt == retries:
-                raise
-            pause = _retry_pause(attempt, exc)
-            log.warning(
-                "%s attempt %d/%d failed; checking whether it went through, retrying in %.1fs",
-                operation,
-                attempt + 1,
-                retries + 1,
-                pause,
-            )
-            time.sleep(pause)
-            try:
-                found = find_existing()
-            except BatchledgerError as check:
-                # Trying again blind could make (and bill) a second batch: stop instead.
-                log.error("%s: could not check whether it went through: %s", operation, check)
-                raise Transient(
-                    f"{exc.message}; whether it went through could not be checked "
-                    f"({check.message}), so it was not tried again ({found_later})",
-                    status=exc.status,
-                    code=exc.code,
-                ) from exc
-            if found is not None:
-                log.info("%s found what the failed attempt had made; not repeating it", operation)
-                return found
-    raise AssertionError("unreachable")
-
-
-def _retry_pause(attempt: int, exc: ApiError) -> float:
-    """Seconds to wait: the server's Retry-After if it sent one, else exponential backoff."""
-    if exc.retry_after is not None:
-        return min(exc.retry_after, MAX_RETRY_AFTER_SECONDS)
-    backoff: float = min(INITIAL_RETRY_SECONDS * 2**attempt, MAX_RETRY_SECONDS)
-    return backoff * random.uniform(0.75, 1.0)
+    """providers.retry_without_duplicates, with this client's retries and error mapping."""
+    return retry_without_duplicates(
+        operation,
+        call,
+        find_existing,
+        retries=client.max_retries,
+        errors=lambda name: api_errors(name, client),
+        found_later=found_later,
+    )
 
 
 def get_batch_status(client: OpenAI, batch_id: str) -> dict[str, Any]:
