@@ -78,10 +78,9 @@ def list_(args: argparse.Namespace, ctx: Context) -> ExitCode:
     )
     if args.json:
         return list_json(ctx, listing)
-    rows = [
-        job_list_row(cast(JobListingRow, row)) if "job_id" in row else row
-        for row in listing.rows(LIST_FIELDS)
-    ]
+    rows = listing.rows(LIST_FIELDS)
+    if listing.jobs():  # a job is one line, among the batches by when it was made
+        rows = [job_list_row(cast(JobListingRow, row)) if "job_id" in row else row for row in rows]
     if not rows:
         ctx.print("No batches match." if listing.filtered else "No batches in the ledger yet.")
     else:
