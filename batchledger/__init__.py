@@ -33,14 +33,20 @@ from batchledger.version import __version__
 
 if TYPE_CHECKING:
     from batchledger.api import Batch, BatchLedger, Job, RequestCounts, ResultRow, open
+    from batchledger.api.account_info import AccountInfo, Place
+    from batchledger.api.listing import Listing
     from batchledger.estimate import Estimate
-    from batchledger.sweep import SyncReport
+    from batchledger.prune import PruneItem, PrunePlan
+    from batchledger.sweep import SweepReport, SyncReport
     from batchledger.usage import UsageLine
 else:
     # Each name's module, imported when the name is first used (PEP 562): the API loads
     # the ledger and its context, `Estimate` the tokenizers and prices, `SyncReport` the
     # jobs; none of which `import batchledger` (nor `batchledger list`) needs to pay.
     _LAZY = {
+        "AccountInfo": "batchledger.api.account_info",
+        "Place": "batchledger.api.account_info",
+        "Listing": "batchledger.api.listing",
         "Batch": "batchledger.api",
         "BatchLedger": "batchledger.api",
         "Job": "batchledger.api",
@@ -48,6 +54,9 @@ else:
         "ResultRow": "batchledger.api",
         "open": "batchledger.api",
         "Estimate": "batchledger.estimate",
+        "PruneItem": "batchledger.prune",
+        "PrunePlan": "batchledger.prune",
+        "SweepReport": "batchledger.sweep",
         "SyncReport": "batchledger.sweep",
         "UsageLine": "batchledger.usage",
     }
@@ -64,6 +73,7 @@ else:
 
 
 __all__ = [
+    "AccountInfo",
     "ApiError",
     "Batch",
     "BatchLedger",
@@ -71,12 +81,17 @@ __all__ = [
     "Conflict",
     "Estimate",
     "Job",
+    "Listing",
     "NotFound",
     "NotInLedger",
+    "Place",
+    "PruneItem",
+    "PrunePlan",
     "Refused",
     "Rejected",
     "RequestCounts",
     "ResultRow",
+    "SweepReport",
     "SyncReport",
     "Transient",
     "UsageError",

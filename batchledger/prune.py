@@ -57,6 +57,9 @@ class PruneItem:
 
 @dataclass
 class PrunePlan:
+    """The remote files prune deletes (or did, or would), and how many final batches it
+    kept because their results are not saved."""
+
     items: list[PruneItem]
     kept_unsaved: int  # final batches passed over because their results are not saved
 

@@ -32,6 +32,9 @@ Followed = TypeVar("Followed", bound=BatchRow | JobRow)
 
 @dataclass
 class SyncReport:
+    """What `sync` did: the batch ids added to the ledger, updated, recovered; how many were
+    unchanged."""
+
     added: list[str] = field(default_factory=list)  # made elsewhere, new to the ledger
     updated: list[str] = field(default_factory=list)
     recovered: list[str] = field(default_factory=list)  # made by a create that was cut off
@@ -65,6 +68,9 @@ def sync(ctx: Context) -> SyncReport:
 
 @dataclass
 class SweepReport:
+    """What one sweep did: the cut-off creates it recovered or marked abandoned, the accounts
+    it skipped (why, one line each), a report per batch checked, and one per job moved on."""
+
     recovered: list[BatchRow] = field(default_factory=list)  # batches of cut-off creates, found
     abandoned: list[BatchRow] = field(default_factory=list)  # cut-off creates that made none
     skipped: list[str] = field(default_factory=list)  # why some accounts were left out

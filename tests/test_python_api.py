@@ -483,3 +483,142 @@ def test_an_anthropic_account_through_the_api_gives_rows_in_input_order_and_retr
     assert custom_ids(merged) == [f"req-{n}" for n in range(6)]
     assert [row["status"] for row in merged] == ["ok", "ok", "ok", "ok", "error", "ok"]
     assert [row["account"] for row in ledger_rows()] == ["claude", "claude"]
+
+
+def test_sweep_follows_every_batch_until_none_is_left_and_saves_them(
+    emulator: EmulatorServer, isolated: Path
+):
+    write_jsonl(isolated / "a.jsonl", 1)
+    write_jsonl(isolated / "b.jsonl", 2)
+    with bl.open() as ledger:
+        assert ledger.sweep() is None  # no ledger yet: nothing to follow, nothing made
+        assert not ledger.path.exists()
+        made = {ledger.create("a.jsonl").id, ledger.create("b.jsonl").id}
+        rounds = []
+        while (swept := ledger.sweep(concurrency=2)) is not None:
+            assert isinstance(swept, bl.SweepReport)
+            assert swept.skipped == [] and swept.jobs == []
+            rounds.append({report.batch_id: report.batch["status"] for report in swept.reports})
+            assert len(rounds) < 20
+
+    assert set(rounds[0]) == made
+    assert set(rounds[-1].values()) == {"completed"}
+    rows = ledger_rows()
+    assert {row["status"] for row in rows} == {"completed"}
+    for row in rows:
+        assert row["output_path"] == str(isolated / f"results_{row['batch_id']}.jsonl")
+        assert Path(row["output_path"]).exists()
+
+
+def test_prune_deletes_the_files_of_saved_batches_and_a_dry_run_only_looks(
+    emulator: EmulatorServer, isolated: Path
+):
+    write_jsonl(isolated / "in.jsonl", 2)
+    with bl.open() as ledger:
+        assert ledger.prune().items == []  # no ledger: nothing asked, nothing made
+        run = ledger.create("in.jsonl").wait(**QUICK)
+        too_new = ledger.prune(older_than="2000-01-01")
+        looked = ledger.prune(dry_run=True)
+        done = ledger.prune()
+        again = ledger.prune()
+
+    assert too_new.items == [] and too_new.kept_unsaved == 0
+    assert isinstance(looked, bl.PrunePlan) and all(
+        isinstance(item, bl.PruneItem) for item in looked.items
+    )
+    assert [(item.batch_id, item.kind, item.outcome) for item in looked.items] == [
+        (run.id, "input", "would delete"),
+        (run.id, "output", "would delete"),
+    ]
+    assert [(item.kind, item.outcome) for item in done.items] == [
+        ("input", "deleted"),
+        ("output", "deleted"),
+    ]
+    assert all(item.freed > 0 for item in done.items)
+    assert again.items == []
+    [row] = ledger_rows()
+    assert row["input_file_gone_at"] is not None and row["output_file_gone_at"] is not None
+    assert Path(row["output_path"]).exists()  # the saved results stay
+
+
+def test_listing_reads_rows_and_json_straight_from_the_ledger_with_jobs_among_batches(
+    emulator: EmulatorServer, isolated: Path
+):
+    (isolated.parent / "accounts.toml").write_text(
+        f'[accounts.small]\nbase_url = "{emulator.base_url}"\nmax_requests = 2\n'
+    )
+    write_jsonl(isolated / "one.jsonl", 1)
+    write_jsonl(isolated / "three.jsonl", 3)
+    with bl.open(account="small") as ledger:
+        empty = ledger.listing()
+        assert (empty.rows(), list(empty.json_documents()), empty.count()) == ([], [], 0)
+        batch = ledger.create("one.jsonl", metadata={"team": "search"})
+        job = ledger.create("three.jsonl")
+        everything = ledger.listing()
+        rows = everything.rows(("batch_id", "status", "created_at", "recorded_at"))
+        documents = [json.loads(doc) for doc in everything.json_documents()]
+        counted, in_use = everything.count(), everything.accounts_in_use()
+        newest = ledger.listing(limit=1)
+        newest_rows, newest_docs = newest.rows(), list(newest.json_documents())
+        tagged = ledger.listing(metadata={"team": "search"}).rows()
+        with_parts = ledger.listing(parts=True).rows(("batch_id", "created_at", "recorded_at"))
+        with pytest.raises(bl.UsageError, match="'finished' is not a status"):
+            ledger.listing(status="finished")
+
+    assert isinstance(everything, bl.Listing) and not everything.filtered
+    assert isinstance(job, bl.Job) and isinstance(batch, bl.Batch)
+    # Newest first (made in the same second here: a batch before a job on a tie).
+    by_id = {row.get("job_id") or row["batch_id"]: row for row in rows}
+    assert len(rows) == 2 and set(by_id) == {job.id, batch.id}
+    assert set(by_id[batch.id]) == {"batch_id", "status", "created_at", "recorded_at"}
+    assert by_id[job.id]["parts_total"] == 2 and by_id[job.id]["status"] == "running"
+    docs = {doc.get("job_id") or doc["batch_id"]: doc for doc in documents}
+    assert len(documents) == 2 and set(docs) == {job.id, batch.id}
+    assert docs[batch.id]["metadata"] == {"team": "search"}  # a JSON column as an object
+    assert counted == 1  # the batches that match: a job's parts are left out
+    assert in_use == {"small": 3}
+    assert [row.get("job_id") or row["batch_id"] for row in newest_rows] == [
+        (rows[0].get("job_id") or rows[0]["batch_id"])
+    ]
+    assert newest.limit == 1 and len(newest_docs) == 1
+    assert [row["batch_id"] for row in tagged] == [batch.id]
+    assert len([row for row in with_parts if "job_id" not in row]) == 3  # the parts too
+
+
+def test_accounts_and_places(emulator: EmulatorServer, isolated: Path):
+    (isolated.parent / "accounts.toml").write_text(
+        f'[accounts.small]\nbase_url = "{emulator.base_url}"\nmax_requests = 2\n'
+    )
+    write_jsonl(isolated / "in.jsonl", 1)
+    with bl.open() as ledger:
+        before = ledger.places()
+        ledger.create("in.jsonl")
+        after = {place["what"]: place for place in ledger.places()}
+        accounts = {account["name"]: account for account in ledger.accounts()}
+    with bl.open(account="small") as ledger:
+        ledger.create("in.jsonl", force=True)
+    (isolated.parent / "accounts.toml").write_text("")
+    with bl.open(account="demo") as ledger:
+        gone = {account["name"]: account for account in ledger.accounts()}
+
+    assert [place["what"] for place in before] == ["ledger", "accounts", "logs"]
+    assert before[0] == {"what": "ledger", "path": str(ledger.path), "exists": False}
+    assert after["ledger"]["exists"] and after["accounts"]["exists"]
+    assert after["logs"]["path"] == str(isolated / "logs") and after["logs"]["exists"]
+    assert accounts["default"]["batches"] == 1 and accounts["default"]["key_set"] is True
+    assert accounts["small"]["max_requests"] == 2 and accounts["small"]["batches"] == 0
+    assert accounts["small"]["base_url"] == emulator.base_url
+    assert accounts["demo"]["kind"] == "emulator" and accounts["demo"]["key_set"] is None
+    assert gone["default"]["batches"] == 1  # the built-in default is still named
+    assert gone["small"] == {  # no longer named: only what the ledger knows
+        "name": "small",
+        "kind": None,
+        "base_url": None,
+        "api_key_env": None,
+        "key_set": None,
+        "batches": 1,
+        "profile": None,
+        "max_requests": None,
+        "max_bytes": None,
+        "completion_windows": None,
+    }

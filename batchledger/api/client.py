@@ -15,14 +15,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal, cast
 
 from batchledger.accounts import ACCOUNT_ENV, choose_account, load_accounts
-from batchledger.api.batch_handle import Batch
-from batchledger.api.job_handle import Job
+from batchledger.api.account_info import AccountInfo, Place, account_infos, places
+from batchledger.api.listing import Listing
 from batchledger.batches import BatchRef, BatchStatus, JobRef, JobStatus
 from batchledger.context import DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT, Context
 from batchledger.details import CostEstimate, CreateDetails, check_metadata
 from batchledger.errors import NotInLedger, UsageError
 from batchledger.ledger import BatchFilter
-from batchledger.paths import default_log_path, ledger_path
+from batchledger.paths import config_path, default_log_path, ledger_path
 from batchledger.resolve import resolve
 from batchledger.rows import BatchRow
 from batchledger.times import iso_utc
@@ -30,12 +30,16 @@ from batchledger.times import iso_utc
 if TYPE_CHECKING:
     from types import TracebackType
 
+    from batchledger.api.batch_handle import Batch
+    from batchledger.api.job_handle import Job
     from batchledger.estimate import Estimate
     from batchledger.ledger import ClaimGuard
-    from batchledger.sweep import SyncReport
+    from batchledger.prune import PrunePlan
+    from batchledger.sweep import SweepReport, SyncReport
     from batchledger.usage import UsageLine
 
 DEFAULT_WINDOW = "24h"
+DEFAULT_CONCURRENCY = 8  # batches checked at once by a sweep
 UsageBy = Literal["model", "day", "account"]
 # What `list(status=...)` matches: a batch's statuses (the API's, the ledger's own), a job's.
 LISTED_STATUSES = (
@@ -116,6 +120,20 @@ class BatchLedger:
         """The log of this ledger's calls of the API (made at the first one)."""
         return self._ctx.log_file
 
+    def places(self) -> "builtins.list[Place]":
+        """Where the ledger, accounts.toml and the logs are, and whether each is there yet,
+        as `batchledger where`; nothing is made."""
+        return places(self.path, config_path(), self._ctx.log_file)
+
+    def accounts(self) -> "builtins.list[AccountInfo]":
+        """Every account (accounts.toml's and the built-in `demo`), as `batchledger
+        accounts`: kind, where it points, whether its key is set, its provider's limits and
+        how many batches the ledger has of it; then each account the ledger has batches of
+        that accounts.toml no longer names (`kind` None). No network, no key read out."""
+        ledger = self._ctx.open_ledger(create=False)
+        in_ledger = ledger.reports.accounts_in_use() if ledger is not None else {}
+        return account_infos(self._ctx.accounts, in_ledger)
+
     # --- create ----------------------------------------------------------------------
 
     def create(
@@ -134,7 +152,7 @@ class BatchLedger:
         prices: str | Path | None = None,
         input_expires_after: int | None = None,
         output_expires_after: int | None = None,
-    ) -> Batch | Job:
+    ) -> "Batch | Job":
         """Upload the requests of `path` (JSONL) and create their batch: a `Batch`, or a
         `Job` when the input is past one batch's limits (the account's, or `max_requests`
         / `max_bytes` / `max_tokens`), split into parts sent `max_in_flight` at a time.
@@ -146,6 +164,7 @@ class BatchLedger:
         """
         ctx = self._ctx
         text = str(path)
+        BatchHandle, JobHandle = handles()
         details = CreateDetails(
             metadata=check_metadata(
                 metadata.items() if isinstance(metadata, Mapping) else metadata or ()
@@ -225,14 +244,16 @@ class BatchLedger:
                 guard=guard,
             )
             record_scanned(ctx.ledger, "jobs", report.job["id"], scanning)
-            job = Job(ctx, report.job)
+            job = JobHandle(ctx, report.job)
             job._took(report)
             return job
         submitted = batch.submit(
             ctx, input_, chosen, window, force=force, details=details, guard=guard
         )
         record_scanned(ctx.ledger, "batches", submitted.row["id"], scanning)
-        made = Batch(ctx, BatchRef(submitted.row["account"], submitted.batch["id"]), submitted.row)
+        made = BatchHandle(
+            ctx, BatchRef(submitted.row["account"], submitted.batch["id"]), submitted.row
+        )
         if submitted.recovered:
             made.warnings.append(
                 f"{made.id} was created by an earlier run that was cut off; recorded it "
@@ -286,23 +307,24 @@ class BatchLedger:
 
     # --- finding batches -------------------------------------------------------------
 
-    def get(self, ref: str) -> Batch | Job:
+    def get(self, ref: str) -> "Batch | Job":
         """The batch or job `ref` names: its id, a unique prefix of it, or `last` (the
         newest made); NotInLedger (a UsageError) if the ledger has none. A full batch id
         the ledger has not seen (made elsewhere) gives a handle that is not `recorded`
         until `refresh()` asks the API for it (`sync()` adds every batch of the account)."""
         ctx = self._ctx
+        BatchHandle, JobHandle = handles()
         ledger = ctx.open_ledger(create=False)
         found = resolve(ledger, ref, named=ctx.named_account, current=ctx.account.name)
         if isinstance(found, JobRef):
             job = ledger.jobs.find_job(found.job_id) if ledger is not None else None
             if job is None:
                 raise NotInLedger(f"no job {found.job_id} in the ledger")
-            return Job(ctx, job)
+            return JobHandle(ctx, job)
         # A full batch id the ledger has not seen (made elsewhere): its handle is not
         # `recorded` until refresh() asks the API, which records it.
         row = ledger.batches.find_batch(found.batch_id, found.account) if ledger else None
-        return Batch(ctx, found, row)
+        return BatchHandle(ctx, found, row)
 
     def list(
         self,
@@ -320,36 +342,41 @@ class BatchLedger:
         `status` (one or several), made `since` (an age such as `7d`, `12h`, `30m`, `2w`, a
         date, or a datetime), on `account`, sent to `endpoint`, of `model`, tagged with every
         pair of `metadata`; at most `limit`. A job's parts are left out unless `parts`."""
-        statuses = (status,) if isinstance(status, str) else tuple(status or ())
-        unknown = [value for value in statuses if value not in LISTED_STATUSES]
-        if unknown:
-            raise UsageError(
-                f"status {unknown[0]!r} is not a status; the statuses are "
-                f"{', '.join(LISTED_STATUSES)}"
-            )
-        filters = BatchFilter(
-            statuses=statuses,
-            since=since_moment(since) if since is not None else None,
-            endpoint=endpoint,
-            account=account,
-            model=model,
-            metadata=tuple((metadata or {}).items()),
-            parts=parts,
-        )
+        filters = listing_filter(status, since, account, endpoint, model, metadata, parts)
         ctx = self._ctx
         ledger = ctx.open_ledger(create=False)
         if ledger is None:
             return []
+        BatchHandle, JobHandle = handles()
         found: builtins.list[tuple[str, Batch | Job]] = [
-            (row["created_at"] or row["recorded_at"], Batch(ctx, BatchRef.of(row), row))
+            (row["created_at"] or row["recorded_at"], BatchHandle(ctx, BatchRef.of(row), row))
             for row in cast("builtins.list[BatchRow]", ledger.reports.list_batches(filters, limit))
             if row["batch_id"] is not None
         ]
         found += [
-            (job["recorded_at"], Job(ctx, job)) for job in ledger.reports.list_jobs(filters, limit)
+            (job["recorded_at"], JobHandle(ctx, job))
+            for job in ledger.reports.list_jobs(filters, limit)
         ]
         found.sort(key=lambda pair: pair[0], reverse=True)
         return [handle for _, handle in found[:limit]]
+
+    def listing(
+        self,
+        status: str | Iterable[str] | None = None,
+        since: str | datetime | None = None,
+        account: str | None = None,
+        *,
+        endpoint: str | None = None,
+        model: str | None = None,
+        metadata: Mapping[str, str] | Iterable[tuple[str, str]] | None = None,
+        limit: int | None = None,
+        parts: bool = False,
+    ) -> Listing:
+        """The fast listing behind `batchledger list`, with the filters of `list()`: plain
+        rows of the columns asked for, or JSON documents, read straight from SQLite with
+        no handle built per row (a ledger of 100,000 batches lists in a second)."""
+        filters = listing_filter(status, since, account, endpoint, model, metadata, parts)
+        return Listing(self._ctx.open_ledger(create=False), filters, limit)
 
     # --- what the ledger knows -------------------------------------------------------
 
@@ -407,6 +434,94 @@ class BatchLedger:
 
         self._ctx.start_api_command()
         return sweep.sync(self._ctx)
+
+    def sweep(
+        self,
+        *,
+        save: bool = True,
+        concurrency: int = DEFAULT_CONCURRENCY,
+        include_synced: bool = False,
+        out_dir: str | Path | None = None,
+    ) -> "SweepReport | None":
+        """One round over every batch and job still to follow, on every account, as
+        `batchledger status --all` (`watch --all` repeats it): creates cut off earlier
+        recovered (or marked abandoned), batches checked `concurrency` at a time and their
+        results saved (`save`; into `out_dir` if given; those `sync` found only with
+        `include_synced`), jobs moved on. The report says what each check found and which
+        accounts were skipped. None when the ledger has nothing to follow: then no key, log
+        or network is used."""
+        ledger = self._ctx.open_ledger(create=False)
+        if ledger is None or not ledger.batches.has_work_to_sweep(include_synced=include_synced):
+            return None
+        from batchledger import sweep  # start-up: its jobs and batch steps, only for sweeps
+
+        return sweep.sweep_all(
+            self._ctx,
+            auto_save=save,
+            concurrency=concurrency,
+            include_synced=include_synced,
+            out_dir=Path(out_dir) if out_dir is not None else None,
+        )
+
+    def prune(
+        self, older_than: str | datetime | None = None, *, dry_run: bool = False
+    ) -> "PrunePlan":
+        """Delete from the account the files (input, output, errors) of its final batches
+        made before `older_than` (an age such as `30d`, a date, a datetime) whose results
+        are saved locally and unchanged, as `batchledger prune`; `dry_run` only looks them
+        up. Each item's `outcome` says what was done (`deleted`, `would delete`, `not
+        found`, `failed: ...`: a failure does not stop the others); `kept_unsaved` counts
+        the final batches kept because their results are not saved. Nothing is asked of
+        the provider when nothing is to delete."""
+        from batchledger import prune as pruning  # start-up: only prune loads it
+
+        ctx = self._ctx
+        ledger = ctx.open_ledger(create=False)
+        if ledger is None:
+            return pruning.PrunePlan(items=[], kept_unsaved=0)
+        moment = since_moment(older_than) if older_than is not None else None
+        planned = pruning.plan(ledger, moment, ctx.account)
+        if planned.items:
+            ctx.start_api_command()
+            pruning.prune(ctx, planned.items, dry_run=dry_run)
+        return planned
+
+
+def handles() -> "tuple[type[Batch], type[Job]]":
+    """The handle classes, imported at the first call that makes one (start-up: `batchledger
+    list` and `status --all` load the client and the listing, not the handles)."""
+    from batchledger.api.batch_handle import Batch
+    from batchledger.api.job_handle import Job
+
+    return Batch, Job
+
+
+def listing_filter(
+    status: str | Iterable[str] | None,
+    since: str | datetime | None,
+    account: str | None,
+    endpoint: str | None,
+    model: str | None,
+    metadata: Mapping[str, str] | Iterable[tuple[str, str]] | None,
+    parts: bool,
+) -> BatchFilter:
+    """The filter of `list()` and `listing()`; UsageError for a status that is none."""
+    statuses = (status,) if isinstance(status, str) else tuple(status or ())
+    unknown = [value for value in statuses if value not in LISTED_STATUSES]
+    if unknown:
+        raise UsageError(
+            f"status {unknown[0]!r} is not a status; the statuses are {', '.join(LISTED_STATUSES)}"
+        )
+    pairs = metadata.items() if isinstance(metadata, Mapping) else metadata or ()
+    return BatchFilter(
+        statuses=statuses,
+        since=since_moment(since) if since is not None else None,
+        endpoint=endpoint,
+        account=account,
+        model=model,
+        metadata=tuple(pairs),
+        parts=parts,
+    )
 
 
 def since_moment(since: str | datetime) -> str:

@@ -1,7 +1,7 @@
 """The commands that call the API on a batch (or on all of them): create, status, retrieve,
 cancel, sync and retry. Each turns its arguments into calls of the Python API (`api(ctx)`,
-batchledger/api/) and the sweep (sweep.py, for `status --all`), and the results into
-output; given a job's id, each hands over to job_commands."""
+batchledger/api/; `sweep()` for `status --all`), and the results into output; given a
+job's id, each hands over to job_commands."""
 
 import argparse
 from pathlib import Path
@@ -43,7 +43,7 @@ def create(args: argparse.Namespace, ctx: Context) -> ExitCode:
             ctx.stdout.flush()
 
         ctx.on_job_claimed = claimed
-    from batchledger.api import Job  # start-up: `status --all` does not load the API
+    from batchledger.api import Job  # start-up: `status --all` does not load the handles
 
     made = api(ctx).create(
         args.input,
@@ -87,7 +87,7 @@ def status(args: argparse.Namespace, ctx: Context) -> ExitCode:
         return sweep(args, ctx)
     if args.out_dir or args.include_synced:
         raise UsageError("--out-dir and --include-synced go with --all; --out names one file")
-    from batchledger.api import Job  # start-up: `status --all` does not load the API
+    from batchledger.api import Job  # start-up: `status --all` does not load the handles
 
     found = api(ctx).get(args.batch_id)
     if isinstance(found, Job):
@@ -109,21 +109,14 @@ def status(args: argparse.Namespace, ctx: Context) -> ExitCode:
 
 
 def sweep(args: argparse.Namespace, ctx: Context) -> ExitCode:
-    ledger = ctx.open_ledger(create=False)
-    if ledger is None or not ledger.batches.has_work_to_sweep(include_synced=args.include_synced):
-        # Nothing to poll: no key, no network, and not even the import of openai.
-        ctx.print("[]" if args.json else "No pending batches in the ledger.")
-        if ledger is not None:
-            warn_input_changed(ctx, ledger, set())
-        return ExitCode.OK
-    from batchledger import sweep  # start-up: its jobs and batch steps, ~20 ms, only for sweeps
-
-    swept = sweep.sweep_all(
-        ctx,
-        auto_save=args.auto_save,
+    folder = out_dir(args)
+    batch_ledger = api(ctx)
+    # None when nothing is to poll: no key, no network, and not even the import of openai.
+    swept = batch_ledger.sweep(
+        save=args.auto_save,
         concurrency=args.concurrency,
         include_synced=args.include_synced,
-        out_dir=out_dir(args),
+        out_dir=folder,
     )
     if swept is not None:
         for line in swept.skipped:
@@ -137,7 +130,7 @@ def sweep(args: argparse.Namespace, ctx: Context) -> ExitCode:
             )
     if swept is None or not (swept.reports or swept.jobs):
         ctx.print("[]" if args.json else "No pending batches in the ledger.")
-        warn_input_changed(ctx, ledger, set())
+        warn_input_changed(ctx, batch_ledger, set())
         return ExitCode.OK
     reports = swept.reports
     if args.json:
@@ -160,7 +153,7 @@ def sweep(args: argparse.Namespace, ctx: Context) -> ExitCode:
         warn_saved(ctx, report)
     for job in swept.jobs:
         job_commands.warn(ctx, job)
-    warn_input_changed(ctx, ledger, {job.job_id for job in swept.jobs})
+    warn_input_changed(ctx, batch_ledger, {job.job_id for job in swept.jobs})
     failures = [report for report in reports if report.error]
     for report in failures:
         assert report.error is not None
@@ -169,7 +162,7 @@ def sweep(args: argparse.Namespace, ctx: Context) -> ExitCode:
 
 
 def retrieve(args: argparse.Namespace, ctx: Context) -> ExitCode:
-    from batchledger.api import Job  # start-up: `status --all` does not load the API
+    from batchledger.api import Job  # start-up: `status --all` does not load the handles
 
     found = api(ctx).get(args.batch_id)
     if isinstance(found, Job):
@@ -191,7 +184,7 @@ def retrieve(args: argparse.Namespace, ctx: Context) -> ExitCode:
 
 
 def cancel(args: argparse.Namespace, ctx: Context) -> ExitCode:
-    from batchledger.api import Job  # start-up: `status --all` does not load the API
+    from batchledger.api import Job  # start-up: `status --all` does not load the handles
 
     found = api(ctx).get(args.batch_id)
     if isinstance(found, Job):

@@ -2,20 +2,15 @@
 where, prune, usage and export. Each turns its arguments into calls, the results into output."""
 
 import argparse
-import heapq
 import itertools
-import json
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from batchledger.batches import BatchStatus, JobStatus
 from batchledger.cli import job_commands
 from batchledger.cli.targets import api
 from batchledger.context import Context
 from batchledger.errors import ExitCode, UsageError
-from batchledger.ledger import BatchFilter, Ledger
-from batchledger.paths import config_path
 from batchledger.redaction import redact
 from batchledger.render import (
     LIST_FIELDS,
@@ -31,13 +26,16 @@ from batchledger.render import (
 )
 from batchledger.rows import JobListingRow
 
+if TYPE_CHECKING:
+    from batchledger.api.listing import Listing
+
 
 def show(args: argparse.Namespace, ctx: Context) -> ExitCode:
     ledger = ctx.open_ledger(create=False)
     if ledger is None:
         ctx.print("null" if args.json else "No batches in the ledger yet.")
         return ExitCode.OK
-    from batchledger.api import Job  # start-up: `list` does not load the API
+    from batchledger.api import Job  # start-up: `list` does not load the handles
 
     found = api(ctx).get(args.batch_id)
     if isinstance(found, Job):
@@ -61,7 +59,6 @@ LISTED_STATUSES = (
 
 
 def list_(args: argparse.Namespace, ctx: Context) -> ExitCode:
-    ledger = ctx.open_ledger(create=False)
     statuses = tuple(s.strip() for text in args.status for s in text.split(",") if s.strip())
     unknown = [status for status in statuses if status not in LISTED_STATUSES]
     if unknown:
@@ -69,69 +66,48 @@ def list_(args: argparse.Namespace, ctx: Context) -> ExitCode:
             f"--status {unknown[0]!r} is not a status; the statuses are "
             f"{', '.join(LISTED_STATUSES)}"
         )
-    filters = BatchFilter(
-        statuses=statuses,
-        since=args.since,
+    listing = api(ctx).listing(
+        statuses,
+        args.since,
+        getattr(args, "account", None),
         endpoint=args.endpoint,
-        account=getattr(args, "account", None),
         model=args.model,
-        metadata=tuple(args.metadata),
+        metadata=args.metadata,
+        limit=None if args.all else args.limit,
         parts=args.parts,
     )
-    limit = None if args.all else args.limit
-    jobs = ledger.reports.list_jobs(filters, limit) if ledger is not None else []
     if args.json:
-        return list_json(ctx, filters, limit, jobs)
-    rows = ledger.reports.list_batches(filters, limit, LIST_FIELDS) if ledger is not None else []
-    if jobs:  # a job is one line, among the batches by when it was made
-        rows = sorted(
-            rows + [job_list_row(job) for job in jobs],
-            key=lambda row: row["created_at"] or row["recorded_at"],
-            reverse=True,
-        )[:limit]
+        return list_json(ctx, listing)
+    rows = listing.rows(LIST_FIELDS)
+    if listing.jobs():  # a job is one line, among the batches by when it was made
+        rows = [job_list_row(cast(JobListingRow, row)) if "job_id" in row else row for row in rows]
     if not rows:
-        ctx.print("No batches match." if filters.active else "No batches in the ledger yet.")
+        ctx.print("No batches match." if listing.filtered else "No batches in the ledger yet.")
     else:
-        assert ledger is not None
-        ctx.print(list_table(rows, with_account=len(ledger.reports.accounts_in_use()) > 1))
-    if ledger is not None:
-        warn_if_cut(ctx, ledger, filters, limit, len(rows))
+        ctx.print(list_table(rows, with_account=len(listing.accounts_in_use()) > 1))
+    warn_if_cut(ctx, listing, len(rows))
     return ExitCode.OK
 
 
 JSON_ROWS_PER_WRITE = 1000  # rows of `list --json` joined before each write
 
 
-def list_json(
-    ctx: Context, filters: BatchFilter, limit: int | None, jobs: list[JobListingRow]
-) -> ExitCode:
+def list_json(ctx: Context, listing: "Listing") -> ExitCode:
     """`list --json`: one JSON array, a row per line, written as SQLite makes the rows."""
-    ledger = ctx.open_ledger(create=False)
-    docs: Iterator[tuple[str, bytes]] = (
-        ledger.reports.list_batches_json(filters, limit) if ledger is not None else iter(())
-    )
-    if jobs:  # among the batches by when they were made (both newest first)
-        job_docs = [
-            (job["recorded_at"], json.dumps(row_json(job), sort_keys=True).encode()) for job in jobs
-        ]
-        docs = heapq.merge(docs, job_docs, key=lambda doc: doc[0], reverse=True)
     shown = 0
-    rows = itertools.islice(docs, limit)
-    while chunk := [doc for _, doc in itertools.islice(rows, JSON_ROWS_PER_WRITE)]:
+    docs = listing.json_documents()
+    while chunk := list(itertools.islice(docs, JSON_ROWS_PER_WRITE)):
         ctx.write_bytes((b"[\n" if not shown else b",\n") + b",\n".join(chunk))
         shown += len(chunk)
     ctx.write_bytes(b"\n]\n" if shown else b"[]\n")
-    if ledger is not None:
-        warn_if_cut(ctx, ledger, filters, limit, shown)
+    warn_if_cut(ctx, listing, shown)
     return ExitCode.OK
 
 
-def warn_if_cut(
-    ctx: Context, ledger: Ledger, filters: BatchFilter, limit: int | None, shown: int
-) -> None:
+def warn_if_cut(ctx: Context, listing: "Listing", shown: int) -> None:
     """On stderr: the listing stopped at --limit, and how many batches there are."""
-    if limit is not None and shown == limit:
-        total = ledger.reports.count_batches(filters)
+    if listing.limit is not None and shown == listing.limit:
+        total = listing.count()
         if total > shown:
             ctx.stderr.write(
                 f"batchledger: showing the newest {shown} of {total} batches; "
@@ -156,59 +132,19 @@ def job_list_row(job: JobListingRow) -> dict[str, Any]:
 
 
 def accounts(args: argparse.Namespace, ctx: Context) -> ExitCode:
-    ledger = ctx.open_ledger(create=False)
-    in_ledger = ledger.reports.accounts_in_use() if ledger is not None else {}
-    rows = [
-        {
-            "name": account.name,
-            "kind": account.kind,
-            "base_url": account.location,
-            "api_key_env": account.api_key_env,
-            "key_set": account.key() is not None if account.needs_key() else None,
-            "batches": in_ledger.get(account.name, 0),
-            "profile": account.profile.name,
-            "max_requests": account.profile.max_requests,
-            "max_bytes": account.profile.max_bytes,
-            "completion_windows": (
-                list(account.profile.completion_windows)
-                if account.profile.completion_windows is not None
-                else None
-            ),
-        }
-        for account in ctx.accounts.values()
-    ]
-    gone = sorted(set(in_ledger) - set(ctx.accounts))
-    rows += [
-        {
-            "name": name,
-            "kind": None,
-            "base_url": None,
-            "api_key_env": None,
-            "key_set": None,
-            "batches": in_ledger[name],
-            "profile": None,
-            "max_requests": None,
-            "max_bytes": None,
-            "completion_windows": None,
-        }
-        for name in gone
-    ]
+    rows = api(ctx).accounts()
     ctx.print(json_text(rows) if args.json else accounts_table(rows))
-    for name in gone:
-        ctx.warn(f"the ledger has batches of account {name!r}, which accounts.toml does not name")
+    for row in rows:
+        if row["kind"] is None:
+            ctx.warn(
+                f"the ledger has batches of account {row['name']!r}, which accounts.toml "
+                "does not name"
+            )
     return ExitCode.OK
 
 
 def where(args: argparse.Namespace, ctx: Context) -> ExitCode:
-    places = [
-        {"what": "ledger", "path": str(ctx.ledger_path), "exists": ctx.ledger_path.exists()},
-        {"what": "accounts", "path": str(config_path()), "exists": config_path().exists()},
-        {
-            "what": "logs",
-            "path": str(ctx.log_file.parent.absolute()),
-            "exists": ctx.log_file.parent.is_dir(),
-        },
-    ]
+    places = api(ctx).places()
     if args.json:
         ctx.print(json_text(places))
     else:
@@ -219,23 +155,20 @@ def where(args: argparse.Namespace, ctx: Context) -> ExitCode:
 
 
 def prune(args: argparse.Namespace, ctx: Context) -> ExitCode:
-    ledger = ctx.open_ledger(create=False)
-    if ledger is None:
+    batch_ledger = api(ctx)
+    if not batch_ledger.path.exists():
         ctx.print("[]" if args.json else "Nothing to prune: no batches in the ledger yet.")
         return ExitCode.OK
-    from batchledger import prune as pruning  # start-up: only prune loads it
-
-    planned = pruning.plan(ledger, args.older_than, ctx.account)
+    planned = batch_ledger.prune(args.older_than, dry_run=args.dry_run)
     if planned.kept_unsaved:
         ctx.warn(
             f"kept the files of {planned.kept_unsaved} final batches whose results are not "
             "saved (or changed on disk); 'batchledger retrieve' saves them"
         )
-    if not planned.items:
+    items = planned.items
+    if not items:
         ctx.print("[]" if args.json else "Nothing to prune: no final batch with files to delete.")
         return ExitCode.OK
-    ctx.start_api_command()
-    items = pruning.prune(ctx, planned.items, dry_run=args.dry_run)
     if args.json:
         ctx.print(json_text([prune_json(item) for item in items]))
     else:

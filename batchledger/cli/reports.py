@@ -8,8 +8,8 @@ from batchledger.context import Context
 from batchledger.render import report_lines, saved_warnings
 
 if TYPE_CHECKING:
+    from batchledger.api.client import BatchLedger
     from batchledger.batch import BatchReport
-    from batchledger.ledger import Ledger
 
 
 def print_report(ctx: Context, report: "BatchReport") -> None:
@@ -25,9 +25,10 @@ def warn_saved(ctx: Context, report: "BatchReport") -> None:
         ctx.warn(report.warning)
 
 
-def warn_input_changed(ctx: Context, ledger: "Ledger", told: set[str]) -> None:
+def warn_input_changed(ctx: Context, batch_ledger: "BatchLedger", told: set[str]) -> None:
     """A sweep leaves jobs whose input changed alone; each sweep reminds of them."""
-    for job in ledger.jobs.jobs_in_status(JobStatus.INPUT_CHANGED):
+    changed = batch_ledger.listing(status=JobStatus.INPUT_CHANGED).jobs()
+    for job in reversed(changed):  # oldest first
         if job["job_id"] not in told:
             ctx.warn(
                 f"{job['job_id']}: input_changed: its queued parts wait for "

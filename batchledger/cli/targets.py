@@ -11,12 +11,13 @@ from batchledger.paths import default_results_path
 from batchledger.resolve import resolve
 
 if TYPE_CHECKING:
-    from batchledger.api import BatchLedger
+    from batchledger.api.client import BatchLedger
 
 
 def api(ctx: Context) -> "BatchLedger":
     """The Python API over the run's context: the commands are calls of it."""
-    from batchledger.api import BatchLedger  # start-up: `list` and `--help` do not load it
+    # start-up: `--help` does not load it; `list` loads the client, not the handles
+    from batchledger.api.client import BatchLedger
 
     return BatchLedger(ctx)
 

@@ -62,12 +62,8 @@ def watch(args: argparse.Namespace, ctx: Context) -> ExitCode:
 def watch_all(args: argparse.Namespace, ctx: Context, interval: float) -> ExitCode:
     """`watch --all`: sweep (batches, then jobs: their queued parts sent, their results
     merged) round after round, backing off while nothing moves, until nothing is left."""
-    from batchledger import sweep  # start-up: its jobs and batch steps, ~20 ms, only for sweeps
-
-    ledger = ctx.open_ledger(create=False)
-    if ledger is None or not ledger.batches.has_work_to_sweep(include_synced=args.include_synced):
-        ctx.print("No pending batches in the ledger.")
-        return ExitCode.OK
+    batch_ledger = api(ctx)
+    folder = out_dir(args)
     progress = Progress(ctx.stderr)
     seen: dict[str, tuple[object, ...]] = {}
     warned: set[str] = set()
@@ -75,12 +71,11 @@ def watch_all(args: argparse.Namespace, ctx: Context, interval: float) -> ExitCo
     first = True
     try:
         while True:
-            swept = sweep.sweep_all(
-                ctx,
-                auto_save=args.auto_save,
+            swept = batch_ledger.sweep(
+                save=args.auto_save,
                 concurrency=DEFAULT_CONCURRENCY,
                 include_synced=args.include_synced,
-                out_dir=out_dir(args),
+                out_dir=folder,
             )
             if swept is None or not (swept.reports or swept.jobs):
                 if first:
