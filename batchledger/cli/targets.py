@@ -1,14 +1,13 @@
-"""What a command was pointed at: the batch or job an ID names, and where results go."""
+"""The Python API a command calls, and where a command's results go (`--out`, `--out-dir`)."""
 
 import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from batchledger.batches import BatchRef, JobRef
+from batchledger.batches import BatchRef
 from batchledger.context import Context
 from batchledger.errors import UsageError
 from batchledger.paths import default_results_path
-from batchledger.resolve import resolve
 
 if TYPE_CHECKING:
     from batchledger.api.client import BatchLedger
@@ -20,13 +19,6 @@ def api(ctx: Context) -> "BatchLedger":
     from batchledger.api.client import BatchLedger
 
     return BatchLedger(ctx)
-
-
-def target(ctx: Context, text: str) -> BatchRef | JobRef:
-    """A batch or a job: wherever a batch id is taken, a job id is too."""
-    return resolve(
-        ctx.open_ledger(create=False), text, named=ctx.named_account, current=ctx.account.name
-    )
 
 
 def out_path(args: argparse.Namespace, ref: BatchRef) -> Path | None:
