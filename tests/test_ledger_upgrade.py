@@ -1,6 +1,7 @@
-"""A ledger the release before the third round wrote (schema m001-m005, jobs included),
-opened with the new code: every later migration runs, nothing it held is lost, and the
-columns added since (job counts, estimates, actual costs, part tokens) start empty."""
+"""Ledgers written by earlier releases, opened with the new code: the release before the
+third round (schema m001-m005, jobs included) and the last release (m001-m009: estimates,
+actual costs, part tokens). Every later migration runs, nothing they held is lost, and the
+columns added since start empty (or, for m011's estimate basis, as the old rows imply)."""
 
 import os
 import shutil
@@ -12,6 +13,8 @@ from helpers import ledger_rows
 from batchledger.migrations import migration_names
 
 FIXTURE = Path(__file__).parent / "fixtures" / "ledger_m005.db"  # made by make_ledger_m005.py
+# The last release's (m001-m009), made by make_ledger_m009.py: a priced batch, a token-cut job.
+FIXTURE_M009 = Path(__file__).parent / "fixtures" / "ledger_m009.db"
 ADDED = {
     "batches": (
         "estimated_input_tokens",
@@ -31,8 +34,8 @@ ADDED = {
 }
 
 
-def released(table: str) -> list[dict[str, object]]:
-    conn = sqlite3.connect(FIXTURE)
+def released(table: str, fixture: Path = FIXTURE) -> list[dict[str, object]]:
+    conn = sqlite3.connect(fixture)
     conn.row_factory = sqlite3.Row
     try:
         return [dict(row) for row in conn.execute(f"SELECT * FROM {table} ORDER BY id")]
@@ -103,3 +106,40 @@ def test_estimates_recorded_before_m011_are_marked_counted(cli, isolated: Path):
     assert cli("list", "--json").code == 0  # opening the ledger migrates it
 
     assert [row["estimated_from"] for row in ledger_rows()] == ["tokens", None]
+
+
+def test_a_ledger_of_the_last_release_keeps_its_estimates_costs_and_part_tokens(
+    cli, isolated: Path
+):
+    shutil.copy(FIXTURE_M009, os.environ["BATCHLEDGER_DB"])
+    tables = ("batches", "jobs", "parts", "history", "job_history")
+    before = {table: released(table, FIXTURE_M009) for table in tables}
+    priced, part_batch = before["batches"]
+    assert priced["estimated_input_tokens"] == 24 and priced["actual_cost"] is not None
+    assert [part["state"] for part in before["parts"]] == ["sent", "queued"]
+
+    listed = cli("list", "--all", "--parts", "--json")
+    shown = cli("show", str(priced["batch_id"]))
+    job = cli("show", str(before["jobs"][0]["job_id"]))
+
+    assert listed.code == 0, listed.err
+    assert shown.code == 0 and job.code == 0, shown.err + job.err
+    conn = sqlite3.connect(os.environ["BATCHLEDGER_DB"])
+    applied = [row[0] for row in conn.execute("SELECT name FROM _sqlite_migrations ORDER BY id")]
+    quotes = conn.execute("SELECT COUNT(*) FROM price_quotes").fetchone()[0]
+    conn.close()
+    assert applied == migration_names()
+    assert applied[-2:] == ["m010_result_counts", "m011_estimate_basis_and_price_quotes"]
+    assert quotes == 0  # a cache, empty until a plain create prices a model
+    for table, rows in before.items():
+        after = ledger_rows(table)
+        assert len(after) == len(rows)
+        for old, new in zip(rows, after, strict=True):
+            assert {key: new[key] for key in old} == old  # every value kept as it was
+    batches = ledger_rows("batches")
+    assert [row["estimated_from"] for row in batches] == ["tokens", None]  # counted, or none
+    assert [row["result_counts"] for row in batches] == [None, None]
+    assert ledger_rows("jobs")[0]["estimated_from"] is None
+    assert f"estimated_cost_max: {priced['estimated_cost_max']:.6f} USD" in shown.out
+    assert f"actual_cost: {priced['actual_cost']:.6f} USD" in shown.out
+    assert "queued" in job.out and part_batch["batch_id"] in job.out
