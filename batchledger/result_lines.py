@@ -13,10 +13,8 @@ from typing import Any, BinaryIO
 from batchledger.errors import BatchledgerError, UsageError
 from batchledger.savefile import (
     QUEUED_BATCHES,
-    WRITEBACK_BYTES,
     BackgroundWriter,
     Saved,
-    _start_writeback,
     new_part,
     prepare_target,
     sync_directory,
@@ -172,39 +170,20 @@ class HashApart(BackgroundWriter):
 
     def __init__(self, out: BinaryIO) -> None:
         self._hashing: queue.Queue[bytes | None] = queue.Queue(maxsize=QUEUED_BATCHES)
-        super().__init__(out)
+        # Started first: the writer's thread joins it when it ends (finish, abandon).
         self._hasher = start_thread(self._hash, "batchledger-hash")
+        super().__init__(out)
 
     def _hash(self) -> None:
         while (data := self._hashing.get()) is not None:
             self._digest.update(data)
 
+    def _hash_chunk(self, data: bytes) -> None:
+        self._hashing.put(data)
+
     def _run(self) -> None:
-        written = written_out = 0
         try:
-            while (batch := self._queue.get()) is not None:
-                if self._abandoned.is_set():
-                    continue
-                data = b"".join(batch)
-                self._hashing.put(data)
-                self._out.write(data)
-                written += len(data)
-                if written - written_out >= WRITEBACK_BYTES:
-                    self._out.flush()
-                    _start_writeback(self._out.fileno(), written_out, written - written_out)
-                    written_out = written
-        except BaseException as exc:  # raised again in the reading thread
-            self._error = exc
+            super()._run()
         finally:
             self._hashing.put(None)
-
-    def finish(self) -> str:
-        if self._pending:
-            self._hand_over(self._take_pending())
-        self._hand_over(None)
-        self._thread.join()
-        self._hasher.join()
-        self._raise_if_failed()
-        self._out.flush()
-        os.fsync(self._out.fileno())
-        return self._digest.hexdigest()
+            self._hasher.join()  # the digest is whole once the writer's thread has ended

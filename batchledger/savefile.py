@@ -177,6 +177,10 @@ class BackgroundWriter:
         if self._error is not None:
             raise self._error
 
+    def _hash_chunk(self, data: bytes) -> None:
+        """Add written bytes to the sha256 (in this thread; HashApart: in one beside it)."""
+        self._digest.update(data)
+
     def _run(self) -> None:
         written = written_out = 0
         try:
@@ -184,8 +188,8 @@ class BackgroundWriter:
                 if self._abandoned.is_set():
                     continue
                 data = b"".join(batch)
+                self._hash_chunk(data)
                 self._out.write(data)
-                self._digest.update(data)
                 written += len(data)
                 if written - written_out >= WRITEBACK_BYTES:
                     self._out.flush()
