@@ -63,8 +63,13 @@ class Context:
         """The run's ledger; None if it does not exist and not `create`."""
         if self._ledger is None:
             self._ledger = open_ledger(self.ledger_path, create=create)
-            if self._ledger is not None and self.logger is not None:
-                self._ledger.log_file = self.log_file
+            if self._ledger is not None:
+                for note in self._ledger.notes:
+                    self.warn(f"ledger {self.ledger_path}: {note}")
+                    if self.logger is not None:
+                        self.logger.warning("LEDGER %s", note)
+                if self.logger is not None:
+                    self._ledger.log_file = self.log_file
         return self._ledger
 
     @property
@@ -84,6 +89,8 @@ class Context:
             self.logger.info("RUN command=%s version=%s", self.command, __version__)
             if self._ledger is not None:
                 self._ledger.log_file = self.log_file
+                for note in self._ledger.notes:
+                    self.logger.warning("LEDGER %s", note)
         return self.logger
 
     def provider(self) -> Provider:

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from helpers import (
     API_KEY,
+    advance,
     api_requests,
     free_port,
     ledger_rows,
@@ -184,6 +185,33 @@ def test_unusable_ledger_exits_1_and_is_left_alone(cli, isolated: Path, emulator
         assert_one_line_error(cli(*args), 1, "is not a readable SQLite ledger")
     assert ledger.read_bytes() == before
     assert emulator.state.files == {}
+
+
+def test_retrieve_of_a_batch_not_completed_is_refused_with_exit_3(
+    cli, emulator: EmulatorServer, isolated: Path
+):
+    write_jsonl(isolated / "in.jsonl", 2)
+    batch_id = cli("create", "--in", "in.jsonl").field("batch_id")
+    advance(emulator, batch_id, 1)  # in_progress; retrieve's own look moves it to finalizing
+
+    result = cli("retrieve", "--batch-id", batch_id)
+
+    assert_one_line_error(result, 3, batch_id, "is finalizing, not completed; nothing was saved")
+    assert [(row["status"], row["output_path"]) for row in ledger_rows()] == [("finalizing", None)]
+    assert sorted(path.name for path in isolated.iterdir() if path.is_file()) == ["in.jsonl"]
+
+
+def test_a_second_create_of_the_same_input_is_refused_with_exit_3(
+    cli, emulator: EmulatorServer, isolated: Path
+):
+    write_jsonl(isolated / "in.jsonl", 2)
+    batch_id = cli("create", "--in", "in.jsonl").field("batch_id")
+
+    result = cli("create", "--in", "in.jsonl")
+
+    assert_one_line_error(result, 3, "already submitted as", batch_id, "--force")
+    assert [row["batch_id"] for row in ledger_rows()] == [batch_id]
+    assert api_requests(emulator, "POST", "/v1/files") == 1
 
 
 def test_connection_dropped_without_response(cli, emulator: EmulatorServer, isolated: Path):

@@ -6,10 +6,12 @@ slow, so the reader does, and the writer's failure must still reach it.
 """
 
 import errno
+import hashlib
 import io
 import threading
 import time
 from concurrent.futures import Future
+from pathlib import Path
 
 import pytest
 
@@ -79,3 +81,40 @@ def test_abandon_stops_the_writer_without_writing_the_rest() -> None:
     assert time.monotonic() - started < 1  # one write in progress, not the whole queue
     assert not writer._thread.is_alive()
     assert disk.writes <= 2
+
+
+# The announced size is checked behind the transport's own check (the SDK's httpx raises on a
+# body cut short of its Content-Length first), so no download through the CLI reaches it: it
+# is shown here, on save_chunks itself.
+
+
+@pytest.mark.parametrize("arrived", [[b"abc"], [b"abcdefghij", b"k"]], ids=["short", "long"])
+def test_bytes_of_another_size_than_announced_leave_the_target_as_it_was(
+    isolated: Path, arrived: list[bytes]
+) -> None:
+    target = isolated / "results.jsonl"
+    target.write_bytes(b"the complete file saved before\n")
+
+    with pytest.raises(savefile.Incomplete, match=r"received \d+ of 10 bytes"):
+        savefile.save_chunks(target, arrived, expected_size=10)
+
+    assert target.read_bytes() == b"the complete file saved before\n"
+    assert sorted(path.name for path in isolated.iterdir()) == ["results.jsonl"]  # no .part
+
+
+def test_bytes_of_another_size_than_announced_make_no_file_where_there_was_none(
+    isolated: Path,
+) -> None:
+    with pytest.raises(savefile.Incomplete):
+        savefile.save_chunks(isolated / "results.jsonl", [b"abc"], expected_size=10)
+
+    assert list(isolated.iterdir()) == []
+
+
+def test_bytes_of_the_announced_size_are_saved(isolated: Path) -> None:
+    target = isolated / "results.jsonl"
+
+    saved = savefile.save_chunks(target, [b"abcde", b"fghij"], expected_size=10)
+
+    assert target.read_bytes() == b"abcdefghij"
+    assert saved == savefile.Saved(size=10, sha256=hashlib.sha256(b"abcdefghij").hexdigest())

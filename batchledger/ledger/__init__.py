@@ -39,14 +39,17 @@ __all__ = [
 
 def open_ledger(path: Path, *, create: bool = True) -> "Ledger | None":
     """Open the ledger at `path`, migrating it; None if it does not exist and not `create`."""
-    db = connect(path, create=create)
-    return None if db is None else Ledger(db, path)
+    notes: list[str] = []
+    db = connect(path, create=create, notes=notes)
+    return None if db is None else Ledger(db, path, notes)
 
 
 class Ledger:
     """The ledger's connection and its stores. Safe to share between threads."""
 
-    def __init__(self, db: Database, path: Path) -> None:
+    def __init__(self, db: Database, path: Path, notes: list[str] | None = None) -> None:
+        # What opening it did that the user should know (rows an upgrade set aside).
+        self.notes = notes or []
         self.conn = Connection(db, path)
         self.batches = BatchStore(self.conn)
         self.jobs = JobStore(self.conn, self.batches)

@@ -1,24 +1,39 @@
-"""The ledger's file opened: created private, locked with a timeout, migrated."""
+"""The ledger's file opened: created private, locked with a timeout, migrated.
+
+An upgrade (the migrations a ledger has not had yet) runs in one transaction and ends
+with its foreign keys checked. The history rows of a batch or job that is not in the
+ledger (deleted by hand, with foreign keys off as the sqlite3 shell has them) are set
+aside in `orphan_history` and reported; any other row that points at a missing one
+stops the upgrade with the ledger left as it was (README, "Upgrading a ledger").
+"""
 
 import contextlib
 import math
 import os
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 from batchledger._db import Database
 from batchledger.errors import BatchledgerError, UsageError
 from batchledger.ledger.store import describe_sqlite_error
 from batchledger.migrations import migration_names, migrations
+from batchledger.times import utc_now
 
 LOCK_TIMEOUT_ENV = "BATCHLEDGER_LOCK_TIMEOUT"
 DEFAULT_LOCK_TIMEOUT_SECONDS = 15.0
 MAX_LOCK_TIMEOUT_SECONDS = 86400  # a day; SQLite's busy timeout is a 32-bit count of ms
 
 
-def connect(path: Path, *, create: bool = True) -> Database | None:
+# The append-only histories, the column that names their owner, and the owner's table.
+HISTORIES = (("history", "batch", "batches"), ("job_history", "job", "jobs"))
+# Ids named in a message at most; the rest are counted.
+NAMED_IDS = 5
+
+
+def connect(path: Path, *, create: bool = True, notes: list[str] | None = None) -> Database | None:
     """Open the ledger's SQLite file at `path`, migrating it; None if it does not exist
-    and not `create`."""
+    and not `create`. What an upgrade did that the user should know is added to `notes`."""
     if not create and not path.exists():
         return None
     if path.is_dir():
@@ -36,7 +51,9 @@ def connect(path: Path, *, create: bool = True) -> Database | None:
             conn.execute("PRAGMA journal_mode = WAL")
         _refuse_newer_schema(db, path)
         if migrations.pending(db):
-            _migrate(db)
+            said = _migrate(db, path)
+            if notes is not None:
+                notes.extend(said)
         conn.execute("PRAGMA foreign_keys = ON")
     except BatchledgerError:
         conn.close()
@@ -59,21 +76,90 @@ def _make_private(path: Path) -> None:
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
 
 
-def _migrate(db: Database) -> None:
+def _migrate(db: Database, path: Path) -> list[str]:
     """Apply pending migrations, one run at a time: two runs may open a new ledger at once.
 
     Foreign keys are off meanwhile (they cannot change inside a transaction), so that a
-    migration may rebuild a table others point at; it checks them itself.
+    migration may rebuild a table others point at; they are checked at the end, before the
+    upgrade is committed. What was set aside is returned, a line each.
     """
     db.execute("PRAGMA foreign_keys = OFF")
     db.execute("BEGIN IMMEDIATE")
+    notes: list[str] = []
     try:
         if migrations.pending(db):  # the other run may have applied them meanwhile
+            applied = [migration.name for migration in migrations.applied(db)]
             migrations.apply(db)
+            notes = _set_aside_orphan_history(db)
+            _check_foreign_keys(db, path, applied[-1] if applied else None)
         db.commit()
     except BaseException:
         db.rollback()
         raise
+    return notes
+
+
+def _set_aside_orphan_history(db: Database) -> list[str]:
+    """Move the history rows whose batch (job) is not in the ledger to `orphan_history`.
+
+    They are kept as they were, in their order. Left where they are, they would be shown
+    as the history of the next batch (job) given their owner's id.
+    """
+    notes = []
+    for table, owner, parent in HISTORIES:
+        orphan = f"{owner} NOT IN (SELECT id FROM {parent})"
+        owners = [
+            row[0]
+            for row in db.execute(
+                f"SELECT DISTINCT {owner} FROM {table} WHERE {orphan} ORDER BY {owner}"
+            )
+        ]
+        if not owners:
+            continue
+        moved = db.execute(
+            "INSERT INTO orphan_history "
+            "(source, source_id, owner, at, action, detail, log_file, set_aside_at) "
+            f"SELECT ?, id, {owner}, at, action, detail, log_file, ? FROM {table} "
+            f"WHERE {orphan} ORDER BY id",
+            (table, utc_now()),
+        ).rowcount
+        # The table refuses deletes (it is append-only) but for this move: its trigger is
+        # dropped and made again, as it was, inside the upgrade's transaction.
+        trigger = f"{table}_append_only_delete"
+        (sql,) = db.execute(
+            "SELECT sql FROM sqlite_master WHERE type = 'trigger' AND name = ?", (trigger,)
+        ).fetchone()
+        db.execute(f"DROP TRIGGER {trigger}")
+        db.execute(f"DELETE FROM {table} WHERE {orphan}")
+        db.execute(sql)
+        if moved == 1:
+            rows = f"1 {table} row of a {owner} not in the ledger ({owner} id {owners[0]})"
+            kept = "was set aside, as it was"
+        else:
+            plural = "batches" if owner == "batch" else f"{owner}s"
+            rows = (
+                f"{moved} {table} rows of {plural} not in the ledger ({owner} ids {_some(owners)})"
+            )
+            kept = "were set aside, as they were"
+        notes.append(f"{rows} {kept}, in its table orphan_history")
+    return notes
+
+
+def _check_foreign_keys(db: Database, path: Path, was: str | None) -> None:
+    """Refuse an upgrade that would leave a row pointing at one that is not there."""
+    missing = db.execute("PRAGMA foreign_key_check").fetchall()  # (table, rowid, parent, fk)
+    if missing:
+        rows = _some([f"{table} {rowid} -> {parent}" for table, rowid, parent, _ in missing])
+        raise BatchledgerError(
+            f"ledger {path} cannot be upgraded: {len(missing)} row(s) point at rows not in it "
+            f"({rows}); it is left as it was (schema {was or 'none'}): put those rows back "
+            "or delete the ones that point at them (sqlite3), then run again"
+        )
+
+
+def _some(items: list[Any]) -> str:
+    shown = ", ".join(str(item) for item in items[:NAMED_IDS])
+    return shown if len(items) <= NAMED_IDS else f"{shown} and {len(items) - NAMED_IDS} more"
 
 
 def lock_timeout() -> float:
