@@ -67,10 +67,15 @@ def load_prices(path: Path) -> dict[str, Price]:
     """A TOML price list: a table per model with `input`, `cached_input` (default: `input`)
     and `output`, per million tokens. A UsageError if it cannot be used as one."""
     try:
-        with path.open("rb") as stream:
-            document = tomllib.load(stream)
+        data = path.read_bytes()
+        document = tomllib.loads(data.decode("utf-8"))
     except OSError as exc:
         raise UsageError(f"cannot read prices file {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise UsageError(
+            f"prices file {path} is not UTF-8 text (byte {exc.start} is "
+            f"{data[exc.start]:#04x}); save it as UTF-8"
+        ) from None
     except tomllib.TOMLDecodeError as exc:
         raise UsageError(f"prices file {path} is not valid TOML: {exc}") from None
     prices: dict[str, Price] = {}

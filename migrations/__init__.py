@@ -392,7 +392,8 @@ def m012_orphan_history(db: Database) -> None:
     # History is append-only, so they outlived it; left in place, they would be taken for
     # the history of the next batch given that id. An upgrade moves them here
     # (ledger/opening.py), keeping each as it was. `source`: "history" or "job_history";
-    # `source_id`: its id there; `owner`: the id of the batch (job) it was about.
+    # `source_id`: its id there (not unique here: a later upgrade may set aside a row given
+    # the same id since); `owner`: the id of the batch (job) it was about.
     db.execute(
         """
         CREATE TABLE orphan_history (
@@ -404,8 +405,7 @@ def m012_orphan_history(db: Database) -> None:
             action TEXT NOT NULL,
             detail TEXT,
             log_file TEXT,
-            set_aside_at TEXT NOT NULL,
-            UNIQUE (source, source_id)
+            set_aside_at TEXT NOT NULL
         )
         """
     )

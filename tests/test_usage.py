@@ -143,10 +143,11 @@ def test_cached_input_defaults_to_the_input_price(cli, ledger_with_usage, isolat
         ('["m"]\ninput = 1\n', "no output price"),
         ('["m"]\ninput = 1\noutput = 1\ncahced_input = 1\n', "unknown keys"),
         ("m = 3\n", "should be a table"),
+        ('["m\xff"]\ninput = 1\noutput = 1\n', "is not UTF-8 text (byte 3 is 0xff)"),
     ],
 )
 def test_a_bad_prices_file_is_a_usage_error(cli, isolated: Path, text: str, reason: str):
-    (isolated / "prices.toml").write_text(text)
+    (isolated / "prices.toml").write_bytes(text.encode("latin-1"))
     result = cli("usage", "--prices", "prices.toml")
     assert (result.code, result.out) == (2, "")
     assert reason in result.err and len(result.err.splitlines()) == 1, result.err
