@@ -6,7 +6,7 @@ the prices from `prices` (batch rates). No key, no network, no ledger.
 """
 
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +17,7 @@ from batchledger.ledger import InputFile, Ledger, Table
 from batchledger.prices import KeptPrices, PriceList, Quote
 from batchledger.split import plan_parts, split_wanted
 from batchledger.threads import start_thread
-from batchledger.tokens import BYTES_PER_TOKEN, count_input
+from batchledger.tokens import BYTES_PER_TOKEN, Counter, InputCount, count_input
 from batchledger.usage import PER_TOKENS
 
 
@@ -135,21 +135,52 @@ def estimate_input(
             )
             for part in token_parts
         ]
-    for name in sorted(counted.models):
-        count = counted.models[name]
-        result.models.append(
-            ModelEstimate(
-                model=name,
-                requests=count.requests,
-                bytes=count.bytes,
-                input_tokens=count.input_tokens,
-                estimated=count.estimated,
-                max_output_tokens=count.max_output_tokens,
-                uncapped=count.uncapped,
-                quote=prices.quote(name),
-            )
-        )
+    result.models = _priced(counted, prices)
     return result
+
+
+def estimate_ranges(
+    path: Path, ranges: Sequence[tuple[int, int]], prices: PriceList | None = None
+) -> CostEstimate:
+    """The counted estimate of the lines within `ranges` of `path` (the lines a retry sends
+    again), as `estimate_input` counts and prices a whole input."""
+    counter = Counter()
+    with path.open("rb") as stream:
+        for start, end in ranges:  # whole lines
+            stream.seek(start)
+            at = start
+            while at < end and (line := stream.readline(end - at)):
+                counter.add(line)
+                at += len(line)
+    counted = counter.result
+    found = Estimate(
+        path=path,
+        bytes=counted.bytes,
+        requests=counted.lines,
+        limits=(counted.lines, counted.bytes),
+        models=_priced(counted, prices or PriceList()),
+    )
+    return CostEstimate(
+        input_tokens=sum(model.input_tokens for model in found.models),
+        cost_min=found.cost_input,
+        cost_max=found.cost_max,
+    )
+
+
+def _priced(counted: InputCount, prices: PriceList) -> list[ModelEstimate]:
+    return [
+        ModelEstimate(
+            model=name,
+            requests=count.requests,
+            bytes=count.bytes,
+            input_tokens=count.input_tokens,
+            estimated=count.estimated,
+            max_output_tokens=count.max_output_tokens,
+            uncapped=count.uncapped,
+            quote=prices.quote(name),
+        )
+        for name, count in sorted(counted.models.items())
+    ]
 
 
 def check_budget(estimate: Estimate, max_cost: float) -> None:

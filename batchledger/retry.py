@@ -2,13 +2,13 @@
 a job that have no successful response; once that job is done, the original's results are
 merged with it so that they hold one line per input custom_id (jobs/retry_merge.py)."""
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from batchledger.batches import BatchRef, JobRef, JobStatus
 from batchledger.context import Context
-from batchledger.details import CreateDetails
+from batchledger.details import CostEstimate, CreateDetails
 from batchledger.errors import Refused
 from batchledger.jobs import JobReport, advance, rebuild_job_results
 from batchledger.jobs.retry_merge import (
@@ -18,7 +18,7 @@ from batchledger.jobs.retry_merge import (
     original_of,
     results_of,
 )
-from batchledger.ledger import InputFile
+from batchledger.ledger import ClaimGuard, InputFile
 from batchledger.redo import RedoPlan, plan_redo
 
 READ_BYTES = 1024 * 1024
@@ -32,11 +32,23 @@ class RetryReport:
     warnings: list[str] = field(default_factory=list)
 
 
+# What holds a retry to its account's day budget (api/shared.py: the budget is a layer
+# above): given the input and the byte ranges of the lines to send again, their estimate
+# (recorded with the retry's job) and the guard its claim checks under the write lock.
+Budget = Callable[[Path, list[tuple[int, int]]], tuple[CostEstimate, ClaimGuard]]
+
+
 def retry(
-    ctx: Context, target: BatchRef | JobRef, *, all_failed: bool, max_in_flight: int | None
+    ctx: Context,
+    target: BatchRef | JobRef,
+    *,
+    all_failed: bool,
+    max_in_flight: int | None,
+    budget: Budget | None = None,
 ) -> RetryReport:
     """Plan the lines to send again and send them as a new job (a retry cut off earlier
-    is resumed instead); nothing is sent when there is nothing to retry."""
+    is resumed instead); nothing is sent when there is nothing to retry, or when `budget`
+    refuses it (Refused, before anything is recorded or sent)."""
     original = original_of(ctx, target)
     report = RetryReport(original)
     running = [
@@ -86,6 +98,10 @@ def retry(
         sha256=sha256,
         lines=plan.lines,
     )
+    details, guard = CreateDetails(), None
+    if budget is not None:
+        estimate, guard = budget(original.input_path, plan.ranges)
+        details = CreateDetails(estimate=estimate)
     job, _ = ctx.ledger.jobs.claim_job(
         input_,
         row["endpoint"],
@@ -95,9 +111,10 @@ def retry(
         limits=limits,
         max_in_flight=max_in_flight,
         parts=parts,
-        details=CreateDetails(),
+        details=details,
         force=True,
         retry_of=original.retry_of,
+        guard=guard,
     )
     try:
         report.job = advance(ctx, job, check=False)

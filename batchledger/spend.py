@@ -111,23 +111,28 @@ def _ended_at(row: Mapping[str, Any]) -> str:
 
 
 def check_day_budget(
-    account: str, limit: float, spend: DaySpend, upper: float | None, lower: float | None
+    account: str,
+    limit: float,
+    spend: DaySpend,
+    upper: float | None,
+    lower: float | None,
+    what: str = "this input",
 ) -> None:
     """Refused (exit 3) when the create's upper estimate would take the day's spend above
-    `limit`, or when its upper end is unknown."""
+    `limit`, or when its upper end is unknown. `what` is sent: the input, a retry's lines."""
     figures = (
         f"today ({spend.day} UTC) account {account!r} has spent {money(spend.actual)} and has "
         f"{money(spend.estimated)} estimated in flight"
     )
     if upper is None:
         raise Refused(
-            f"this input's upper cost is unknown (a request with no output cap, or a model "
+            f"{what}'s upper cost is unknown (a request with no output cap, or a model "
             f"with no price: see 'batchledger estimate'), so it cannot be held under "
             f"max_cost_per_day {money(limit)}; {figures}; nothing was sent"
         )
     if spend.total + upper > limit:
         raise Refused(
-            f"this input may cost up to {money(upper)} (at least {money(lower)}); {figures}: "
+            f"{what} may cost up to {money(upper)} (at least {money(lower)}); {figures}: "
             f"{money(spend.total + upper)} in all, above max_cost_per_day {money(limit)}; "
             "nothing was sent"
         )
@@ -184,6 +189,7 @@ def day_budget_guard(
     prices: Prices,
     upper: float | None,
     lower: float | None,
+    what: str = "this input",
 ) -> Callable[["Table", Row | None], None]:
     """The day budget as a claim's guard (`ledger.ClaimGuard`), on the ledger `ledger()`
     gives: checked inside the claim's transaction, under the ledger's write lock, so that
@@ -193,7 +199,7 @@ def day_budget_guard(
     def guard(table: "Table", resumed: Row | None) -> None:
         leave_out = (table, resumed["id"]) if resumed is not None else None
         spend = account_day_spend(ledger(), account, prices, leave_out=leave_out)
-        check_day_budget(account, limit, spend, upper, lower)
+        check_day_budget(account, limit, spend, upper, lower, what)
 
     return guard
 

@@ -468,3 +468,43 @@ def test_a_dry_run_shows_the_parts_cut_by_counted_tokens(
     assert [(p["first_line"], p["last_line"]) for p in parts] == [(1, 2), (3, 4), (5, 6), (7, 7)]
     assert not emulator.state.requests
     assert not Path(os.environ["BATCHLEDGER_DB"]).exists()
+
+
+def test_a_retry_is_held_to_the_day_budget_and_records_its_estimate(
+    cli, emulator: EmulatorServer, isolated: Path
+):
+    # Sent without a budget; 2 of its 6 requests fail (a 500, a 429) and are retried under one.
+    budgeted_account(emulator)
+    write_jsonl(isolated / "in.jsonl", 6, max_output_tokens=1000)
+    emulator.state.set_line_outcomes({"request-1": "500", "request-4": "429"}, times=1)
+    batch_id = cli("create", "--in", "in.jsonl", "--account", "budgeted").field("batch_id")
+    for _ in range(3):
+        emulator.state.advance(batch_id)
+    assert cli("status", "--all").code == 0
+    batches = len(emulator.state.batches)
+    files = api_requests(emulator, "POST", "/v1/files")
+
+    budgeted_account(emulator, "max_cost_per_day = 0.0003")  # under the retry's upper estimate
+    refused = cli("retry", batch_id)
+
+    assert refused.code == 3 and refused.out == ""
+    [line] = refused.err.splitlines()
+    assert line.startswith("batchledger: error: this retry may cost up to $0.0006")
+    assert "above max_cost_per_day $0.0003; nothing was sent" in line
+    assert (len(emulator.state.batches), api_requests(emulator, "POST", "/v1/files")) == (
+        batches,
+        files,
+    )
+    assert ledger_rows("jobs") == []
+
+    budgeted_account(emulator, "max_cost_per_day = 1")
+    retried = cli("retry", batch_id)
+
+    assert retried.code == 0, retried.err
+    assert retried.out.splitlines()[0] == f"retry of {batch_id}: 2 requests (1 429, 1 5xx)"
+    [job] = ledger_rows("jobs")
+    assert job["estimated_from"] == "tokens" and job["input_requests"] == 2
+    # Two requests of at most 1000 output tokens each at gpt-4o-mini's batch price ($0.30/1M).
+    assert 0.0006 < job["estimated_cost_max"] < 0.00061
+    assert 0 < job["estimated_cost_min"] < 0.00001
+    assert job["estimated_input_tokens"] > 0

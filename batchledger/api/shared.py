@@ -17,8 +17,10 @@ from batchledger.errors import UsageError, WaitTimeout
 from batchledger.rows import BatchRow, JobRow
 
 if TYPE_CHECKING:
+    from batchledger.details import CostEstimate
     from batchledger.export import ExportCounts
-    from batchledger.retry import RetryReport
+    from batchledger.ledger import ClaimGuard
+    from batchledger.retry import Budget, RetryReport
 
 # How long `wait` pauses between checks at first: an emulator's batches move every few
 # seconds, a provider's in minutes or hours. The pause grows while nothing moves.
@@ -82,7 +84,43 @@ def send_retry(
         row = ledger.jobs.find_job(target.job_id) if ledger is not None else None
         account = row["account"] if row is not None else account_hint
     ctx.start_api_command(account)
-    return retry(ctx, target, all_failed=all_failed, max_in_flight=max_in_flight)
+    return retry(
+        ctx,
+        target,
+        all_failed=all_failed,
+        max_in_flight=max_in_flight,
+        budget=day_budget_of(ctx, account),
+    )
+
+
+def day_budget_of(ctx: Context, account_name: str) -> "Budget | None":
+    """A retry held to its account's `max_cost_per_day`, as a create is: the lines it sends
+    again counted and priced (at the library's batch prices), refused (exit 3) before its
+    job is recorded if they could take the day's spend above it; None without a budget."""
+    account = ctx.account_named(account_name)
+    limit = account.max_cost_per_day
+    if limit is None:
+        return None
+
+    def budget(path: Path, ranges: list[tuple[int, int]]) -> "tuple[CostEstimate, ClaimGuard]":
+        from batchledger.estimate import estimate_ranges  # start-up: tokenizers, prices
+        from batchledger.prices import PriceList
+        from batchledger.spend import day_budget_guard
+
+        prices = PriceList()
+        estimate = estimate_ranges(path, ranges, prices)
+        guard = day_budget_guard(
+            lambda: ctx.ledger,
+            account.name,
+            limit,
+            prices,
+            estimate.cost_max,
+            estimate.cost_min,
+            what="this retry",
+        )
+        return estimate, guard
+
+    return budget
 
 
 def export_chunks(
