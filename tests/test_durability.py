@@ -82,6 +82,17 @@ def assert_durable(events: list[Event], target: Path, *, recorded: bool = True) 
         assert not named
 
 
+def assert_retrieve_durable(cli: Any, batch_id: str, calls: list[Event]) -> None:
+    """`retrieve` saves the batch's output and error files, each durable before recorded."""
+    retrieved = cli("retrieve", "--batch-id", batch_id)
+
+    assert retrieved.code == 0, retrieved.err
+    row = ledger_rows()[0]
+    assert row["output_path"] and row["error_path"]
+    assert_durable(calls, Path(row["output_path"]))
+    assert_durable(calls, Path(row["error_path"]))
+
+
 def write_requests(path: Path, models: list[str]) -> Path:
     with path.open("w", encoding="utf-8") as out:
         for n, model in enumerate(models):
@@ -98,13 +109,7 @@ def test_retrieve_makes_the_output_and_error_files_durable_before_recording_them
     batch_id = cli("create", "--in", "in.jsonl").field("batch_id")
     complete(emulator, batch_id)
 
-    retrieved = cli("retrieve", "--batch-id", batch_id)
-
-    assert retrieved.code == 0, retrieved.err
-    row = ledger_rows()[0]
-    assert row["output_path"] and row["error_path"]
-    assert_durable(calls, Path(row["output_path"]))
-    assert_durable(calls, Path(row["error_path"]))
+    assert_retrieve_durable(cli, batch_id, calls)
 
 
 def test_an_anthropic_retrieve_makes_its_ordered_files_durable_before_recording_them(
@@ -128,13 +133,7 @@ def test_an_anthropic_retrieve_makes_its_ordered_files_durable_before_recording_
     for _ in range(3):
         server.state.advance(batch_id)
 
-    retrieved = cli("retrieve", "--batch-id", batch_id)
-
-    assert retrieved.code == 0, retrieved.err
-    row = ledger_rows()[0]
-    assert row["output_path"] and row["error_path"]
-    assert_durable(calls, Path(row["output_path"]))
-    assert_durable(calls, Path(row["error_path"]))
+    assert_retrieve_durable(cli, batch_id, calls)
 
 
 def test_a_jobs_merged_results_are_durable_before_the_job_records_them(
