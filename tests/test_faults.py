@@ -1,6 +1,7 @@
 """The fault matrix: each injected failure, its exit code and message, and that nothing is lost."""
 
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -435,6 +436,51 @@ def test_newer_schema_is_refused_and_left_alone(cli, emulator: EmulatorServer, i
     assert result.code == 1
     assert "was written by a newer batchledger" in result.err
     assert ledger.read_bytes() == before
+
+
+def test_an_upgrade_killed_midway_leaves_the_old_ledger_and_the_next_run_upgrades_it(
+    cli, isolated: Path
+):
+    # A ledger of the first release (m001-m002) holding the history of a batch deleted by hand.
+    ledger = Path(os.environ["BATCHLEDGER_DB"])
+    shutil.copy(Path(__file__).parent / "fixtures" / "ledger_v0_1_0.db", ledger)
+    conn = sqlite3.connect(ledger)
+    conn.execute("INSERT INTO history (batch, at, action) VALUES (99, '2026-01-02', 'submitted')")
+    conn.commit()
+    before = list(conn.iterdump())
+    conn.close()
+    # The run is killed once every migration ran and the row was set aside, before the commit.
+    marker = isolated / "upgraded"
+    preamble = f"""
+import pathlib, time
+from batchledger.ledger import opening
+set_aside = opening._set_aside_orphan_history
+def pause(db):
+    notes = set_aside(db)
+    pathlib.Path({str(marker)!r}).touch()
+    time.sleep(30)
+    return notes
+opening._set_aside_orphan_history = pause
+"""
+    child = cli_process("list", "--all", cwd=isolated, preamble=preamble)
+    deadline = time.monotonic() + 20
+    while not marker.exists():
+        assert time.monotonic() < deadline and child.poll() is None, child.communicate()
+        time.sleep(0.02)
+    child.kill()
+    child.wait()
+
+    conn = sqlite3.connect(ledger)
+    after = list(conn.iterdump())
+    conn.close()
+    assert after == before  # nothing of the upgrade was kept, nothing of the ledger lost
+
+    result = cli("list", "--all")
+
+    assert result.code == 0, result.err
+    assert "1 history row of a batch not in the ledger (batch id 99) was set aside" in result.err
+    assert [row["owner"] for row in ledger_rows("orphan_history")] == [99]
+    assert len(ledger_rows()) == 5
 
 
 def test_cut_off_batch_looked_up_by_id_lands_in_its_own_row(
