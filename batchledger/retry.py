@@ -11,6 +11,7 @@ from batchledger.context import Context
 from batchledger.details import CostEstimate, CreateDetails
 from batchledger.errors import Refused
 from batchledger.jobs import JobReport, advance, rebuild_job_results
+from batchledger.jobs.parts import part_ranges
 from batchledger.jobs.retry_merge import (
     Original,
     changed_results,
@@ -20,6 +21,7 @@ from batchledger.jobs.retry_merge import (
 )
 from batchledger.ledger import ClaimGuard, InputFile
 from batchledger.redo import RedoPlan, plan_redo
+from batchledger.rows import JobRow
 
 READ_BYTES = 1024 * 1024
 
@@ -66,6 +68,8 @@ def retry(
                     f"'batchledger watch --batch-id {job['job_id']}' follows it"
                 )
             return report
+        if budget is not None:
+            _hold_resumed(ctx, job, budget)
         report.job = advance(ctx, job, search_uploads=True)
         return report
     sha256 = check_input(original)
@@ -121,6 +125,17 @@ def retry(
     finally:
         ctx.ledger.release_claim("jobs", job["id"])
     return report
+
+
+def _hold_resumed(ctx: Context, job: JobRow, budget: Budget) -> None:
+    """A retry cut off before all of it was sent is held to the day budget again when it
+    resumes, as a resumed create is: its lines' estimate against the day's spend without
+    its own (Refused: nothing more is sent). Its estimate is recorded if it had none."""
+    ranges = [span for part in ctx.ledger.jobs.job_parts(job["id"]) for span in part_ranges(part)]
+    estimate, guard = budget(Path(job["input_path"]), ranges)
+    with ctx.ledger.conn.writing():
+        guard("jobs", job)
+    ctx.ledger.record_estimate("jobs", job["id"], estimate)
 
 
 def pack(

@@ -508,3 +508,38 @@ def test_a_retry_is_held_to_the_day_budget_and_records_its_estimate(
     assert 0.0006 < job["estimated_cost_max"] < 0.00061
     assert 0 < job["estimated_cost_min"] < 0.00001
     assert job["estimated_input_tokens"] > 0
+
+
+def test_a_retry_cut_off_is_held_to_the_day_budget_again_when_it_resumes(
+    cli, emulator: EmulatorServer, isolated: Path
+):
+    budgeted_account(emulator)
+    write_jsonl(isolated / "in.jsonl", 6, max_output_tokens=1000)
+    emulator.state.set_line_outcomes({"request-1": "500", "request-4": "429"}, times=1)
+    batch_id = cli("create", "--in", "in.jsonl", "--account", "budgeted").field("batch_id")
+    for _ in range(3):
+        emulator.state.advance(batch_id)
+    assert cli("status", "--all").code == 0
+    # The retry fits the budget and claims its job; its upload fails: it is cut off, unsent.
+    budgeted_account(emulator, "max_cost_per_day = 1")
+    emulator.state.add_fault(Fault(method="POST", path=r"^/v1/files$", status=500, times=100))
+    cut = cli("retry", batch_id, "--max-retries", "0")
+    assert cut.code == 1, cut.err
+    [job] = ledger_rows("jobs")
+    assert job["status"] == "running" and 0.0006 < job["estimated_cost_max"] < 0.00061
+    emulator.state.clear_faults()
+    batches = len(emulator.state.batches)
+
+    budgeted_account(emulator, "max_cost_per_day = 0.0003")
+    refused = cli("retry", batch_id)
+    budgeted_account(emulator, "max_cost_per_day = 1")
+    resumed = cli("retry", batch_id)
+
+    assert refused.code == 3, refused.err
+    [line] = refused.err.splitlines()
+    # Its own estimate is not counted twice: the day's spend is the batch's actual cost alone.
+    assert line.startswith("batchledger: error: this retry may cost up to $0.0006")
+    assert "has $0.0000 estimated in flight" in line
+    assert resumed.code == 0, resumed.err
+    assert len(emulator.state.batches) == batches + 1  # sent once, by the resumed retry
+    assert [row["id"] for row in ledger_rows("jobs")] == [job["id"]]
