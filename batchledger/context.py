@@ -53,6 +53,10 @@ class Context:
     checked_inputs: dict[int, tuple[int, int, int]] = field(default_factory=dict)
     # Accounts whose provider refused to list batches in this run: a sweep looks each up.
     cannot_list: set[str] = field(default_factory=set)
+    # What opening the ledger did that the user should know (rows an upgrade set aside) is
+    # shown on stderr (the command line) or only kept in `ledger_notes` (the Python API,
+    # which prints nothing unless asked); the log has it either way.
+    show_notes: bool = True
     _ledger: Ledger | None = None
     _providers: dict[str, Provider] = field(default_factory=dict)
     _emulators: "list[EmulatorServer]" = field(default_factory=list)
@@ -64,13 +68,21 @@ class Context:
         if self._ledger is None:
             self._ledger = open_ledger(self.ledger_path, create=create)
             if self._ledger is not None:
-                for note in self._ledger.notes:
-                    self.warn(f"ledger {self.ledger_path}: {note}")
+                for note in self.ledger_notes:
+                    if self.show_notes:
+                        self.warn(note)
                     if self.logger is not None:
                         self.logger.warning("LEDGER %s", note)
                 if self.logger is not None:
                     self._ledger.log_file = self.log_file
         return self._ledger
+
+    @property
+    def ledger_notes(self) -> list[str]:
+        """What opening the ledger did that the user should know; empty until it is opened."""
+        if self._ledger is None:
+            return []
+        return [f"ledger {self.ledger_path}: {note}" for note in self._ledger.notes]
 
     @property
     def ledger(self) -> Ledger:
@@ -89,7 +101,7 @@ class Context:
             self.logger.info("RUN command=%s version=%s", self.command, __version__)
             if self._ledger is not None:
                 self._ledger.log_file = self.log_file
-                for note in self._ledger.notes:
+                for note in self.ledger_notes:
                     self.logger.warning("LEDGER %s", note)
         return self.logger
 

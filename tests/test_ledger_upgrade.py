@@ -10,6 +10,7 @@ import shutil
 import sqlite3
 from pathlib import Path
 
+import pytest
 from helpers import ledger_rows, write_jsonl
 
 from batchledger.emulator import EmulatorServer
@@ -316,3 +317,25 @@ def test_a_ledger_of_the_last_release_upgrades_to_m012_with_nothing_set_aside(cl
     assert [quote[0] for quote in quotes] == ["claude-haiku-4-5", "gpt-4o-mini"]
     assert ledger_rows("orphan_history") == []
     assert "results: 0 processing, 3 succeeded, 1 errored, 0 canceled, 0 expired" in shown.out
+
+
+def test_the_python_api_keeps_what_an_upgrade_set_aside_in_notes_and_prints_nothing(
+    isolated: Path, capsys: pytest.CaptureFixture[str]
+):
+    import batchledger as bl
+
+    shutil.copy(FIXTURE_V0_1_0, os.environ["BATCHLEDGER_DB"])
+    edit_by_hand("INSERT INTO history (batch, at, action) VALUES (42, '2026-01-02', 'submitted')")
+
+    with bl.open() as ledger:
+        before = ledger.notes
+        listed = ledger.list()
+        notes = ledger.notes
+
+    assert before == [] and len(listed) == 3  # the three with a batch (two creates made none)
+    assert notes == [
+        f"ledger {os.environ['BATCHLEDGER_DB']}: 1 history row of a batch not in the ledger "
+        "(batch id 42) was set aside, as it was, in its table orphan_history"
+    ]
+    assert capsys.readouterr() == ("", "")
+    assert [row["owner"] for row in ledger_rows("orphan_history")] == [42]

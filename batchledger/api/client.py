@@ -77,6 +77,7 @@ def open(
         named_account=named,
         max_retries=max_retries,
         timeout=timeout,
+        show_notes=False,
     )
     return BatchLedger(ctx)
 
@@ -119,6 +120,13 @@ class BatchLedger:
     def log_file(self) -> Path:
         """The log of this ledger's calls of the API (made at the first one)."""
         return self._ctx.log_file
+
+    @property
+    def notes(self) -> "builtins.list[str]":
+        """What opening the ledger's file did that you should know, a line each: the rows
+        an upgrade to this version set aside (README, "Upgrading a ledger"). Empty until a
+        method has read the ledger; nothing is printed (the CLI shows them on stderr)."""
+        return self._ctx.ledger_notes
 
     def places(self) -> "builtins.list[Place]":
         """Where the ledger, accounts.toml and the logs are, and whether each is there yet,
