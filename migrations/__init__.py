@@ -1,6 +1,8 @@
 """The ledger's schema: sqlite-utils migrations, applied only when the ledger is opened.
 
-Append new migrations at the end; never edit one that has been released.
+Append new migrations at the end; never edit one that has been released. (One exception,
+issue 24: m003's own foreign-key check, which could only raise, now runs at the end of every
+upgrade, in ledger/opening.py; no ledger it let through is upgraded any differently.)
 """
 
 from sqlite_utils import Database

@@ -11,7 +11,6 @@ os.replace as the code makes them, and the ledger's SQL as SQLite runs it.
 import json
 import os
 import sqlite3
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,13 +21,16 @@ from helpers import ServerFactory, complete, ledger_rows, write_jsonl
 from batchledger.emulator import EmulatorServer
 from batchledger.emulator.lifecycle import ERROR_MODEL
 
-pytestmark = pytest.mark.skipif(
-    not sys.platform.startswith("linux"), reason="names a file descriptor by /proc/self/fd"
-)
+pytestmark = pytest.mark.skipif(os.name != "posix", reason="folders are fsynced on POSIX only")
 
-Event = tuple[
-    str, str, str
-]  # ("fsync", path, "") | ("replace", source, target) | ("sql", text, "")
+# A file (or folder) by what the disk knows it as, whatever its name at the time.
+Identity = tuple[int, int]  # (st_dev, st_ino)
+# ("fsync", what was synced, "") | ("replace", the file renamed, its new path) | ("sql", ...)
+Event = tuple[str, Identity | None, str]
+
+
+def identity(status: os.stat_result) -> Identity:
+    return (status.st_dev, status.st_ino)
 
 
 @pytest.fixture
@@ -39,17 +41,18 @@ def calls(monkeypatch: pytest.MonkeyPatch, isolated: Path) -> Iterator[list[Even
 
     def fsync(fd: Any) -> None:
         number = fd if isinstance(fd, int) else fd.fileno()
-        events.append(("fsync", os.readlink(f"/proc/self/fd/{number}"), ""))
+        events.append(("fsync", identity(os.fstat(number)), ""))
         real_fsync(fd)
 
     def replace(source: Any, target: Any, **kwargs: Any) -> None:
+        renamed = identity(os.stat(source))
         real_replace(source, target, **kwargs)
-        events.append(("replace", os.path.abspath(source), os.path.abspath(target)))
+        events.append(("replace", renamed, os.path.abspath(target)))
 
     def connect(database: Any, *args: Any, **kwargs: Any) -> sqlite3.Connection:
         conn = real_connect(database, *args, **kwargs)
         if Path(database) == Path(os.environ["BATCHLEDGER_DB"]):
-            conn.set_trace_callback(lambda statement: events.append(("sql", statement, "")))
+            conn.set_trace_callback(lambda statement: events.append(("sql", None, statement)))
         return conn
 
     monkeypatch.setattr(os, "fsync", fsync)
@@ -59,22 +62,22 @@ def calls(monkeypatch: pytest.MonkeyPatch, isolated: Path) -> Iterator[list[Even
 
 
 def assert_durable(events: list[Event], target: Path, *, recorded: bool = True) -> None:
-    """`target` was fsynced, renamed into place, its folder fsynced; then (`recorded`) the
-    ledger named it, never before."""
+    """`target`'s bytes were fsynced, then it was renamed into place, then its folder was
+    fsynced; then (`recorded`) the ledger named it, never before."""
     target = target.resolve()
     renames = [
         n for n, (kind, _, to) in enumerate(events) if kind == "replace" and to == str(target)
     ]
     assert len(renames) == 1, f"{target} was renamed into place {len(renames)} times"
     renamed = renames[0]
-    part = events[renamed][1]
-    assert Path(part).parent == target.parent and Path(part).name.endswith(".part")
-    synced = [n for n, event in enumerate(events) if event == ("fsync", part, "")]
-    assert synced and synced[-1] < renamed, f"{part} was not fsynced before its rename"
-    folder = [n for n, event in enumerate(events) if event == ("fsync", str(target.parent), "")]
-    after = [n for n in folder if n > renamed]
+    file = events[renamed][1]
+    assert file == identity(target.stat())
+    synced = [n for n, event in enumerate(events) if event == ("fsync", file, "")]
+    assert synced and synced[-1] < renamed, f"{target} was not fsynced before its rename"
+    folder = ("fsync", identity(target.parent.stat()), "")
+    after = [n for n, event in enumerate(events) if event == folder and n > renamed]
     assert after, f"{target.parent} was not fsynced after the rename"
-    named = [n for n, (kind, text, _) in enumerate(events) if kind == "sql" and str(target) in text]
+    named = [n for n, (kind, _, text) in enumerate(events) if kind == "sql" and str(target) in text]
     if recorded:
         assert named, f"the ledger never named {target}"
         assert named[0] > after[0], f"the ledger named {target} before it was durable"

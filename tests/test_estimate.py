@@ -421,3 +421,25 @@ def test_usage_shows_a_cost_with_no_price_file(cli, monkeypatch):
     table = cli("usage")
     assert table.out.splitlines()[0].split()[-1] == "cost"
     assert f"{costs['gpt-4o-mini']:.6f}" in table.out
+
+
+def test_the_estimate_of_some_lines_is_that_of_a_file_of_those_lines(isolated: Path):
+    # What a retry sends again: byte ranges of the input (adjacent lines coalesced), the last
+    # line without its newline; counted and priced as an input of just those lines would be.
+    from batchledger.estimate import estimate_input, estimate_ranges
+
+    source = write_jsonl(isolated / "in.jsonl", 6, max_output_tokens=100)
+    lines = source.read_bytes().splitlines(keepends=True)
+    source.write_bytes(b"".join(lines)[:-1])  # no newline at the end
+    starts = [sum(len(line) for line in lines[:n]) for n in range(7)]
+    ranges = [(starts[1], starts[3]), (starts[5], starts[6] - 1)]  # lines 1-2 and 5
+    alone = isolated / "alone.jsonl"
+    alone.write_bytes(lines[1] + lines[2] + lines[5][:-1])
+
+    some = estimate_ranges(source, ranges)
+    whole = estimate_input(alone, limits=(50_000, 200_000_000))
+
+    assert some.input_tokens == sum(model.input_tokens for model in whole.models) > 0
+    assert some.cost_min == whole.cost_input and some.cost_max == whole.cost_max
+    assert some.cost_max is not None and some.cost_max > some.cost_min  # 3 x 100 output tokens
+    assert estimate_ranges(source, []).input_tokens == 0

@@ -176,6 +176,17 @@ def applied_migrations() -> list[str]:
         conn.close()
 
 
+def assert_append_only(*tables: str) -> None:
+    """Each history table (not empty) still refuses deletes once its orphans were moved out."""
+    conn = sqlite3.connect(os.environ["BATCHLEDGER_DB"])
+    try:
+        for table in tables:
+            with pytest.raises(sqlite3.IntegrityError, match=f"{table} is append-only"):
+                conn.execute(f"DELETE FROM {table}")
+    finally:
+        conn.close()
+
+
 def dump() -> list[str]:
     conn = sqlite3.connect(os.environ["BATCHLEDGER_DB"])
     try:
@@ -208,6 +219,7 @@ def test_history_of_batches_deleted_by_hand_is_set_aside_when_a_first_release_le
         "orphan_history\n"
     )
     assert again.err == ""  # said once, by the upgrade
+    assert_append_only("history")  # (job_history is empty: a trigger fires per row)
     assert applied_migrations() == migration_names()
     assert ledger_rows("history") == [
         {key: row[key] for key in ("id", "batch", "at", "action", "detail", "log_file")}
@@ -268,6 +280,23 @@ def test_job_history_of_a_job_deleted_by_hand_is_set_aside_too(cli, isolated: Pa
         ("job_history", 7),
     ]
     assert len(ledger_rows("job_history")) == len(released("job_history", FIXTURE_M009))
+    assert_append_only("history", "job_history")
+
+
+def test_a_history_whose_append_only_trigger_was_dropped_by_hand_still_upgrades(
+    cli, isolated: Path
+):
+    shutil.copy(FIXTURE_M009, os.environ["BATCHLEDGER_DB"])
+    edit_by_hand(
+        "DROP TRIGGER history_append_only_delete",
+        "INSERT INTO history (batch, at, action) VALUES (3, '2026-01-02T03:04:06Z', 'submitted')",
+    )
+
+    listed = cli("list", "--all")
+
+    assert listed.code == 0, listed.err
+    assert "1 history row of a batch not in the ledger (batch id 3) was set aside" in listed.err
+    assert [row["owner"] for row in ledger_rows("orphan_history")] == [3]
 
 
 def test_a_ledger_whose_rows_point_at_a_job_deleted_by_hand_is_left_as_it_was(cli, isolated: Path):
@@ -281,9 +310,10 @@ def test_a_ledger_whose_rows_point_at_a_job_deleted_by_hand_is_left_as_it_was(cl
         assert listed.code == 1 and listed.out == ""
         assert listed.err == (
             f"batchledger: error: ledger {os.environ['BATCHLEDGER_DB']} cannot be upgraded: "
-            "2 row(s) point at rows not in it (parts 1 -> jobs, parts 2 -> jobs); it is left "
-            "as it was (schema m009_actual_costs_and_part_tokens): put those rows back or "
-            "delete the ones that point at them (sqlite3), then run again\n"
+            "2 rows point at rows not in it (parts 1: job 1 is not in jobs; parts 2: job 1 is "
+            "not in jobs); its rows and schema (m009_actual_costs_and_part_tokens) are left as "
+            "they were: put those rows back or delete the ones that point at them (sqlite3), "
+            "then run again\n"
         )
         assert dump() == before
     assert applied_migrations()[-1] == "m009_actual_costs_and_part_tokens"

@@ -124,14 +124,16 @@ def _set_aside_orphan_history(db: Database) -> list[str]:
             (table, utc_now()),
         ).rowcount
         # The table refuses deletes (it is append-only) but for this move: its trigger is
-        # dropped and made again, as it was, inside the upgrade's transaction.
+        # dropped and made again, as it was, inside the upgrade's transaction (one dropped
+        # by hand is left dropped).
         trigger = f"{table}_append_only_delete"
-        (sql,) = db.execute(
+        made = db.execute(
             "SELECT sql FROM sqlite_master WHERE type = 'trigger' AND name = ?", (trigger,)
         ).fetchone()
-        db.execute(f"DROP TRIGGER {trigger}")
+        db.execute(f"DROP TRIGGER IF EXISTS {trigger}")
         db.execute(f"DELETE FROM {table} WHERE {orphan}")
-        db.execute(sql)
+        if made is not None:
+            db.execute(made[0])
         if moved == 1:
             rows = f"1 {table} row of a {owner} not in the ledger ({owner} id {owners[0]})"
             kept = "was set aside, as it was"
@@ -148,13 +150,24 @@ def _set_aside_orphan_history(db: Database) -> list[str]:
 def _check_foreign_keys(db: Database, path: Path, was: str | None) -> None:
     """Refuse an upgrade that would leave a row pointing at one that is not there."""
     missing = db.execute("PRAGMA foreign_key_check").fetchall()  # (table, rowid, parent, fk)
-    if missing:
-        rows = _some([f"{table} {rowid} -> {parent}" for table, rowid, parent, _ in missing])
-        raise BatchledgerError(
-            f"ledger {path} cannot be upgraded: {len(missing)} row(s) point at rows not in it "
-            f"({rows}); it is left as it was (schema {was or 'none'}): put those rows back "
-            "or delete the ones that point at them (sqlite3), then run again"
+    if not missing:
+        return
+    rows = []
+    for table, rowid, parent, key in missing[:NAMED_IDS]:
+        # foreign_key_list: (id, seq, parent, column, parent column, ...) of each key
+        column = next(
+            row[3] for row in db.execute(f"PRAGMA foreign_key_list({table})") if row[0] == key
         )
+        (value,) = db.execute(f"SELECT {column} FROM {table} WHERE rowid = ?", (rowid,)).fetchone()
+        rows.append(f"{table} {rowid}: {column} {value} is not in {parent}")
+    more = f" and {len(missing) - NAMED_IDS} more" if len(missing) > NAMED_IDS else ""
+    noun = "row points" if len(missing) == 1 else "rows point"
+    raise BatchledgerError(
+        f"ledger {path} cannot be upgraded: {len(missing)} {noun} at rows not in it "
+        f"({'; '.join(rows)}{more}); its rows and schema ({was or 'none'}) are left as they "
+        "were: put those rows back or delete the ones that point at them (sqlite3), then "
+        "run again"
+    )
 
 
 def _some(items: list[Any]) -> str:
