@@ -8,7 +8,7 @@ import subprocess
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from helpers import write_jsonl
+from helpers import ledger_rows, write_jsonl
 
 from batchledger.emulator import EmulatorServer, Fault
 
@@ -75,3 +75,28 @@ def test_a_recycled_pid_does_not_block_creates(cli, emulator: EmulatorServer, is
 
     assert result.code == 0, result.err
     assert batches_made(emulator) == 1
+
+
+def test_a_sweep_leaves_alone_a_create_another_run_holds(
+    cli, emulator: EmulatorServer, isolated: Path
+):
+    # A create another host is still making (its upload recorded, its batch not yet): a
+    # sweep that marked it abandoned would let the same input be sent again while the
+    # holder goes on to create its batch, paid for twice.
+    left_unfinished(cli, emulator, isolated)
+    now = datetime.now(UTC)
+    set_claim("another-host:4242", now, now + timedelta(minutes=30))
+
+    held = cli("status", "--all")
+    [row] = ledger_rows()
+    again = cli("create", "--in", "in.jsonl")
+    set_claim("another-host:4242", now - timedelta(hours=2), now - timedelta(hours=1))
+    expired = cli("status", "--all")
+
+    assert held.code == 0, held.err
+    assert "abandoned" not in held.err
+    assert row["status"] is None and row["batch_id"] is None
+    assert again.code == 3 and "being submitted by another run" in again.err
+    assert expired.code == 0 and "marked abandoned" in expired.err  # its lease ran out
+    assert ledger_rows()[0]["status"] == "abandoned"
+    assert batches_made(emulator) == 0

@@ -176,3 +176,26 @@ def test_nothing_to_prune_needs_no_key(cli, emulator: EmulatorServer, isolated: 
         0,
         "Nothing to prune: no final batch with files to delete.\n",
     )
+
+
+def test_a_saved_file_changed_in_place_keeps_the_remote_files(
+    cli, emulator: EmulatorServer, isolated: Path
+):
+    # The same size, other bytes (a byte flipped, a fix made in place): only the sha256
+    # the ledger recorded tells the saved copy is no longer the API's.
+    batch_id = create(cli, isolated, "edited", 2)
+    complete(emulator, batch_id)
+    assert cli("status", "--batch-id", batch_id).code == 0
+    row = row_of(batch_id)
+    path = Path(row["output_path"])
+    saved = path.read_bytes()
+    path.write_bytes(saved.replace(b"request-0", b"request-9", 1))
+    assert path.stat().st_size == len(saved) and path.read_bytes() != saved
+
+    result = cli("prune")
+
+    assert result.code == 0, result.err
+    assert result.out == "Nothing to prune: no final batch with files to delete.\n"
+    assert "kept the files of 1 final batches whose results are not saved" in result.err
+    assert remote_files(row) <= set(emulator.state.files)
+    assert "DELETE_FILE" not in log_text(isolated)
