@@ -33,6 +33,10 @@ UPGRADE = "tests/test_ledger_upgrade.py::"
 SPEND = "tests/test_spend_budgets.py::"
 JOB_CHECKS = "tests/test_job_checks.py::"
 DOWNLOAD = "tests/test_download_checks.py::"
+SESSION = (
+    "tests/test_python_api.py::test_a_sweep_interrupted_in_a_session_leaves_its_later_downloads_"
+    "working"
+)
 GUARDS = [
     Guard(
         "a saved file's bytes are fsynced before its rename",
@@ -206,6 +210,44 @@ GUARDS = [
             DOWNLOAD + "test_an_anthropic_download_short_of_its_announced_size_is_fetched_again_"
             "then_refused",
         ),
+    ),
+    Guard(
+        "a download stops at its next chunk once an interrupted sweep says so",
+        "batchledger/providers/openai/__init__.py",
+        "            if STOP_DOWNLOADS.is_set():\n                raise KeyboardInterrupt\n",
+        "",
+        (SESSION,),
+    ),
+    Guard(
+        "downloads run again once an interrupted sweep's have stopped",
+        "batchledger/sweep.py",
+        "    STOP_DOWNLOADS.clear()\n",
+        "    pass\n",
+        (SESSION,),
+    ),
+    Guard(
+        "a job another run holds is not resumed",
+        "batchledger/ledger/job_store.py",
+        "            refuse_if_held(input_, job)\n",
+        "",
+        (
+            "tests/test_claims.py::test_a_job_another_host_is_sending_is_not_resumed_until_its_"
+            "lease_runs_out",
+        ),
+    ),
+    Guard(
+        "export refuses a job whose input changed since it was split",
+        "batchledger/export.py",
+        'if not input_path.is_file() or input_path.stat().st_size != job["input_bytes"]:',
+        "if not input_path.is_file():",
+        ("tests/test_export.py::test_export_of_a_job_refuses_an_input_changed_since_it_was_split",),
+    ),
+    Guard(
+        "prune leaves the files made where the account pointed before",
+        "batchledger/prune.py",
+        'if row["account"] == account.name and row["base_url"] in (None, account.location)',
+        'if row["account"] == account.name',
+        ("tests/test_prune.py::test_prune_leaves_the_files_made_where_the_account_pointed_before",),
     ),
 ]
 
