@@ -13,12 +13,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from openai import OpenAI
 
 from batchledger.accounts import Account
 from batchledger.errors import Transient
-from batchledger.providers.anthropic import DOWNLOAD_ATTEMPTS, AnthropicProvider
-from batchledger.providers.openai import download_results
 
 KEY = "sk-test-0123456789abcdefSECRET"
 BODY = b'{"custom_id":"req-0"}\n'  # what arrives; 100 bytes are announced
@@ -63,6 +60,10 @@ def stale() -> Iterator[StaleLengthServer]:
 def test_an_openai_download_short_of_its_announced_size_is_fetched_again_then_refused(
     isolated: Path, stale: StaleLengthServer
 ):
+    from openai import OpenAI  # each SDK imported by its own test: a second each
+
+    from batchledger.providers.openai import download_results
+
     target = isolated / "results.jsonl"
     client = OpenAI(api_key=KEY, base_url=f"{stale.base_url}/v1", max_retries=0)
 
@@ -76,6 +77,8 @@ def test_an_openai_download_short_of_its_announced_size_is_fetched_again_then_re
 def test_an_anthropic_download_short_of_its_announced_size_is_fetched_again_then_refused(
     isolated: Path, stale: StaleLengthServer, monkeypatch: pytest.MonkeyPatch
 ):
+    from batchledger.providers.anthropic import DOWNLOAD_ATTEMPTS, AnthropicProvider
+
     monkeypatch.setenv("CLAUDE_KEY", KEY)
     account = Account(
         name="claude", kind="anthropic", base_url=stale.base_url, api_key_env="CLAUDE_KEY"
