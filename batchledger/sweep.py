@@ -20,6 +20,7 @@ from batchledger.jobs import JobReport, advance, part_results_path, views
 from batchledger.providers import STOP_DOWNLOADS
 from batchledger.recovery import recover_unfinished
 from batchledger.rows import BatchRow, JobRow
+from batchledger.threads import start_thread
 from batchledger.times import epoch_of
 
 # A sweep reads its batches from the account's listing when looking each up would take at
@@ -242,9 +243,17 @@ def sweep(
         # their next chunk and remove their temporary files.
         STOP_DOWNLOADS.set()
         pool.shutdown(wait=False, cancel_futures=True)
+        # Once they have stopped, downloads may run again: a session of the Python API
+        # goes on after a Ctrl-C, and its next download is not one of these.
+        start_thread(_downloads_again_after, "batchledger-sweep-stop", (pool,))
         raise
     pool.shutdown()
     return reports
+
+
+def _downloads_again_after(pool: ThreadPoolExecutor) -> None:
+    pool.shutdown(wait=True)
+    STOP_DOWNLOADS.clear()
 
 
 # How often the main thread wakes while it waits on the workers (see _result).

@@ -3,6 +3,7 @@ real HTTP against the emulator's anthropic flavor (its Message Batches, its faul
 
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -228,6 +229,49 @@ def test_an_ambiguous_lost_create_stops_with_exit_3_and_force_sends(cli, claude,
     assert forced.code == 0, forced.err
     assert len(claude.state.message_batches) == 3
     assert [row["batch_id"] for row in ledger_rows()] == [forced.field("batch_id")]
+
+
+def test_a_sweep_does_not_abandon_a_lost_create_it_cannot_tell_apart(cli, claude, isolated: Path):
+    # Two batches of as many requests made at that moment: either may be ours. Marked
+    # abandoned, the row would let the same input go again, paid for twice.
+    write_requests(isolated / "in.jsonl", 3)
+    from anthropic import Anthropic
+
+    other = Anthropic(api_key=KEY, base_url=claude.base_url, max_retries=0)
+    claude.state.set_clock_offset(5)
+    other.messages.batches.create(
+        requests=[json.loads(line) for line in (isolated / "in.jsonl").read_text().splitlines()]
+    )
+    claude.state.set_clock_offset(0)
+    claude.state.add_fault(Fault(path=CREATE, method="POST", drop_request=True))
+    assert cli("--account", "claude", "create", "--in", "in.jsonl").code == 3
+
+    swept = cli("status", "--all")
+    again = cli("--account", "claude", "create", "--in", "in.jsonl")
+
+    assert swept.code == 0, swept.err
+    assert "abandoned" not in swept.err
+    [row] = ledger_rows()
+    assert row["status"] is None and row["batch_id"] is None
+    assert again.code == 3 and "answer was lost" in again.err
+    assert len(claude.state.message_batches) == 2
+
+
+def test_an_api_error_that_echoes_the_key_is_stored_without_it(cli, claude, isolated: Path):
+    # stderr and the log are blanked again on the way out; the ledger's copy of the error
+    # only where the API's message becomes ours (providers/anthropic/wire.py).
+    write_requests(isolated / "in.jsonl", 2)
+    claude.state.add_fault(
+        Fault(path=CREATE, method="POST", status=400, message=f"key {KEY} may not batch")
+    )
+
+    refused = cli("--account", "claude", "create", "--in", "in.jsonl")
+
+    assert refused.code == 1
+    assert "[API key] may not batch" in refused.err and KEY not in refused.err + refused.out
+    dump = "\n".join(sqlite3.connect(os.environ["BATCHLEDGER_DB"]).iterdump())
+    assert "may not batch" in dump and KEY not in dump
+    assert KEY not in log_text(isolated)
 
 
 # --- status, prune ----------------------------------------------------------------------

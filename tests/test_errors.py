@@ -254,6 +254,15 @@ def test_the_key_is_blanked_out_wherever_it_would_show(
     assert API_KEY not in log and API_KEY not in result.err
 
 
+def test_a_key_pasted_where_a_path_goes_is_not_printed_back(cli, isolated: Path):
+    # The provider's messages are blanked where they become ours; this one is the project's
+    # own, and only the last line of defence (main's) stands between it and the terminal.
+    result = cli("create", "--in", API_KEY)
+
+    assert_one_line_error(result, 2, "input file [API key] does not exist")
+    assert API_KEY not in result.err
+
+
 def test_an_unusable_log_file_is_a_usage_error(cli, isolated: Path, emulator: EmulatorServer):
     (isolated / "taken").mkdir()
     result = cli("status", "--batch-id", "batch_abc", "--log-file", "taken")

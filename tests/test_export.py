@@ -227,3 +227,42 @@ def test_export_needs_its_files_on_disk(
     if missing == "output":
         assert "--force' first" in result.err
     assert not list(isolated.glob("export_*"))
+
+
+def test_export_refuses_an_input_changed_since_it_was_sent(
+    cli, emulator: EmulatorServer, isolated: Path
+):
+    # Rows are the input's lines joined to their answers: lines added since would be
+    # exported as requests that were never sent.
+    source = write_jsonl(isolated / "in.jsonl", 2)
+    batch_id = run_batch(cli, emulator, source, "/v1/responses")
+    write_jsonl(isolated / "in.jsonl", 3)
+
+    result = cli("export", batch_id)
+
+    assert (result.code, result.out) == (2, "")
+    assert result.err == (
+        f"batchledger: error: the input of batch {batch_id} ({source}) has changed since it "
+        "was sent\n"
+    )
+    assert not list(isolated.glob("export_*"))
+
+
+def test_export_of_a_job_refuses_an_input_changed_since_it_was_split(
+    cli, emulator: EmulatorServer, isolated: Path
+):
+    source = write_jsonl(isolated / "in.jsonl", 4)
+    created = cli("create", "--in", "in.jsonl", "--max-requests", "2")
+    job_id = created.out.splitlines()[0].removeprefix("job_id: ")
+    for batch_id in list(emulator.state.batches):
+        complete(emulator, batch_id)
+    assert cli("status", "--all").code == 0
+    write_jsonl(isolated / "in.jsonl", 5)
+
+    result = cli("export", job_id)
+
+    assert (result.code, result.out) == (2, "")
+    assert result.err == (
+        f"batchledger: error: the input of job {job_id} ({source}) is gone or has changed\n"
+    )
+    assert not list(isolated.glob("export_*"))

@@ -31,6 +31,13 @@ class Guard(NamedTuple):
 
 DURABLE = "tests/test_durability.py::"
 UPGRADE = "tests/test_ledger_upgrade.py::"
+SPEND = "tests/test_spend_budgets.py::"
+JOB_CHECKS = "tests/test_job_checks.py::"
+DOWNLOAD = "tests/test_download_checks.py::"
+SESSION = (
+    "tests/test_python_api.py::test_a_sweep_interrupted_in_a_session_leaves_its_later_downloads_"
+    "working"
+)
 GUARDS = [
     Guard(
         "a saved file's bytes are fsynced before its rename",
@@ -92,6 +99,166 @@ GUARDS = [
         "            _check_foreign_keys(db, path, applied[-1] if applied else None)\n",
         "",
         (UPGRADE + "test_a_ledger_whose_rows_point_at_a_job_deleted_by_hand_is_left_as_it_was",),
+    ),
+    Guard(
+        "a sweep leaves alone a create another run holds the claim on",
+        "batchledger/recovery.py",
+        "rows = [row for row in rows if not claimed_by_another_run(row)]",
+        "rows = list(rows)",
+        ("tests/test_claims.py::test_a_sweep_leaves_alone_a_create_another_run_holds",),
+    ),
+    Guard(
+        "an error of our own that holds the key is blanked on stderr",
+        "batchledger/cli/main.py",
+        'print(f"batchledger: error: {redact(exc.message)}", file=sys.stderr)',
+        'print(f"batchledger: error: {exc.message}", file=sys.stderr)',
+        ("tests/test_errors.py::test_a_key_pasted_where_a_path_goes_is_not_printed_back",),
+    ),
+    Guard(
+        "an Anthropic API error is blanked where it becomes ours (so in the ledger)",
+        "batchledger/providers/anthropic/wire.py",
+        'message = redact(f"{operation} failed with HTTP {status}: {detail}{hint}")',
+        'message = f"{operation} failed with HTTP {status}: {detail}{hint}"',
+        (
+            "tests/test_anthropic_batches.py::test_an_api_error_that_echoes_the_key_is_stored_"
+            "without_it",
+        ),
+    ),
+    Guard(
+        "a sweep does not abandon a lost create whose search could not tell",
+        "batchledger/recovery.py",
+        "            search.complete\n",
+        "            True\n",
+        (
+            "tests/test_anthropic_batches.py::test_a_sweep_does_not_abandon_a_lost_create_it_"
+            "cannot_tell_apart",
+        ),
+    ),
+    Guard(
+        "the day budget counts the batches that ended today at their actual cost",
+        "batchledger/spend.py",
+        "        elif _ended_at(row) >= since:\n",
+        "        elif False:\n",
+        (
+            SPEND
+            + "test_what_ended_today_counts_against_the_day_budget_at_its_actual_cost[batches]",
+        ),
+    ),
+    Guard(
+        "the day budget counts the jobs that ended today at their actual cost",
+        "batchledger/spend.py",
+        "        else:\n            spend.actual += cost\n    return spend",
+        "        else:\n            pass\n    return spend",
+        (SPEND + "test_what_ended_today_counts_against_the_day_budget_at_its_actual_cost[jobs]",),
+    ),
+    Guard(
+        "prune keeps the files of a batch whose saved copy changed in place",
+        "batchledger/batch.py",
+        '    return bool(sha256_of(path) == saved["sha256"])',
+        "    return True",
+        ("tests/test_prune.py::test_a_saved_file_changed_in_place_keeps_the_remote_files",),
+    ),
+    Guard(
+        "a job's merged file changed in place is not copied as it is",
+        "batchledger/jobs/results.py",
+        '        return path if sha256_of(path) == saved["sha256"] else None',
+        "        return path",
+        (
+            JOB_CHECKS + "test_retrieve_of_a_job_to_out_does_not_copy_a_merged_file_changed_in_"
+            "place",
+        ),
+    ),
+    Guard(
+        "a job's input is hashed again when its mtime or inode moved, not only its size",
+        "batchledger/jobs/parts.py",
+        "        stamp = (stat.st_size, stat.st_mtime_ns, stat.st_ino)",
+        "        stamp = (stat.st_size, 0, 0)",
+        (JOB_CHECKS + "test_an_input_edited_in_place_while_one_run_follows_its_job_is_noticed",),
+    ),
+    Guard(
+        "export refuses an input changed since it was sent",
+        "batchledger/export.py",
+        'if row["input_bytes"] is not None and input_path.stat().st_size != row["input_bytes"]:',
+        "if False:",
+        ("tests/test_export.py::test_export_refuses_an_input_changed_since_it_was_sent",),
+    ),
+    Guard(
+        "an OpenAI download is held to its announced size",
+        "batchledger/providers/openai/__init__.py",
+        "            int(announced) if announced is not None else None,",
+        "            None,",
+        (
+            DOWNLOAD + "test_an_openai_download_short_of_its_announced_size_is_fetched_again_then_"
+            "refused",
+        ),
+    ),
+    Guard(
+        "an OpenAI download short of its size is fetched again",
+        "batchledger/providers/openai/__init__.py",
+        "        except (_DroppedBody, Incomplete) as exc:",
+        "        except _DroppedBody as exc:",
+        (
+            DOWNLOAD + "test_an_openai_download_short_of_its_announced_size_is_fetched_again_then_"
+            "refused",
+        ),
+    ),
+    Guard(
+        "an Anthropic download is held to its announced size",
+        "batchledger/providers/anthropic/__init__.py",
+        "                    int(announced) if announced is not None else None,",
+        "                    None,",
+        (
+            DOWNLOAD + "test_an_anthropic_download_short_of_its_announced_size_is_fetched_again_"
+            "then_refused",
+        ),
+    ),
+    Guard(
+        "an Anthropic download short of its size is fetched again",
+        "batchledger/providers/anthropic/__init__.py",
+        "            except (_DroppedBody, Incomplete) as exc:",
+        "            except _DroppedBody as exc:",
+        (
+            DOWNLOAD + "test_an_anthropic_download_short_of_its_announced_size_is_fetched_again_"
+            "then_refused",
+        ),
+    ),
+    Guard(
+        "a download stops at its next chunk once an interrupted sweep says so",
+        "batchledger/providers/openai/__init__.py",
+        "            if STOP_DOWNLOADS.is_set():\n                raise KeyboardInterrupt\n",
+        "",
+        (SESSION,),
+    ),
+    Guard(
+        "downloads run again once an interrupted sweep's have stopped",
+        "batchledger/sweep.py",
+        "    STOP_DOWNLOADS.clear()\n",
+        "    pass\n",
+        (SESSION,),
+    ),
+    Guard(
+        "a job another run holds is not resumed",
+        "batchledger/ledger/job_store.py",
+        "            refuse_if_held(input_, job)\n",
+        "",
+        (
+            "tests/test_claims.py::test_a_job_another_host_is_sending_is_not_resumed_until_its_"
+            "lease_runs_out",
+        ),
+    ),
+    Guard(
+        "export refuses a job whose input changed since it was split",
+        "batchledger/export.py",
+        'if not input_path.is_file() or input_path.stat().st_size != job["input_bytes"]:',
+        "if not input_path.is_file():",
+        ("tests/test_export.py::test_export_of_a_job_refuses_an_input_changed_since_it_was_split",),
+    ),
+    Guard(
+        "prune leaves the files made where the account pointed before",
+        "batchledger/prune.py",
+        'if row["account"] == account.name and row["base_url"] in (None, account.location)',
+        'if row["account"] == account.name',
+        ("tests/test_prune.py::test_prune_leaves_the_files_made_where_the_account_pointed_before",),
     ),
 ]
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from helpers import api_requests, write_jsonl
 
+import batchledger as bl
 from batchledger.emulator import EmulatorServer, Fault
 
 
@@ -84,6 +85,25 @@ def test_a_changed_input_marks_the_job_and_no_part_is_sent_from_it(
     assert resumed.code == 0 and resumed.field("status") == "running", resumed.err
     assert jobs_table()[0]["status"] == "done"
     assert b"".join(uploads(emulator)[:1] + uploads(emulator)[2:]) == original
+
+
+def test_an_input_edited_in_place_while_one_run_follows_its_job_is_noticed(
+    emulator: EmulatorServer, isolated: Path
+):
+    # One run that follows a job for hours (`watch`, Job.wait) hashes its input again only
+    # when its size, mtime or inode moved: an edit in place that keeps the size moves the
+    # mtime. Through the Python API, whose one run spans the calls, round by round.
+    source = write_jsonl(isolated / "in.jsonl", 4)
+    with bl.open() as ledger:
+        job = ledger.create("in.jsonl", max_requests=2, max_in_flight=1)
+        assert isinstance(job, bl.Job)
+        source.write_bytes(source.read_bytes().replace(b"number 3", b"number 9"))
+        finish_all(emulator)
+        job.refresh()
+
+    assert job.status == "input_changed"
+    assert len(uploads(emulator)) == 1  # part 2 was not read from the edited bytes
+    assert jobs_table()[0]["status"] == "input_changed"
 
 
 def test_create_of_the_input_put_back_resumes_its_input_changed_job(
@@ -193,6 +213,25 @@ def test_retrieve_of_a_job_saves_to_out_and_rebuilds_a_missing_or_changed_file(
     assert fetched.code == 0, fetched.err
     assert merged.read_bytes() == good
     assert api_requests(emulator, "GET", "/v1/files/") > downloads  # downloaded again
+
+
+def test_retrieve_of_a_job_to_out_does_not_copy_a_merged_file_changed_in_place(
+    cli, emulator: EmulatorServer, isolated: Path
+):
+    # The same size, other bytes: only the sha256 the ledger recorded tells the merged file
+    # is no longer what the parts answered; the copy is merged again from the parts.
+    write_jsonl(isolated / "in.jsonl", 4)
+    job_id = job_id_of(cli("create", "--in", "in.jsonl", "--max-requests", "2").out)
+    finish_all(emulator)
+    assert cli("status", "--all").code == 0
+    merged = isolated / f"results_{job_id}.jsonl"
+    good = merged.read_bytes()
+    merged.write_bytes(good.replace(b"request-0", b"request-9", 1))
+
+    copied = cli("retrieve", "--batch-id", job_id, "--out", "copy.jsonl")
+
+    assert copied.code == 0, copied.err
+    assert (isolated / "copy.jsonl").read_bytes() == good
 
 
 # --- 11. jobs in `status --all --json` and `list` -------------------------------------------

@@ -6,7 +6,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-from helpers import advance, complete, ledger_rows, log_text, sdk, write_jsonl
+from helpers import ServerFactory, advance, complete, ledger_rows, log_text, sdk, write_jsonl
 
 from batchledger.emulator import EmulatorServer
 
@@ -176,3 +176,47 @@ def test_nothing_to_prune_needs_no_key(cli, emulator: EmulatorServer, isolated: 
         0,
         "Nothing to prune: no final batch with files to delete.\n",
     )
+
+
+def test_a_saved_file_changed_in_place_keeps_the_remote_files(
+    cli, emulator: EmulatorServer, isolated: Path
+):
+    # The same size, other bytes (a byte flipped, a fix made in place): only the sha256
+    # the ledger recorded tells the saved copy is no longer the API's.
+    batch_id = create(cli, isolated, "edited", 2)
+    complete(emulator, batch_id)
+    assert cli("status", "--batch-id", batch_id).code == 0
+    row = row_of(batch_id)
+    path = Path(row["output_path"])
+    saved = path.read_bytes()
+    path.write_bytes(saved.replace(b"request-0", b"request-9", 1))
+    assert path.stat().st_size == len(saved) and path.read_bytes() != saved
+
+    result = cli("prune")
+
+    assert result.code == 0, result.err
+    assert result.out == "Nothing to prune: no final batch with files to delete.\n"
+    assert "kept the files of 1 final batches whose results are not saved" in result.err
+    assert remote_files(row) <= set(emulator.state.files)
+    assert "DELETE_FILE" not in log_text(isolated)
+
+
+def test_prune_leaves_the_files_made_where_the_account_pointed_before(
+    cli, emulator: EmulatorServer, make_server: ServerFactory, isolated: Path, monkeypatch
+):
+    # The files are on the first server: asked of the second, they would be "already gone"
+    # there, and the ledger would forget files the first one still keeps (and bills).
+    batch_id = create(cli, isolated, "saved", 2)
+    complete(emulator, batch_id)
+    assert cli("status", "--batch-id", batch_id).code == 0  # its results saved
+    other = make_server()
+    monkeypatch.setenv("OPENAI_BASE_URL", other.base_url)
+
+    result = cli("prune")
+
+    assert result.code == 0, result.err
+    assert result.out == "Nothing to prune: no final batch with files to delete.\n"
+    assert not other.state.requests
+    row = row_of(batch_id)
+    assert remote_files(row) <= set(emulator.state.files)
+    assert row["input_file_gone_at"] is None and row["output_file_gone_at"] is None

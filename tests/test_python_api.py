@@ -1,6 +1,7 @@
 """The Python API (issue 23), used only through `import batchledger`: against the emulator
 over real HTTP, as the command-line tests are."""
 
+import _thread
 import asyncio
 import json
 import os
@@ -8,10 +9,12 @@ import random
 import shutil
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
-from helpers import api_requests, ledger_rows, write_jsonl
+from helpers import api_requests, complete, ledger_rows, server_bytes, write_jsonl
 
 import batchledger as bl
 from batchledger.emulator import EmulatorServer, Fault
@@ -508,6 +511,49 @@ def test_sweep_follows_every_batch_until_none_is_left_and_saves_them(
     for row in rows:
         assert row["output_path"] == str(isolated / f"results_{row['batch_id']}.jsonl")
         assert Path(row["output_path"]).exists()
+
+
+def test_a_sweep_interrupted_in_a_session_leaves_its_later_downloads_working(
+    emulator: EmulatorServer, isolated: Path
+):
+    # Ctrl-C in a notebook stops a sweep: its downloads in flight stop at their next chunk
+    # (the client stays open in a session, so nothing else stops them). The session goes
+    # on, and a download it asks for later is not taken for one of those.
+    write_jsonl(isolated / "in.jsonl", 200)
+    stall = Fault(path=r"/content$", stall_after_bytes=500, delay=1.0)
+
+    def interrupt_once_downloading() -> None:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if list(isolated.glob(".*.part")):
+                _thread.interrupt_main()  # as Ctrl-C does
+                return
+            time.sleep(0.01)
+
+    with bl.open() as ledger:
+        run = ledger.create("in.jsonl")
+        complete(emulator, run.id)
+        emulator.state.add_fault(stall)
+        threading.Thread(target=interrupt_once_downloading, daemon=True).start()
+        with pytest.raises(KeyboardInterrupt):
+            ledger.sweep()
+        # The sweep's workers stop in the background: wait for the last of them.
+        deadline = time.monotonic() + 10
+        while any(t.name == "batchledger-sweep-stop" for t in threading.enumerate()):
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        assert not list(isolated.glob(".*.part"))
+        assert not list(isolated.glob("results_*"))
+
+        try:
+            run.retrieve()
+        except KeyboardInterrupt:
+            pytest.fail("the download was stopped as one of the interrupted sweep's")
+
+    saved = isolated / f"results_{run.id}.jsonl"
+    assert saved.read_bytes() == server_bytes(
+        emulator, emulator.state.batches[run.id].output_file_id
+    )
 
 
 def test_prune_deletes_the_files_of_saved_batches_and_a_dry_run_only_looks(

@@ -230,6 +230,39 @@ def test_a_final_batch_counts_at_its_actual_cost_so_the_day_has_room_again(
     assert api_requests(emulator, "POST", "/v1/batches") == 2
 
 
+@pytest.mark.parametrize("split", [False, True], ids=["batches", "jobs"])
+def test_what_ended_today_counts_against_the_day_budget_at_its_actual_cost(
+    cli, emulator: EmulatorServer, isolated: Path, split: bool
+):
+    # A batch (or a job) made and ended today is no longer in flight: its actual cost is
+    # what the day has spent. Here it is what leaves no room for the next input's upper end.
+    (isolated / "prices.toml").write_text(
+        '["gpt-4o-mini"]\ninput = 1000\noutput = 1000\n', encoding="utf-8"
+    )
+    budgeted_account(emulator, "max_cost_per_day = 1000")
+    write_jsonl(isolated / "a.jsonl", 4, max_output_tokens=1000)
+    write_jsonl(isolated / "b.jsonl", 4, max_output_tokens=1, instructions="Be brief.")
+    create = ("--account", "budgeted", "--prices", "prices.toml")
+    first = cli("create", "--in", "a.jsonl", *create, *(["--max-requests", "2"] if split else []))
+    assert first.code == 0, first.err
+    finish_all(emulator)
+    assert cli("status", "--all", "--account", "budgeted").code == 0
+    [ended] = ledger_rows("jobs") if split else ledger_rows()
+    spent = ended["actual_cost"]
+    upper = json.loads(cli("create", "--in", "b.jsonl", "--dry-run", "--json", *create).out)
+    upper = upper["cost_max"]
+    assert spent > 0 and upper > 0
+    budgeted_account(emulator, f"max_cost_per_day = {upper + spent / 2}")  # one, not both
+
+    second = cli("create", "--in", "b.jsonl", *create)
+
+    assert second.code == 3, second.err
+    [line] = second.err.splitlines()
+    assert "has $0.0000 estimated in flight" in line and "above max_cost_per_day" in line
+    assert f"has spent ${spent:.4f}" in line or f"has spent ${spent:.2f}" in line
+    assert api_requests(emulator, "POST", "/v1/batches") == (2 if split else 1)
+
+
 def test_a_create_with_no_upper_bound_is_refused_on_an_account_with_a_day_budget(
     cli, emulator: EmulatorServer, isolated: Path
 ):
