@@ -196,7 +196,7 @@ def test_a_saved_file_changed_in_place_keeps_the_remote_files(
 
     assert result.code == 0, result.err
     assert result.out == "Nothing to prune: no final batch with files to delete.\n"
-    assert "kept the files of 1 final batches whose results are not saved" in result.err
+    assert "kept the files of 1 final batch whose results are not saved" in result.err
     assert remote_files(row) <= set(emulator.state.files)
     assert "DELETE_FILE" not in log_text(isolated)
 

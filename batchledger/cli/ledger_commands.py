@@ -161,9 +161,14 @@ def prune(args: argparse.Namespace, ctx: Context) -> ExitCode:
         return ExitCode.OK
     planned = batch_ledger.prune(args.older_than, dry_run=args.dry_run)
     if planned.kept_unsaved:
+        batches = (
+            "1 final batch"
+            if planned.kept_unsaved == 1
+            else f"{planned.kept_unsaved} final batches"
+        )
         ctx.warn(
-            f"kept the files of {planned.kept_unsaved} final batches whose results are not "
-            "saved (or changed on disk); 'batchledger retrieve' saves them"
+            f"kept the files of {batches} whose results are not saved (or changed on disk); "
+            "'batchledger retrieve' saves them"
         )
     items = planned.items
     if not items:
