@@ -9,6 +9,7 @@ and a second parse per request; a dict of custom_ids would grow with the batch.
 
 import base64
 import csv
+import hashlib
 import io
 import json
 import sqlite3
@@ -102,11 +103,24 @@ def check_job_exportable(job: JobRow) -> tuple[Path, list[Path]]:
     return input_path, results
 
 
-def export_rows(input_path: Path, results: list[Path], counts: ExportCounts) -> Iterator[list[Any]]:
-    """Each input request with its result (or `missing`), as a row of COLUMNS."""
+def export_rows(
+    input_path: Path, results: list[Path], counts: ExportCounts, input_sha256: str | None = None
+) -> Iterator[list[Any]]:
+    """Each input request with its result (or `missing`), as a row of COLUMNS.
+
+    `input_sha256`: the input as it was sent. Its lines are hashed as they are read; an
+    input changed in place since (its size the same) is a UsageError once the last row is
+    made, before the export's file is renamed into place, so no export is left of it.
+    """
     with ScratchIndex(prefix="batchledger-export-") as index:
         build_index(index.conn, results)
-        yield from joined_rows(index.conn, input_path, counts)
+        digest = hashlib.sha256() if input_sha256 else None
+        yield from joined_rows(index.conn, input_path, counts, digest)
+        if digest is not None and digest.hexdigest() != input_sha256:
+            raise UsageError(
+                f"the input {input_path} has changed since it was sent (same size, other "
+                "bytes); nothing was exported"
+            )
 
 
 def build_index(index: sqlite3.Connection, results: list[Path]) -> None:
@@ -133,11 +147,16 @@ def build_index(index: sqlite3.Connection, results: list[Path]) -> None:
 
 
 def joined_rows(
-    index: sqlite3.Connection, input_path: Path, counts: ExportCounts
+    index: sqlite3.Connection,
+    input_path: Path,
+    counts: ExportCounts,
+    digest: "hashlib._Hash | None" = None,
 ) -> Iterator[list[Any]]:
     missing = ["missing"] + [None] * (len(RESULT_COLUMNS) - 1)
     with input_path.open("rb") as lines:
         for number, raw in enumerate(lines, start=1):
+            if digest is not None:
+                digest.update(raw)
             if not raw.strip():
                 continue
             custom_id = _json_object(raw).get("custom_id")

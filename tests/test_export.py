@@ -248,6 +248,40 @@ def test_export_refuses_an_input_changed_since_it_was_sent(
     assert not list(isolated.glob("export_*"))
 
 
+@pytest.mark.parametrize("split", [False, True], ids=["batch", "job"])
+def test_export_refuses_an_input_edited_in_place_to_the_same_size(
+    cli, emulator: EmulatorServer, isolated: Path, split: bool
+):
+    # Same size, other bytes: a request's text changed since it was sent. Its sha256, taken
+    # as export reads the lines, tells; the export is refused before its file is in place.
+    source = write_jsonl(isolated / "in.jsonl", 4)
+    if split:
+        created = cli("create", "--in", "in.jsonl", "--max-requests", "2")
+        assert created.code == 0, created.err
+        exported_id = created.out.splitlines()[0].removeprefix("job_id: ")
+        for _ in range(4):
+            for batch_id in list(emulator.state.batches):
+                emulator.state.advance(batch_id)
+        assert cli("status", "--all").code == 0
+    else:
+        exported_id = run_batch(cli, emulator, source, "/v1/responses")
+    text = source.read_bytes()
+    edited = text.replace(b"Say hello number 3", b"Say HELLO number 3")
+    assert len(edited) == len(text) and edited != text
+    source.write_bytes(edited)
+    (isolated / "rows.csv").write_bytes(b"an export made before\n")
+
+    result = cli("export", exported_id, "--out", "rows.csv")
+
+    assert (result.code, result.out) == (2, "")
+    assert result.err == (
+        f"batchledger: error: the input {source} has changed since it was sent (same size, "
+        "other bytes); nothing was exported\n"
+    )
+    assert (isolated / "rows.csv").read_bytes() == b"an export made before\n"
+    assert not list(isolated.glob(".rows.csv*"))
+
+
 def test_export_of_a_job_refuses_an_input_changed_since_it_was_split(
     cli, emulator: EmulatorServer, isolated: Path
 ):

@@ -131,12 +131,15 @@ def export_chunks(
 
     if format_ not in ("csv", "jsonl"):
         raise UsageError(f"format {format_!r} is not csv or jsonl")
+    sent: str | None  # the input's sha256 as it was sent
     if job_row is not None:
         input_path, results = exporting.check_job_exportable(job_row)
+        sent = job_row["input_sha256"]
     else:
         assert batch_row is not None
         input_path, results = exporting.check_exportable(batch_row)
-    rows = exporting.export_rows(input_path, results, counts or exporting.ExportCounts())
+        sent = batch_row["input_sha256"]
+    rows = exporting.export_rows(input_path, results, counts or exporting.ExportCounts(), sent)
     return exporting.csv_chunks(rows) if format_ == "csv" else exporting.jsonl_chunks(rows)
 
 
