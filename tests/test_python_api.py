@@ -668,3 +668,26 @@ def test_accounts_and_places(emulator: EmulatorServer, isolated: Path):
         "max_bytes": None,
         "completion_windows": None,
     }
+
+
+def test_results_of_an_input_edited_in_place_to_the_same_size_end_in_an_error(
+    emulator: EmulatorServer, isolated: Path
+):
+    source = write_jsonl(isolated / "in.jsonl", 4)
+    with bl.open() as ledger:
+        run = ledger.create("in.jsonl")
+        run.wait(**QUICK)
+        assert len(list(run.results())) == 4  # as sent: every row, no error
+        text = source.read_bytes()
+        source.write_bytes(text.replace(b"Say hello number 2", b"Say HELLO number 2"))
+        assert source.stat().st_size == len(text)
+
+        rows = run.results()
+        first = next(rows)  # rows stream: the change is known once every line was read
+        with pytest.raises(bl.UsageError, match="has changed since it was sent"):
+            list(rows)
+        stopped = run.results()
+        next(stopped)
+        stopped.close()  # one that stops early is not told: the input is hashed to its end
+
+    assert first["custom_id"] == "request-0"

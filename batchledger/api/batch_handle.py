@@ -252,7 +252,7 @@ class Batch:
 
         self._reread()
         input_path, results = export.check_exportable(cast(BatchRow, self.row))
-        return result_rows(input_path, results)
+        return result_rows(input_path, results, self.row["input_sha256"])
 
     def to_pandas(self) -> Any:
         """`results()` as a pandas DataFrame (`pip install 'batchledger[pandas]'`)."""

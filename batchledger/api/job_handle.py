@@ -229,7 +229,7 @@ class Job:
 
         self._reread()
         input_path, results = export.check_job_exportable(self.row)
-        return result_rows(input_path, results)
+        return result_rows(input_path, results, self.row["input_sha256"])
 
     def to_pandas(self) -> Any:
         """`results()` as a pandas DataFrame (`pip install 'batchledger[pandas]'`)."""

@@ -10,6 +10,7 @@ or Anthropic's (`{"custom_id", "result": {"type": "succeeded" | "errored" | "can
 "expired", ...}}`): both come out as the same dict.
 """
 
+import hashlib
 import importlib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -40,9 +41,14 @@ class ResultRow(TypedDict):
     error: dict[str, Any] | None
 
 
-def result_rows(input_path: Path, results: Sequence[Path]) -> Iterator[ResultRow]:
+def result_rows(
+    input_path: Path, results: Sequence[Path], input_sha256: str | None = None
+) -> Iterator[ResultRow]:
     """Each non-blank input line with its result; a custom_id answered twice keeps its
-    success over an error (as export does)."""
+    success over an error (as export does). `input_sha256`: the input as it was sent; an
+    input edited in place since (its size the same) raises UsageError after its last row,
+    as export refuses it: those rows paired answers with requests that were not sent."""
+    digest = hashlib.sha256() if input_sha256 else None
     with ScratchIndex(prefix="batchledger-results-") as index:
         index.conn.execute(
             "CREATE TABLE results (custom_id TEXT PRIMARY KEY, ok INTEGER, file INTEGER,"
@@ -65,6 +71,8 @@ def result_rows(input_path: Path, results: Sequence[Path]) -> Iterator[ResultRow
         files = [path.open("rb") for path in results]
         try:
             for number, (_, raw) in enumerate(lines(input_path), start=1):
+                if digest is not None:
+                    digest.update(raw)
                 if not raw.strip():
                     continue
                 custom_id = json_object(raw).get("custom_id")
@@ -87,6 +95,11 @@ def result_rows(input_path: Path, results: Sequence[Path]) -> Iterator[ResultRow
         finally:
             for opened in files:
                 opened.close()
+    if digest is not None and digest.hexdigest() != input_sha256:
+        raise UsageError(
+            f"the input {input_path} has changed since it was sent (same size, other bytes): "
+            "the rows above joined answers to requests that were not sent"
+        )
 
 
 def _read(source: BinaryIO, offset: int, size: int) -> bytes:
