@@ -9,7 +9,6 @@ and a second parse per request; a dict of custom_ids would grow with the batch.
 
 import base64
 import csv
-import hashlib
 import io
 import json
 import sqlite3
@@ -20,6 +19,7 @@ from typing import Any
 
 from batchledger.batches import FINAL_STATUSES, JobStatus, results_saved
 from batchledger.errors import Refused, UsageError
+from batchledger.inputs import sha256_in_background
 from batchledger.redo import anthropic_error
 from batchledger.results_index import ScratchIndex, index_results
 from batchledger.results_index import json_object as _json_object
@@ -108,19 +108,19 @@ def export_rows(
 ) -> Iterator[list[Any]]:
     """Each input request with its result (or `missing`), as a row of COLUMNS.
 
-    `input_sha256`: the input as it was sent. Its lines are hashed as they are read; an
-    input changed in place since (its size the same) is a UsageError once the last row is
-    made, before the export's file is renamed into place, so no export is left of it.
+    `input_sha256`: the input as it was sent. The input is hashed in a thread beside the
+    export; one changed in place since (its size the same) is a UsageError once the last
+    row is made, before the export's file is renamed into place: no export is left of it.
     """
+    hashing = sha256_in_background(input_path) if input_sha256 else None
     with ScratchIndex(prefix="batchledger-export-") as index:
         build_index(index.conn, results)
-        digest = hashlib.sha256() if input_sha256 else None
-        yield from joined_rows(index.conn, input_path, counts, digest)
-        if digest is not None and digest.hexdigest() != input_sha256:
-            raise UsageError(
-                f"the input {input_path} has changed since it was sent (same size, other "
-                "bytes); nothing was exported"
-            )
+        yield from joined_rows(index.conn, input_path, counts)
+    if hashing is not None and hashing.result() != input_sha256:
+        raise UsageError(
+            f"the input {input_path} has changed since it was sent (same size, other "
+            "bytes); nothing was exported"
+        )
 
 
 def build_index(index: sqlite3.Connection, results: list[Path]) -> None:
@@ -147,16 +147,11 @@ def build_index(index: sqlite3.Connection, results: list[Path]) -> None:
 
 
 def joined_rows(
-    index: sqlite3.Connection,
-    input_path: Path,
-    counts: ExportCounts,
-    digest: "hashlib._Hash | None" = None,
+    index: sqlite3.Connection, input_path: Path, counts: ExportCounts
 ) -> Iterator[list[Any]]:
     missing = ["missing"] + [None] * (len(RESULT_COLUMNS) - 1)
     with input_path.open("rb") as lines:
         for number, raw in enumerate(lines, start=1):
-            if digest is not None:
-                digest.update(raw)
             if not raw.strip():
                 continue
             custom_id = _json_object(raw).get("custom_id")

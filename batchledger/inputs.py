@@ -130,6 +130,21 @@ def hash_input_in_background(path: Path, path_text: str) -> "Future[InputFile]":
     return future
 
 
+def sha256_in_background(path: Path) -> "Future[str]":
+    """`sha256_of` in a thread of its own (a daemon), beside the caller's own reading of
+    the file: hashing releases the GIL, so on two cores it costs the caller little."""
+    future: Future[str] = Future()
+
+    def run() -> None:
+        try:
+            future.set_result(sha256_of(path))
+        except BaseException as exc:  # handed to whoever waits on the future
+            future.set_exception(exc)
+
+    start_thread(run, "batchledger-hash")
+    return future
+
+
 def sha256_of(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as stream:

@@ -10,13 +10,13 @@ or Anthropic's (`{"custom_id", "result": {"type": "succeeded" | "errored" | "can
 "expired", ...}}`): both come out as the same dict.
 """
 
-import hashlib
 import importlib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO, Literal, TypedDict
 
 from batchledger.errors import UsageError
+from batchledger.inputs import sha256_in_background
 from batchledger.results_index import ScratchIndex, index_results, json_object, lines
 
 ResultStatus = Literal["ok", "error", "missing"]
@@ -48,7 +48,7 @@ def result_rows(
     success over an error (as export does). `input_sha256`: the input as it was sent; an
     input edited in place since (its size the same) raises UsageError after its last row,
     as export refuses it: those rows paired answers with requests that were not sent."""
-    digest = hashlib.sha256() if input_sha256 else None
+    hashing = sha256_in_background(input_path) if input_sha256 else None
     with ScratchIndex(prefix="batchledger-results-") as index:
         index.conn.execute(
             "CREATE TABLE results (custom_id TEXT PRIMARY KEY, ok INTEGER, file INTEGER,"
@@ -71,8 +71,6 @@ def result_rows(
         files = [path.open("rb") for path in results]
         try:
             for number, (_, raw) in enumerate(lines(input_path), start=1):
-                if digest is not None:
-                    digest.update(raw)
                 if not raw.strip():
                     continue
                 custom_id = json_object(raw).get("custom_id")
@@ -95,7 +93,7 @@ def result_rows(
         finally:
             for opened in files:
                 opened.close()
-    if digest is not None and digest.hexdigest() != input_sha256:
+    if hashing is not None and hashing.result() != input_sha256:
         raise UsageError(
             f"the input {input_path} has changed since it was sent (same size, other bytes): "
             "the rows above joined answers to requests that were not sent"
