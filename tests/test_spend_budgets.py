@@ -503,10 +503,9 @@ def test_a_dry_run_shows_the_parts_cut_by_counted_tokens(
     assert not Path(os.environ["BATCHLEDGER_DB"]).exists()
 
 
-def test_a_retry_is_held_to_the_day_budget_and_records_its_estimate(
-    cli, emulator: EmulatorServer, isolated: Path
-):
-    # Sent without a budget; 2 of its 6 requests fail (a 500, a 429) and are retried under one.
+def sent_with_two_failures(cli, emulator: EmulatorServer, isolated: Path) -> str:
+    """A batch of 6 requests (each of at most 1000 output tokens) on `budgeted`, sent
+    without a budget, done and saved; 2 failed (a 500, a 429): a retry sends them again."""
     budgeted_account(emulator)
     write_jsonl(isolated / "in.jsonl", 6, max_output_tokens=1000)
     emulator.state.set_line_outcomes({"request-1": "500", "request-4": "429"}, times=1)
@@ -514,6 +513,13 @@ def test_a_retry_is_held_to_the_day_budget_and_records_its_estimate(
     for _ in range(3):
         emulator.state.advance(batch_id)
     assert cli("status", "--all").code == 0
+    return batch_id
+
+
+def test_a_retry_is_held_to_the_day_budget_and_records_its_estimate(
+    cli, emulator: EmulatorServer, isolated: Path
+):
+    batch_id = sent_with_two_failures(cli, emulator, isolated)
     batches = len(emulator.state.batches)
     files = api_requests(emulator, "POST", "/v1/files")
 
@@ -546,13 +552,7 @@ def test_a_retry_is_held_to_the_day_budget_and_records_its_estimate(
 def test_a_retry_cut_off_is_held_to_the_day_budget_again_when_it_resumes(
     cli, emulator: EmulatorServer, isolated: Path
 ):
-    budgeted_account(emulator)
-    write_jsonl(isolated / "in.jsonl", 6, max_output_tokens=1000)
-    emulator.state.set_line_outcomes({"request-1": "500", "request-4": "429"}, times=1)
-    batch_id = cli("create", "--in", "in.jsonl", "--account", "budgeted").field("batch_id")
-    for _ in range(3):
-        emulator.state.advance(batch_id)
-    assert cli("status", "--all").code == 0
+    batch_id = sent_with_two_failures(cli, emulator, isolated)
     # The retry fits the budget and claims its job; its upload fails: it is cut off, unsent.
     budgeted_account(emulator, "max_cost_per_day = 1")
     emulator.state.add_fault(Fault(method="POST", path=r"^/v1/files$", status=500, times=100))
