@@ -249,8 +249,36 @@ def scan_input(path: Path, size: int, prices: PriceList | None = None) -> CostEs
     for chunk in _scanned_chunks(path, size):
         scanned += len(chunk)
         _scan_chunk(chunk, models)
-    scale = size / scanned if scanned else 0.0
-    prices = prices or PriceList()
+    return _priced_scan(models, size / scanned if scanned else 0.0, prices or PriceList())
+
+
+def scan_ranges(
+    path: Path, ranges: Sequence[tuple[int, int]], prices: PriceList | None = None
+) -> CostEstimate:
+    """`scan_input`'s rough estimate (bytes / 4) of the lines within `ranges` of `path`,
+    all of them: a retry's, sent without a budget (which would count them)."""
+    models: dict[bytes, ScannedModel] = {}
+    with path.open("rb") as stream:
+        for start, end in ranges:  # whole lines
+            stream.seek(start)
+            left, tail = end - start, b""
+            while left > 0 and (chunk := stream.read(min(_SCAN_CHUNK, left))):
+                left -= len(chunk)
+                chunk = tail + chunk
+                cut = len(chunk) if left <= 0 else chunk.rfind(b"\n") + 1
+                if cut:
+                    _scan_chunk(chunk[:cut], models)
+                tail = chunk[cut:]
+            if tail:
+                _scan_chunk(tail, models)
+    return _priced_scan(models, 1.0, prices or PriceList())
+
+
+def _priced_scan(
+    models: dict[bytes, ScannedModel], scale: float, prices: PriceList
+) -> CostEstimate:
+    """The scanned models' bytes (times `scale`: the input over what was scanned of it)
+    as tokens, priced."""
     tokens = 0
     cost_min = cost_max = 0.0
     unpriced = unbounded = False

@@ -34,10 +34,11 @@ class RetryReport:
     warnings: list[str] = field(default_factory=list)
 
 
-# What holds a retry to its account's day budget (api/shared.py: the budget is a layer
-# above): given the input and the byte ranges of the lines to send again, their estimate
-# (recorded with the retry's job) and the guard its claim checks under the write lock.
-Budget = Callable[[Path, list[tuple[int, int]]], tuple[CostEstimate, ClaimGuard]]
+# A retry's estimate and its account's day budget (api/shared.py: prices and budgets are a
+# layer above): given the input and the byte ranges of the lines to send again, their
+# estimate (recorded with the retry's job: counted under a budget, else bytes / 4) and the
+# budget's guard, which its claim checks under the write lock (None: no budget).
+Pricing = Callable[[Path, list[tuple[int, int]]], tuple[CostEstimate, ClaimGuard | None]]
 
 
 def retry(
@@ -46,11 +47,11 @@ def retry(
     *,
     all_failed: bool,
     max_in_flight: int | None,
-    budget: Budget | None = None,
+    pricing: Pricing | None = None,
 ) -> RetryReport:
     """Plan the lines to send again and send them as a new job (a retry cut off earlier
-    is resumed instead); nothing is sent when there is nothing to retry, or when `budget`
-    refuses it (Refused, before anything is recorded or sent)."""
+    is resumed instead); nothing is sent when there is nothing to retry, or when the day
+    budget of `pricing` refuses it (Refused, before anything is recorded or sent)."""
     original = original_of(ctx, target)
     report = RetryReport(original)
     running = [
@@ -68,8 +69,8 @@ def retry(
                     f"'batchledger watch --batch-id {job['job_id']}' follows it"
                 )
             return report
-        if budget is not None:
-            _hold_resumed(ctx, job, budget)
+        if pricing is not None:
+            _hold_resumed(ctx, job, pricing)
         report.job = advance(ctx, job, search_uploads=True)
         return report
     sha256 = check_input(original)
@@ -103,8 +104,8 @@ def retry(
         lines=plan.lines,
     )
     details, guard = CreateDetails(), None
-    if budget is not None:
-        estimate, guard = budget(original.input_path, plan.ranges)
+    if pricing is not None:
+        estimate, guard = pricing(original.input_path, plan.ranges)
         details = CreateDetails(estimate=estimate)
     job, _ = ctx.ledger.jobs.claim_job(
         input_,
@@ -127,14 +128,15 @@ def retry(
     return report
 
 
-def _hold_resumed(ctx: Context, job: JobRow, budget: Budget) -> None:
+def _hold_resumed(ctx: Context, job: JobRow, pricing: Pricing) -> None:
     """A retry cut off before all of it was sent is held to the day budget again when it
     resumes, as a resumed create is: its lines' estimate against the day's spend without
     its own (Refused: nothing more is sent). Its estimate is recorded if it had none."""
     ranges = [span for part in ctx.ledger.jobs.job_parts(job["id"]) for span in part_ranges(part)]
-    estimate, guard = budget(Path(job["input_path"]), ranges)
-    with ctx.ledger.conn.writing():
-        guard("jobs", job)
+    estimate, guard = pricing(Path(job["input_path"]), ranges)
+    if guard is not None:
+        with ctx.ledger.conn.writing():
+            guard("jobs", job)
     ctx.ledger.record_estimate("jobs", job["id"], estimate)
 
 

@@ -443,3 +443,30 @@ def test_the_estimate_of_some_lines_is_that_of_a_file_of_those_lines(isolated: P
     assert some.cost_min == whole.cost_input and some.cost_max == whole.cost_max
     assert some.cost_max is not None and some.cost_max > some.cost_min  # 3 x 100 output tokens
     assert estimate_ranges(source, []).input_tokens == 0
+
+
+def test_the_rough_scan_of_some_lines_is_that_of_a_file_of_those_lines(isolated: Path):
+    # A retry sent without a budget records the plain create's rough estimate (bytes / 4) of
+    # the lines it sends; ranges of several megabytes cross the scan's 1 MB reads.
+    from batchledger.estimate import scan_input, scan_ranges
+
+    source = write_jsonl(isolated / "in.jsonl", 3000, max_output_tokens=50, instructions="x" * 900)
+    lines = source.read_bytes().splitlines(keepends=True)
+    starts = [0]
+    for line in lines:
+        starts.append(starts[-1] + len(line))
+    ranges = [
+        (starts[10], starts[2500]),
+        (starts[2700], starts[2701]),
+        (starts[2999], starts[3000]),
+    ]
+    alone = isolated / "alone.jsonl"
+    alone.write_bytes(b"".join(lines[10:2500] + lines[2700:2701] + lines[2999:]))
+    assert ranges[0][1] - ranges[0][0] > 2 * 1024 * 1024
+
+    some = scan_ranges(source, ranges)
+    whole = scan_input(alone, alone.stat().st_size)
+
+    assert some == whole and some.estimated_from == "bytes"
+    assert abs(some.input_tokens - alone.stat().st_size / 4) <= 1
+    assert some.cost_max is not None and some.cost_max > some.cost_min > 0

@@ -576,3 +576,20 @@ def test_a_retry_cut_off_is_held_to_the_day_budget_again_when_it_resumes(
     assert resumed.code == 0, resumed.err
     assert len(emulator.state.batches) == batches + 1  # sent once, by the resumed retry
     assert [row["id"] for row in ledger_rows("jobs")] == [job["id"]]
+
+
+def test_a_retry_without_a_budget_records_the_rough_estimate_a_plain_create_does(
+    cli, emulator: EmulatorServer, isolated: Path
+):
+    batch_id = sent_with_two_failures(cli, emulator, isolated)
+    lines = (isolated / "in.jsonl").read_bytes().splitlines(keepends=True)
+    sent_again = lines[1] + lines[4]  # request-1 and request-4
+
+    retried = cli("retry", batch_id)
+
+    assert retried.code == 0, retried.err
+    [job] = ledger_rows("jobs")
+    assert job["estimated_from"] == "bytes"  # scanned, not counted: no budget to hold it to
+    assert job["estimated_input_tokens"] == round(len(sent_again) / 4)
+    # Two requests of at most 1000 output tokens each at gpt-4o-mini's batch price ($0.30/1M).
+    assert 0.0006 < job["estimated_cost_max"] < 0.00061

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from batchledger.details import CostEstimate
     from batchledger.export import ExportCounts
     from batchledger.ledger import ClaimGuard
-    from batchledger.retry import Budget, RetryReport
+    from batchledger.retry import Pricing, RetryReport
 
 # How long `wait` pauses between checks at first: an emulator's batches move every few
 # seconds, a provider's in minutes or hours. The pause grows while nothing moves.
@@ -89,24 +89,29 @@ def send_retry(
         target,
         all_failed=all_failed,
         max_in_flight=max_in_flight,
-        budget=day_budget_of(ctx, account),
+        pricing=retry_pricing(ctx, account),
     )
 
 
-def day_budget_of(ctx: Context, account_name: str) -> "Budget | None":
-    """A retry held to its account's `max_cost_per_day`, as a create is: the lines it sends
-    again counted and priced (at the library's batch prices), refused (exit 3) before its
-    job is recorded if they could take the day's spend above it; None without a budget."""
+def retry_pricing(ctx: Context, account_name: str) -> "Pricing":
+    """A retry's estimate, recorded on its job as every create's is, and its account's
+    `max_cost_per_day`, which it is held to as a create is: under a budget the lines it
+    sends again are counted and priced (the library's batch prices), and the retry refused
+    (exit 3) before its job is recorded if they could take the day's spend above it;
+    without one they are scanned (bytes / 4), as a plain create's input is."""
     account = ctx.account_named(account_name)
     limit = account.max_cost_per_day
-    if limit is None:
-        return None
 
-    def budget(path: Path, ranges: list[tuple[int, int]]) -> "tuple[CostEstimate, ClaimGuard]":
-        from batchledger.estimate import estimate_ranges  # start-up: tokenizers, prices
-        from batchledger.prices import PriceList
+    def pricing(
+        path: Path, ranges: list[tuple[int, int]]
+    ) -> "tuple[CostEstimate, ClaimGuard | None]":
+        # Imported here (start-up: tokenizers, prices).
+        from batchledger.estimate import estimate_ranges, scan_ranges
+        from batchledger.prices import KeptPrices, PriceList
         from batchledger.spend import day_budget_guard
 
+        if limit is None:
+            return scan_ranges(path, ranges, KeptPrices(ctx.ledger)), None
         prices = PriceList()
         estimate = estimate_ranges(path, ranges, prices)
         guard = day_budget_guard(
@@ -120,7 +125,7 @@ def day_budget_of(ctx: Context, account_name: str) -> "Budget | None":
         )
         return estimate, guard
 
-    return budget
+    return pricing
 
 
 def export_chunks(
