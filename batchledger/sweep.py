@@ -5,6 +5,7 @@ of an account's batches that saves it round trips; and `sync`.
 Nothing here prints; the CLI turns the returned values into output.
 """
 
+import threading
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -17,10 +18,9 @@ from batchledger.claims import claimed_by_another_run
 from batchledger.context import Context
 from batchledger.errors import BatchledgerError, Transient
 from batchledger.jobs import JobReport, advance, part_results_path, views
-from batchledger.providers import STOP_DOWNLOADS
+from batchledger.providers import downloads_stopped_by
 from batchledger.recovery import recover_unfinished
 from batchledger.rows import BatchRow, JobRow
-from batchledger.threads import start_thread
 from batchledger.times import epoch_of
 
 # A sweep reads its batches from the account's listing when looking each up would take at
@@ -222,38 +222,34 @@ def sweep(
 
     parts = part_result_paths(ctx, rows)
 
+    stop = threading.Event()  # this sweep's: set when it is interrupted
+
     def check_row(row: BatchRow) -> BatchReport:
         save = auto_save and (include_synced or row["origin"] != "sync")
         out = parts.get(row["id"])  # a part's results are kept with its job's
         ref = BatchRef.of(row)
-        return check(
-            ctx,
-            ref,
-            auto_save=save or out is not None,
-            out_dir=out_dir,
-            out=out,
-            listed=listed.get(ref),
-        )
+        with downloads_stopped_by(stop):
+            return check(
+                ctx,
+                ref,
+                auto_save=save or out is not None,
+                out_dir=out_dir,
+                out=out,
+                listed=listed.get(ref),
+            )
 
     pool = ThreadPoolExecutor(max_workers=concurrency)
     try:
         reports = [_result(future) for future in [pool.submit(check_row, row) for row in rows]]
     except BaseException:
-        # Ctrl-C: stop now. Checks not started are dropped; downloads in flight stop at
-        # their next chunk and remove their temporary files.
-        STOP_DOWNLOADS.set()
+        # Ctrl-C: stop now. Checks not started are dropped; this sweep's downloads in
+        # flight stop at their next chunk and remove their temporary files. Downloads of
+        # other threads go on: a Python session goes on after a Ctrl-C.
+        stop.set()
         pool.shutdown(wait=False, cancel_futures=True)
-        # Once they have stopped, downloads may run again: a session of the Python API
-        # goes on after a Ctrl-C, and its next download is not one of these.
-        start_thread(_downloads_again_after, "batchledger-sweep-stop", (pool,))
         raise
     pool.shutdown()
     return reports
-
-
-def _downloads_again_after(pool: ThreadPoolExecutor) -> None:
-    pool.shutdown(wait=True)
-    STOP_DOWNLOADS.clear()
 
 
 # How often the main thread wakes while it waits on the workers (see _result).

@@ -225,15 +225,15 @@ GUARDS = [
     Guard(
         "a download stops at its next chunk once an interrupted sweep says so",
         "batchledger/providers/openai/__init__.py",
-        "            if STOP_DOWNLOADS.is_set():\n                raise KeyboardInterrupt\n",
+        "            if downloads_stopped():\n                raise KeyboardInterrupt\n",
         "",
         (SESSION,),
     ),
     Guard(
-        "downloads run again once an interrupted sweep's have stopped",
-        "batchledger/sweep.py",
-        "    STOP_DOWNLOADS.clear()\n",
-        "    pass\n",
+        "an interrupted sweep stops its own downloads, not another thread's",
+        "batchledger/providers/__init__.py",
+        "_sweep = threading.local()\n",
+        '_sweep = type("Shared", (), {})()  # one for the whole process\n',
         (SESSION,),
     ),
     Guard(

@@ -537,18 +537,21 @@ def test_a_sweep_interrupted_in_a_session_leaves_its_later_downloads_working(
         threading.Thread(target=interrupt_once_downloading, daemon=True).start()
         with pytest.raises(KeyboardInterrupt):
             ledger.sweep()
-        # The sweep's workers stop in the background: wait for the last of them.
-        deadline = time.monotonic() + 10
-        while any(t.name == "batchledger-sweep-stop" for t in threading.enumerate()):
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
-        assert not list(isolated.glob(".*.part"))
         assert not list(isolated.glob("results_*"))
 
+        # At once, while the sweep's worker may still be in its stalled read.
         try:
             run.retrieve()
         except KeyboardInterrupt:
             pytest.fail("the download was stopped as one of the interrupted sweep's")
+        # The sweep's worker stops at its next chunk (it does not finish its download) and
+        # removes its temporary file.
+        deadline = time.monotonic() + 10
+        while list(isolated.glob(".*.part")) or "save_output_interrupted" not in [
+            event["action"] for event in run.history()
+        ]:
+            assert time.monotonic() < deadline, [event["action"] for event in run.history()]
+            time.sleep(0.01)
 
     saved = isolated / f"results_{run.id}.jsonl"
     assert saved.read_bytes() == server_bytes(

@@ -9,6 +9,7 @@ account's kind. Importing this package imports no SDK: that costs about a second
 commands that never call an API (`list`, `show`, `usage`, `--help`) must not pay it.
 """
 
+import contextlib
 import logging
 import random
 import threading
@@ -32,9 +33,28 @@ INITIAL_RETRY_SECONDS = 0.5
 MAX_RETRY_SECONDS = 8.0
 MAX_RETRY_AFTER_SECONDS = 120.0
 
-# Set when the user interrupts a run whose downloads go on in worker threads (a sweep):
-# each provider's download stops at its next chunk. The main thread gets KeyboardInterrupt.
-STOP_DOWNLOADS = threading.Event()
+# The stop of the sweep whose worker this thread is, set by the sweep for each of its
+# checks (`downloads_stopped_by`): set when the user interrupts that sweep, so that its
+# downloads in flight stop at their next chunk (the main thread gets KeyboardInterrupt). A
+# download of any other thread (the next call of a Python session, another sweep) never
+# sees it.
+_sweep = threading.local()
+
+
+@contextlib.contextmanager
+def downloads_stopped_by(stop: threading.Event) -> Iterator[None]:
+    """Within the block, this thread's downloads stop at their next chunk once `stop` is set."""
+    _sweep.stop = stop
+    try:
+        yield
+    finally:
+        _sweep.stop = None
+
+
+def downloads_stopped() -> bool:
+    """Whether this thread's downloads are to stop now: its sweep was interrupted."""
+    stop: threading.Event | None = getattr(_sweep, "stop", None)
+    return stop is not None and stop.is_set()
 
 
 def upload_name(path: Path, ref: str) -> str:

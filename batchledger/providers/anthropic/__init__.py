@@ -41,11 +41,11 @@ from batchledger.inline import Scanned, create_batch_streaming, line_blocks, sca
 from batchledger.lost_create import Ambiguous, Found, match_lost_create
 from batchledger.profiles import Profile
 from batchledger.providers import (
-    STOP_DOWNLOADS,
     Inline,
     Listed,
     Search,
     Uploaded,
+    downloads_stopped,
     retry_without_duplicates,
 )
 from batchledger.providers.anthropic.wire import (
@@ -509,7 +509,7 @@ class _DroppedBody(Exception):
 def _chunks(body: Iterator[bytes]) -> Iterator[bytes]:
     try:
         for chunk in body:
-            if STOP_DOWNLOADS.is_set():
+            if downloads_stopped():
                 raise KeyboardInterrupt
             yield chunk
     except (httpx2.TransportError, anthropic.APIConnectionError) as exc:

@@ -26,11 +26,11 @@ from batchledger.errors import (
 )
 from batchledger.profiles import Profile
 from batchledger.providers import (
-    STOP_DOWNLOADS,
     Inline,
     Listed,
     Search,
     Uploaded,
+    downloads_stopped,
     retry_without_duplicates,
 )
 from batchledger.providers.openai.lists import (
@@ -397,7 +397,7 @@ def _chunks(body: Iterator[bytes]) -> Iterator[bytes]:
     """
     try:
         for chunk in body:
-            if STOP_DOWNLOADS.is_set():
+            if downloads_stopped():
                 raise KeyboardInterrupt
             yield chunk
     except (httpx2.TransportError, openai.APIConnectionError) as exc:
