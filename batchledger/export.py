@@ -15,11 +15,11 @@ import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from batchledger.batches import FINAL_STATUSES, JobStatus, results_saved
 from batchledger.errors import Refused, UsageError
-from batchledger.inputs import sha256_in_background
+from batchledger.inputs import InputHash, open_input
 from batchledger.redo import anthropic_error
 from batchledger.results_index import ScratchIndex, index_results
 from batchledger.results_index import json_object as _json_object
@@ -112,10 +112,17 @@ def export_rows(
     export; one changed in place since (its size the same) is a UsageError once the last
     row is made, before the export's file is renamed into place: no export is left of it.
     """
-    hashing = sha256_in_background(input_path) if input_sha256 else None
-    with ScratchIndex(prefix="batchledger-export-") as index:
-        build_index(index.conn, results)
-        yield from joined_rows(index.conn, input_path, counts)
+    with open_input(input_path) as stream:
+        hashing = InputHash(stream, input_path) if input_sha256 else None
+        made = False
+        try:
+            with ScratchIndex(prefix="batchledger-export-") as index:
+                build_index(index.conn, results)
+                yield from joined_rows(index.conn, stream, counts)
+            made = True
+        finally:
+            if hashing is not None and not made:
+                hashing.stop()  # cut off: nobody waits for the rest of the hash
     if hashing is not None and hashing.result() != input_sha256:
         raise UsageError(
             f"the input {input_path} has changed since it was sent (same size, other "
@@ -147,24 +154,24 @@ def build_index(index: sqlite3.Connection, results: list[Path]) -> None:
 
 
 def joined_rows(
-    index: sqlite3.Connection, input_path: Path, counts: ExportCounts
+    index: sqlite3.Connection, lines: BinaryIO, counts: ExportCounts
 ) -> Iterator[list[Any]]:
+    """The rows of the input `lines` (open at its start), each joined to its result."""
     missing = ["missing"] + [None] * (len(RESULT_COLUMNS) - 1)
-    with input_path.open("rb") as lines:
-        for number, raw in enumerate(lines, start=1):
-            if not raw.strip():
-                continue
-            custom_id = _json_object(raw).get("custom_id")
-            found = None
-            if isinstance(custom_id, str):
-                found = index.execute(
-                    f"SELECT {', '.join(RESULT_COLUMNS)} FROM results WHERE custom_id = ?",
-                    (custom_id,),
-                ).fetchone()
-            fields = list(found) if found else missing
-            counts.rows += 1
-            counts.by_status[str(fields[0])] += 1
-            yield [number, custom_id if isinstance(custom_id, str) else None, *fields]
+    for number, raw in enumerate(lines, start=1):
+        if not raw.strip():
+            continue
+        custom_id = _json_object(raw).get("custom_id")
+        found = None
+        if isinstance(custom_id, str):
+            found = index.execute(
+                f"SELECT {', '.join(RESULT_COLUMNS)} FROM results WHERE custom_id = ?",
+                (custom_id,),
+            ).fetchone()
+        fields = list(found) if found else missing
+        counts.rows += 1
+        counts.by_status[str(fields[0])] += 1
+        yield [number, custom_id if isinstance(custom_id, str) else None, *fields]
 
 
 def result_fields(record: dict[str, Any]) -> tuple[Any, ...]:

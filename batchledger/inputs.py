@@ -2,8 +2,11 @@
 
 import dataclasses
 import hashlib
+import os
+import threading
 from concurrent.futures import Future
 from pathlib import Path
+from typing import BinaryIO
 
 from batchledger.errors import UsageError
 from batchledger.ledger import InputFile
@@ -130,19 +133,54 @@ def hash_input_in_background(path: Path, path_text: str) -> "Future[InputFile]":
     return future
 
 
-def sha256_in_background(path: Path) -> "Future[str]":
-    """`sha256_of` in a thread of its own (a daemon), beside the caller's own reading of
-    the file: hashing releases the GIL, so on two cores it costs the caller little."""
-    future: Future[str] = Future()
+class InputHash:
+    """The sha256 of a file the caller has open, taken in a thread of its own beside the
+    caller's own reading of it (hashing releases the GIL: on two cores it costs the caller
+    little). It reads a duplicate of the caller's descriptor by offset: the caller's
+    position is untouched, and the bytes are those of the file the caller reads, even if
+    another is renamed over its path meanwhile. `stop()` ends it early (the caller stopped
+    reading); an unreadable file is a UsageError, as at create."""
 
-    def run() -> None:
+    def __init__(self, stream: BinaryIO, path: Path) -> None:
+        self._path_text = str(path)
+        self._stopped = threading.Event()
+        self._future: Future[str] = Future()
+        if hasattr(os, "pread"):
+            fd = os.dup(stream.fileno())
+        else:  # Windows: a duplicate would share the caller's position; the path, then
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
         try:
-            future.set_result(sha256_of(path))
-        except BaseException as exc:  # handed to whoever waits on the future
-            future.set_exception(exc)
+            start_thread(self._run, "batchledger-hash", (fd,))
+        except BaseException:
+            os.close(fd)
+            raise
 
-    start_thread(run, "batchledger-hash")
-    return future
+    def result(self) -> str:
+        return self._future.result()
+
+    def stop(self) -> None:
+        self._stopped.set()
+
+    def _run(self, fd: int) -> None:
+        try:
+            digest = hashlib.sha256()
+            offset = 0
+            while not self._stopped.is_set() and (chunk := _read_at(fd, offset)):
+                digest.update(chunk)
+                offset += len(chunk)
+            self._future.set_result(digest.hexdigest())
+        except OSError as exc:
+            self._future.set_exception(_unreadable(self._path_text, exc))
+        except BaseException as exc:  # handed to whoever waits on the result
+            self._future.set_exception(exc)
+        finally:
+            os.close(fd)
+
+
+def _read_at(fd: int, offset: int) -> bytes:
+    if hasattr(os, "pread"):
+        return os.pread(fd, HASH_CHUNK_BYTES, offset)
+    return os.read(fd, HASH_CHUNK_BYTES)  # a descriptor of its own, read in order
 
 
 def sha256_of(path: Path) -> str:
@@ -151,6 +189,15 @@ def sha256_of(path: Path) -> str:
         while chunk := stream.read(HASH_CHUNK_BYTES):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def open_input(path: Path, buffering: int = -1) -> BinaryIO:
+    """`path` opened to be read again (an export, results()): one that cannot be read is a
+    UsageError (exit 2), as at create, not a failure to save what it was read for."""
+    try:
+        return path.open("rb", buffering=buffering)
+    except OSError as exc:
+        raise _unreadable(str(path), exc) from exc
 
 
 def _unreadable(path_text: str, exc: OSError) -> UsageError:

@@ -38,7 +38,7 @@ class RetryReport:
 # layer above): given the input and the byte ranges of the lines to send again, their
 # estimate (recorded with the retry's job: counted under a budget, else bytes / 4) and the
 # budget's guard, which its claim checks under the write lock (None: no budget).
-Pricing = Callable[[Path, list[tuple[int, int]]], tuple[CostEstimate, ClaimGuard | None]]
+Pricing = Callable[[Path, list[tuple[int, int]]], tuple[CostEstimate | None, ClaimGuard | None]]
 
 
 def retry(
@@ -137,7 +137,8 @@ def _hold_resumed(ctx: Context, job: JobRow, pricing: Pricing) -> None:
     if guard is not None:
         with ctx.ledger.conn.writing():
             guard("jobs", job)
-    ctx.ledger.record_estimate("jobs", job["id"], estimate)
+    if estimate is not None:
+        ctx.ledger.record_estimate("jobs", job["id"], estimate)
 
 
 def pack(

@@ -2,6 +2,7 @@
 
 import csv
 import json
+import os
 import tracemalloc
 from pathlib import Path
 from typing import Any
@@ -253,7 +254,7 @@ def test_export_refuses_an_input_edited_in_place_to_the_same_size(
     cli, emulator: EmulatorServer, isolated: Path, split: bool
 ):
     # Same size, other bytes: a request's text changed since it was sent. Its sha256, taken
-    # as export reads the lines, tells; the export is refused before its file is in place.
+    # beside the export, tells; the export is refused before its file is in place.
     source = write_jsonl(isolated / "in.jsonl", 4)
     if split:
         created = cli("create", "--in", "in.jsonl", "--max-requests", "2")
@@ -280,6 +281,57 @@ def test_export_refuses_an_input_edited_in_place_to_the_same_size(
     )
     assert (isolated / "rows.csv").read_bytes() == b"an export made before\n"
     assert not list(isolated.glob(".rows.csv*"))
+
+
+def test_an_input_replaced_by_rename_during_an_export_is_not_mixed_with_the_one_sent(
+    cli, emulator: EmulatorServer, isolated: Path, monkeypatch: pytest.MonkeyPatch
+):
+    # Editors save by renaming a new file over the old one. The export reads and hashes the
+    # one file it opened, the one sent, whatever is renamed over its path meanwhile.
+    from batchledger import export
+
+    source = write_jsonl(isolated / "in.jsonl", 4)
+    batch_id = run_batch(cli, emulator, source, "/v1/responses")
+    index_results = export.build_index
+
+    def build_index_then_replace(index, results):
+        index_results(index, results)
+        edited = isolated / "in.jsonl.new"
+        edited.write_bytes(source.read_bytes().replace(b'"request-2"', b'"REQUEST-2"'))
+        os.replace(edited, source)  # while the export is under way
+
+    monkeypatch.setattr(export, "build_index", build_index_then_replace)
+
+    result = cli("export", batch_id, "--out", "rows.csv")
+
+    assert result.code == 0, result.err
+    rows = read_csv(isolated / "rows.csv")
+    assert [row["custom_id"] for row in rows] == [f"request-{n}" for n in range(4)]
+    assert {row["status"] for row in rows} == {"ok"}  # every line joined to its answer
+    assert b'"REQUEST-2"' in source.read_bytes()  # the path holds the edited file now
+
+
+def test_an_input_that_cannot_be_read_is_a_usage_error_not_a_failed_save(
+    cli, emulator: EmulatorServer, isolated: Path, monkeypatch: pytest.MonkeyPatch
+):
+    source = write_jsonl(isolated / "in.jsonl", 2)
+    batch_id = run_batch(cli, emulator, source, "/v1/responses")
+    real_open = Path.open
+
+    def refuse_the_input(path: Path, *args, **kwargs):  # root reads any file: refuse it here
+        if path == source:
+            raise PermissionError(13, "Permission denied")
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "open", refuse_the_input)
+
+    result = cli("export", batch_id, "--out", "rows.csv")
+
+    assert (result.code, result.out) == (2, "")
+    assert result.err == (
+        f"batchledger: error: cannot read input file {source}: Permission denied\n"
+    )
+    assert not (isolated / "rows.csv").exists()
 
 
 def test_export_of_a_job_refuses_an_input_changed_since_it_was_split(

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any, BinaryIO, Literal, TypedDict
 
 from batchledger.errors import UsageError
-from batchledger.inputs import sha256_in_background
-from batchledger.results_index import ScratchIndex, index_results, json_object, lines
+from batchledger.inputs import InputHash, open_input
+from batchledger.results_index import READ_BYTES, ScratchIndex, index_results, json_object
 
 ResultStatus = Literal["ok", "error", "missing"]
 
@@ -48,7 +48,23 @@ def result_rows(
     success over an error (as export does). `input_sha256`: the input as it was sent; an
     input edited in place since (its size the same) raises UsageError after its last row,
     as export refuses it: those rows paired answers with requests that were not sent."""
-    hashing = sha256_in_background(input_path) if input_sha256 else None
+    with open_input(input_path, READ_BYTES) as stream:
+        hashing = InputHash(stream, input_path) if input_sha256 else None
+        made = False
+        try:
+            yield from _joined(stream, results)
+            made = True
+        finally:
+            if hashing is not None and not made:
+                hashing.stop()  # the caller stopped early: nobody waits for the hash
+    if hashing is not None and hashing.result() != input_sha256:
+        raise UsageError(
+            f"the input {input_path} has changed since it was sent (same size, other bytes): "
+            "the rows above joined answers to requests that were not sent"
+        )
+
+
+def _joined(stream: BinaryIO, results: Sequence[Path]) -> Iterator[ResultRow]:
     with ScratchIndex(prefix="batchledger-results-") as index:
         index.conn.execute(
             "CREATE TABLE results (custom_id TEXT PRIMARY KEY, ok INTEGER, file INTEGER,"
@@ -70,7 +86,7 @@ def result_rows(
         )
         files = [path.open("rb") for path in results]
         try:
-            for number, (_, raw) in enumerate(lines(input_path), start=1):
+            for number, raw in enumerate(stream, start=1):
                 if not raw.strip():
                     continue
                 custom_id = json_object(raw).get("custom_id")
@@ -93,11 +109,6 @@ def result_rows(
         finally:
             for opened in files:
                 opened.close()
-    if hashing is not None and hashing.result() != input_sha256:
-        raise UsageError(
-            f"the input {input_path} has changed since it was sent (same size, other bytes): "
-            "the rows above joined answers to requests that were not sent"
-        )
 
 
 def _read(source: BinaryIO, offset: int, size: int) -> bytes:

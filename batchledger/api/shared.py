@@ -2,6 +2,7 @@
 pauses of their waits (cut at a timeout), the progress bar, and the calls of retry and
 export that both make."""
 
+import logging
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -21,6 +22,8 @@ if TYPE_CHECKING:
     from batchledger.export import ExportCounts
     from batchledger.ledger import ClaimGuard
     from batchledger.retry import Pricing, RetryReport
+
+log = logging.getLogger("batchledger")
 
 # How long `wait` pauses between checks at first: an emulator's batches move every few
 # seconds, a provider's in minutes or hours. The pause grows while nothing moves.
@@ -104,14 +107,18 @@ def retry_pricing(ctx: Context, account_name: str) -> "Pricing":
 
     def pricing(
         path: Path, ranges: list[tuple[int, int]]
-    ) -> "tuple[CostEstimate, ClaimGuard | None]":
+    ) -> "tuple[CostEstimate | None, ClaimGuard | None]":
         # Imported here (start-up: tokenizers, prices).
         from batchledger.estimate import estimate_ranges, scan_ranges
         from batchledger.prices import KeptPrices, PriceList
         from batchledger.spend import day_budget_guard
 
         if limit is None:
-            return scan_ranges(path, ranges, KeptPrices(ctx.ledger)), None
+            try:
+                return scan_ranges(path, ranges, KeptPrices(ctx.ledger)), None
+            except Exception:  # a rough figure missing must not stop the retry
+                log.warning("the retry's estimate could not be made", exc_info=True)
+                return None, None
         prices = PriceList()
         estimate = estimate_ranges(path, ranges, prices)
         guard = day_budget_guard(
