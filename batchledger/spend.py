@@ -125,9 +125,10 @@ def check_day_budget(
         f"{money(spend.estimated)} estimated in flight"
     )
     if upper is None:
+        see = ": see 'batchledger estimate'" if what == "this input" else ""
         raise Refused(
             f"{what}'s upper cost is unknown (a request with no output cap, or a model "
-            f"with no price: see 'batchledger estimate'), so it cannot be held under "
+            f"with no price{see}), so it cannot be held under "
             f"max_cost_per_day {money(limit)}; {figures}; nothing was sent"
         )
     if spend.total + upper > limit:

@@ -593,3 +593,26 @@ def test_a_retry_without_a_budget_records_the_rough_estimate_a_plain_create_does
     assert job["estimated_input_tokens"] == round(len(sent_again) / 4)
     # Two requests of at most 1000 output tokens each at gpt-4o-mini's batch price ($0.30/1M).
     assert 0.0006 < job["estimated_cost_max"] < 0.00061
+
+
+def test_a_retry_whose_upper_cost_is_unknown_is_refused_under_a_budget(
+    cli, emulator: EmulatorServer, isolated: Path
+):
+    # No output cap on its lines: what they may cost has no upper end to hold to the budget.
+    budgeted_account(emulator)
+    write_jsonl(isolated / "in.jsonl", 3)
+    emulator.state.set_line_outcomes({"request-1": "500"}, times=1)
+    batch_id = cli("create", "--in", "in.jsonl", "--account", "budgeted").field("batch_id")
+    for _ in range(3):
+        emulator.state.advance(batch_id)
+    assert cli("status", "--all").code == 0
+    budgeted_account(emulator, "max_cost_per_day = 1")
+
+    refused = cli("retry", batch_id)
+
+    assert refused.code == 3 and refused.out == ""
+    assert refused.err.startswith(
+        "batchledger: error: this retry's upper cost is unknown (a request with no output "
+        "cap, or a model with no price), so it cannot be held under max_cost_per_day $1.00; "
+    ), repr(refused.err)
+    assert ledger_rows("jobs") == []
