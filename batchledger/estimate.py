@@ -6,10 +6,11 @@ the prices from `prices` (batch rates). No key, no network, no ledger.
 """
 
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 from batchledger.details import FROM_BYTES, CostEstimate
 from batchledger.errors import Refused
@@ -75,13 +76,17 @@ class Estimate:
 
     @property
     def cost_input(self) -> float | None:
-        costs = [model.cost_input for model in self.models]
-        return None if None in costs else sum(cost or 0.0 for cost in costs)
+        return _total(model.cost_input for model in self.models)
 
     @property
     def cost_max(self) -> float | None:
-        costs = [model.cost_max for model in self.models]
-        return None if None in costs else sum(cost or 0.0 for cost in costs)
+        return _total(model.cost_max for model in self.models)
+
+
+def _total(costs: Iterable[float | None]) -> float | None:
+    """The sum of the models' costs; None if any is unknown."""
+    known = list(costs)
+    return None if None in known else sum(cost or 0.0 for cost in known)
 
 
 def estimate_input(
@@ -152,18 +157,11 @@ def estimate_ranges(
             while at < end and (line := stream.readline(end - at)):
                 counter.add(line)
                 at += len(line)
-    counted = counter.result
-    found = Estimate(
-        path=path,
-        bytes=counted.bytes,
-        requests=counted.lines,
-        limits=(counted.lines, counted.bytes),
-        models=_priced(counted, prices or PriceList()),
-    )
+    models = _priced(counter.result, prices or PriceList())
     return CostEstimate(
-        input_tokens=sum(model.input_tokens for model in found.models),
-        cost_min=found.cost_input,
-        cost_max=found.cost_max,
+        input_tokens=sum(model.input_tokens for model in models),
+        cost_min=_total(model.cost_input for model in models),
+        cost_max=_total(model.cost_max for model in models),
     )
 
 
@@ -261,16 +259,8 @@ def scan_ranges(
     with path.open("rb") as stream:
         for start, end in ranges:  # whole lines
             stream.seek(start)
-            left, tail = end - start, b""
-            while left > 0 and (chunk := stream.read(min(_SCAN_CHUNK, left))):
-                left -= len(chunk)
-                chunk = tail + chunk
-                cut = len(chunk) if left <= 0 else chunk.rfind(b"\n") + 1
-                if cut:
-                    _scan_chunk(chunk[:cut], models)
-                tail = chunk[cut:]
-            if tail:
-                _scan_chunk(tail, models)
+            for chunk in _line_chunks(stream, end - start):
+                _scan_chunk(chunk, models)
     return _priced_scan(models, 1.0, prices or PriceList())
 
 
@@ -335,15 +325,7 @@ def _scanned_chunks(path: Path, size: int) -> Iterator[bytes]:
     """Whole lines of `path`: all of them, or those of SCAN_WINDOWS windows spread over it."""
     with path.open("rb") as stream:
         if size <= SCAN_ALL_BYTES:
-            tail = b""
-            while chunk := stream.read(_SCAN_CHUNK):
-                chunk = tail + chunk
-                cut = chunk.rfind(b"\n") + 1
-                if cut:
-                    yield chunk[:cut]
-                tail = chunk[cut:]
-            if tail:
-                yield tail
+            yield from _line_chunks(stream)
             return
         window = SCAN_ALL_BYTES // SCAN_WINDOWS
         for index in range(SCAN_WINDOWS):
@@ -355,6 +337,24 @@ def _scanned_chunks(path: Path, size: int) -> Iterator[bytes]:
                 chunk += stream.readline()  # to the end of one
             if chunk:
                 yield chunk
+
+
+def _line_chunks(stream: BinaryIO, length: int | None = None) -> Iterator[bytes]:
+    """Whole lines from `stream`'s position, in reads of _SCAN_CHUNK: to its end, or for
+    `length` bytes (whole lines: the last may have no newline)."""
+    left, tail = length, b""
+    while (left is None or left > 0) and (
+        chunk := stream.read(_SCAN_CHUNK if left is None else min(_SCAN_CHUNK, left))
+    ):
+        if left is not None:
+            left -= len(chunk)
+        chunk = tail + chunk
+        cut = chunk.rfind(b"\n") + 1
+        if cut:
+            yield chunk[:cut]
+        tail = chunk[cut:]
+    if tail:
+        yield tail
 
 
 def _scan_chunk(chunk: bytes, models: dict[bytes, ScannedModel]) -> None:
