@@ -19,7 +19,7 @@ from typing import Any, BinaryIO
 
 from batchledger.batches import FINAL_STATUSES, JobStatus, results_saved
 from batchledger.errors import Refused, UsageError
-from batchledger.inputs import InputHash, open_input
+from batchledger.inputs import read_as_sent
 from batchledger.redo import anthropic_error
 from batchledger.results_index import ScratchIndex, index_results
 from batchledger.results_index import json_object as _json_object
@@ -112,22 +112,13 @@ def export_rows(
     export; one changed in place since (its size the same) is a UsageError once the last
     row is made, before the export's file is renamed into place: no export is left of it.
     """
-    with open_input(input_path) as stream:
-        hashing = InputHash(stream, input_path) if input_sha256 else None
-        made = False
-        try:
-            with ScratchIndex(prefix="batchledger-export-") as index:
-                build_index(index.conn, results)
-                yield from joined_rows(index.conn, stream, counts)
-            made = True
-        finally:
-            if hashing is not None and not made:
-                hashing.stop()  # cut off: nobody waits for the rest of the hash
-    if hashing is not None and hashing.result() != input_sha256:
-        raise UsageError(
-            f"the input {input_path} has changed since it was sent (same size, other "
-            "bytes); nothing was exported"
-        )
+
+    def rows(stream: BinaryIO) -> Iterator[list[Any]]:
+        with ScratchIndex(prefix="batchledger-export-") as index:
+            build_index(index.conn, results)
+            yield from joined_rows(index.conn, stream, counts)
+
+    return read_as_sent(input_path, input_sha256, rows, "; nothing was exported")
 
 
 def build_index(index: sqlite3.Connection, results: list[Path]) -> None:

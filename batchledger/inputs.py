@@ -4,15 +4,17 @@ import dataclasses
 import hashlib
 import os
 import threading
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, TypeVar
 
 from batchledger.errors import UsageError
 from batchledger.ledger import InputFile
 from batchledger.split import SPARSE_LINE_BYTES
 from batchledger.threads import start_thread
 
+_Row = TypeVar("_Row")
 HASH_CHUNK_BYTES = 1024 * 1024
 COUNT_CHUNK_BYTES = 4 * 1024 * 1024
 
@@ -191,13 +193,35 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def open_input(path: Path, buffering: int = -1) -> BinaryIO:
-    """`path` opened to be read again (an export, results()): one that cannot be read is a
+def read_as_sent(
+    path: Path,
+    sha256: str | None,
+    rows: Callable[[BinaryIO], Iterator[_Row]],
+    changed: str,
+    buffering: int = -1,
+) -> Iterator[_Row]:
+    """The `rows` made from an input read again (an export, results()), held to the input
+    as it was sent: its `sha256` (if recorded) is taken beside them (`InputHash`), and an
+    input changed in place since, its size the same, is a UsageError once the last row is
+    made (`changed` says what that means for the rows). One that cannot be read is a
     UsageError (exit 2), as at create, not a failure to save what it was read for."""
     try:
-        return path.open("rb", buffering=buffering)
+        stream = path.open("rb", buffering=buffering)
     except OSError as exc:
         raise _unreadable(str(path), exc) from exc
+    with stream:
+        hashing = InputHash(stream, path) if sha256 else None
+        made = False
+        try:
+            yield from rows(stream)
+            made = True
+        finally:
+            if hashing is not None and not made:
+                hashing.stop()  # cut off, or the caller stopped: nobody waits for the hash
+    if hashing is not None and hashing.result() != sha256:
+        raise UsageError(
+            f"the input {path} has changed since it was sent (same size, other bytes){changed}"
+        )
 
 
 def _unreadable(path_text: str, exc: OSError) -> UsageError:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, Literal, TypedDict
 
 from batchledger.errors import UsageError
-from batchledger.inputs import InputHash, open_input
+from batchledger.inputs import read_as_sent
 from batchledger.results_index import READ_BYTES, ScratchIndex, index_results, json_object
 
 ResultStatus = Literal["ok", "error", "missing"]
@@ -48,20 +48,13 @@ def result_rows(
     success over an error (as export does). `input_sha256`: the input as it was sent; an
     input edited in place since (its size the same) raises UsageError after its last row,
     as export refuses it: those rows paired answers with requests that were not sent."""
-    with open_input(input_path, READ_BYTES) as stream:
-        hashing = InputHash(stream, input_path) if input_sha256 else None
-        made = False
-        try:
-            yield from _joined(stream, results)
-            made = True
-        finally:
-            if hashing is not None and not made:
-                hashing.stop()  # the caller stopped early: nobody waits for the hash
-    if hashing is not None and hashing.result() != input_sha256:
-        raise UsageError(
-            f"the input {input_path} has changed since it was sent (same size, other bytes): "
-            "the rows above joined answers to requests that were not sent"
-        )
+    return read_as_sent(
+        input_path,
+        input_sha256,
+        lambda stream: _joined(stream, results),
+        ": the rows above joined answers to requests that were not sent",
+        READ_BYTES,
+    )
 
 
 def _joined(stream: BinaryIO, results: Sequence[Path]) -> Iterator[ResultRow]:
