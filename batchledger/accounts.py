@@ -38,7 +38,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from batchledger.errors import UsageError
+from batchledger.errors import UsageError, utf8_text
 from batchledger.paths import config_path, user_data_dir
 from batchledger.profiles import OPENAI_COMPATIBLE, PROFILES, Profile
 from batchledger.redaction import add_secret_variable
@@ -183,12 +183,7 @@ def load_accounts(path: Path | None = None) -> dict[str, Account]:
 def _parse_accounts(data: bytes, path: Path) -> dict[str, Account]:
     accounts = builtin_accounts()
     try:
-        config = tomllib.loads(data.decode("utf-8"))
-    except UnicodeDecodeError as exc:
-        raise UsageError(
-            f"{path} is not UTF-8 text (byte {exc.start} is {data[exc.start]:#04x}); "
-            "save it as UTF-8"
-        ) from exc
+        config = tomllib.loads(utf8_text(data, str(path)))
     except tomllib.TOMLDecodeError as exc:
         raise UsageError(f"{path} is not valid TOML: {exc}") from exc
     _refuse_keys(config, path)

@@ -66,3 +66,15 @@ class NotInLedger(UsageError):
 
 class WaitTimeout(BatchledgerError, TimeoutError):
     """A wait (`Batch.wait`, `Job.wait`) ran out of time; the batch or job keeps running."""
+
+
+def utf8_text(data: bytes, name: str) -> str:
+    """A file's bytes as text (accounts.toml, a prices file); a UsageError naming the first
+    byte that is not UTF-8, in the file `name`s."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UsageError(
+            f"{name} is not UTF-8 text (byte {exc.start} is {data[exc.start]:#04x}); "
+            "save it as UTF-8"
+        ) from exc

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-from batchledger.errors import UsageError
+from batchledger.errors import UsageError, utf8_text
 from batchledger.ledger import MADE_AT, Ledger
 from batchledger.rows import UsageTotalsRow
 
@@ -67,15 +67,9 @@ def load_prices(path: Path) -> dict[str, Price]:
     """A TOML price list: a table per model with `input`, `cached_input` (default: `input`)
     and `output`, per million tokens. A UsageError if it cannot be used as one."""
     try:
-        data = path.read_bytes()
-        document = tomllib.loads(data.decode("utf-8"))
+        document = tomllib.loads(utf8_text(path.read_bytes(), f"prices file {path}"))
     except OSError as exc:
         raise UsageError(f"cannot read prices file {path}: {exc.strerror or exc}") from None
-    except UnicodeDecodeError as exc:
-        raise UsageError(
-            f"prices file {path} is not UTF-8 text (byte {exc.start} is "
-            f"{data[exc.start]:#04x}); save it as UTF-8"
-        ) from None
     except tomllib.TOMLDecodeError as exc:
         raise UsageError(f"prices file {path} is not valid TOML: {exc}") from None
     prices: dict[str, Price] = {}
